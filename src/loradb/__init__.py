@@ -1,0 +1,33 @@
+"""loradb: a database of LoRA adapters that adapts a base model to new, unlabeled data by
+retrieving the adapters whose training data looked most alike and merging them.
+
+The public API is re-exported here lazily (PEP 562), so `import loradb` and the CLI do not
+pay for torch/transformers until a name that needs them is used.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "adapter": ["LoraAdapter", "LoraModule", "read_adapter", "write_adapter"],
+    "base": ["BaseModel", "load_base"],
+    "compose": ["compose_exact", "dense_delta"],
+    "db": ["CheckReport", "Hit", "LoraDB", "SearchResult", "represent_file"],
+    "errors": ["AdapterError", "BaseModelMismatch", "DataError", "LoradbError", "StoreError"],
+    "represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent", "save_representation"],
+    "store.protocol": ["Record"],
+    "weights": ["METHODS", "WeightResult", "compute_weights"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'loradb' has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__():
+    return __all__

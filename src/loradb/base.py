@@ -1,0 +1,157 @@
+"""The identity of a base model: a content fingerprint and the shapes of its weights.
+
+Records, representations and adapters are tied to the exact base model they were made
+for. The fingerprint is a sha256 over the model's config (minus bookkeeping fields) and
+the bytes of its safetensors weight files, so another architecture *or* other weights
+under the same name are told apart. File hashes are cached by (path, size, mtime) so a
+multi-GB model is hashed once per machine, not once per command.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .adapter import FINGERPRINT_KEY, LoraAdapter
+from .errors import BaseModelMismatch, LoradbError
+from .tensorfile import read_header
+
+# config fields that do not change what the model computes
+_VOLATILE_CONFIG = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "gradient_checkpointing"}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def cache_dir() -> Path:
+    """Where loradb keeps machine-local caches (LORADB_CACHE_DIR overrides)."""
+    return Path(os.environ.get("LORADB_CACHE_DIR") or Path.home() / ".cache" / "loradb")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (resolved path, size, mtime_ns)."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = cache_dir() / "file-hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache[key] = digest
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return digest
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A local transformers model directory, identified by content."""
+
+    path: Path
+    fingerprint: str
+    config: dict
+    weight_shapes: dict  # tensor name -> shape tuple
+    tokenizer_hash: str
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def short(self) -> str:
+        return f"{self.path} (fingerprint {self.fingerprint[:12]})"
+
+    @property
+    def hidden_size(self) -> int | None:
+        return self.config.get("hidden_size") or self.config.get("d_model") or self.config.get("n_embd")
+
+
+@functools.lru_cache(maxsize=16)
+def _load_base(resolved: str) -> BaseModel:
+    path = Path(resolved)
+    if not path.is_dir():
+        raise LoradbError(f"base model {path} is not a directory; pass a local transformers model directory")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"base model {path} has no readable config.json ({e}); pass a transformers model directory") from None
+    weight_files = sorted(path.glob("*.safetensors"))
+    if not weight_files:
+        raise LoradbError(f"base model {path} has no .safetensors weights; loradb never unpickles .bin checkpoints, convert them first")
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in config.items() if k not in _VOLATILE_CONFIG}, sort_keys=True).encode())
+    shapes: dict[str, tuple] = {}
+    for wf in weight_files:
+        h.update(f"{wf.name}:{file_sha256(wf)}\n".encode())
+        header, _, _ = read_header(wf)
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items()})
+    tok = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (path / name).is_file():
+            tok.update(f"{name}:{file_sha256(path / name)}\n".encode())
+    return BaseModel(path=path, fingerprint=h.hexdigest(), config=config, weight_shapes=shapes, tokenizer_hash=tok.hexdigest())
+
+
+def load_base(path: str | os.PathLike) -> BaseModel:
+    """Identify the model in a local directory (cached per process)."""
+    return _load_base(str(Path(path).expanduser().resolve()))
+
+
+def resolve_module(base: BaseModel, module: str) -> str | None:
+    """The base weight tensor a PEFT module name refers to, tolerating wrapper prefixes.
+
+    PEFT names modules inside whatever class the adapter was trained on ("bert.encoder..."
+    in a classifier, "encoder..." in the bare model); the most specific unique suffix wins.
+    """
+    parts = module.split(".")
+    for start in range(len(parts) - 1):
+        suffix = ".".join(parts[start:]) + ".weight"
+        hits = [k for k in base.weight_shapes if k == suffix or k.endswith("." + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            return None
+    return None
+
+
+def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, where: str) -> None:
+    """Refuse an adapter made for another base model, naming both.
+
+    Raises:
+        BaseModelMismatch: the adapter's recorded fingerprint differs, or a module is
+            missing from the base or has another shape there.
+    """
+    recorded = adapter.metadata.get(FINGERPRINT_KEY)
+    if recorded and recorded != base.fingerprint:
+        raise BaseModelMismatch(
+            f"{where} was made for base model fingerprint {recorded[:12]} "
+            f"({adapter.base_model_name_or_path}) but the base model here is {base.short}"
+        )
+    for name, module in adapter.modules.items():
+        key = resolve_module(base, name)
+        if key is None:
+            raise BaseModelMismatch(
+                f"{where} adapts module {name!r}, which base model {base.short} does not have "
+                f"(adapter made for {adapter.base_model_name_or_path!r}); pass the base model it was trained on"
+            )
+        expected = module.weight_shape[::-1] if adapter.fan_in_fan_out else module.weight_shape
+        if tuple(base.weight_shapes[key]) != tuple(expected):
+            raise BaseModelMismatch(
+                f"{where} module {name!r} updates a {expected[0]}x{expected[1]} weight but {key} in base model "
+                f"{base.short} is {'x'.join(map(str, base.weight_shapes[key]))} (adapter made for "
+                f"{adapter.base_model_name_or_path!r})"
+            )

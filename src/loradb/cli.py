@@ -1,0 +1,293 @@
+"""The `loradb` command: thin argument parsing over the library, one function per command.
+
+Bad input prints one line on stderr and exits 2; `--json` prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import LoradbError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise LoradbError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _print_json(doc) -> None:
+    from .export import json_ready
+
+    print(json.dumps(doc, indent=2, default=json_ready, allow_nan=True))
+
+
+def _open(path):
+    from .db import LoraDB
+
+    return LoraDB(path)
+
+
+# ---- commands ------------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    from .db import LoraDB
+
+    LoraDB.init(args.db).close()
+    print(f"created an empty loradb database at {args.db}")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from .db import parse_meta
+
+    recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
+    with _open(args.db) as db:
+        record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),
+                        base=args.base, recipe=recipe or None)
+    if args.json:
+        _print_json(record.summary())
+    else:
+        print(f"added {record.name} as {record.id} (rank {record.rank}, {len(record.target_modules)} modules, space {record.space_id})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    with _open(args.db) as db:
+        records = db.list()
+    if args.json:
+        _print_json([r.summary() for r in records])
+        return 0
+    if not records:
+        print("no records")
+    for r in records:
+        print(f"{r.id[:12]}  {r.name:<24} rank {r.rank:<4} n={r.n_samples if r.n_samples is not None else '?':<7} "
+              f"space {r.space_id}  {r.created[:19]}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    with _open(args.db) as db:
+        details = db.get(args.id).details()
+    if args.json:
+        _print_json(details)
+    else:
+        for key, value in details.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    with _open(args.db) as db:
+        record = db.remove(args.id)
+    print(f"removed {record.name} ({record.id})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    with _open(args.db) as db:
+        out = db.export(args.id, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_represent(args) -> int:
+    from .db import represent_file
+    from .represent import save_representation
+
+    rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
+                         batch_size=args.batch_size)
+    save_representation(rep, args.output)
+    print(f"wrote {args.output} (dim {rep.z.shape[0]}, {rep.n_samples} examples, space {rep.space.id})")
+    return 0
+
+
+def _search_args(args) -> dict:
+    return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
+            "method": args.method, "temperature": args.temperature, "l1": args.l1, "metric": args.metric}
+
+
+def _print_result(result, out: str | None = None) -> None:
+    print(f"method {result.method}" + (f", residual {result.residual:.6g}" if result.residual is not None else "")
+          + "".join(f", {k} {v:.6g}" for k, v in result.params.items()))
+    for h in result.hits:
+        print(f"  {h.record.id[:12]}  {h.record.name:<24} distance {h.distance:<12.6g} weight {h.weight:+.6f}")
+    if out:
+        print(f"wrote {out}")
+
+
+def cmd_search(args) -> int:
+    with _open(args.db) as db:
+        result = db.search(**_search_args(args))
+    _print_json(result.to_dict()) if args.json else _print_result(result)
+    return 0
+
+
+def cmd_compose(args) -> int:
+    from .db import parse_weights
+
+    with _open(args.db) as db:
+        if args.weights:
+            if args.data or args.repr:
+                raise LoradbError("give either --weights or --data/--repr, not both")
+            result = db.compose(args.out, weights=parse_weights(args.weights), merged=args.merged)
+        else:
+            if not (args.data or args.repr):
+                raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")
+            result = db.compose(args.out, merged=args.merged, **_search_args(args))
+    if args.json:
+        _print_json({**result.to_dict(), "out": str(args.out)})
+    else:
+        _print_result(result, str(args.out))
+    return 0
+
+
+def cmd_check(args) -> int:
+    with _open(args.db) as db:
+        report = db.check()
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        for p in report.problems:
+            print(f"problem: {p}")
+        for sha in report.orphans:
+            print(f"orphan blob: {sha} (`loradb gc` removes it)")
+        for t in report.temp_files:
+            print(f"stray temp file: {t} (`loradb gc` removes it)")
+        print(f"{report.records} records; " + ("clean" if report.clean else f"{len(report.problems)} problems"))
+    return 0 if report.clean else 1
+
+
+def cmd_gc(args) -> int:
+    with _open(args.db) as db:
+        removed = db.gc()
+    print(f"removed {len(removed)} orphan files")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------
+
+def _add_target(p, *, required_data: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=required_data)
+    g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
+    g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
+    p.add_argument("-k", type=int, default=5, help="how many adapters to retrieve (default 5)")
+    p.add_argument("--method", default="similarity", help="uniform | nearest | similarity | linear | sparse (default similarity)")
+    p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
+    p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
+    p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
+    p.add_argument("--base", help="base model directory (default: the database's only base model)")
+    p.add_argument("--space", help="representation space id (default: the only one in use)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _add_recipe(p, *, defaults: bool) -> None:
+    p.add_argument("--layer", type=int, default=-1 if defaults else None, help="hidden-state index (0 = embeddings, -1 = last)")
+    p.add_argument("--pooling", default="mean" if defaults else None, choices=("mean", "cls", "last"), help="token pooling (default mean)")
+    p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("init", help="create an empty database")
+    p.add_argument("db")
+    p.set_defaults(fn=cmd_init)
+
+    p = sub.add_parser("add", help="store an adapter with the representation of its training data")
+    p.add_argument("db")
+    p.add_argument("adapter", help="PEFT LoRA adapter directory")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data", help="the adapter's training texts (z computed here)")
+    g.add_argument("--repr", help="z as a .npy vector")
+    p.add_argument("--name", help="unique record name (default: the directory name)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
+    p.add_argument("--base", help="base model directory (default: the adapter's base_model_name_or_path)")
+    _add_recipe(p, defaults=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_add)
+
+    p = sub.add_parser("list", help="list records")
+    p.add_argument("db")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("show", help="show one record")
+    p.add_argument("db")
+    p.add_argument("id", help="record id, unique id prefix, or name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("remove", help="delete a record (and its blob if unshared)")
+    p.add_argument("db")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_remove)
+
+    p = sub.add_parser("export", help="write a stored adapter back out as a PEFT directory")
+    p.add_argument("db")
+    p.add_argument("id")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("represent", help="compute z for a dataset under a base model")
+    p.add_argument("data")
+    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
+    _add_recipe(p, defaults=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(fn=cmd_represent)
+
+    p = sub.add_parser("search", help="retrieve the nearest adapters and their weights")
+    p.add_argument("db")
+    _add_target(p, required_data=True)
+    p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("compose", help="merge retrieved (or given) adapters into one")
+    p.add_argument("db")
+    _add_target(p, required_data=False)
+    p.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
+    p.add_argument("--out", required=True, help="output directory (new or empty)")
+    p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
+    p.set_defaults(fn=cmd_compose)
+
+    p = sub.add_parser("check", help="verify every row and blob; report orphans")
+    p.add_argument("db")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("gc", help="remove orphan blobs and stray temp files")
+    p.add_argument("db")
+    p.set_defaults(fn=cmd_gc)
+
+    p = sub.add_parser("demo", help="the end-to-end example on the packaged all-MiniLM-L6-v2 model")
+    p.add_argument("--out", default="loradb-demo", help="where the demo writes its database and outputs")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except LoradbError as e:
+        print(f"loradb: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("loradb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Reading user datasets as a stream of text examples.
+
+Formats: .jsonl (field "text"), .csv (column "text"), .parquet (column "text", needs
+pyarrow: `pip install loradb[parquet]`), .txt (one example a line, blank lines skipped).
+Files are read lazily so a dataset never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import DataError
+
+FORMATS = (".jsonl", ".csv", ".parquet", ".txt")
+
+
+def _check_text(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: 'text' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _jsonl(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(row, dict) or field not in row:
+                raise DataError(f"{path}:{lineno}: each line must be a JSON object with a {field!r} field")
+            yield _check_text(row[field], f"{path}:{lineno}")
+
+
+def _csv(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or field not in reader.fieldnames:
+            raise DataError(f"{path}: needs a header row with a {field!r} column (found {reader.fieldnames})")
+        for lineno, row in enumerate(reader, 2):
+            yield _check_text(row[field], f"{path}:{lineno}")
+
+
+def _parquet(path: Path, field: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading parquet needs pyarrow; install it with `pip install 'loradb[parquet]'`") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    if field not in pf.schema_arrow.names:
+        raise DataError(f"{path}: needs a {field!r} column (found {pf.schema_arrow.names})")
+    for batch in pf.iter_batches(columns=[field], batch_size=1024):
+        for i, value in enumerate(batch.column(0).to_pylist()):
+            yield _check_text(value, f"{path} row {i}")
+
+
+def _txt(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line.rstrip("\n")
+
+
+_READERS = {".jsonl": _jsonl, ".csv": _csv, ".parquet": _parquet, ".txt": _txt}
+
+
+def iter_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
+    """Yield the text examples of a dataset file, in order.
+
+    Args:
+        path: a .jsonl, .csv, .parquet or .txt file.
+        field: the field/column holding the text (not used for .txt).
+    Raises:
+        DataError: unknown format, missing file, missing field, non-string text, or no
+            examples at all (raised when the stream ends empty).
+    """
+    p = Path(path)
+    reader = _READERS.get(p.suffix.lower())
+    if reader is None:
+        raise DataError(f"{p}: unknown data format {p.suffix!r}; use one of {', '.join(FORMATS)}")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    count = 0
+    try:
+        for text in reader(p, field):
+            count += 1
+            yield text
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise DataError(f"{p}: malformed CSV ({e})") from None
+    if count == 0:
+        raise DataError(f"{p}: holds no examples")

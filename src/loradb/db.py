@@ -1,0 +1,468 @@
+"""LoraDB: the one place that orchestrates add / search / compose over a store.
+
+Every public method validates all of its input before it writes anything, so bad input
+leaves the database exactly as it was. Writers hold an exclusive lock on the database
+directory; blobs are written before the index row that refers to them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files, read_adapter
+from .base import BaseModel, check_adapter_fits, load_base
+from .data import iter_texts
+from .errors import BaseModelMismatch, LoradbError, StoreError
+from .represent import Representation, Space, default_space, load_vector, represent
+from .store.blobs import LocalBlobStore
+from .store.protocol import Record
+from .store.sqlite import SqliteIndex, migrate
+from .weights import DEFAULT_METHOD, compute_weights, get_method
+
+DEFAULT_K = 5
+MARKER = "LORADB"  # a file that marks a directory as a loradb database
+_NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
+
+
+@dataclass
+class Hit:
+    """A retrieved record with its distance to the target and its ensemble weight."""
+
+    record: Record
+    distance: float
+    weight: float
+
+    def to_dict(self) -> dict:
+        return {"id": self.record.id, "name": self.record.name, "distance": self.distance, "weight": self.weight}
+
+
+@dataclass
+class SearchResult:
+    method: str
+    hits: list[Hit]
+    residual: float | None
+    params: dict = field(default_factory=dict)
+    space: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
+                "params": self.params, "space": self.space}
+
+
+@dataclass
+class CheckReport:
+    problems: list[str]
+    orphans: list[str]
+    temp_files: list[str]
+    records: int
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"clean": self.clean, "records": self.records, "problems": self.problems, "orphans": self.orphans,
+                "temp_files": self.temp_files}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name) or name != name.strip():
+        raise LoradbError(f"invalid record name {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
+    return name
+
+
+class LoraDB:
+    """A LoRA-VecDB on the embedded store: a directory with index.sqlite and blobs/."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not (self.path / MARKER).is_file() or not (self.path / SqliteIndex.FILE).is_file():
+            raise StoreError(f"{self.path} is not a loradb database; create one with `loradb init {self.path}`")
+        self.index = SqliteIndex(self.path)
+        migrate(self.index.conn)
+        self.blobs = LocalBlobStore(self.path)
+
+    @classmethod
+    def init(cls, path: str | os.PathLike) -> "LoraDB":
+        """Create an empty database at `path` (a new or empty directory)."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            if (p / MARKER).is_file():
+                raise StoreError(f"{p} is already a loradb database")
+            raise StoreError(f"{p} exists and is not an empty directory; choose a new path")
+        p.mkdir(parents=True, exist_ok=True)
+        LocalBlobStore(p).create()
+        index = SqliteIndex(p)
+        migrate(index.conn)
+        index.close()
+        (p / MARKER).write_text("loradb database; see `loradb --help`\n")
+        return cls(p)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _write_lock(self):
+        with open(self.path / MARKER, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ---- reading -------------------------------------------------------------------
+
+    def list(self) -> list[Record]:
+        return self.index.all()
+
+    def get(self, ref: str) -> Record:
+        return self.index.get(ref)
+
+    def load_adapter(self, record: Record) -> LoraAdapter:
+        """The stored adapter of a record, its blob verified against the recorded sha256."""
+        if not self.blobs.verify(record.blob_sha256):
+            raise StoreError(f"the blob of record {record.name} ({record.blob_sha256[:12]}) is missing or corrupt; run `loradb check`")
+        return adapter_from_files(record.adapter_config, self.blobs.path(record.blob_sha256), f"record {record.name}")
+
+    def export(self, ref: str, out: str | os.PathLike) -> Path:
+        """Write a stored adapter back out as a PEFT directory (verified against its sha256)."""
+        import json
+        import shutil
+
+        from .adapter import CONFIG_NAME
+        from .export import atomic_output_dir
+
+        record = self.index.get(ref)
+        self.load_adapter(record)  # verifies the blob
+        with atomic_output_dir(Path(out)) as tmp:
+            shutil.copyfile(self.blobs.path(record.blob_sha256), tmp / WEIGHTS_NAME)
+            (tmp / CONFIG_NAME).write_text(json.dumps(record.adapter_config, indent=2) + "\n")
+        return Path(out)
+
+    # ---- writing -------------------------------------------------------------------
+
+    def add(self, adapter_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+            repr: str | os.PathLike | None = None, name: str | None = None, meta: dict | None = None,
+            base: str | os.PathLike | None = None, recipe: dict | None = None, progress: bool = True) -> Record:
+        """Validate an adapter and its data representation, then store both.
+
+        Args:
+            adapter_dir: PEFT LoRA adapter directory.
+            data: the adapter's training texts (z is computed here), or
+            repr: a .npy vector made by `loradb represent` (or any float vector for `base`).
+            name: unique record name (default: the adapter directory's name).
+            meta: free string metadata.
+            base: base model directory (default: the adapter's base_model_name_or_path).
+            recipe: layer / pooling / max_length for computing z from data (default: the
+                recipe of this base model's space already in the database, else the defaults).
+        Returns:
+            The stored record.
+        """
+        if (data is None) == (repr is None):
+            raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+        adapter = read_adapter(adapter_dir)
+        base_model = self._base_for_adapter(adapter, base, adapter_dir)
+        check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
+        if data is not None:
+            rep = self._represent_for(base_model, data, recipe=recipe or self._existing_recipe(base_model), progress=progress)
+        else:
+            rep = _representation_from_file(repr, base_model)
+        name = _check_name(name if name is not None else Path(adapter_dir).resolve().name)
+        meta = {str(k): str(v) for k, v in (meta or {}).items()}
+        record = Record(
+            id=uuid.uuid4().hex, name=name, base_name=base_model.name, base_fingerprint=base_model.fingerprint,
+            space=rep.space.to_dict(), z=rep.z, n_samples=rep.n_samples, rank=adapter.max_rank,
+            target_modules=adapter.target_modules, adapter_config=adapter.config, blob_sha256="", meta=meta,
+            created=_now(),
+        )
+        with self._write_lock():
+            if self.index.name_taken(name):
+                raise LoradbError(f"a record named {name!r} already exists; pass another --name")
+            record.blob_sha256 = self.blobs.put(Path(adapter_dir) / WEIGHTS_NAME)
+            self.index.insert(record)
+        return record
+
+    def remove(self, ref: str) -> Record:
+        """Delete a record; its blob goes too unless another record shares it."""
+        with self._write_lock():
+            record = self.index.get(ref)
+            self.index.delete(record.id)
+            if record.blob_sha256 not in self.index.blob_refs():
+                self.blobs.delete(record.blob_sha256)
+        return record
+
+    def check(self) -> CheckReport:
+        """Verify every row and blob; report orphan blobs and stray temp files."""
+        problems = self.index.integrity_problems()
+        records = self.index.all()
+        spaces = {s["id"]: s for s in self.index.spaces()}
+        for r in records:
+            label = f"record {r.name} ({r.id[:12]})"
+            if not self.blobs.verify(r.blob_sha256):
+                problems.append(f"{label}: blob {r.blob_sha256[:12]} is missing or does not match its sha256")
+            if r.space_id not in spaces:
+                problems.append(f"{label}: its representation space {r.space_id} is missing")
+            elif spaces[r.space_id].get("dim") != r.z.shape[0]:
+                problems.append(f"{label}: z has {r.z.shape[0]} values, its space {spaces[r.space_id].get('dim')}")
+            if not np.isfinite(r.z).all():
+                problems.append(f"{label}: z contains NaN or infinite values")
+        refs = {r.blob_sha256 for r in records}
+        orphans = [sha for sha in self.blobs.list() if sha not in refs]
+        return CheckReport(problems=problems, orphans=orphans, records=len(records),
+                           temp_files=[str(p) for p in self.blobs.stray_temp_files()])
+
+    def gc(self) -> list[str]:
+        """Remove orphan blobs and stray temp files; returns what was removed."""
+        removed = []
+        with self._write_lock():
+            report = self.check()
+            for sha in report.orphans:
+                (self.blobs.dir / sha[:2] / sha).unlink(missing_ok=True)
+                removed.append(sha)
+            for tmp in report.temp_files:
+                Path(tmp).unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
+    # ---- retrieval and composition ----------------------------------------------------
+
+    def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
+               base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
+               method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
+               metric: str = "l2", progress: bool = True) -> SearchResult:
+        """Retrieve the k records nearest to the target data and weigh them.
+
+        Args:
+            data / repr: the target dataset (unlabeled texts) or its representation.
+            base: base model directory (default: the only base model in the database).
+            space: representation space id (default: the only one for that base).
+            k: how many adapters to retrieve.
+            method: weighting method (uniform, nearest, similarity, linear, sparse).
+            temperature / l1: lambda_1 / lambda_2 (None: automatic, see weights.py).
+            metric: l2 (squared, default) or cosine, for ranking.
+        Returns:
+            SearchResult: hits (nearest first) with distances and weights, and the residual.
+        """
+        get_method(method)
+        if k < 1:
+            raise LoradbError(f"-k must be at least 1, got {k}")
+        if (data is None) == (repr is None):
+            raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+        target = self._target_representation(data=data, repr=repr, base=base, space=space, progress=progress)
+        hits = self.index.nearest(target.space.id, target.z, k, metric)
+        if not hits:
+            raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
+        records = [self.index.get(h.record_id) for h in hits]
+        Z = np.stack([r.z for r in records])
+        result = compute_weights(method, target.z, Z, temperature=temperature, l1=l1)
+        return SearchResult(method=method, residual=result.residual, params=result.params, space=target.space.id,
+                            hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
+
+    def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
+                progress: bool = True, **search_args) -> SearchResult:
+        """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
+
+        Args:
+            out: output directory (new or empty): a PEFT adapter, or a full model with merged=True.
+            weights: record id or name -> weight, used as given (skips retrieval).
+            merged: write base + delta as a full model instead of an adapter.
+            search_args: passed to `search` when weights is None.
+        Returns:
+            The SearchResult that was composed (for given weights: distances are NaN).
+        """
+        if weights is not None:
+            if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
+                raise LoradbError("give either --weights or --data/--repr, not both")
+            result = self._given_weights(weights)
+        else:
+            result = self.search(progress=progress, **search_args)
+        records = [h.record for h in result.hits]
+        fingerprints = {r.base_fingerprint for r in records}
+        if len(fingerprints) > 1:
+            a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
+            raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
+                                    f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
+        base_model = self._stored_base(records[0])
+        adapters = [self.load_adapter(r) for r in records]
+        fan = {a.fan_in_fan_out for a in adapters}
+        if len(fan) > 1:
+            raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
+        from .compose import compose_exact
+        import torch
+
+        factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
+        composed = compose_exact(factors, [h.weight for h in result.hits])
+        task_types = {a.task_type for a in adapters}
+        provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
+                      **result.to_dict()}
+        from .export import write_composed_adapter, write_merged_model
+
+        if merged:
+            write_merged_model(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model, provenance=provenance)
+        else:
+            write_composed_adapter(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model,
+                                   task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance)
+        return result
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _given_weights(self, weights: dict[str, float]) -> SearchResult:
+        if not weights:
+            raise LoradbError("--weights needs at least one ID=W")
+        hits = []
+        seen = set()
+        for ref, w in weights.items():
+            if not np.isfinite(w):
+                raise LoradbError(f"weight for {ref} must be a finite number, got {w}")
+            record = self.index.get(ref)
+            if record.id in seen:
+                raise LoradbError(f"record {record.name} is given twice in --weights")
+            seen.add(record.id)
+            hits.append(Hit(record, float("nan"), float(w)))
+        return SearchResult(method="given", hits=hits, residual=None)
+
+    def _base_for_adapter(self, adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
+        if base is None:
+            base = adapter.base_model_name_or_path
+            if not base or not Path(base).is_dir():
+                raise LoradbError(f"adapter {adapter_dir} names base model {base!r}, which is not a local directory; pass --base PATH")
+        return load_base(base)
+
+    def _stored_base(self, record: Record) -> BaseModel:
+        """The base model of a record, loaded from its stored path and checked by fingerprint."""
+        if not Path(record.base_name).is_dir():
+            raise LoradbError(f"base model {record.base_name} of record {record.name} is not on this machine; it is needed to write the result")
+        base_model = load_base(record.base_name)
+        if base_model.fingerprint != record.base_fingerprint:
+            raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]} "
+                                    f"but {base_model.short} now holds other weights")
+        return base_model
+
+    def _existing_recipe(self, base_model: BaseModel) -> dict:
+        """The recipe of the base model's one space in use, so new records land beside the old."""
+        spaces = [s for s in self.index.spaces() if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
+        if len(spaces) == 1:
+            return {k: spaces[0][k] for k in ("layer", "pooling", "max_length")}
+        return {}
+
+    def _represent_for(self, base_model: BaseModel, data, *, recipe: dict | None = None, progress: bool = True) -> Representation:
+        return represent(base_model.path, iter_texts(data), progress=progress, **(recipe or {}))
+
+    def _target_representation(self, *, data, repr, base, space, progress) -> Representation:
+        """The target's representation, in a space that the database holds records for."""
+        spaces = [s for s in self.index.spaces() if s["records"] > 0]
+        if base is not None:
+            base_model = load_base(base)
+            spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint]
+            if not spaces:
+                raise BaseModelMismatch(f"the database holds no records for base model {base_model.short}")
+        if space is not None:
+            spaces = [s for s in spaces if s["id"] == space]
+            if not spaces:
+                raise LoradbError(f"no records in representation space {space}; `loradb list` shows the spaces in use")
+        if repr is not None:
+            z, side = load_vector(repr)
+            if side is not None:
+                target_space = Space.from_dict(side.get("space") or {})
+                if target_space.id not in {s["id"] for s in spaces}:
+                    held = {s["base_fingerprint"] for s in spaces}
+                    if target_space.base_fingerprint not in held:
+                        raise BaseModelMismatch(
+                            f"{repr} was made with base model {side.get('base')} (fingerprint {target_space.base_fingerprint[:12]}) "
+                            f"but the database holds records for {', '.join(sorted({s['base_name'] for s in spaces})) or 'no base model'}")
+                    raise LoradbError(f"{repr} lives in representation space {target_space.id}, which holds no records here")
+                if z.shape[0] != target_space.dim:
+                    raise LoradbError(f"{repr} has {z.shape[0]} values but its space says {target_space.dim}")
+                return Representation(z=z, space=target_space, base_name=side.get("base", ""), n_samples=side.get("n_samples"))
+            matching = [s for s in spaces if s["dim"] == z.shape[0]]
+            if len(matching) != 1:
+                raise LoradbError(f"{repr} has no {repr}.json sidecar and {len(matching)} spaces here have dimension {z.shape[0]}; "
+                                  "make the vector with `loradb represent` or pass --base/--space")
+            return Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
+        if len(spaces) != 1:
+            if not spaces:
+                raise LoradbError("the database holds no records yet; add adapters first")
+            raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass --space (and --base)")
+        target_space = Space.from_dict(spaces[0])
+        base_model = load_base(base if base is not None else spaces[0]["base_name"])
+        if base_model.fingerprint != target_space.base_fingerprint:
+            raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
+                                    f"but {base_model.short} holds other weights")
+        rep = self._represent_for(base_model, data, progress=progress, recipe={
+            "layer": target_space.layer, "pooling": target_space.pooling, "max_length": target_space.max_length})
+        if rep.space.id != target_space.id:
+            raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
+                              "(its tokenizer changed?)")
+        return rep
+
+
+def _representation_from_file(path, base_model: BaseModel) -> Representation:
+    """A .npy representation for `base_model`, refused if its sidecar names another base."""
+    z, side = load_vector(path)
+    if side is None:
+        space = default_space(base_model)
+        n = None
+    else:
+        space = Space.from_dict(side.get("space") or {})
+        n = side.get("n_samples")
+        if space.base_fingerprint != base_model.fingerprint:
+            raise BaseModelMismatch(f"{path} was made with base model {side.get('base')} (fingerprint {space.base_fingerprint[:12]}) "
+                                    f"but the adapter's base model is {base_model.short}")
+    if z.shape[0] != space.dim:
+        raise LoradbError(f"{path} has {z.shape[0]} values but base model {base_model.path} has {space.dim} features")
+    return Representation(z=z, space=space, base_name=base_model.name, n_samples=n)
+
+
+def represent_file(base: str | os.PathLike, data: str | os.PathLike, *, layer: int = -1, pooling: str = "mean",
+                   max_length: int = 256, batch_size: int = 32, progress: bool = True) -> Representation:
+    """z of a dataset file under a base model (the library side of `loradb represent`)."""
+    return represent(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
+                     batch_size=batch_size, progress=progress)
+
+
+def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict, refusing malformed pairs."""
+    meta = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LoradbError(f"--meta expects KEY=VALUE, got {pair!r}")
+        meta[key] = value
+    return meta
+
+
+def parse_weights(pairs: Iterable[str]) -> dict[str, float]:
+    """ID=W strings -> dict, refusing malformed pairs and non-finite numbers."""
+    weights = {}
+    for pair in pairs:
+        ref, sep, value = pair.rpartition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = None
+        if not sep or not ref or w is None or not np.isfinite(w):
+            raise LoradbError(f"--weights expects ID=W with a finite number W, got {pair!r}")
+        if ref in weights:
+            raise LoradbError(f"{ref} is given twice in --weights")
+        weights[ref] = w
+    return weights

@@ -1,0 +1,237 @@
+"""Dataset -> representation z(D): the mean of the frozen base model's features.
+
+z(D) = (1/|D|) sum_x pool(hidden_states[layer](x)), pooled over non-padding tokens.
+The recipe (base model fingerprint, tokenizer, layer, pooling, max length) is the
+representation *space*; vectors from different spaces are never compared. Texts are
+streamed in batches and summed in float64, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from enum import Enum
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from .base import BaseModel, load_base
+from .errors import LoradbError
+
+DEFAULT_LAYER = -1
+DEFAULT_MAX_LENGTH = 256
+DEFAULT_BATCH_SIZE = 32
+SIDECAR_SUFFIX = ".json"  # z.npy -> z.npy.json holds the space and sample count
+
+
+class Pooling(str, Enum):
+    """How token features become one vector per example."""
+
+    MEAN = "mean"  # average over non-padding tokens (the paper's choice)
+    CLS = "cls"  # first token
+    LAST = "last"  # last non-padding token (natural for causal LMs)
+
+
+def parse_pooling(name: str) -> Pooling:
+    try:
+        return Pooling(name)
+    except ValueError:
+        raise LoradbError(f"unknown pooling {name!r}; choose one of {', '.join(p.value for p in Pooling)}") from None
+
+
+@dataclass(frozen=True)
+class Space:
+    """A representation space: vectors are comparable only within one."""
+
+    base_fingerprint: str
+    tokenizer: str
+    layer: int
+    pooling: str
+    max_length: int
+    dim: int
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Space":
+        try:
+            space = cls(**{k: d[k] for k in ("base_fingerprint", "tokenizer", "layer", "pooling", "max_length", "dim")})
+        except (KeyError, TypeError) as e:
+            raise LoradbError(f"malformed representation space description ({e})") from None
+        if "id" in d and d["id"] != space.id:
+            raise LoradbError(f"representation space id {d['id']} does not match its recipe; the file was edited or corrupted")
+        return space
+
+
+def default_space(base: BaseModel, *, layer: int = DEFAULT_LAYER, pooling: str = Pooling.MEAN.value,
+                  max_length: int = DEFAULT_MAX_LENGTH) -> Space:
+    """The space a bare vector for `base` is assumed to live in (needs the config's hidden size)."""
+    if not base.hidden_size:
+        raise LoradbError(f"cannot tell the feature size of base model {base.short}; make the vector with `loradb represent`")
+    n_states = int(base.config.get("num_hidden_layers", 0)) + 1
+    if not -n_states <= layer < n_states:
+        raise LoradbError(f"layer {layer} does not exist: {base.path} has hidden states 0..{n_states - 1} (or -1 for the last)")
+    layer = layer if layer >= 0 else n_states + layer
+    return Space(base.fingerprint, base.tokenizer_hash, layer, parse_pooling(pooling).value, max_length, int(base.hidden_size))
+
+
+@dataclass
+class Representation:
+    """A dataset's mean feature vector, with the space it lives in."""
+
+    z: np.ndarray  # (dim,), float32
+    space: Space
+    base_name: str
+    n_samples: int | None = None
+
+
+def _batches(texts: Iterable[str], size: int, buffer: int = 2048) -> Iterator[list[str]]:
+    """Batches of similar length (sorted inside a bounded buffer) to waste less padding."""
+    it = iter(texts)
+    while chunk := list(islice(it, buffer)):
+        chunk.sort(key=len)
+        for i in range(0, len(chunk), size):
+            yield chunk[i:i + size]
+
+
+class Encoder:
+    """The frozen base model as a feature extractor (loaded once, reused)."""
+
+    def __init__(self, base_path: str | os.PathLike, *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
+                 max_length: int = DEFAULT_MAX_LENGTH):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # our own bar reports progress; theirs only says "loading weights"
+        self.base = load_base(base_path)
+        self.pooling = parse_pooling(pooling)
+        if max_length < 1:
+            raise LoradbError(f"max length must be at least 1, got {max_length}")
+        self.max_length = max_length
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.base.path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.base.path, local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise LoradbError(f"cannot load base model {self.base.path} with transformers ({e})") from None
+        self.model.eval()
+        if self.tokenizer.pad_token is None:  # decoder tokenizers often lack one; masked out anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        n_states = self.model.config.num_hidden_layers + 1
+        if not -n_states <= layer < n_states:
+            raise LoradbError(f"layer {layer} does not exist: {self.base.path} has hidden states 0..{n_states - 1} (or -1 for the last)")
+        self.layer = layer if layer >= 0 else n_states + layer  # stored normalised so -1 and L name one space
+        self.space = Space(self.base.fingerprint, self.base.tokenizer_hash, self.layer, self.pooling.value,
+                           max_length, int(self.model.config.hidden_size))
+
+    def features(self, texts: list[str]):
+        """Pooled features of a batch of texts: a (batch, dim) float32 torch tensor."""
+        import torch
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model(**enc, output_hidden_states=True)
+        h = out.hidden_states[self.layer]
+        mask = enc["attention_mask"].to(h.dtype).unsqueeze(-1)
+        if self.pooling is Pooling.MEAN:
+            return (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.pooling is Pooling.CLS:
+            return h[:, 0]
+        last = enc["attention_mask"].sum(1) - 1
+        return h[torch.arange(h.shape[0]), last]
+
+    def represent(self, texts: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
+                  desc: str = "represent") -> Representation:
+        """Mean pooled feature over all texts (streamed, float64 accumulation)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        total = torch.zeros(self.space.dim, dtype=torch.float64)
+        n = 0
+        with tqdm(desc=desc, unit="ex", disable=not progress, leave=False) as bar:
+            for batch in _batches(texts, batch_size):
+                total += self.features(batch).to(torch.float64).sum(0)
+                n += len(batch)
+                bar.update(len(batch))
+        if n == 0:
+            raise LoradbError("the dataset holds no examples")
+        return Representation(z=(total / n).numpy().astype(np.float32), space=self.space, base_name=self.base.name, n_samples=n)
+
+
+def represent(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
+              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Representation:
+    """z(D) for a stream of texts under the frozen base model at `base_path`.
+
+    Args:
+        base_path: local transformers model directory.
+        texts: the dataset's examples (any iterable; consumed once).
+        layer: hidden-state index (0 = embeddings, -1 = last layer).
+        pooling: mean | cls | last.
+        max_length: tokens kept per example.
+        batch_size: examples per forward pass.
+    Returns:
+        The representation and the space it lives in.
+    """
+    return Encoder(base_path, layer=layer, pooling=pooling, max_length=max_length).represent(
+        texts, batch_size=batch_size, progress=progress)
+
+
+def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
+    """Write z as a float32 .npy and its space to a .npy.json sidecar (both atomically)."""
+    out = Path(path)
+    if out.suffix != ".npy":
+        raise LoradbError(f"{out}: a representation is saved as a .npy file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, rep.z.astype(np.float32))
+    os.replace(tmp, out)
+    side = {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
+    tmp = out.with_name(out.name + SIDECAR_SUFFIX + ".tmp")
+    tmp.write_text(json.dumps(side, indent=2) + "\n")
+    os.replace(tmp, out.with_name(out.name + SIDECAR_SUFFIX))
+    return out
+
+
+def load_vector(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
+    """Read a representation vector (never unpickling) and its sidecar if there is one.
+
+    Returns:
+        (z as float32 (dim,), sidecar dict or None).
+    """
+    p = Path(path)
+    try:
+        z = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise LoradbError(f"{p}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"{p}: not a numpy .npy vector ({e}); make one with `loradb represent`") from None
+    if not np.issubdtype(z.dtype, np.floating):
+        raise LoradbError(f"{p}: holds {z.dtype} values; a representation is a float vector")
+    if z.ndim == 2 and z.shape[0] == 1:
+        z = z[0]
+    if z.ndim != 1 or z.size == 0:
+        raise LoradbError(f"{p}: holds an array of shape {z.shape}; a representation is one vector")
+    if not np.isfinite(z).all():
+        raise LoradbError(f"{p}: contains NaN or infinite values")
+    side_path = p.with_name(p.name + SIDECAR_SUFFIX)
+    side = None
+    if side_path.is_file():
+        try:
+            side = json.loads(side_path.read_text())
+        except ValueError as e:
+            raise LoradbError(f"{side_path}: not valid JSON ({e})") from None
+    return z.astype(np.float32), side

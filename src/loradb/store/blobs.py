@@ -1,0 +1,88 @@
+"""Content-addressed blobs on local disk: blobs/<sha[:2]>/<sha256>.
+
+A blob is copied to a temp file while hashed, fsynced, then renamed into place and the
+directory fsynced, so a crash leaves either nothing or a complete blob (at worst an
+orphan or a stray temp file, which `loradb check` reports and `loradb gc` removes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import StoreError
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LocalBlobStore:
+    """Blobs under `root/blobs`, temp files under `root/tmp`."""
+
+    def __init__(self, root: Path):
+        self.dir = root / "blobs"
+        self.tmp = root / "tmp"
+
+    def create(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA.match(sha256):
+            raise StoreError(f"{sha256!r} is not a sha256 digest")
+        return self.dir / sha256[:2] / sha256
+
+    def put(self, src: Path) -> str:
+        """Copy a file in; returns its sha256. Idempotent for identical content."""
+        h = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            final = self.path(digest)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            return digest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def verify(self, sha256: str) -> bool:
+        p = self.path(sha256)
+        return p.is_file() and sha256_file(p) == sha256
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def list(self) -> Iterator[str]:
+        for p in sorted(self.dir.glob("??/*")):
+            if p.is_file():
+                yield p.name
+
+    def stray_temp_files(self) -> list[Path]:
+        return sorted(p for p in self.tmp.iterdir() if p.is_file()) if self.tmp.is_dir() else []
