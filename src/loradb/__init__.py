@@ -15,7 +15,7 @@ _EXPORTS = {
     "compose": ["compose_exact", "dense_delta"],
     "db": ["CheckReport", "Hit", "LoraDB", "SearchResult", "represent_file"],
     "errors": ["AdapterError", "BaseModelMismatch", "DataError", "LoradbError", "StoreError"],
-    "represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent", "save_representation"],
+    "represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent_texts", "save_representation"],
     "store.protocol": ["Record"],
     "weights": ["METHODS", "WeightResult", "compute_weights"],
 }

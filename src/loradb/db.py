@@ -23,7 +23,7 @@ from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files, read_adapter
 from .base import BaseModel, check_adapter_fits, load_base
 from .data import iter_texts
 from .errors import BaseModelMismatch, LoradbError, StoreError
-from .represent import Representation, Space, default_space, load_vector, represent
+from .represent import Representation, Space, default_space, load_vector, represent_texts
 from .store.blobs import LocalBlobStore
 from .store.protocol import Record
 from .store.sqlite import SqliteIndex, migrate
@@ -366,7 +366,7 @@ class LoraDB:
         return {}
 
     def _represent_for(self, base_model: BaseModel, data, *, recipe: dict | None = None, progress: bool = True) -> Representation:
-        return represent(base_model.path, iter_texts(data), progress=progress, **(recipe or {}))
+        return represent_texts(base_model.path, iter_texts(data), progress=progress, **(recipe or {}))
 
     def _target_representation(self, *, data, repr, base, space, progress) -> Representation:
         """The target's representation, in a space that the database holds records for."""
@@ -436,7 +436,7 @@ def _representation_from_file(path, base_model: BaseModel) -> Representation:
 def represent_file(base: str | os.PathLike, data: str | os.PathLike, *, layer: int = -1, pooling: str = "mean",
                    max_length: int = 256, batch_size: int = 32, progress: bool = True) -> Representation:
     """z of a dataset file under a base model (the library side of `loradb represent`)."""
-    return represent(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
+    return represent_texts(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
                      batch_size=batch_size, progress=progress)
 
 

@@ -161,7 +161,7 @@ class Encoder:
 
         total = torch.zeros(self.space.dim, dtype=torch.float64)
         n = 0
-        with tqdm(desc=desc, unit="ex", disable=not progress, leave=False) as bar:
+        with tqdm(desc=desc, unit="ex", disable=None if progress else True, leave=False) as bar:  # None: off when not a terminal
             for batch in _batches(texts, batch_size):
                 total += self.features(batch).to(torch.float64).sum(0)
                 n += len(batch)
@@ -171,7 +171,7 @@ class Encoder:
         return Representation(z=(total / n).numpy().astype(np.float32), space=self.space, base_name=self.base.name, n_samples=n)
 
 
-def represent(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
+def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
               max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Representation:
     """z(D) for a stream of texts under the frozen base model at `base_path`.
 

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import LoradbError
 
 DEFAULT_METHOD = "similarity"
+FLOAT32_RESOLUTION = float(np.finfo(np.float32).eps)  # z vectors are stored in float32
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,19 @@ def linear(z_trg: np.ndarray, Z: np.ndarray) -> np.ndarray:
         return w0
     N = _sum_zero_basis(k)
     M = D.T @ N  # (d, k-1)
-    u, *_ = np.linalg.lstsq(M, -(D.T @ w0), rcond=None)
+    # Singular values are cut relative to D's scale, not M's: when the z_i coincide, M is
+    # rounding noise and must count as zero. Representations are stored in float32, so
+    # directions below float32 resolution carry no information and are treated as absent.
+    scale = np.linalg.norm(D, 2) if D.any() else 1.0
+    u = _min_norm_lstsq(M, -(D.T @ w0), cutoff=FLOAT32_RESOLUTION * scale)
     return w0 + N @ u
+
+
+def _min_norm_lstsq(M: np.ndarray, b: np.ndarray, cutoff: float) -> np.ndarray:
+    """Minimum-norm least-squares solution, singular values <= cutoff treated as zero."""
+    U, s, Vt = np.linalg.svd(M, full_matrices=False)
+    keep = s > cutoff
+    return Vt[keep].T @ ((U[:, keep].T @ b) / s[keep])
 
 
 def _sum_zero_basis(k: int) -> np.ndarray:
@@ -129,8 +141,8 @@ def _solve_pattern(Q: np.ndarray, support: np.ndarray, signs: np.ndarray, l1: fl
     kkt[:m, m] = -1.0
     kkt[m, :m] = 1.0
     rhs = np.concatenate([-l1 * signs, [1.0]])
-    sol, *_ = np.linalg.lstsq(kkt, rhs, rcond=None)
-    if np.linalg.norm(kkt @ sol - rhs) > 1e-9 * (1 + np.linalg.norm(rhs)):
+    sol = _min_norm_lstsq(kkt, rhs, cutoff=(m + 1) * np.finfo(float).eps * max(1.0, np.abs(kkt).max()) * 4)
+    if np.linalg.norm(kkt @ sol - rhs) > 1e-9 * (np.linalg.norm(rhs) + np.abs(kkt).max() * np.abs(sol).sum()):
         return None  # this support admits no stationary point
     w = np.zeros(Q.shape[0])
     w[idx] = sol[:m]
@@ -143,7 +155,7 @@ def _is_optimal(Q: np.ndarray, w: np.ndarray, support: np.ndarray, signs: np.nda
         return False
     g = 2 * Q @ w  # gradient of the quadratic part
     mu = float(np.mean(g[support] + l1 * signs))
-    scale = 1e-9 * (1 + np.abs(g).max() + l1)
+    scale = 1e-9 * (1 + np.abs(g).max() + l1 + abs(mu))
     return bool(np.all(np.abs(g[~support] - mu) <= l1 + scale))
 
 

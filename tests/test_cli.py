@@ -1,0 +1,221 @@
+"""The command-line contract, end to end on a tiny BERT; bad input refused, database unchanged."""
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import make_adapter
+
+from loradb.cli import main
+
+TEXTS = {
+    "cooking": ["bake the bread in the oven", "stir the soup and add salt", "chop garlic and onion for the sauce",
+                "boil pasta then fry garlic", "this recipe needs pepper"],
+    "finance": ["the stock market fell", "interest rates rise again", "the bank posted a profit",
+                "shares trade at a low price", "invest money in a fund"],
+    "sports": ["the team won the final", "the coach was fired after the loss", "he scored a goal in the match",
+               "the league season starts", "the player lost the ball"],
+}
+
+
+def run(*argv) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(db: Path) -> dict:
+    """The database's logical content: the SQL dump and every blob/marker file's hash."""
+    conn = sqlite3.connect(db / "index.sqlite")
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    files = {str(p.relative_to(db)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(db.rglob("*")) if p.is_file() and not p.name.startswith("index.sqlite")}
+    return {"dump": dump, "files": files}
+
+
+def write_jsonl(path: Path, texts) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+@pytest.fixture
+def filled(bert, tmp_path):
+    """A database with three adapters (mixed ranks and targets), added from text files of three formats."""
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    dirs = {}
+    for i, (domain, texts) in enumerate(TEXTS.items()):
+        dirs[domain] = make_adapter(bert, tmp_path / f"ad-{domain}", seed=i, r=2 + 2 * i,
+                                    targets=("query", "value") if i < 2 else ("query", "dense"))
+    write_jsonl(tmp_path / "cooking.jsonl", TEXTS["cooking"])
+    (tmp_path / "finance.csv").write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(TEXTS["finance"])))
+    (tmp_path / "sports.txt").write_text("\n".join(TEXTS["sports"]) + "\n")
+    for domain, data in (("cooking", "cooking.jsonl"), ("finance", "finance.csv"), ("sports", "sports.txt")):
+        code, out, err = run("add", db, dirs[domain], "--data", tmp_path / data, "--name", domain, "--meta", f"domain={domain}")
+        assert code == 0, err
+    return db, dirs, tmp_path
+
+
+def test_list_show_json(filled, bert):
+    db, _, _ = filled
+    code, out, _ = run("list", db, "--json")
+    records = json.loads(out)
+    assert code == 0 and [r["name"] for r in records] == ["cooking", "finance", "sports"]
+    assert set(records[0]) == {"id", "name", "base", "space", "rank", "n_samples", "meta", "created"}
+    assert [r["rank"] for r in records] == [2, 4, 6] and records[0]["n_samples"] == 5
+    assert records[1]["meta"] == {"domain": "finance"} and records[0]["base"] == str(bert.resolve())
+    code, out, _ = run("show", db, records[2]["id"][:8], "--json")
+    shown = json.loads(out)
+    assert shown["name"] == "sports" and shown["dim"] == 32 and len(shown["blob_sha256"]) == 64
+
+
+def test_search_ranks_the_matching_domain_first(filled):
+    db, _, tmp = filled
+    target = write_jsonl(tmp / "target.jsonl", ["fry the onion and garlic", "bake bread with salt and pepper"])
+    for method in ("uniform", "nearest", "similarity", "linear", "sparse"):
+        code, out, err = run("search", db, "--data", target, "-k", 3, "--method", method, "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["method"] == method and set(doc) >= {"method", "results", "residual"}
+        assert [set(r) >= {"id", "name", "distance", "weight"} for r in doc["results"]] == [True] * 3
+        distances = [r["distance"] for r in doc["results"]]
+        assert distances == sorted(distances)
+        assert abs(sum(r["weight"] for r in doc["results"]) - 1) < 1e-9
+    assert json.loads(run("search", db, "--data", target, "-k", 1, "--json")[1])["results"][0]["name"] == "cooking"
+
+
+def test_represent_then_search_by_vector_and_compose(filled, bert):
+    db, _, tmp = filled
+    target = write_jsonl(tmp / "target.jsonl", ["the bank raised interest rates", "stock prices fell"])
+    code, _, err = run("represent", target, "--base", bert, "-o", tmp / "z.npy")
+    assert code == 0, err
+    by_vector = json.loads(run("search", db, "--repr", tmp / "z.npy", "-k", 2, "--json")[1])
+    by_data = json.loads(run("search", db, "--data", target, "-k", 2, "--json")[1])
+    assert by_vector["results"] == by_data["results"]
+    code, out, err = run("compose", db, "--repr", tmp / "z.npy", "-k", 3, "--method", "linear", "--out", tmp / "out", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["out"] == str(tmp / "out") and (tmp / "out" / "adapter_model.safetensors").is_file()
+    code, out, _ = run("compose", db, "--weights", "cooking=0.7", "finance=-0.2", "--out", tmp / "out2", "--merged", "--json")
+    assert code == 0 and (tmp / "out2" / "model.safetensors").is_file() and (tmp / "out2" / "config.json").is_file()
+
+
+def test_remove_export_check_gc(filled):
+    db, dirs, tmp = filled
+    assert run("export", db, "finance", "--out", tmp / "exported")[0] == 0
+    assert (tmp / "exported" / "adapter_model.safetensors").read_bytes() == (dirs["finance"] / "adapter_model.safetensors").read_bytes()
+    assert run("remove", db, "finance")[0] == 0
+    assert [r["name"] for r in json.loads(run("list", db, "--json")[1])] == ["cooking", "sports"]
+    assert len(list((db / "blobs").glob("??/*"))) == 2  # the unshared blob went with its record
+    (db / "blobs" / "ab").mkdir()
+    (db / "blobs" / "ab" / ("ab" + "0" * 62)).write_bytes(b"orphan")
+    code, out, _ = run("check", db, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["clean"] and report["orphans"] == ["ab" + "0" * 62]
+    assert run("gc", db)[0] == 0
+    assert json.loads(run("check", db, "--json")[1])["orphans"] == []
+    blob = next((db / "blobs").glob("??/*"))
+    blob.write_bytes(b"tampered")
+    code, out, _ = run("check", db)
+    assert code == 1 and "does not match its sha256" in out
+
+
+def _refused(db, *argv, match: str):
+    before = snapshot(db)
+    code, out, err = run(*argv)
+    assert code == 2, (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and match in err, err
+    assert "Traceback" not in err
+    assert snapshot(db) == before
+
+
+def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_other_weights, tmp_path):
+    db, dirs, tmp = filled
+    good = dirs["cooking"]
+    data = tmp / "cooking.jsonl"
+    _refused(db, "add", db, tmp / "missing-dir", "--data", data, match="not a directory")
+    _refused(db, "add", db, good, "--data", data, "--name", "cooking", match="already exists")
+    _refused(db, "add", db, good, match="one of the arguments --data --repr is required")
+    _refused(db, "add", db, good, "--data", data, "--repr", tmp / "z.npy", match="not allowed with")
+    _refused(db, "add", db, good, "--data", data, "--name", "x", "--meta", "novalue", match="KEY=VALUE")
+    _refused(db, "add", db, good, "--data", data, "--name", "a=b", match="invalid record name")
+    _refused(db, "add", db, good, "--data", tmp / "nope.jsonl", "--name", "x", match="no such file")
+    _refused(db, "add", db, good, "--data", tmp / "data.xml", "--name", "x", match="unknown data format")
+    bad = tmp / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": "wrong field"}\n')
+    _refused(db, "add", db, good, "--data", bad, "--name", "x", match="bad.jsonl:2")
+    (tmp / "empty.txt").write_text("\n\n")
+    _refused(db, "add", db, good, "--data", tmp / "empty.txt", "--name", "x", match="no examples")
+    # wrong base model: another architecture (hidden 48) for this adapter
+    _refused(db, "add", db, good, "--data", data, "--name", "x", "--base", bert_wider, match="is 48x48")
+    # a representation made with other weights of the same architecture
+    assert run("represent", data, "--base", bert_other_weights, "-o", tmp / "other.npy")[0] == 0
+    _refused(db, "add", db, good, "--repr", tmp / "other.npy", "--name", "x", match=str(bert_other_weights.resolve()))
+    # vectors: wrong length, NaN, pickled objects, not a float vector
+    np.save(tmp / "short.npy", np.ones(7, dtype=np.float32))
+    _refused(db, "add", db, good, "--repr", tmp / "short.npy", "--name", "x", "--base", bert, match="has 7 values")
+    np.save(tmp / "nan.npy", np.full(32, np.nan, dtype=np.float32))
+    _refused(db, "add", db, good, "--repr", tmp / "nan.npy", "--name", "x", "--base", bert, match="NaN")
+    np.save(tmp / "obj.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    _refused(db, "add", db, good, "--repr", tmp / "obj.npy", "--name", "x", "--base", bert, match="not a numpy .npy vector")
+    np.save(tmp / "int.npy", np.ones(32, dtype=np.int64))
+    _refused(db, "add", db, good, "--repr", tmp / "int.npy", "--name", "x", "--base", bert, match="float vector")
+    # an adapter loradb wrote for another base model (recorded fingerprint) is refused on this one
+    assert run("compose", db, "--weights", "cooking=1", "--out", tmp / "composed")[0] == 0
+    other_db = tmp / "other-db"
+    run("init", other_db)
+    _refused(other_db, "add", other_db, tmp / "composed", "--data", data, "--base", bert_other_weights,
+             match="was made for base model fingerprint")
+    # an adapter whose stated base is not a local directory needs --base
+    cfg = json.loads((good / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "some-org/some-model"
+    hub = tmp / "hub-adapter"
+    hub.mkdir()
+    (hub / "adapter_config.json").write_text(json.dumps(cfg))
+    (hub / "adapter_model.safetensors").write_bytes((good / "adapter_model.safetensors").read_bytes())
+    _refused(db, "add", db, hub, "--data", data, "--name", "x", match="pass --base PATH")
+
+
+def test_bad_searches_and_composes_are_refused(filled, bert, bert_other_weights):
+    db, dirs, tmp = filled
+    data = tmp / "cooking.jsonl"
+    _refused(db, "search", db, "--data", data, "--method", "softmax", match="uniform, nearest, similarity, linear, sparse")
+    _refused(db, "search", db, "--data", data, "-k", 0, match="at least 1")
+    _refused(db, "search", db, match="one of the arguments --data --repr is required")
+    assert run("represent", data, "--base", bert_other_weights, "-o", tmp / "other.npy")[0] == 0
+    _refused(db, "search", db, "--repr", tmp / "other.npy", match="was made with base model")
+    _refused(db, "compose", db, "--weights", "nobody=1", "--out", tmp / "o1", match="no record")
+    _refused(db, "compose", db, "--weights", "cooking", "--out", tmp / "o1", match="ID=W")
+    _refused(db, "compose", db, "--weights", "cooking=nan", "--out", tmp / "o1", match="finite")
+    _refused(db, "compose", db, "--weights", "cooking=1", "cooking=2", "--out", tmp / "o1", match="twice")
+    _refused(db, "compose", db, "--out", tmp / "o1", match="--data FILE, --repr Z.npy or --weights")
+    (tmp / "full").mkdir()
+    (tmp / "full" / "keep.txt").write_text("x")
+    _refused(db, "compose", db, "--weights", "cooking=1", "--out", tmp / "full", match="not empty")
+    assert not (tmp / "o1").exists() and (tmp / "full" / "keep.txt").read_text() == "x"
+    _refused(db, "remove", db, "nobody", match="no record")
+    _refused(db, "show", db, "nobody", match="no record")
+    # records of two different base models are never merged together
+    assert run("add", db, dirs["cooking"], "--data", data, "--name", "other-base", "--base", bert_other_weights)[0] == 0
+    _refused(db, "compose", db, "--weights", "cooking=0.5", "other-base=0.5", "--out", tmp / "o2", match="different base models")
+    _refused(db, "search", db, "--data", data, match="representation spaces")
+
+
+def test_cli_process_exit_codes(tmp_path):
+    """The installed entry point: exit 2 and one line, no traceback, for a user error."""
+    proc = subprocess.run([sys.executable, "-m", "loradb.cli", "list", str(tmp_path / "nodb")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"loradb: error: {tmp_path / 'nodb'} is not a loradb database; create one with `loradb init {tmp_path / 'nodb'}`"
+    assert run("init", tmp_path / "db")[0] == 0
+    assert run("init", tmp_path / "db")[0] == 2
