@@ -157,8 +157,11 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
     _refused(db, "add", db, good, "--data", bad, "--name", "x", match="bad.jsonl:2")
     (tmp / "empty.txt").write_text("\n\n")
     _refused(db, "add", db, good, "--data", tmp / "empty.txt", "--name", "x", match="no examples")
-    # wrong base model: another architecture (hidden 48) for this adapter
-    _refused(db, "add", db, good, "--data", data, "--name", "x", "--base", bert_wider, match="is 48x48")
+    # wrong base model: the adapter was trained on another local model than --base
+    _refused(db, "add", db, good, "--data", data, "--name", "x", "--base", bert_wider, match=f"was trained on base model {bert.resolve()}")
+    # ... and when its stated base is not local, the layer shapes still tell (hidden 32 vs 48)
+    hub_named = _with_stated_base(good, tmp / "hub-named", "some-org/some-model")
+    _refused(db, "add", db, hub_named, "--data", data, "--name", "x", "--base", bert_wider, match="is 48x48")
     # a representation made with other weights of the same architecture
     assert run("represent", data, "--base", bert_other_weights, "-o", tmp / "other.npy")[0] == 0
     _refused(db, "add", db, good, "--repr", tmp / "other.npy", "--name", "x", match=str(bert_other_weights.resolve()))
@@ -176,15 +179,38 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
     other_db = tmp / "other-db"
     run("init", other_db)
     _refused(other_db, "add", other_db, tmp / "composed", "--data", data, "--base", bert_other_weights,
+             match="was trained on base model")
+    moved = _with_stated_base(tmp / "composed", tmp / "composed-moved", "elsewhere/model")
+    _refused(other_db, "add", other_db, moved, "--data", data, "--base", bert_other_weights,
              match="was made for base model fingerprint")
     # an adapter whose stated base is not a local directory needs --base
-    cfg = json.loads((good / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = "some-org/some-model"
-    hub = tmp / "hub-adapter"
-    hub.mkdir()
-    (hub / "adapter_config.json").write_text(json.dumps(cfg))
-    (hub / "adapter_model.safetensors").write_bytes((good / "adapter_model.safetensors").read_bytes())
-    _refused(db, "add", db, hub, "--data", data, "--name", "x", match="pass --base PATH")
+    _refused(db, "add", db, hub_named, "--data", data, "--name", "x", match="pass --base PATH")
+
+
+def _with_stated_base(adapter, out, stated):
+    """A copy of an adapter whose config names another base_model_name_or_path."""
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = stated
+    out.mkdir()
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    (out / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
+    return out
+
+
+def test_adapters_naming_one_layer_differently_are_not_merged(filled, bert):
+    """An adapter saved from a wrapper class ("bert.encoder...") fits the base, but is not summed with "encoder..."."""
+    from safetensors.numpy import load_file, save_file
+
+    db, dirs, tmp = filled
+    wrapped = tmp / "wrapped"
+    wrapped.mkdir()
+    (wrapped / "adapter_config.json").write_text((dirs["cooking"] / "adapter_config.json").read_text())
+    tensors = load_file(dirs["cooking"] / "adapter_model.safetensors")
+    save_file({k.replace("base_model.model.", "base_model.model.bert."): v for k, v in tensors.items()},
+              str(wrapped / "adapter_model.safetensors"))
+    assert run("add", db, wrapped, "--data", tmp / "cooking.jsonl", "--name", "wrapped")[0] == 0
+    assert run("compose", db, "--weights", "wrapped=1", "--out", tmp / "alone")[0] == 0
+    _refused(db, "compose", db, "--weights", "wrapped=0.5", "cooking=0.5", "--out", tmp / "o", match="name the same layer")
 
 
 def test_bad_searches_and_composes_are_refused(filled, bert, bert_other_weights):
@@ -207,7 +233,8 @@ def test_bad_searches_and_composes_are_refused(filled, bert, bert_other_weights)
     _refused(db, "remove", db, "nobody", match="no record")
     _refused(db, "show", db, "nobody", match="no record")
     # records of two different base models are never merged together
-    assert run("add", db, dirs["cooking"], "--data", data, "--name", "other-base", "--base", bert_other_weights)[0] == 0
+    hub_named = _with_stated_base(dirs["cooking"], tmp / "hub-named", "some-org/some-model")
+    assert run("add", db, hub_named, "--data", data, "--name", "other-base", "--base", bert_other_weights)[0] == 0
     _refused(db, "compose", db, "--weights", "cooking=0.5", "other-base=0.5", "--out", tmp / "o2", match="different base models")
     _refused(db, "search", db, "--data", data, match="representation spaces")
 

@@ -65,3 +65,22 @@ def test_sigkill_during_add_leaves_database_consistent(tmp_path):
     report = json.loads(_cli("check", db, "--json", env=env).stdout)
     assert report["clean"] and report["orphans"] == [] and report["temp_files"] == []
     assert _cli("add", db, adapter, "--repr", tmp_path / "z.npy", "--base", base, "--name", "after", env=env).returncode == 0
+
+
+def test_concurrent_adds_all_land(tmp_path):
+    """Several processes adding at once: every acknowledged record is there, once."""
+    base = make_bert(tmp_path / "base")
+    adapter = make_adapter(base, tmp_path / "adapter", seed=0, r=4)
+    space = default_space(load_base(base))
+    save_representation(Representation(np.ones(space.dim, dtype=np.float32), space, str(base), 3), tmp_path / "z.npy")
+    env = {**os.environ, "LORADB_CACHE_DIR": str(tmp_path / "cache")}
+    db = tmp_path / "db"
+    assert _cli("init", db, env=env).returncode == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "loradb.cli", "add", str(db), str(adapter), "--repr", str(tmp_path / "z.npy"),
+                               "--base", str(base), "--name", f"c{i}"], env=env, stderr=subprocess.PIPE) for i in range(6)]
+    codes = [p.wait() for p in procs]
+    assert codes == [0] * 6, [p.stderr.read() for p in procs]
+    records = json.loads(_cli("list", db, "--json", env=env).stdout)
+    assert sorted(r["name"] for r in records) == [f"c{i}" for i in range(6)]
+    assert len({r["id"] for r in records}) == 6
+    assert json.loads(_cli("check", db, "--json", env=env).stdout)["clean"]

@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except LoradbError as e:
         print(f"loradb: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # an unwritable --out, a full disk: the user's to fix, not a loradb bug
+        print(f"loradb: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("loradb: interrupted", file=sys.stderr)
         return 130

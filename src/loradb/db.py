@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files, read_adapter
-from .base import BaseModel, check_adapter_fits, load_base
+from .base import BaseModel, check_adapter_fits, load_base, resolve_module
 from .data import iter_texts
 from .errors import BaseModelMismatch, LoradbError, StoreError
 from .represent import Representation, Space, default_space, load_vector, represent_texts
@@ -304,6 +304,7 @@ class LoraDB:
                                     f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
         base_model = self._stored_base(records[0])
         adapters = [self.load_adapter(r) for r in records]
+        _check_module_naming(base_model, records, adapters)
         fan = {a.fan_in_fan_out for a in adapters}
         if len(fan) > 1:
             raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
@@ -342,11 +343,17 @@ class LoraDB:
         return SearchResult(method="given", hits=hits, residual=None)
 
     def _base_for_adapter(self, adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
+        stated = adapter.base_model_name_or_path
+        stated_is_local = bool(stated) and Path(stated).is_dir()
         if base is None:
-            base = adapter.base_model_name_or_path
-            if not base or not Path(base).is_dir():
-                raise LoradbError(f"adapter {adapter_dir} names base model {base!r}, which is not a local directory; pass --base PATH")
-        return load_base(base)
+            if not stated_is_local:
+                raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
+            return load_base(stated)
+        chosen = load_base(base)
+        if stated_is_local and load_base(stated).fingerprint != chosen.fingerprint:
+            raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {load_base(stated).short}, "
+                                    f"not on --base {chosen.short}")
+        return chosen
 
     def _stored_base(self, record: Record) -> BaseModel:
         """The base model of a record, loaded from its stored path and checked by fingerprint."""
@@ -414,6 +421,19 @@ class LoraDB:
             raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
                               "(its tokenizer changed?)")
         return rep
+
+
+def _check_module_naming(base_model: BaseModel, records: list[Record], adapters: list[LoraAdapter]) -> None:
+    """Refuse adapters that name one base layer differently (saved from different model
+    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed."""
+    named: dict[str, tuple[str, str]] = {}
+    for record, adapter in zip(records, adapters):
+        for name in adapter.modules:
+            key = resolve_module(base_model, name)
+            other = named.setdefault(key, (name, record.name))
+            if other[0] != name:
+                raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
+                                  f"({other[0]!r} vs {name!r}); they were saved from different model classes")
 
 
 def _representation_from_file(path, base_model: BaseModel) -> Representation:
