@@ -189,7 +189,6 @@ def _add_target(p, *, required_data: bool) -> None:
     p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
     p.add_argument("--base", help="base model directory (default: the database's only base model)")
     p.add_argument("--space", help="representation space id (default: the only one in use)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _add_recipe(p, *, defaults: bool) -> None:
@@ -198,16 +197,24 @@ def _add_recipe(p, *, defaults: bool) -> None:
     p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
 
 
+def _command(sub, name: str, fn, help: str, *, db: bool = True, json_flag: bool = False):
+    """A subcommand: its DB argument (most take one), its function, optional --json."""
+    p = sub.add_parser(name, help=help)
+    if db:
+        p.add_argument("db", help="database directory")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(fn=fn)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("init", help="create an empty database")
-    p.add_argument("db")
-    p.set_defaults(fn=cmd_init)
+    _command(sub, "init", cmd_init, "create an empty database")
 
-    p = sub.add_parser("add", help="store an adapter with the representation of its training data")
-    p.add_argument("db")
+    p = _command(sub, "add", cmd_add, "store an adapter with the representation of its training data", json_flag=True)
     p.add_argument("adapter", help="PEFT LoRA adapter directory")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", help="the adapter's training texts (z computed here)")
@@ -216,64 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
     p.add_argument("--base", help="base model directory (default: the adapter's base_model_name_or_path)")
     _add_recipe(p, defaults=False)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_add)
 
-    p = sub.add_parser("list", help="list records")
-    p.add_argument("db")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_list)
+    _command(sub, "list", cmd_list, "list records", json_flag=True)
+    _command(sub, "show", cmd_show, "show one record", json_flag=True).add_argument(
+        "id", help="record id, unique id prefix, or name")
+    _command(sub, "remove", cmd_remove, "delete a record (and its blob if unshared)").add_argument("id")
 
-    p = sub.add_parser("show", help="show one record")
-    p.add_argument("db")
-    p.add_argument("id", help="record id, unique id prefix, or name")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_show)
-
-    p = sub.add_parser("remove", help="delete a record (and its blob if unshared)")
-    p.add_argument("db")
-    p.add_argument("id")
-    p.set_defaults(fn=cmd_remove)
-
-    p = sub.add_parser("export", help="write a stored adapter back out as a PEFT directory")
-    p.add_argument("db")
+    p = _command(sub, "export", cmd_export, "write a stored adapter back out as a PEFT directory")
     p.add_argument("id")
     p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("represent", help="compute z for a dataset under a base model")
+    p = _command(sub, "represent", cmd_represent, "compute z for a dataset under a base model", db=False)
     p.add_argument("data")
     p.add_argument("--base", required=True, help="base model directory")
     p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
     _add_recipe(p, defaults=True)
     p.add_argument("--batch-size", type=int, default=32)
-    p.set_defaults(fn=cmd_represent)
 
-    p = sub.add_parser("search", help="retrieve the nearest adapters and their weights")
-    p.add_argument("db")
-    _add_target(p, required_data=True)
-    p.set_defaults(fn=cmd_search)
+    _add_target(_command(sub, "search", cmd_search, "retrieve the nearest adapters and their weights", json_flag=True),
+                required_data=True)
 
-    p = sub.add_parser("compose", help="merge retrieved (or given) adapters into one")
-    p.add_argument("db")
+    p = _command(sub, "compose", cmd_compose, "merge retrieved (or given) adapters into one", json_flag=True)
     _add_target(p, required_data=False)
     p.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
     p.add_argument("--out", required=True, help="output directory (new or empty)")
     p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
-    p.set_defaults(fn=cmd_compose)
 
-    p = sub.add_parser("check", help="verify every row and blob; report orphans")
-    p.add_argument("db")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_check)
+    _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
+    _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")
 
-    p = sub.add_parser("gc", help="remove orphan blobs and stray temp files")
-    p.add_argument("db")
-    p.set_defaults(fn=cmd_gc)
-
-    p = sub.add_parser("demo", help="the end-to-end example on the packaged all-MiniLM-L6-v2 model")
+    p = _command(sub, "demo", cmd_demo, "the end-to-end example on the packaged all-MiniLM-L6-v2 model", db=False)
     p.add_argument("--out", default="loradb-demo", help="where the demo writes its database and outputs")
-    p.set_defaults(fn=cmd_demo)
     return parser
 
 
