@@ -107,6 +107,9 @@ def test_represent_then_search_by_vector_and_compose(filled, bert):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["out"] == str(tmp / "out") and (tmp / "out" / "adapter_model.safetensors").is_file()
+    code, _, _ = run("compose", db, "--repr", tmp / "z.npy", "-k", 3, "--method", "nearest", "--out", tmp / "nearest")
+    nearest_cfg = json.loads((tmp / "nearest" / "adapter_config.json").read_text())
+    assert code == 0 and nearest_cfg["r"] == 4  # only finance (rank 4) carries weight; zero-weight adapters add no rank
     code, out, _ = run("compose", db, "--weights", "cooking=0.7", "finance=-0.2", "--out", tmp / "out2", "--merged", "--json")
     assert code == 0 and (tmp / "out2" / "model.safetensors").is_file() and (tmp / "out2" / "config.json").is_file()
 
@@ -185,6 +188,28 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
              match="was made for base model fingerprint")
     # an adapter whose stated base is not a local directory needs --base
     _refused(db, "add", db, hub_named, "--data", data, "--name", "x", match="pass --base PATH")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"use_dora": True}, "DoRA"),
+    ({"bias": "all"}, "bias"),
+    ({"lora_bias": True}, "lora_bias"),
+    ({"modules_to_save": ["pooler"]}, "modules_to_save"),
+    ("pickled", "never unpickles"),
+])
+def test_unmergeable_adapters_are_refused_by_add(filled, change, match):
+    db, dirs, tmp = filled
+    bad = tmp / "bad-adapter"
+    bad.mkdir()
+    cfg = json.loads((dirs["cooking"] / "adapter_config.json").read_text())
+    weights = (dirs["cooking"] / "adapter_model.safetensors").read_bytes()
+    if change == "pickled":
+        (bad / "adapter_model.bin").write_bytes(weights)
+    else:
+        cfg.update(change)
+        (bad / "adapter_model.safetensors").write_bytes(weights)
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    _refused(db, "add", db, bad, "--data", tmp / "cooking.jsonl", "--name", "bad", match=match)
 
 
 def _with_stated_base(adapter, out, stated):

@@ -296,7 +296,9 @@ class LoraDB:
             result = self._given_weights(weights)
         else:
             result = self.search(progress=progress, **search_args)
-        records = [h.record for h in result.hits]
+        # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
+        used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
+        records = [h.record for h in used]
         fingerprints = {r.base_fingerprint for r in records}
         if len(fingerprints) > 1:
             a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
@@ -312,7 +314,7 @@ class LoraDB:
         import torch
 
         factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
-        composed = compose_exact(factors, [h.weight for h in result.hits])
+        composed = compose_exact(factors, [h.weight for h in used])
         task_types = {a.task_type for a in adapters}
         provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
                       **result.to_dict()}
