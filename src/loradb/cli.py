@@ -169,6 +169,40 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def _train_config(args):
+    from .train import TrainConfig
+
+    return TrainConfig(r=args.r, alpha=args.alpha, targets=tuple(t for t in args.targets.split(",") if t),
+                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                       max_examples=args.max_examples, seed=args.seed).validate()
+
+
+def cmd_train(args) -> int:
+    from .classify import default_prompts
+    from .data import read_labeled
+    from .evaluate.domains import read_prompts
+    from .train import train_lora
+
+    texts, labels = read_labeled(args.data)
+    prompts = read_prompts(Path(args.labels), sorted(set(labels))) if args.labels else default_prompts(sorted(set(labels)))
+    result = train_lora(args.base, texts, labels, prompts, args.out, _train_config(args))
+    print(f"wrote {result.out} ({result.examples} examples, {result.seconds:.1f} s, loss per epoch "
+          + ", ".join(f"{x:.3f}" for x in result.losses) + ")")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate.harness import COMPOSED, EvalConfig, run_eval
+    from .evaluate.report import summary_lines
+
+    methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
+    config = EvalConfig(k=args.k, methods=methods, train=_train_config(args), tune=not args.no_tune)
+    results = run_eval(args.base, args.domains, args.out, config)
+    print("\n".join(summary_lines(results)))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -252,9 +286,40 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
     _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")
 
-    p = _command(sub, "demo", cmd_demo, "the end-to-end example on the packaged all-MiniLM-L6-v2 model", db=False)
-    p.add_argument("--out", default="loradb-demo", help="where the demo writes its database and outputs")
+    p = _command(sub, "train", cmd_train, "train a LoRA on a labeled dataset (label-prompt classification)", db=False)
+    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--data", required=True, help="labeled .jsonl (fields text, label)")
+    p.add_argument("--out", required=True, help="output adapter directory (new or empty)")
+    p.add_argument("--labels", help="labels.json mapping each label to its prompt (default: 'This text is LABEL.')")
+    _add_training(p)
+
+    p = _command(sub, "eval", cmd_eval, "leave-one-domain-out benchmark with a report", db=False)
+    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--domains", required=True, help="folder with one folder per domain (train.jsonl, test.jsonl)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
+    p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
+    p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out tuning")
+    _add_training(p)
+
+    p = _command(sub, "demo", cmd_demo, "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False)
+    p.add_argument("--out", default="loradb-demo", help="report directory (default loradb-demo)")
     return parser
+
+
+def _add_training(p) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--r", type=int, default=d.r, help=f"LoRA rank (default {d.r})")
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha (default {d.alpha:g})")
+    p.add_argument("--targets", default=",".join(d.targets), help=f"target modules (default {','.join(d.targets)})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr:g}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--max-length", type=int, default=d.max_length, help=f"tokens per example (default {d.max_length})")
+    p.add_argument("--max-examples", type=int, help="train on a seeded sample of at most this many examples")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
 
 
 def main(argv: list[str] | None = None) -> int:

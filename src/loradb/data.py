@@ -24,7 +24,8 @@ def _check_text(value, where: str) -> str:
     return value
 
 
-def _jsonl(path: Path, field: str) -> Iterator[str]:
+def _jsonl_rows(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each non-blank line, each row a JSON object holding `fields`."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -33,9 +34,15 @@ def _jsonl(path: Path, field: str) -> Iterator[str]:
                 row = json.loads(line)
             except ValueError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(row, dict) or field not in row:
-                raise DataError(f"{path}:{lineno}: each line must be a JSON object with a {field!r} field")
-            yield _check_text(row[field], f"{path}:{lineno}")
+            if not isinstance(row, dict) or any(k not in row for k in fields):
+                names = " and ".join(repr(k) for k in fields)
+                raise DataError(f"{path}:{lineno}: each line must be a JSON object with {names} field{'s' * (len(fields) > 1)}")
+            yield f"{path}:{lineno}", row
+
+
+def _jsonl(path: Path, field: str) -> Iterator[str]:
+    for where, row in _jsonl_rows(path, (field,)):
+        yield _check_text(row[field], where)
 
 
 def _csv(path: Path, field: str) -> Iterator[str]:
@@ -100,3 +107,30 @@ def iter_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
         raise DataError(f"{p}: malformed CSV ({e})") from None
     if count == 0:
         raise DataError(f"{p}: holds no examples")
+
+
+def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """A labeled .jsonl dataset (fields "text" and "label") as parallel lists.
+
+    Labels are kept as strings (1 and "1" are the same label) so that label sets can be
+    compared across files and used in prompts.
+    Raises:
+        DataError: missing file or field, non-string text, a label that is not a
+            string/number/bool, or no examples.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    texts, labels = [], []
+    try:
+        for where, row in _jsonl_rows(p, ("text", "label")):
+            label = row["label"]
+            if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+                raise DataError(f"{where}: 'label' must be a string or a number, got {label!r}")
+            texts.append(_check_text(row["text"], where))
+            labels.append(str(label))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    if not texts:
+        raise DataError(f"{p}: holds no examples")
+    return texts, labels

@@ -1,0 +1,1 @@
+"""The evaluation harness: leave-one-domain-out zero-shot adaptation, metrics and report."""

@@ -1,0 +1,73 @@
+"""Reading a domains directory: one folder per domain with train.jsonl and test.jsonl
+(fields "text" and "label"), and optionally labels.json mapping each label to the prompt
+the classifier compares texts with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..classify import default_prompts
+from ..data import read_labeled
+from ..errors import DataError
+
+MIN_DOMAINS = 3
+
+
+@dataclass
+class Domain:
+    name: str
+    train_path: Path
+    train_texts: list[str]
+    train_labels: list[str]
+    test_texts: list[str]
+    test_labels: list[str]
+
+
+def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
+    """Validate and read every domain; returns the domains (sorted by name) and the label prompts.
+
+    Raises:
+        DataError: fewer than 3 domains, a missing file, a malformed line, labels that
+            differ between domains, or a labels.json that does not cover them.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < MIN_DOMAINS:
+        raise DataError(f"{root}: holds {len(folders)} domain folders; leave-one-domain-out needs at least {MIN_DOMAINS}")
+    domains = []
+    for folder in folders:
+        for split in ("train.jsonl", "test.jsonl"):
+            if not (folder / split).is_file():
+                raise DataError(f"{folder}: {split} is missing; each domain folder needs train.jsonl and test.jsonl")
+        train_texts, train_labels = read_labeled(folder / "train.jsonl")
+        test_texts, test_labels = read_labeled(folder / "test.jsonl")
+        domains.append(Domain(folder.name, folder / "train.jsonl", train_texts, train_labels, test_texts, test_labels))
+    label_sets = {d.name: sorted(set(d.train_labels) | set(d.test_labels)) for d in domains}
+    first = domains[0].name
+    for name, labels in label_sets.items():
+        if labels != label_sets[first]:
+            raise DataError(f"labels differ between domains: {first} has {label_sets[first]}, {name} has {labels}")
+    if len(label_sets[first]) < 2:
+        raise DataError(f"every domain has the single label {label_sets[first]}; classification needs at least two")
+    path = root / "labels.json"
+    return domains, (read_prompts(path, label_sets[first]) if path.is_file() else default_prompts(label_sets[first]))
+
+
+def read_prompts(path: Path, labels: list[str]) -> dict[str, str]:
+    """A labels.json mapping each of `labels` to its prompt, refused if it does not cover them exactly."""
+    try:
+        prompts = json.loads(path.read_text())
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e})") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) and v for v in prompts.values()):
+        raise DataError(f"{path}: must map each label to a non-empty prompt string")
+    prompts = {str(k): v for k, v in prompts.items()}
+    if sorted(prompts) != labels:
+        raise DataError(f"{path}: gives prompts for {sorted(prompts)} but the domains' labels are {labels}")
+    return prompts

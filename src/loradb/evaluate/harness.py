@@ -1,0 +1,291 @@
+"""Leave-one-domain-out zero-shot adaptation, the paper's protocol.
+
+For each domain held out in turn: the other domains' LoRAs (trained once, cached by
+content hash) go into a fresh database with representations of their training texts;
+the held-out domain's *unlabeled* test texts give z_trg; every weighting method composes
+an adapter, which is evaluated on the held-out test set next to the pre-trained model
+(zero-shot) and the held-out domain's own LoRA (SFT, the oracle).
+
+Hyper-parameters (lambda_1, lambda_2 as multiples of their automatic values) are chosen
+per fold on reference data only: leave-one-out over the fold's reference domains, each
+in turn the target (z from its training texts, accuracy on a sample of its labeled
+training set) for the remaining ones. The held-out domain's labels are never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..adapter import read_adapter
+from ..base import cache_dir, load_base
+from ..compose import compose_exact, dense_delta
+from ..db import LoraDB
+from ..represent import Encoder, save_representation
+from ..train import TRAINING_INFO, TrainConfig, _load, train_lora
+from ..weights import METHODS, auto_l1, auto_temperature, compute_weights, squared_distances
+from .domains import Domain, load_domains
+from .metrics import scores
+
+ROWS = ("pretrained", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
+COMPOSED = ("nearest", "uniform", "similarity", "linear", "sparse")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    k: int = 5
+    methods: tuple[str, ...] = COMPOSED
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: bool = True  # choose lambda_1 / lambda_2 by leave-one-out over the reference domains
+    tune_examples: int = 160  # labeled reference examples scored per tuning candidate
+    temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
+    l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
+    seed: int = 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _find_module(model, name: str):
+    """The in-memory module a PEFT module name refers to, tolerating wrapper prefixes."""
+    modules = dict(model.named_modules())
+    parts = name.split(".")
+    for start in range(len(parts)):
+        suffix = ".".join(parts[start:])
+        hits = [m for n, m in modules.items() if n == suffix or n.endswith("." + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+    raise KeyError(f"module {name} not found in the base model")
+
+
+class AdaptedModel:
+    """The base model held in memory; set_delta applies theta0 + delta exactly (evaluation only)."""
+
+    def __init__(self, base_path: Path, prompts: dict[str, str], config: TrainConfig):
+        from ..classify import PromptClassifier
+
+        self.model, self.tokenizer = _load(base_path)
+        self.model.eval()
+        self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
+                                           max_length=config.max_length)
+        self.original: dict = {}
+
+    def set_delta(self, composed: dict | None) -> None:
+        """Restore theta0, then add B @ A of each composed module (None: the pre-trained model)."""
+        import torch
+
+        with torch.no_grad():
+            for module, w0 in self.original.items():
+                module.weight.copy_(w0)
+            for name, (A, B) in (composed or {}).items():
+                module = _find_module(self.model, name)
+                if module not in self.original:
+                    self.original[module] = module.weight.detach().clone()
+                module.weight.add_(dense_delta(A, B))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
+
+
+def _factors(adapter):
+    import torch
+
+    return {n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in adapter.modules.items()}
+
+
+def train_cached(base_path: Path, domain: Domain, prompts: dict[str, str], config: TrainConfig, *, cache: Path,
+                 progress: bool) -> tuple[Path, float, bool]:
+    """The domain's LoRA, trained once per (base, data, prompts, config): (dir, train seconds, reused)."""
+    key = hashlib.sha256(json.dumps({
+        "base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
+        "prompts": prompts, "config": {**asdict(config), "targets": list(config.targets)},
+    }, sort_keys=True).encode()).hexdigest()[:24]
+    out = cache / "adapters" / key
+    if (out / TRAINING_INFO).is_file():
+        return out, json.loads((out / TRAINING_INFO).read_text())["seconds"], True
+    result = train_lora(base_path, domain.train_texts, domain.train_labels, prompts, out, config, progress=progress)
+    return out, result.seconds, False
+
+
+def _sample(domain: Domain, n: int, seed: int) -> tuple[list[str], list[str]]:
+    idx = sorted(random.Random(seed).sample(range(len(domain.train_texts)), min(n, len(domain.train_texts))))
+    return [domain.train_texts[i] for i in idx], [domain.train_labels[i] for i in idx]
+
+
+def _tune(refs: list[Domain], z_train: dict, adapters: dict, model: AdaptedModel, config: EvalConfig) -> dict:
+    """Leave-one-out over the reference domains: the multipliers of lambda_1 and lambda_2
+    with the best mean accuracy on the references' own labeled training samples."""
+    grids = {"similarity": ("temperature", config.temperature_grid), "sparse": ("l1", config.l1_grid)}
+    chosen = {}
+    for method, (param, grid) in grids.items():
+        if method not in config.methods or len(refs) < 3:
+            chosen[param] = {"multiplier": 1.0, "scores": {}}
+            continue
+        mean_acc = {}
+        for mult in grid:
+            accs = []
+            for r in refs:
+                others = [c for c in refs if c.name != r.name]
+                near = np.argsort(squared_distances(z_train[r.name], np.stack([z_train[c.name] for c in others])), kind="stable")
+                cands = [others[i] for i in near[: config.k]]
+                Z = np.stack([z_train[c.name] for c in cands])
+                d2 = squared_distances(z_train[r.name], Z)
+                value = mult * (auto_temperature(d2) if param == "temperature" else auto_l1(d2))
+                w = compute_weights(method, z_train[r.name], Z, **{param: value}).weights
+                model.set_delta(compose_exact([_factors(adapters[c.name]) for c in cands], w))
+                texts, labels = _sample(r, config.tune_examples, config.seed)
+                accs.append(scores(labels, model.predict(texts))["accuracy"])
+            mean_acc[mult] = float(np.mean(accs))
+        best = max(grid, key=lambda m: mean_acc[m])  # max keeps the first of equal scores: the default
+        chosen[param] = {"multiplier": best, "scores": {str(m): a for m, a in mean_acc.items()}}
+    return chosen
+
+
+def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, config: EvalConfig = EvalConfig(), *,
+             cache: Path | None = None, progress: bool = True, log=_log) -> dict:
+    """Run the leave-one-domain-out benchmark and write results.json, report.md and plots to `out`.
+
+    Args:
+        base_path: local transformers model directory.
+        domains_dir: one folder per domain with train.jsonl and test.jsonl (>= 3 domains).
+        out: report directory (created; an earlier report there is replaced).
+        config: k, methods, training and tuning settings.
+        cache: where trained adapters are cached (default: loradb's cache directory).
+    Returns:
+        The results dictionary written to results.json.
+    """
+    from .report import write_report
+
+    for m in config.methods:
+        if m not in COMPOSED:
+            from ..errors import LoradbError
+
+            raise LoradbError(f"unknown method {m!r} for eval; choose from {', '.join(COMPOSED)}")
+    started = time.perf_counter()
+    base_path = load_base(base_path).path
+    domains, prompts = load_domains(domains_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cache or cache_dir()
+    names = [d.name for d in domains]
+    log(f"{len(domains)} domains: {', '.join(f'{d.name} ({len(d.train_texts)} train / {len(d.test_texts)} test)' for d in domains)}")
+
+    timing: dict = {"train_seconds": {}, "train_reused": {}, "represent_target_seconds": {}, "adapt_seconds": {}}
+    adapter_dirs = {}
+    for d in domains:
+        adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, prompts, config.train, cache=cache, progress=progress)
+        timing["train_seconds"][d.name], timing["train_reused"][d.name] = seconds, reused
+        log(f"LoRA for {d.name}: " + (f"reused from the cache (trained earlier in {seconds:.0f} s)" if reused
+                                      else f"trained on {len(d.train_texts)} labeled examples in {seconds:.0f} s"))
+    adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
+
+    log("representations: training texts of every domain, unlabeled test texts of every target")
+    encoder = Encoder(base_path)
+    z_train, z_test_paths, z_test = {}, {}, {}
+    work = out / "work"
+    for d in domains:
+        z_train[d.name] = encoder.represent(d.train_texts, progress=progress, desc=f"z {d.name} train").z
+        t0 = time.perf_counter()
+        rep = encoder.represent(d.test_texts, progress=progress, desc=f"z {d.name} test")
+        timing["represent_target_seconds"][d.name] = time.perf_counter() - t0
+        z_test[d.name] = rep.z
+        z_test_paths[d.name] = save_representation(rep, work / "targets" / f"{d.name}.npy")
+        save_representation(replace(rep, z=z_train[d.name], n_samples=len(d.train_texts)), work / "references" / f"{d.name}.npy")
+
+    model = AdaptedModel(base_path, prompts, config.train)
+    log("transfer matrix: every single LoRA on every domain's test set, and the pre-trained model")
+    transfer = np.zeros((len(domains), len(domains)))
+    pretrained = {}
+    for j, target in enumerate(domains):
+        model.set_delta(None)
+        pretrained[target.name] = scores(target.test_labels, model.predict(target.test_texts))
+        for i, source in enumerate(domains):
+            model.set_delta(compose_exact([_factors(adapters[source.name])], [1.0]))
+            transfer[i, j] = scores(target.test_labels, model.predict(target.test_texts))["accuracy"]
+    distance = np.array([[float(squared_distances(z_test[t], z_train[s][None])[0]) for t in names] for s in names])
+
+    results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "prompts": prompts,
+                     "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
+                     "domains": {}, "hyperparameters": {}}
+    for j, held in enumerate(domains):
+        log(f"held out {held.name}: database of {len(domains) - 1} reference adapters, z from its unlabeled test texts")
+        refs = [d for d in domains if d.name != held.name]
+        db_dir = work / f"fold-{held.name}" / "db"
+        if db_dir.exists():
+            import shutil
+
+            shutil.rmtree(db_dir)
+        db = LoraDB.init(db_dir)
+        for r in refs:
+            db.add(adapter_dirs[r.name], repr=work / "references" / f"{r.name}.npy", name=r.name, base=base_path, progress=False)
+        tuned = _tune(refs, z_train, adapters, model, config) if config.tune else {}
+        results["hyperparameters"][held.name] = tuned
+        row = {"pretrained": dict(pretrained[held.name]),
+               "sft": {**scores(held.test_labels, _predict_with(model, adapters[held.name], held)),
+                       "train_seconds": timing["train_seconds"][held.name]}}
+        timing["adapt_seconds"][held.name] = {}
+        for method in config.methods:
+            t0 = time.perf_counter()
+            kwargs = {}
+            zs = np.stack([z_train[r.name] for r in refs])
+            d2 = np.sort(squared_distances(z_test[held.name], zs))[: config.k]
+            if method == "similarity" and tuned:
+                kwargs["temperature"] = tuned["temperature"]["multiplier"] * auto_temperature(d2)
+            if method == "sparse" and tuned:
+                kwargs["l1"] = tuned["l1"]["multiplier"] * auto_l1(d2)
+            result = db.search(repr=z_test_paths[held.name], k=config.k, method=method, progress=False, **kwargs)
+            composed = compose_exact([_factors(db.load_adapter(h.record)) for h in result.hits], [h.weight for h in result.hits])
+            seconds = time.perf_counter() - t0 + timing["represent_target_seconds"][held.name]
+            timing["adapt_seconds"][held.name][method] = seconds
+            model.set_delta(composed)
+            row[method] = {**scores(held.test_labels, model.predict(held.test_texts)),
+                           "weights": {h.record.name: h.weight for h in result.hits},
+                           "distances": {h.record.name: h.distance for h in result.hits},
+                           "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
+        db.close()
+        results["domains"][held.name] = row
+        log("  " + "  ".join(f"{m} {row[m]['accuracy']:.3f}" for m in ROWS if m in row))
+
+    results["transfer"] = {"sources": names, "targets": names, "accuracy": transfer.tolist(), "distance": distance.tolist()}
+    results["gain_recovered"] = _gain_recovered(results["domains"], config.methods)
+    results["average"] = _averages(results["domains"], results["gain_recovered"], config.methods)
+    timing["total_seconds"] = time.perf_counter() - started
+    results["timing"] = timing
+    write_report(results, out)
+    return results
+
+
+def _predict_with(model: AdaptedModel, adapter, domain: Domain) -> list[str]:
+    model.set_delta(compose_exact([_factors(adapter)], [1.0]))
+    labels = model.predict(domain.test_texts)
+    return labels
+
+
+def _gain_recovered(rows: dict, methods) -> dict:
+    """(method - pretrained) / (sft - pretrained) accuracy, per held-out domain (None if SFT gained nothing)."""
+    out = {}
+    for name, row in rows.items():
+        gain = row["sft"]["accuracy"] - row["pretrained"]["accuracy"]
+        out[name] = {m: ((row[m]["accuracy"] - row["pretrained"]["accuracy"]) / gain if gain > 0 else None) for m in methods}
+    return out
+
+
+def _averages(rows: dict, gains: dict, methods) -> dict:
+    avg = {}
+    for m in ("pretrained", *methods, "sft"):
+        avg[m] = {k: float(np.mean([row[m][k] for row in rows.values()])) for k in ("accuracy", "macro_f1")}
+        if m in methods:
+            vals = [g[m] for g in gains.values() if g[m] is not None]
+            avg[m]["gain_recovered"] = float(np.mean(vals)) if vals else None
+    pre, sft = avg["pretrained"]["accuracy"], avg["sft"]["accuracy"]
+    for m in methods:  # the paper's summary: fraction of the average SFT gain
+        avg[m]["gain_recovered_of_average"] = (avg[m]["accuracy"] - pre) / (sft - pre) if sft > pre else None
+    return avg

@@ -1,0 +1,178 @@
+"""The benchmark report: results.json (every number), report.md (the paper's table shape)
+and PNG plots (distance vs transfer, weights per method)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+LABELS = {"pretrained": "Pre-trained (zero-shot)", "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity",
+          "linear": "Linear", "sparse": "Sparse", "sft": "SFT (oracle)"}
+
+
+def _fmt(x, digits=3):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _table(results: dict) -> list[str]:
+    names = list(results["domains"])
+    methods = [m for m in LABELS if m in next(iter(results["domains"].values()))]
+    lines = ["| method | " + " | ".join(names) + " | average |", "|---|" + "---|" * (len(names) + 1)]
+    for m in methods:
+        cells = [f"{results['domains'][n][m]['accuracy']:.3f} / {results['domains'][n][m]['macro_f1']:.3f}" for n in names]
+        avg = results["average"][m]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {avg['accuracy']:.3f} / {avg['macro_f1']:.3f} |")
+    return lines
+
+
+def _gain_table(results: dict) -> list[str]:
+    names = list(results["domains"])
+    methods = [m for m in LABELS if m in next(iter(results["gain_recovered"].values()))]
+    lines = ["| method | " + " | ".join(names) + " | mean | of average gain |", "|---|" + "---|" * (len(names) + 2)]
+    for m in methods:
+        cells = [_fmt(results["gain_recovered"][n][m], 2) for n in names]
+        avg = results["average"][m]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {_fmt(avg['gain_recovered'], 2)} | "
+                     f"{_fmt(avg['gain_recovered_of_average'], 2)} |")
+    return lines
+
+
+def _weights_lines(results: dict) -> list[str]:
+    lines = []
+    for held, row in results["domains"].items():
+        lines.append(f"- **{held}** held out:")
+        for m in (m for m in LABELS if m in row and "weights" in row[m]):
+            w = ", ".join(f"{n} {v:+.3f}" for n, v in row[m]["weights"].items())
+            params = ", ".join(f"{k} {v:.4g}" for k, v in row[m]["params"].items())
+            lines.append(f"  - {m}: {w} (residual {row[m]['residual']:.3f}{', ' + params if params else ''})")
+    return lines
+
+
+def _timing_lines(results: dict) -> list[str]:
+    t = results["timing"]
+    lines = ["| held-out domain | adaptation (represent + search + weights + compose), s | SFT training, s |", "|---|---|---|"]
+    for held, per_method in t["adapt_seconds"].items():
+        adapt = np.mean(list(per_method.values()))
+        reused = " (cached from an earlier run)" if t["train_reused"].get(held) else ""
+        lines.append(f"| {held} | {adapt:.2f} | {t['train_seconds'][held]:.1f}{reused} |")
+    lines.append("")
+    lines.append(f"Whole benchmark: {t['total_seconds']:.0f} s wall-clock.")
+    return lines
+
+
+def plot_transfer(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = results["transfer"]
+    names = tr["sources"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key, title, cmap in ((axes[0], "distance", "squared distance: target z (test) to source z (train)", "viridis_r"),
+                                 (axes[1], "accuracy", "accuracy of the single source LoRA on the target", "magma")):
+        m = np.array(tr[key])
+        im = ax.imshow(m, cmap=cmap)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("target domain")
+        ax.set_ylabel("source domain (adapter)")
+        ax.set_title(title, fontsize=9)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                light = (m[i, j] - m.min()) > 0.5 * (m.max() - m.min())  # readable on either end of the map
+                dark_cell = light if key == "distance" else not light
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("Does representation similarity predict transfer?")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_weights(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    helds = list(results["domains"])
+    methods = [m for m in LABELS if m in results["domains"][helds[0]] and "weights" in results["domains"][helds[0]][m]]
+    fig, axes = plt.subplots(1, len(helds), figsize=(3.2 * len(helds), 3.6), squeeze=False)
+    for ax, held in zip(axes[0], helds):
+        sources = list(results["domains"][held][methods[0]]["weights"])
+        width = 0.8 / len(methods)
+        for k, m in enumerate(methods):
+            w = results["domains"][held][m]["weights"]
+            ax.bar(np.arange(len(sources)) + k * width, [w.get(s, 0.0) for s in sources], width, label=m)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, rotation=30, ha="right")
+        ax.set_title(f"held out: {held}", fontsize=9)
+    axes[0][0].set_ylabel("weight")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict, out: Path) -> None:
+    """results.json, report.md and the plots into `out`."""
+    from ..export import json_ready
+
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=json_ready) + "\n")
+    plot_transfer(results, out / "transfer.png")
+    plot_weights(results, out / "weights.png")
+    hp = results.get("hyperparameters", {})
+    hp_lines = [f"- {held}: " + ", ".join(f"{p} x{v['multiplier']:g} (LOO accuracy by multiplier: "
+                                          + ", ".join(f"{k}: {a:.3f}" for k, a in v["scores"].items()) + ")"
+                                          for p, v in chosen.items()) for held, chosen in hp.items() if chosen]
+    md = [
+        "# loradb benchmark: leave-one-domain-out zero-shot adaptation",
+        "",
+        f"Base model: `{results['base']}`. Domains: `{results['domains_dir']}`.",
+        "Each cell is accuracy / macro-F1 on the held-out domain's test set. Composed rows use",
+        "only the other domains' adapters and the held-out domain's *unlabeled* test texts.",
+        "",
+        *_table(results),
+        "",
+        "## Fraction of the SFT gain recovered",
+        "",
+        "(method − pre-trained) / (SFT − pre-trained), accuracy; the last column uses the averages.",
+        "",
+        *_gain_table(results),
+        "",
+        "## Weights per held-out domain",
+        "",
+        *_weights_lines(results),
+        "",
+        "## Hyper-parameters (chosen on reference domains only)",
+        "",
+        *(hp_lines or ["- tuning off: automatic values"]),
+        "",
+        "## Time",
+        "",
+        *_timing_lines(results),
+        "",
+        "## Plots",
+        "",
+        "![distance vs transfer](transfer.png)",
+        "",
+        "![weights](weights.png)",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(md))
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The results table for a terminal."""
+    names = list(results["domains"])
+    methods = [m for m in LABELS if m in results["average"]]
+    lines = [f"{'accuracy':<24}" + "".join(f"{n:>10}" for n in names) + f"{'average':>10}{'gain':>8}"]
+    for m in methods:
+        gain = results["average"][m].get("gain_recovered_of_average")
+        lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m]['accuracy']:>10.3f}" for n in names)
+                     + f"{results['average'][m]['accuracy']:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
+    lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all)")
+    return lines
