@@ -196,7 +196,8 @@ def cmd_eval(args) -> int:
     from .evaluate.report import summary_lines
 
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
-    config = EvalConfig(k=args.k, methods=methods, train=_train_config(args), tune=not args.no_tune)
+    config = EvalConfig(k=args.k, methods=methods, train=_train_config(args), tune=not args.no_tune,
+                        layer=args.layer, pooling=args.pooling)
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
     p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
     p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out tuning")
+    p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
+    p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
     _add_training(p)
 
     p = _command(sub, "demo", cmd_demo, "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False)

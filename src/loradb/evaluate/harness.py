@@ -28,6 +28,7 @@ from ..adapter import read_adapter
 from ..base import cache_dir, load_base
 from ..compose import compose_exact, dense_delta
 from ..db import LoraDB
+from ..errors import LoradbError
 from ..represent import Encoder, save_representation
 from ..train import TRAINING_INFO, TrainConfig, _load, train_lora
 from ..weights import METHODS, auto_l1, auto_temperature, compute_weights, squared_distances
@@ -47,6 +48,8 @@ class EvalConfig:
     tune_examples: int = 160  # labeled reference examples scored per tuning candidate
     temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
     l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
+    layer: int = -1  # representation recipe for z (see represent.py)
+    pooling: str = "mean"
     seed: int = 0
 
 
@@ -166,9 +169,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
 
     for m in config.methods:
         if m not in COMPOSED:
-            from ..errors import LoradbError
-
             raise LoradbError(f"unknown method {m!r} for eval; choose from {', '.join(COMPOSED)}")
+    if config.k < 1:
+        raise LoradbError(f"-k must be at least 1, got {config.k}")
     started = time.perf_counter()
     base_path = load_base(base_path).path
     domains, prompts = load_domains(domains_dir)
@@ -188,7 +191,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
 
     log("representations: training texts of every domain, unlabeled test texts of every target")
-    encoder = Encoder(base_path)
+    encoder = Encoder(base_path, layer=config.layer, pooling=config.pooling)
     z_train, z_test_paths, z_test = {}, {}, {}
     work = out / "work"
     for d in domains:
