@@ -93,8 +93,12 @@ def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str]
     """
     import numpy as np
     import torch
-    from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
+
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise LoradbError("training needs PEFT: `pip install 'loradb[eval]'`") from None
 
     from .export import atomic_output_dir
 

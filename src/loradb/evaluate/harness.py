@@ -165,7 +165,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     Returns:
         The results dictionary written to results.json.
     """
-    from .report import write_report
+    from .report import require_plotting, write_report
+
+    require_plotting()
 
     for m in config.methods:
         if m not in COMPOSED:

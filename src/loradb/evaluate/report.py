@@ -117,9 +117,21 @@ def plot_weights(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def require_plotting() -> None:
+    """Refuse up front, not after an hour of work, when the plots cannot be drawn."""
+    from ..errors import LoradbError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise LoradbError("the report's plots need matplotlib: `pip install 'loradb[eval]'`") from None
+
+
 def write_report(results: dict, out: Path) -> None:
     """results.json, report.md and the plots into `out`."""
     from ..export import json_ready
+
+    require_plotting()
 
     (out / "results.json").write_text(json.dumps(results, indent=2, default=json_ready) + "\n")
     plot_transfer(results, out / "transfer.png")
