@@ -116,6 +116,10 @@ def _print_result(result, out: str | None = None) -> None:
           + "".join(f", {k} {v:.6g}" for k, v in result.params.items()))
     for h in result.hits:
         print(f"  {h.record.id[:12]}  {h.record.name:<24} distance {h.distance:<12.6g} weight {h.weight:+.6f}")
+    if getattr(result, "compression", None):
+        ranks = sorted({m["rank"] for m in result.compression["modules"].values()})
+        print(f"compressed to rank {ranks[0]}" + (f"..{ranks[-1]}" if len(ranks) > 1 else "")
+              + f", relative Frobenius error {result.compression['rel_error']:.3g} against the exact merge")
     if out:
         print(f"wrote {out}")
 
@@ -130,20 +134,40 @@ def cmd_search(args) -> int:
 def cmd_compose(args) -> int:
     from .db import parse_weights
 
+    rank, max_error = _parse_rank(args)
+    shape = {"merged": args.merged, "rank": rank, "max_error": max_error}
     with _open(args.db) as db:
         if args.weights:
             if args.data or args.repr:
                 raise LoradbError("give either --weights or --data/--repr, not both")
-            result = db.compose(args.out, weights=parse_weights(args.weights), merged=args.merged)
+            result = db.compose(args.out, weights=parse_weights(args.weights), **shape)
         else:
             if not (args.data or args.repr):
                 raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")
-            result = db.compose(args.out, merged=args.merged, **_search_args(args))
+            result = db.compose(args.out, **shape, **_search_args(args))
     if args.json:
         _print_json({**result.to_dict(), "out": str(args.out)})
     else:
         _print_result(result, str(args.out))
     return 0
+
+
+def _parse_rank(args) -> tuple[int | None, float | None]:
+    """--rank R, or --rank auto with --max-error E."""
+    if args.rank is None:
+        if args.max_error is not None:
+            raise LoradbError("--max-error goes with --rank auto")
+        return None, None
+    if args.rank == "auto":
+        if args.max_error is None:
+            raise LoradbError("--rank auto needs --max-error E (the relative Frobenius error allowed per module)")
+        return None, args.max_error
+    if args.max_error is not None:
+        raise LoradbError("--max-error goes with --rank auto, not with a fixed rank")
+    try:
+        return int(args.rank), None
+    except ValueError:
+        raise LoradbError(f"--rank takes a whole number or 'auto', got {args.rank!r}") from None
 
 
 def cmd_check(args) -> int:
@@ -283,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
     p.add_argument("--out", required=True, help="output directory (new or empty)")
     p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
+    p.add_argument("--rank", help="write the optimal rank-R approximation (R, or 'auto' with --max-error)")
+    p.add_argument("--max-error", type=float, help="with --rank auto: relative Frobenius error allowed per module")
 
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
     _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")

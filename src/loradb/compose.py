@@ -60,3 +60,81 @@ def dense_delta(A: torch.Tensor, B: torch.Tensor, *, fan_in_fan_out: bool = Fals
     """
     delta = B.to(torch.float32) @ A.to(torch.float32)
     return delta.T.contiguous() if fan_in_fan_out else delta
+
+
+# ---- compressed composition: optimal rank-r truncation without the dense matrix ---------
+
+def _core_svd(A: torch.Tensor, B: torch.Tensor):
+    """SVD of B @ A through QR factors, without forming it: with B = Q_B R_B and A^T = Q_A R_A,
+    B @ A = Q_B (R_B R_A^T) Q_A^T, so only the R x R core is decomposed.
+
+    Costs O((d_out + d_in) R^2) for rank R instead of O(d_out d_in min(d_out, d_in)).
+    Q_B and Q_A stay in LAPACK's compact Householder form (geqrf) and are applied later
+    with ormqr, which is about twice as fast as forming them.
+    Returns:
+        (householder_B, U, S, Vh, householder_A) with U S Vh the SVD of the core.
+    """
+    R = A.shape[0]
+    hB = torch.geqrf(B.to(torch.float32).contiguous())
+    hA = torch.geqrf(A.to(torch.float32).T.contiguous())
+    U, S, Vh = torch.linalg.svd(hB[0][:R].triu() @ hA[0][:R].triu().T, full_matrices=False)
+    return hB, U, S, Vh, hA
+
+
+def _apply_q(householder, small: torch.Tensor, rows: int) -> torch.Tensor:
+    """Q @ [small; 0]: Q from geqrf's compact form, small of shape (R, r)."""
+    padded = small.new_zeros(rows, small.shape[1])
+    padded[: small.shape[0]] = small
+    return torch.ormqr(householder[0], householder[1], padded)
+
+
+def rank_for_error(S: torch.Tensor, max_error: float) -> int:
+    """Smallest r with ||tail of S||_2 / ||S||_2 <= max_error (at least 1)."""
+    S = S.to(torch.float64)
+    total = float((S ** 2).sum())
+    if total == 0.0:
+        return 1
+    tail = torch.flip(torch.cumsum(torch.flip(S ** 2, [0]), 0), [0])  # tail[r] = sum_{i >= r} S_i^2
+    ok = torch.nonzero(torch.sqrt(tail / total) <= max_error)
+    return max(1, int(ok[0])) if len(ok) else len(S)
+
+
+def truncate(A: torch.Tensor, B: torch.Tensor, *, rank: int | None = None, max_error: float | None = None):
+    """The optimal (Eckart-Young) rank-r factors of B @ A, split evenly: B' = Q_B U_r sqrt(S_r), A' = sqrt(S_r) V_r^T Q_A^T.
+
+    Args:
+        A: (R, in) and B: (out, R) unit-scale factors.
+        rank: target rank r; or
+        max_error: the smallest r whose relative Frobenius error is at most this.
+    Returns:
+        (A_r, B_r, abs_error, norm): float32 factors, ||B A - B_r A_r||_F and ||B A||_F.
+    """
+    if (rank is None) == (max_error is None):
+        raise ValueError("give exactly one of rank or max_error")
+    hB, U, S, Vh, hA = _core_svd(A, B)
+    r = rank_for_error(S, max_error) if max_error is not None else min(rank, len(S))
+    root = torch.sqrt(S[:r])
+    B_r = _apply_q(hB, U[:, :r] * root, B.shape[0])
+    A_r = _apply_q(hA, (root[:, None] * Vh[:r]).T, A.shape[1]).T.contiguous()
+    S = S.to(torch.float64)
+    return A_r, B_r, float(torch.sqrt((S[r:] ** 2).sum())), float(torch.sqrt((S ** 2).sum()))
+
+
+def compress(composed: dict[str, tuple[torch.Tensor, torch.Tensor]], *, rank: int | None = None,
+             max_error: float | None = None) -> tuple[dict, dict]:
+    """Truncate every composed module; modules already within the rank stay exact.
+
+    Returns:
+        (module -> (A_r, B_r), report) with report = {"modules": {name: {"rank", "rel_error"}},
+        "rel_error": overall ||delta - delta_r||_F / ||delta||_F over all modules}.
+    """
+    out, modules, err2, norm2 = {}, {}, 0.0, 0.0
+    for name, (A, B) in composed.items():
+        if rank is not None and A.shape[0] <= rank:  # nothing to cut: keep the exact factors
+            out[name], err, norm = (A, B), 0.0, truncate(A, B, rank=A.shape[0])[3]
+        else:
+            A_r, B_r, err, norm = truncate(A, B, rank=rank, max_error=max_error)
+            out[name] = (A_r, B_r)
+        modules[name] = {"rank": int(out[name][0].shape[0]), "rel_error": err / norm if norm > 0 else 0.0}
+        err2, norm2 = err2 + err ** 2, norm2 + norm ** 2
+    return out, {"modules": modules, "rel_error": (err2 / norm2) ** 0.5 if norm2 > 0 else 0.0}

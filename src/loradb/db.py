@@ -53,10 +53,14 @@ class SearchResult:
     residual: float | None
     params: dict = field(default_factory=dict)
     space: str | None = None
+    compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
-                "params": self.params, "space": self.space}
+        doc = {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
+               "params": self.params, "space": self.space}
+        if self.compression is not None:
+            doc["compression"] = self.compression
+        return doc
 
 
 @dataclass
@@ -279,17 +283,28 @@ class LoraDB:
                             hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
 
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
-                progress: bool = True, **search_args) -> SearchResult:
+                rank: int | None = None, max_error: float | None = None, progress: bool = True,
+                **search_args) -> SearchResult:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
             out: output directory (new or empty): a PEFT adapter, or a full model with merged=True.
             weights: record id or name -> weight, used as given (skips retrieval).
             merged: write base + delta as a full model instead of an adapter.
+            rank: write the optimal rank-`rank` approximation of each module instead of the exact merge.
+            max_error: instead of one rank, the smallest rank per module whose relative
+                Frobenius error is at most this.
             search_args: passed to `search` when weights is None.
         Returns:
-            The SearchResult that was composed (for given weights: distances are NaN).
+            The SearchResult that was composed (for given weights: distances are NaN);
+            its `compression` holds the per-module ranks and errors when compressed.
         """
+        if rank is not None and max_error is not None:
+            raise LoradbError("give --rank R or --rank auto --max-error E, not both")
+        if rank is not None and rank < 1:
+            raise LoradbError(f"--rank must be at least 1, got {rank}")
+        if max_error is not None and not 0 <= max_error < 1:
+            raise LoradbError(f"--max-error must be in [0, 1), got {max_error}")
         if weights is not None:
             if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
                 raise LoradbError("give either --weights or --data/--repr, not both")
@@ -315,6 +330,10 @@ class LoraDB:
 
         factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
         composed = compose_exact(factors, [h.weight for h in used])
+        if rank is not None or max_error is not None:
+            from .compose import compress
+
+            composed, result.compression = compress(composed, rank=rank, max_error=max_error)
         task_types = {a.task_type for a in adapters}
         provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
                       **result.to_dict()}

@@ -1,0 +1,207 @@
+"""Compose speed: loradb against PEFT's add_weighted_adapter, in one process.
+
+Setup (issue 4): a randomly initialised Llama-style model (hidden 2048, 4 layers),
+8 LoRA adapters of rank 16 on q/k/v/o with random non-zero factors. Measured:
+  - compressed: our rank-16 compose (stack + QR + small SVD) vs PEFT combination_type="svd", svd_rank=16
+  - exact:      our stacked-factor compose vs PEFT combination_type="cat"
+with wall-clock ratios, relative Frobenius errors against the exact weighted sum
+(computed densely in float64 here, as the reference), and the peak extra resident
+memory of each operation (sampled from /proc/self/statm every millisecond).
+Then the demo's adaptation path (represent + search + weights + compose) against SFT
+training of the same domain (needs the demo's cached data; skip with --skip-adaptation).
+
+Run: python benchmarks/compose_speed.py [--repeats 3] [--skip-adaptation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import torch
+
+HIDDEN, LAYERS, N_ADAPTERS, RANK = 2048, 4, 8, 16
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled by a background thread."""
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        while self.running:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.extra = self.peak - self.base
+
+
+def build_peft_model():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1024, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=16,
+                      num_key_value_heads=16, intermediate_size=4 * HIDDEN, max_position_embeddings=128)
+    model = LlamaForCausalLM(cfg).eval()
+    lora = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=list(TARGETS), init_lora_weights=False)
+    peft_model = get_peft_model(model, lora, adapter_name="a0")
+    for i in range(1, N_ADAPTERS):
+        peft_model.add_adapter(f"a{i}", lora)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    return peft_model
+
+
+def lora_layers(peft_model):
+    return {name: m for name, m in peft_model.base_model.model.named_modules() if hasattr(m, "lora_A") and "a0" in m.lora_A}
+
+
+def our_factors(peft_model):
+    """Each adapter as module -> (A, B, scale), read from the same PEFT model."""
+    layers = lora_layers(peft_model)
+    return [{name: (m.lora_A[f"a{i}"].weight.detach(), m.lora_B[f"a{i}"].weight.detach(), m.scaling[f"a{i}"])
+             for name, m in layers.items()} for i in range(N_ADAPTERS)]
+
+
+def exact_sums(factors, weights):
+    """The reference: sum_i w_i s_i B_i A_i per module, dense, float64."""
+    out = {}
+    for name in factors[0]:
+        out[name] = sum(w * s * (B.double() @ A.double()) for (A, B, s), w in ((f[name], w) for f, w in zip(factors, weights)))
+    return out
+
+
+def rel_error(deltas: dict, reference: dict) -> float:
+    num = sum(float(torch.linalg.norm(deltas[n].double() - reference[n]) ** 2) for n in reference)
+    den = sum(float(torch.linalg.norm(reference[n]) ** 2) for n in reference)
+    return (num / den) ** 0.5
+
+
+def timed(fn, repeats):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def compose_benchmark(repeats: int) -> None:
+    from loradb.compose import compose_exact, compress
+
+    peft_model = build_peft_model()
+    factors = our_factors(peft_model)
+    weights = [0.3, -0.2, 0.25, 0.15, 0.1, 0.2, -0.05, 0.25]
+    names = [f"a{i}" for i in range(N_ADAPTERS)]
+    reference = exact_sums(factors, weights)
+    adapter_mb = sum(A.nbytes + B.nbytes for f in factors for A, B, _ in f.values()) / 2**20
+    print(f"setup: Llama-style, hidden {HIDDEN}, {LAYERS} layers, {len(reference)} modules (q/k/v/o), "
+          f"{N_ADAPTERS} adapters of rank {RANK} ({adapter_mb:.1f} MiB of factors)")
+
+    def ours_compressed():
+        return compress(compose_exact(factors, weights), rank=RANK)[0]
+
+    def peft_svd():
+        if "svd16" in peft_model.peft_config:
+            peft_model.delete_adapter("svd16")
+        peft_model.add_weighted_adapter(names, weights, "svd16", combination_type="svd", svd_rank=RANK)
+
+    def peft_cat():
+        if "cat" in peft_model.peft_config:
+            peft_model.delete_adapter("cat")
+        peft_model.add_weighted_adapter(names, weights, "cat", combination_type="cat")
+
+    rows = []
+    for label, ours, theirs, peft_name in (("compressed rank 16 vs PEFT svd", ours_compressed, peft_svd, "svd16"),
+                                           ("exact vs PEFT cat", lambda: compose_exact(factors, weights), peft_cat, "cat")):
+        with PeakRSS() as mem_ours:
+            t_ours, composed = timed(ours, repeats)
+        with PeakRSS() as mem_peft:
+            t_peft, _ = timed(theirs, repeats)
+        layers = lora_layers(peft_model)
+        peft_deltas = {n: m.get_delta_weight(peft_name).detach() for n, m in layers.items()}
+        ours_deltas = {n: B @ A for n, (A, B) in composed.items()}
+        rows.append((label, t_ours, t_peft, rel_error(ours_deltas, reference), rel_error(peft_deltas, reference),
+                     mem_ours.extra, mem_peft.extra))
+    print(f"\n{'':<32}{'loradb s':>10}{'PEFT s':>10}{'speed-up':>10}{'loradb err':>12}{'PEFT err':>12}"
+          f"{'loradb MiB':>12}{'PEFT MiB':>10}")
+    for label, t_o, t_p, e_o, e_p, m_o, m_p in rows:
+        print(f"{label:<32}{t_o:>10.4f}{t_p:>10.3f}{t_p / t_o:>9.0f}x{e_o:>12.3e}{e_p:>12.3e}{m_o / 2**20:>12.1f}{m_p / 2**20:>10.1f}")
+    print("(best of", repeats, "runs each; errors: relative Frobenius error against the exact weighted sum; "
+          "MiB: peak resident memory above the level before the operation)")
+    for label, _, _, e_o, e_p, _, _ in rows:
+        print(f"{label}: |loradb err - PEFT err| = {abs(e_o - e_p):.2e}")
+
+
+def adaptation_benchmark() -> None:
+    """The demo's adaptation path for one held-out domain against SFT training on it."""
+    import tempfile
+    from pathlib import Path
+
+    from loradb.benchdata import vader_domains
+    from loradb.db import LoraDB
+    from loradb.demo import packaged_minilm
+    from loradb.evaluate.domains import load_domains
+    from loradb.represent import Encoder, save_representation
+    from loradb.train import TrainConfig, train_lora
+
+    base = packaged_minilm()
+    domains, prompts = load_domains(vader_domains())
+    held, refs = domains[0], domains[1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        sft = train_lora(base, held.train_texts, held.train_labels, prompts, tmp / "sft", TrainConfig(), progress=False)
+        t_sft = time.perf_counter() - t0
+        encoder = Encoder(base)
+        db = LoraDB.init(tmp / "db")
+        for r in refs:  # the references' adapters: trained here too (not part of the adaptation being timed)
+            train_lora(base, r.train_texts, r.train_labels, prompts, tmp / r.name, TrainConfig(max_examples=64, epochs=1), progress=False)
+            save_representation(encoder.represent(r.train_texts, progress=False), tmp / f"{r.name}.npy")
+            db.add(tmp / r.name, repr=tmp / f"{r.name}.npy", name=r.name, progress=False)
+        t0 = time.perf_counter()
+        save_representation(Encoder(base).represent(held.test_texts, progress=False), tmp / "target.npy")
+        db.compose(tmp / "adapted", repr=tmp / "target.npy", k=5, method="sparse", progress=False)
+        t_adapt = time.perf_counter() - t0
+    print(f"\nadaptation path for held-out '{held.name}' ({len(held.test_texts)} unlabeled texts: load encoder, represent, "
+          f"search, weights, compose, write): {t_adapt:.2f} s")
+    print(f"SFT training on its {sft.examples} labeled examples ({TrainConfig().epochs} epochs): {t_sft:.1f} s "
+          f"-> adaptation is {t_sft / t_adapt:.0f}x faster")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-adaptation", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    compose_benchmark(args.repeats)
+    if not args.skip_adaptation:
+        adaptation_benchmark()
+
+
+if __name__ == "__main__":
+    main()
