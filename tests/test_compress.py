@@ -82,3 +82,55 @@ def test_stacked_rank_above_the_layer_size():
         A_r, B_r, err, _ = truncate(A, B, rank=rank)
         actual = float(torch.linalg.norm(dense - B_r.double() @ A_r.double()))
         assert actual == pytest.approx(float(torch.sqrt((S[rank:] ** 2).sum())), abs=1e-4)
+
+
+def test_ties_and_dare_match_peft_merge_utils():
+    from peft.utils.merge_utils import dare_linear, ties
+
+    from loradb.compose import dare_merge, ties_merge
+
+    g = torch.Generator().manual_seed(1)
+    deltas = [torch.randn(12, 9, generator=g) for _ in range(3)]
+    weights = [0.5, -0.3, 0.8]
+    ours = ties_merge(deltas, weights, density=0.4)
+    theirs = ties(deltas, torch.tensor(weights), density=0.4, majority_sign_method="total")
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    torch.manual_seed(7)
+    theirs = dare_linear(deltas, torch.tensor(weights), density=0.6)
+    ours = dare_merge(deltas, weights, density=0.6, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(ours, theirs, atol=1e-6)  # same seed, same masks
+    assert torch.allclose(dare_merge(deltas, weights, 1.0, torch.Generator()), sum(w * d for w, d in zip(weights, deltas)), atol=1e-6)
+
+
+def test_compose_merged_factorises_the_merge():
+    from loradb.compose import compose_merged, ties_merge
+
+    adapters = [{"m": (*_factors(i, out=16, inp=12, r=3), 2.0)} for i in range(3)]
+    out, report = compose_merged(adapters, [0.5, 0.2, 0.3], mode="ties", density=0.5)
+    dense = ties_merge([2.0 * B @ A for A, B, _ in (a["m"] for a in adapters)], [0.5, 0.2, 0.3], 0.5)
+    A, B = out["m"]
+    assert A.shape[0] == 9  # default rank: the stacked rank
+    rel = float(torch.linalg.norm(dense - B @ A) / torch.linalg.norm(dense))
+    assert rel == pytest.approx(report["modules"]["m"]["rel_error"], abs=1e-5)
+
+
+def test_compose_ties_and_dare_through_the_cli(tmp_path, bert):
+    import json
+
+    from models import make_adapter
+    from test_cli import run, write_jsonl
+
+    db = tmp_path / "db"
+    run("init", db)
+    data = write_jsonl(tmp_path / "d.jsonl", ["the bread", "the bank"])
+    for i in range(2):
+        make_adapter(bert, tmp_path / f"a{i}", seed=i, r=4, targets=("query",))
+        assert run("add", db, tmp_path / f"a{i}", "--data", data)[0] == 0
+    for merge in ("ties", "dare"):
+        code, out, err = run("compose", db, "--weights", "a0=0.6", "a1=0.4", "--merge", merge, "--density", 0.3,
+                             "--out", tmp_path / merge, "--json")
+        assert code == 0, err
+        doc = json.loads(out)["compression"]
+        assert doc["merge"] == merge and {m["rank"] for m in doc["modules"].values()} == {8}
+    code, _, err = run("compose", db, "--weights", "a0=1", "--merge", "ties", "--density", 0, "--out", tmp_path / "x")
+    assert code == 2 and "--density" in err

@@ -118,8 +118,10 @@ def _print_result(result, out: str | None = None) -> None:
         print(f"  {h.record.id[:12]}  {h.record.name:<24} distance {h.distance:<12.6g} weight {h.weight:+.6f}")
     if getattr(result, "compression", None):
         ranks = sorted({m["rank"] for m in result.compression["modules"].values()})
-        print(f"compressed to rank {ranks[0]}" + (f"..{ranks[-1]}" if len(ranks) > 1 else "")
-              + f", relative Frobenius error {result.compression['rel_error']:.3g} against the exact merge")
+        what = result.compression.get("merge")
+        print((f"{what} merge, factorised" if what else "compressed") + f" to rank {ranks[0]}"
+              + (f"..{ranks[-1]}" if len(ranks) > 1 else "") + f", relative Frobenius error {result.compression['rel_error']:.3g}"
+              + (" against the dense merge" if what else " against the exact merge"))
     if out:
         print(f"wrote {out}")
 
@@ -135,7 +137,8 @@ def cmd_compose(args) -> int:
     from .db import parse_weights
 
     rank, max_error = _parse_rank(args)
-    shape = {"merged": args.merged, "rank": rank, "max_error": max_error}
+    shape = {"merged": args.merged, "rank": rank, "max_error": max_error, "merge": args.merge, "density": args.density,
+             "seed": args.seed}
     with _open(args.db) as db:
         if args.weights:
             if args.data or args.repr:
@@ -309,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
     p.add_argument("--rank", help="write the optimal rank-R approximation (R, or 'auto' with --max-error)")
     p.add_argument("--max-error", type=float, help="with --rank auto: relative Frobenius error allowed per module")
+    p.add_argument("--merge", default="exact", choices=("exact", "ties", "dare"),
+                   help="exact weighted sum (default), or TIES / DARE on each module's deltas, re-factorised")
+    p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of entries kept (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
 
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
     _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")

@@ -283,8 +283,8 @@ class LoraDB:
                             hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
 
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
-                rank: int | None = None, max_error: float | None = None, progress: bool = True,
-                **search_args) -> SearchResult:
+                rank: int | None = None, max_error: float | None = None, merge: str = "exact",
+                density: float = 0.5, seed: int = 0, progress: bool = True, **search_args) -> SearchResult:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
@@ -294,11 +294,23 @@ class LoraDB:
             rank: write the optimal rank-`rank` approximation of each module instead of the exact merge.
             max_error: instead of one rank, the smallest rank per module whose relative
                 Frobenius error is at most this.
+            merge: exact (the weighted sum), or ties / dare, which act on each module's dense
+                deltas and are re-factorised to `rank` (default: the stacked rank).
+            density: the fraction of entries ties keeps (by magnitude) or dare keeps (at random).
+            seed: dare's random masks.
             search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
-            its `compression` holds the per-module ranks and errors when compressed.
+            its `compression` holds the per-module ranks and errors when compressed or merged.
         """
+        from .compose import MERGE_MODES
+
+        if merge not in MERGE_MODES:
+            raise LoradbError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
+        if merge != "exact" and max_error is not None:
+            raise LoradbError("--rank auto --max-error works with --merge exact; give ties/dare a fixed --rank")
+        if not 0 < density <= 1:
+            raise LoradbError(f"--density must be in (0, 1], got {density}")
         if rank is not None and max_error is not None:
             raise LoradbError("give --rank R or --rank auto --max-error E, not both")
         if rank is not None and rank < 1:
@@ -329,8 +341,14 @@ class LoraDB:
         import torch
 
         factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
-        composed = compose_exact(factors, [h.weight for h in used])
-        if rank is not None or max_error is not None:
+        if merge != "exact":
+            from .compose import compose_merged
+
+            composed, result.compression = compose_merged(factors, [h.weight for h in used], mode=merge, density=density,
+                                                          rank=rank, seed=seed)
+        else:
+            composed = compose_exact(factors, [h.weight for h in used])
+        if merge == "exact" and (rank is not None or max_error is not None):
             from .compose import compress
 
             composed, result.compression = compress(composed, rank=rank, max_error=max_error)
