@@ -271,3 +271,14 @@ def test_cli_process_exit_codes(tmp_path):
     assert proc.stderr.strip() == f"loradb: error: {tmp_path / 'nodb'} is not a loradb database; create one with `loradb init {tmp_path / 'nodb'}`"
     assert run("init", tmp_path / "db")[0] == 0
     assert run("init", tmp_path / "db")[0] == 2
+
+
+def db_with_adapters(base, root: Path, *, n: int = 3, r: int = 4, targets=("query", "value")) -> tuple[Path, Path]:
+    """A database of n random adapters a0..a{n-1} added with a small text file: (db, data file)."""
+    db = root / "db"
+    assert run("init", db)[0] == 0
+    data = write_jsonl(root / "d.jsonl", ["the bread is good", "the bank is bad"])
+    for i in range(n):
+        make_adapter(base, root / f"a{i}", seed=i, r=r, targets=targets)
+        assert run("add", db, root / f"a{i}", "--data", data)[0] == 0
+    return db, data

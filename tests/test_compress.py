@@ -51,15 +51,9 @@ def test_compress_reports_module_and_overall_errors():
 def test_compose_rank_through_the_cli(tmp_path, bert):
     import json
 
-    from models import make_adapter
-    from test_cli import run, write_jsonl
+    from test_cli import db_with_adapters, run
 
-    db = tmp_path / "db"
-    run("init", db)
-    data = write_jsonl(tmp_path / "d.jsonl", ["the bread", "the bank"])
-    for i in range(3):
-        make_adapter(bert, tmp_path / f"a{i}", seed=i, r=4, targets=("query", "value"))
-        assert run("add", db, tmp_path / f"a{i}", "--data", data)[0] == 0
+    db, _ = db_with_adapters(bert, tmp_path)
     code, out, err = run("compose", db, "--weights", "a0=0.5", "a1=0.3", "a2=-0.2", "--rank", 5, "--out", tmp_path / "r5", "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -117,15 +111,9 @@ def test_compose_merged_factorises_the_merge():
 def test_compose_ties_and_dare_through_the_cli(tmp_path, bert):
     import json
 
-    from models import make_adapter
-    from test_cli import run, write_jsonl
+    from test_cli import db_with_adapters, run
 
-    db = tmp_path / "db"
-    run("init", db)
-    data = write_jsonl(tmp_path / "d.jsonl", ["the bread", "the bank"])
-    for i in range(2):
-        make_adapter(bert, tmp_path / f"a{i}", seed=i, r=4, targets=("query",))
-        assert run("add", db, tmp_path / f"a{i}", "--data", data)[0] == 0
+    db, _ = db_with_adapters(bert, tmp_path, n=2, targets=("query",))
     for merge in ("ties", "dare"):
         code, out, err = run("compose", db, "--weights", "a0=0.6", "a1=0.4", "--merge", merge, "--density", 0.3,
                              "--out", tmp_path / merge, "--json")

@@ -102,3 +102,20 @@ def test_benchmark_archive_is_verified(tmp_path):
     with pytest.raises(LoradbError, match="delete it and run again"):
         vader_domains(tmp_path / "cache2")
     assert not (tmp_path / "cache2" / "data").exists()
+
+
+def test_few_shot_rows(bert, tmp_path):
+    from dataclasses import replace
+
+    domains = make_domains(tmp_path / "domains")
+    config = replace(FAST, shots=(1, 2), learn_steps=3, lorahub_evaluations=6, scratch_epochs=2, tune=False)
+    results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
+    for domain, per in results["few_shot"].items():
+        assert set(per) == {"1", "2"}
+        for entry in per.values():
+            assert set(entry) == {"learned", "lorahub", "scratch"}
+            w = list(entry["learned"]["weights"].values())
+            assert abs(sum(w) - 1) < 1e-6 and min(w) >= 0  # learned weights stay on the simplex
+            assert all(abs(x) <= 1.5 for x in entry["lorahub"]["weights"].values())
+    assert (tmp_path / "report" / "few_shot.png").is_file()
+    assert "## Few-shot composition" in (tmp_path / "report" / "report.md").read_text()

@@ -138,7 +138,7 @@ def cmd_compose(args) -> int:
 
     rank, max_error = _parse_rank(args)
     shape = {"merged": args.merged, "rank": rank, "max_error": max_error, "merge": args.merge, "density": args.density,
-             "seed": args.seed}
+             "seed": args.seed, "shots": args.shots, "labels": args.labels}
     with _open(args.db) as db:
         if args.weights:
             if args.data or args.repr:
@@ -224,11 +224,23 @@ def cmd_eval(args) -> int:
 
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
     config = EvalConfig(k=args.k, methods=methods, train=_train_config(args), tune=not args.no_tune,
-                        layer=args.layer, pooling=args.pooling)
+                        layer=args.layer, pooling=args.pooling, shots=_parse_shots(args.shots))
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _parse_shots(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        shots = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LoradbError(f"--shots takes comma-separated whole numbers, got {text!r}") from None
+    if not shots or any(not 1 <= n <= 32 for n in shots):
+        raise LoradbError(f"--shots counts must be between 1 and 32 examples per label, got {text!r}")
+    return shots
 
 
 def cmd_demo(args) -> int:
@@ -245,7 +257,9 @@ def _add_target(p, *, required_data: bool) -> None:
     g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
     g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
     p.add_argument("-k", type=int, default=5, help="how many adapters to retrieve (default 5)")
-    p.add_argument("--method", default="similarity", help="uniform | nearest | similarity | linear | sparse (default similarity)")
+    p.add_argument("--method", default="similarity",
+                   help="uniform | nearest | similarity | linear | sparse (default similarity); compose also takes "
+                        "learned | lorahub with --shots")
     p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
     p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
     p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
@@ -316,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact weighted sum (default), or TIES / DARE on each module's deltas, re-factorised")
     p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of entries kept (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
+    p.add_argument("--shots", help="--method learned|lorahub: labeled .jsonl with 1-32 target examples per label")
+    p.add_argument("--labels", help="with --shots: labels.json mapping each label to its prompt")
 
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
     _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")
@@ -334,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
     p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
     p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out tuning")
+    p.add_argument("--shots", help="few-shot rows at these examples per label, e.g. 1,4,16,32 (learned, lorahub, scratch)")
     p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
     p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
     _add_training(p)

@@ -284,7 +284,8 @@ class LoraDB:
 
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
                 rank: int | None = None, max_error: float | None = None, merge: str = "exact",
-                density: float = 0.5, seed: int = 0, progress: bool = True, **search_args) -> SearchResult:
+                density: float = 0.5, seed: int = 0, shots: str | os.PathLike | None = None,
+                labels: str | os.PathLike | None = None, progress: bool = True, **search_args) -> SearchResult:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
@@ -298,6 +299,8 @@ class LoraDB:
                 deltas and are re-factorised to `rank` (default: the stacked rank).
             density: the fraction of entries ties keeps (by magnitude) or dare keeps (at random).
             seed: dare's random masks.
+            shots: for method learned / lorahub: a labeled .jsonl of 1-32 target examples per label.
+            labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
             search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
@@ -317,12 +320,23 @@ class LoraDB:
             raise LoradbError(f"--rank must be at least 1, got {rank}")
         if max_error is not None and not 0 <= max_error < 1:
             raise LoradbError(f"--max-error must be in [0, 1), got {max_error}")
+        method = search_args.get("method")
+        few_shot = method in FEW_SHOT_METHODS
+        if few_shot:
+            if shots is None:
+                raise LoradbError(f"--method {search_args['method']} learns weights from labeled examples: pass --shots FILE.jsonl")
+            shot_texts, shot_labels, prompts = _read_shots(shots, labels)
+            search_args = {**search_args, "method": "similarity"}  # retrieval, and the weights learning starts from
+        elif shots is not None:
+            raise LoradbError("--shots goes with --method learned or lorahub")
         if weights is not None:
             if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
                 raise LoradbError("give either --weights or --data/--repr, not both")
             result = self._given_weights(weights)
         else:
             result = self.search(progress=progress, **search_args)
+        if few_shot:
+            self._learn_weights(result, method, shot_texts, shot_labels, prompts)
         # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
         used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
         records = [h.record for h in used]
@@ -365,6 +379,28 @@ class LoraDB:
         return result
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _learn_weights(self, result: SearchResult, method: str, texts: list[str], labels: list[str], prompts: dict) -> None:
+        """Replace the retrieval weights by few-shot learned ones (learned: softmax by gradient; lorahub: Powell)."""
+        import torch
+
+        from .classify import PromptClassifier
+        from .learn import learn_weights, lorahub_weights
+        from .train import _load
+
+        base_model = self._stored_base(result.hits[0].record)
+        model, tokenizer = _load(base_model.path)
+        model.eval()
+        classifier = PromptClassifier(model, tokenizer, prompts)
+        factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in self.load_adapter(h.record).modules.items()}
+                   for h in result.hits]
+        init = np.array([h.weight for h in result.hits])
+        fn = learn_weights if method == "learned" else lorahub_weights
+        learned = fn(classifier, factors, texts, labels, init=init)
+        for h, w in zip(result.hits, learned.weights):
+            h.weight = float(w)
+        result.method = method
+        result.params = {**result.params, "shots": len(texts), "final_loss": learned.losses[-1] if learned.losses else None}
 
     def _given_weights(self, weights: dict[str, float]) -> SearchResult:
         if not weights:
@@ -460,6 +496,27 @@ class LoraDB:
             raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
                               "(its tokenizer changed?)")
         return rep
+
+
+FEW_SHOT_METHODS = ("learned", "lorahub")
+
+
+def _read_shots(shots, labels) -> tuple[list[str], list[str], dict]:
+    """A few-shot file and the label prompts, refused when labels are unknown or too few."""
+    from .classify import default_prompts
+    from .data import read_labeled
+    from .evaluate.domains import read_prompts
+    from .learn import check_shots
+
+    texts, shot_labels = read_labeled(shots)
+    if labels is not None:
+        prompts = read_prompts(Path(labels))
+    else:
+        prompts = default_prompts(sorted(set(shot_labels)))
+    check_shots(shot_labels, prompts, str(shots))
+    if len(prompts) < 2:
+        raise LoradbError(f"{shots}: holds a single label; few-shot composition needs at least two")
+    return texts, shot_labels, prompts
 
 
 def _check_module_naming(base_model: BaseModel, records: list[Record], adapters: list[LoraAdapter]) -> None:

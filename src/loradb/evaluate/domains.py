@@ -57,8 +57,8 @@ def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
     return domains, (read_prompts(path, label_sets[first]) if path.is_file() else default_prompts(label_sets[first]))
 
 
-def read_prompts(path: Path, labels: list[str]) -> dict[str, str]:
-    """A labels.json mapping each of `labels` to its prompt, refused if it does not cover them exactly."""
+def read_prompts(path: Path, labels: list[str] | None = None) -> dict[str, str]:
+    """A labels.json mapping each label to its prompt; with `labels`, refused unless it covers exactly those."""
     try:
         prompts = json.loads(path.read_text())
     except OSError as e:
@@ -68,6 +68,6 @@ def read_prompts(path: Path, labels: list[str]) -> dict[str, str]:
     if not isinstance(prompts, dict) or not all(isinstance(v, str) and v for v in prompts.values()):
         raise DataError(f"{path}: must map each label to a non-empty prompt string")
     prompts = {str(k): v for k, v in prompts.items()}
-    if sorted(prompts) != labels:
+    if labels is not None and sorted(prompts) != labels:
         raise DataError(f"{path}: gives prompts for {sorted(prompts)} but the domains' labels are {labels}")
     return prompts

@@ -28,6 +28,7 @@ from ..adapter import read_adapter
 from ..base import cache_dir, load_base
 from ..compose import compose_exact, dense_delta
 from ..db import LoraDB
+from ..learn import find_module
 from ..errors import LoradbError
 from ..represent import Encoder, save_representation
 from ..train import TRAINING_INFO, TrainConfig, _load, train_lora
@@ -48,6 +49,10 @@ class EvalConfig:
     tune_examples: int = 160  # labeled reference examples scored per tuning candidate
     temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
     l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
+    shots: tuple[int, ...] = ()  # few-shot rows (learned, lorahub, scratch) at these examples per label
+    learn_steps: int = 40
+    lorahub_evaluations: int = 60
+    scratch_epochs: int = 20  # LoRA from scratch on the shots: many passes over a few examples
     layer: int = -1  # representation recipe for z (see represent.py)
     pooling: str = "mean"
     seed: int = 0
@@ -55,18 +60,6 @@ class EvalConfig:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _find_module(model, name: str):
-    """The in-memory module a PEFT module name refers to, tolerating wrapper prefixes."""
-    modules = dict(model.named_modules())
-    parts = name.split(".")
-    for start in range(len(parts)):
-        suffix = ".".join(parts[start:])
-        hits = [m for n, m in modules.items() if n == suffix or n.endswith("." + suffix)]
-        if len(hits) == 1:
-            return hits[0]
-    raise KeyError(f"module {name} not found in the base model")
 
 
 class AdaptedModel:
@@ -77,6 +70,7 @@ class AdaptedModel:
 
         self.model, self.tokenizer = _load(base_path)
         self.model.eval()
+        self.model.requires_grad_(False)
         self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
                                            max_length=config.max_length)
         self.original: dict = {}
@@ -89,7 +83,7 @@ class AdaptedModel:
             for module, w0 in self.original.items():
                 module.weight.copy_(w0)
             for name, (A, B) in (composed or {}).items():
-                module = _find_module(self.model, name)
+                module = find_module(self.model, name)
                 if module not in self.original:
                     self.original[module] = module.weight.detach().clone()
                 module.weight.add_(dense_delta(A, B))
@@ -255,6 +249,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                            "weights": {h.record.name: h.weight for h in result.hits},
                            "distances": {h.record.name: h.distance for h in result.hits},
                            "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
+        if config.shots:
+            results.setdefault("few_shot", {})[held.name] = _few_shot(
+                held, row, db, model, base_path, prompts, config, work / f"fold-{held.name}", log)
         db.close()
         results["domains"][held.name] = row
         log("  " + "  ".join(f"{m} {row[m]['accuracy']:.3f}" for m in ROWS if m in row))
@@ -266,6 +263,62 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     results["timing"] = timing
     write_report(results, out)
     return results
+
+
+def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str], list[str]]:
+    """`per_label` labeled examples of each label from the domain's training split (seeded)."""
+    rng = random.Random(f"{seed}-{per_label}")
+    texts, labels = [], []
+    for label in sorted(set(domain.train_labels)):
+        idx = [i for i, y in enumerate(domain.train_labels) if y == label]
+        for i in sorted(rng.sample(idx, min(per_label, len(idx)))):
+            texts.append(domain.train_texts[i])
+            labels.append(label)
+    return texts, labels
+
+
+def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path, prompts: dict, config: EvalConfig,
+              work: Path, log) -> dict:
+    """Rows learned / lorahub / scratch for each shot count, on the held-out test set.
+
+    learned and lorahub start from the similarity weights of the retrieved adapters; the
+    shots come from the held-out domain's training split, never its test set.
+    """
+    from ..learn import learn_weights, lorahub_weights
+
+    names = list(row["similarity"]["weights"])
+    init = np.array([row["similarity"]["weights"][n] for n in names])
+    factors = [_factors(db.load_adapter(db.get(n))) for n in names]
+    out = {}
+    for n in config.shots:
+        texts, labels = few_shot_sample(held, n, config.seed)
+        model.set_delta(None)
+        entry = {}
+        for method, fn, kwargs in (("learned", learn_weights, {"steps": config.learn_steps}),
+                                   ("lorahub", lorahub_weights, {"max_evaluations": config.lorahub_evaluations})):
+            t0 = time.perf_counter()
+            learned = fn(model.classifier, factors, texts, labels, init=init, **kwargs)
+            composed = compose_exact(factors, list(learned.weights))
+            seconds = time.perf_counter() - t0
+            model.set_delta(composed)
+            entry[method] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
+                             "weights": dict(zip(names, map(float, learned.weights)))}
+            model.set_delta(None)
+        scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
+        t0 = time.perf_counter()
+        scratch_dir = work / f"scratch-{n}"
+        if scratch_dir.exists():
+            import shutil
+
+            shutil.rmtree(scratch_dir)
+        train_lora(base_path, texts, labels, prompts, scratch_dir, scratch_cfg, progress=False)
+        seconds = time.perf_counter() - t0
+        model.set_delta(compose_exact([_factors(read_adapter(scratch_dir))], [1.0]))
+        entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
+        model.set_delta(None)
+        out[str(n)] = entry
+        log(f"  {n} shots per label: " + "  ".join(f"{m} {e['accuracy']:.3f}" for m, e in entry.items()))
+    return out
 
 
 def _predict_with(model: AdaptedModel, adapter, domain: Domain) -> list[str]:

@@ -127,6 +127,53 @@ def require_plotting() -> None:
         raise LoradbError("the report's plots need matplotlib: `pip install 'loradb[eval]'`") from None
 
 
+FEW_SHOT_METHODS = ("learned", "lorahub", "scratch")
+
+
+def _few_shot_lines(results: dict) -> list[str]:
+    fs = results.get("few_shot")
+    if not fs:
+        return []
+    shots = list(next(iter(fs.values())))
+    lines = ["## Few-shot composition", "",
+             "Accuracy on the held-out test sets, averaged over held-out domains, with k labeled examples per label "
+             "from the held-out domain's training split. learned = softmax weights trained by gradient "
+             "(arXiv 2402.15414), lorahub = gradient-free box-constrained weights (LoraHub-style), scratch = a new "
+             "LoRA trained on the same examples. Zero-shot rows for comparison: uniform "
+             f"{results['average']['uniform']['accuracy']:.3f}, pre-trained {results['average']['pretrained']['accuracy']:.3f}.",
+             "", "| shots per label | " + " | ".join(FEW_SHOT_METHODS) + " |", "|---|" + "---|" * len(FEW_SHOT_METHODS)]
+    for n in shots:
+        cells = [f"{np.mean([fs[d][n][m]['accuracy'] for d in fs]):.3f}" for m in FEW_SHOT_METHODS]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Per held-out domain:", ""]
+    for d, per in fs.items():
+        lines.append(f"- {d}: " + "; ".join(f"{n} shots " + ", ".join(f"{m} {per[n][m]['accuracy']:.3f}" for m in FEW_SHOT_METHODS)
+                                           for n in shots))
+    return lines + ["", "![few-shot](few_shot.png)", ""]
+
+
+def plot_few_shot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fs = results["few_shot"]
+    shots = list(next(iter(fs.values())))
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for m in FEW_SHOT_METHODS:
+        ax.plot([int(n) for n in shots], [np.mean([fs[d][n][m]["accuracy"] for d in fs]) for n in shots], marker="o", label=m)
+    for m, style in (("uniform", "--"), ("pretrained", ":"), ("sft", "-.")):
+        ax.axhline(results["average"][m]["accuracy"], color="gray", ls=style, lw=1, label=f"{m} (zero-shot)" if m != "sft" else "SFT (full train)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("labeled examples per label")
+    ax.set_ylabel("accuracy (mean over held-out domains)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(results: dict, out: Path) -> None:
     """results.json, report.md and the plots into `out`."""
     from ..export import json_ready
@@ -136,6 +183,8 @@ def write_report(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=json_ready) + "\n")
     plot_transfer(results, out / "transfer.png")
     plot_weights(results, out / "weights.png")
+    if results.get("few_shot"):
+        plot_few_shot(results, out / "few_shot.png")
     hp = results.get("hyperparameters", {})
     hp_lines = [f"- {held}: " + ", ".join(f"{p} x{v['multiplier']:g} (LOO accuracy by multiplier: "
                                           + ", ".join(f"{k}: {a:.3f}" for k, a in v["scores"].items()) + ")"
@@ -159,6 +208,7 @@ def write_report(results: dict, out: Path) -> None:
         "",
         *_weights_lines(results),
         "",
+        *_few_shot_lines(results),
         "## Hyper-parameters (chosen on reference domains only)",
         "",
         *(hp_lines or ["- tuning off: automatic values"]),

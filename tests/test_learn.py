@@ -1,0 +1,60 @@
+"""Few-shot composition through `loradb compose --method learned|lorahub --shots`."""
+
+import json
+
+import numpy as np
+import pytest
+from test_cli import db_with_adapters, run, write_jsonl
+
+from loradb.errors import LoradbError
+from loradb.learn import check_shots
+
+
+@pytest.fixture
+def shots_db(bert, tmp_path):
+    db, data = db_with_adapters(bert, tmp_path, r=2)
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in
+                             [("good great love", "pos"), ("love fun good", "pos"), ("bad terrible hate", "neg"), ("hate boring", "neg")]))
+    return db, data, shots, tmp_path
+
+
+@pytest.mark.parametrize("method", ["learned", "lorahub"])
+def test_compose_with_learned_weights(shots_db, method):
+    db, data, shots, tmp = shots_db
+    code, out, err = run("compose", db, "--data", data, "-k", 3, "--method", method, "--shots", shots, "--out", tmp / method, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    w = np.array([r["weight"] for r in doc["results"]])
+    assert doc["method"] == method and doc["params"]["shots"] == 4
+    if method == "learned":
+        assert abs(w.sum() - 1) < 1e-6 and w.min() >= 0  # softmax weights: on the simplex
+    else:
+        assert np.abs(w).max() <= 1.5  # LoraHub's box
+    assert (tmp / method / "adapter_model.safetensors").is_file()
+
+
+def test_bad_shot_files_are_refused(shots_db):
+    db, data, shots, tmp = shots_db
+    code, _, err = run("compose", db, "--data", data, "--method", "learned", "--out", tmp / "x")
+    assert code == 2 and "--shots" in err
+    one_label = write_jsonl(tmp / "one.jsonl", [])
+    one_label.write_text(json.dumps({"text": "good", "label": "pos"}) + "\n")
+    (tmp / "labels.json").write_text(json.dumps({"pos": "good", "neg": "bad"}))
+    code, _, err = run("compose", db, "--data", data, "--method", "learned", "--shots", one_label, "--labels", tmp / "labels.json",
+                       "--out", tmp / "x")
+    assert code == 2 and "too few examples" in err and "neg" in err
+    (tmp / "labels2.json").write_text(json.dumps({"positive": "good", "negative": "bad"}))
+    code, _, err = run("compose", db, "--data", data, "--method", "lorahub", "--shots", shots, "--labels", tmp / "labels2.json",
+                       "--out", tmp / "x")
+    assert code == 2 and "not among the task's labels" in err
+    code, _, err = run("compose", db, "--data", data, "--method", "similarity", "--shots", shots, "--out", tmp / "x")
+    assert code == 2 and "goes with --method learned or lorahub" in err
+    assert not (tmp / "x").exists()
+
+
+def test_check_shots_limits():
+    prompts = {"a": "A", "b": "B"}
+    check_shots(["a", "b"], prompts, "f")
+    with pytest.raises(LoradbError, match="1 to 32 per label"):
+        check_shots(["a"] * 33 + ["b"], prompts, "f")
