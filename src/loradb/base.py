@@ -111,21 +111,27 @@ def load_base(path: str | os.PathLike) -> BaseModel:
     return _load_base(str(Path(path).expanduser().resolve()))
 
 
-def resolve_module(base: BaseModel, module: str) -> str | None:
-    """The base weight tensor a PEFT module name refers to, tolerating wrapper prefixes.
+def match_by_suffix(names, dotted: str, tail: str = "") -> str | None:
+    """The one name in `names` that ends with the longest dotted suffix of `dotted` (+ tail).
 
     PEFT names modules inside whatever class the adapter was trained on ("bert.encoder..."
-    in a classifier, "encoder..." in the bare model); the most specific unique suffix wins.
+    in a classifier, "encoder..." in the bare model); the most specific unique suffix wins,
+    an ambiguous one stops the search, and a bare leaf name ("query") never matches alone.
     """
-    parts = module.split(".")
+    parts = dotted.split(".")
     for start in range(len(parts) - 1):
-        suffix = ".".join(parts[start:]) + ".weight"
-        hits = [k for k in base.weight_shapes if k == suffix or k.endswith("." + suffix)]
+        suffix = ".".join(parts[start:]) + tail
+        hits = [n for n in names if n == suffix or n.endswith("." + suffix)]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             return None
     return None
+
+
+def resolve_module(base: BaseModel, module: str) -> str | None:
+    """The base weight tensor a PEFT module name refers to, tolerating wrapper prefixes."""
+    return match_by_suffix(base.weight_shapes, module, ".weight")
 
 
 def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, where: str) -> None:

@@ -47,14 +47,13 @@ def check_shots(labels: list[str], prompts: dict[str, str], where: str) -> None:
 
 def find_module(model, name: str):
     """The in-memory module a PEFT module name refers to, tolerating wrapper prefixes."""
+    from .base import match_by_suffix
+
     modules = dict(model.named_modules())
-    parts = name.split(".")
-    for start in range(len(parts)):
-        suffix = ".".join(parts[start:])
-        hits = [m for n, m in modules.items() if n == suffix or n.endswith("." + suffix)]
-        if len(hits) == 1:
-            return hits[0]
-    raise LoradbError(f"module {name} not found in the base model")
+    found = match_by_suffix(modules, name)
+    if found is None:
+        raise LoradbError(f"module {name} not found in the base model")
+    return modules[found]
 
 
 @contextmanager
