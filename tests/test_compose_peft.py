@@ -7,6 +7,7 @@ import torch
 from models import load_model, make_adapter
 
 from loradb import LoraDB, compose_exact, read_adapter
+from loradb.compose import factors_of
 from loradb.export import write_composed_adapter
 from loradb.base import load_base
 
@@ -42,7 +43,7 @@ def peft_model(base, adapter_dir):
 
 def compose_dirs(base, adapter_dirs, weights, out):
     adapters = [read_adapter(d) for d in adapter_dirs]
-    factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
+    factors = [factors_of(a) for a in adapters]
     composed = compose_exact(factors, weights)
     write_composed_adapter(out, composed, fan_in_fan_out=adapters[0].fan_in_fan_out, base=load_base(base),
                            task_type=None, provenance={})

@@ -17,6 +17,12 @@ import torch
 Factors = Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]
 
 
+def factors_of(adapter) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """An adapter's modules (anything with .modules of A, B numpy arrays and .scale) as torch
+    factors, sharing memory with the arrays."""
+    return {name: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for name, m in adapter.modules.items()}
+
+
 def compose_exact(adapters: Sequence[Factors], weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Stack weighted LoRA factors into one unit-scale LoRA per module.
 

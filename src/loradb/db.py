@@ -335,8 +335,9 @@ class LoraDB:
             result = self._given_weights(weights)
         else:
             result = self.search(progress=progress, **search_args)
+        loaded = {h.record.id: self.load_adapter(h.record) for h in result.hits}  # each blob verified once
         if few_shot:
-            self._learn_weights(result, method, shot_texts, shot_labels, prompts)
+            self._learn_weights(result, [loaded[h.record.id] for h in result.hits], method, shot_texts, shot_labels, prompts)
         # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
         used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
         records = [h.record for h in used]
@@ -346,15 +347,14 @@ class LoraDB:
             raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
                                     f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
         base_model = self._stored_base(records[0])
-        adapters = [self.load_adapter(r) for r in records]
+        adapters = [loaded[r.id] for r in records]
         _check_module_naming(base_model, records, adapters)
         fan = {a.fan_in_fan_out for a in adapters}
         if len(fan) > 1:
             raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
-        from .compose import compose_exact
-        import torch
+        from .compose import compose_exact, factors_of
 
-        factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in a.modules.items()} for a in adapters]
+        factors = [factors_of(a) for a in adapters]
         if merge != "exact":
             from .compose import compose_merged
 
@@ -380,11 +380,12 @@ class LoraDB:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _learn_weights(self, result: SearchResult, method: str, texts: list[str], labels: list[str], prompts: dict) -> None:
-        """Replace the retrieval weights by few-shot learned ones (learned: softmax by gradient; lorahub: Powell)."""
-        import torch
-
+    def _learn_weights(self, result: SearchResult, adapters: list[LoraAdapter], method: str, texts: list[str],
+                       labels: list[str], prompts: dict) -> None:
+        """Replace the retrieval weights of the hits (whose adapters are given, in order) by
+        few-shot learned ones (learned: softmax by gradient; lorahub: Powell)."""
         from .classify import PromptClassifier
+        from .compose import factors_of
         from .learn import learn_weights, lorahub_weights
         from .train import _load
 
@@ -392,8 +393,7 @@ class LoraDB:
         model, tokenizer = _load(base_model.path)
         model.eval()
         classifier = PromptClassifier(model, tokenizer, prompts)
-        factors = [{n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in self.load_adapter(h.record).modules.items()}
-                   for h in result.hits]
+        factors = [factors_of(a) for a in adapters]
         init = np.array([h.weight for h in result.hits])
         fn = learn_weights if method == "learned" else lorahub_weights
         learned = fn(classifier, factors, texts, labels, init=init)
@@ -425,8 +425,9 @@ class LoraDB:
                 raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
             return load_base(stated)
         chosen = load_base(base)
-        if stated_is_local and load_base(stated).fingerprint != chosen.fingerprint:
-            raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {load_base(stated).short}, "
+        trained_on = load_base(stated) if stated_is_local else None
+        if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
+            raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
                                     f"not on --base {chosen.short}")
         return chosen
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..adapter import read_adapter
 from ..base import cache_dir, load_base
-from ..compose import compose_exact, dense_delta
+from ..compose import compose_exact, dense_delta, factors_of
 from ..db import LoraDB
 from ..learn import find_module
 from ..errors import LoradbError
@@ -92,12 +92,6 @@ class AdaptedModel:
         return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
 
 
-def _factors(adapter):
-    import torch
-
-    return {n: (torch.from_numpy(m.A), torch.from_numpy(m.B), m.scale) for n, m in adapter.modules.items()}
-
-
 def train_cached(base_path: Path, domain: Domain, prompts: dict[str, str], config: TrainConfig, *, cache: Path,
                  progress: bool) -> tuple[Path, float, bool]:
     """The domain's LoRA, trained once per (base, data, prompts, config): (dir, train seconds, reused)."""
@@ -137,7 +131,7 @@ def _tune(refs: list[Domain], z_train: dict, adapters: dict, model: AdaptedModel
                 d2 = squared_distances(z_train[r.name], Z)
                 value = mult * (auto_temperature(d2) if param == "temperature" else auto_l1(d2))
                 w = compute_weights(method, z_train[r.name], Z, **{param: value}).weights
-                model.set_delta(compose_exact([_factors(adapters[c.name]) for c in cands], w))
+                model.set_delta(compose_exact([factors_of(adapters[c.name]) for c in cands], w))
                 texts, labels = _sample(r, config.tune_examples, config.seed)
                 accs.append(scores(labels, model.predict(texts))["accuracy"])
             mean_acc[mult] = float(np.mean(accs))
@@ -207,7 +201,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         model.set_delta(None)
         pretrained[target.name] = scores(target.test_labels, model.predict(target.test_texts))
         for i, source in enumerate(domains):
-            model.set_delta(compose_exact([_factors(adapters[source.name])], [1.0]))
+            model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
             transfer[i, j] = scores(target.test_labels, model.predict(target.test_texts))["accuracy"]
     distance = np.array([[float(squared_distances(z_test[t], z_train[s][None])[0]) for t in names] for s in names])
 
@@ -241,7 +235,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
             if method == "sparse" and tuned:
                 kwargs["l1"] = tuned["l1"]["multiplier"] * auto_l1(d2)
             result = db.search(repr=z_test_paths[held.name], k=config.k, method=method, progress=False, **kwargs)
-            composed = compose_exact([_factors(db.load_adapter(h.record)) for h in result.hits], [h.weight for h in result.hits])
+            composed = compose_exact([factors_of(db.load_adapter(h.record)) for h in result.hits], [h.weight for h in result.hits])
             seconds = time.perf_counter() - t0 + timing["represent_target_seconds"][held.name]
             timing["adapt_seconds"][held.name][method] = seconds
             model.set_delta(composed)
@@ -288,7 +282,7 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
 
     names = list(row["similarity"]["weights"])
     init = np.array([row["similarity"]["weights"][n] for n in names])
-    factors = [_factors(db.load_adapter(db.get(n))) for n in names]
+    factors = [factors_of(db.load_adapter(db.get(n))) for n in names]
     out = {}
     for n in config.shots:
         texts, labels = few_shot_sample(held, n, config.seed)
@@ -313,7 +307,7 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
             shutil.rmtree(scratch_dir)
         train_lora(base_path, texts, labels, prompts, scratch_dir, scratch_cfg, progress=False)
         seconds = time.perf_counter() - t0
-        model.set_delta(compose_exact([_factors(read_adapter(scratch_dir))], [1.0]))
+        model.set_delta(compose_exact([factors_of(read_adapter(scratch_dir))], [1.0]))
         entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
         model.set_delta(None)
         out[str(n)] = entry
@@ -322,7 +316,7 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
 
 
 def _predict_with(model: AdaptedModel, adapter, domain: Domain) -> list[str]:
-    model.set_delta(compose_exact([_factors(adapter)], [1.0]))
+    model.set_delta(compose_exact([factors_of(adapter)], [1.0]))
     labels = model.predict(domain.test_texts)
     return labels
 
