@@ -387,10 +387,10 @@ class LoraDB:
         from .classify import PromptClassifier
         from .compose import factors_of
         from .learn import learn_weights, lorahub_weights
-        from .train import _load
+        from .represent import load_model
 
         base_model = self._stored_base(result.hits[0].record)
-        model, tokenizer = _load(base_model.path)
+        model, tokenizer = load_model(base_model.path)
         model.eval()
         classifier = PromptClassifier(model, tokenizer, prompts)
         factors = [factors_of(a) for a in adapters]

@@ -103,32 +103,48 @@ def _batches(texts: Iterable[str], size: int, buffer: int = 2048) -> Iterator[li
             yield chunk[i:i + size]
 
 
+def load_model(base_path: str | os.PathLike):
+    """The base model (transformers AutoModel, float32) and its tokenizer, from local files only.
+
+    One place for what every caller needs: no hub access, quiet transformers logging,
+    a pad token for decoder tokenizers that lack one (padding is masked out anyway).
+    Returns:
+        (model, tokenizer).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import warnings
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # our own bars report progress; theirs only says "loading weights"
+    # PEFT calls an API that transformers 5 deprecates; the warning is theirs to fix, not the user's
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
+        model = AutoModel.from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"cannot load base model {base_path} with transformers ({e})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 class Encoder:
     """The frozen base model as a feature extractor (loaded once, reused)."""
 
     def __init__(self, base_path: str | os.PathLike, *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
                  max_length: int = DEFAULT_MAX_LENGTH):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # our own bar reports progress; theirs only says "loading weights"
         self.base = load_base(base_path)
         self.pooling = parse_pooling(pooling)
         if max_length < 1:
             raise LoradbError(f"max length must be at least 1, got {max_length}")
         self.max_length = max_length
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.base.path, local_files_only=True)
-            self.model = AutoModel.from_pretrained(self.base.path, local_files_only=True, dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            raise LoradbError(f"cannot load base model {self.base.path} with transformers ({e})") from None
+        self.model, self.tokenizer = load_model(self.base.path)
         self.model.eval()
-        if self.tokenizer.pad_token is None:  # decoder tokenizers often lack one; masked out anyway
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         n_states = self.model.config.num_hidden_layers + 1
         if not -n_states <= layer < n_states:

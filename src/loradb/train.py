@@ -14,7 +14,6 @@ import json
 import os
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from .adapter import FINGERPRINT_KEY, WEIGHTS_NAME
 from .base import load_base
 from .classify import DEFAULT_MAX_LENGTH, DEFAULT_SCALE, PromptClassifier
 from .errors import LoradbError
+from .represent import load_model
 
 TRAINING_INFO = "loradb_training.json"
 
@@ -58,24 +58,6 @@ class TrainResult:
     seconds: float
     examples: int
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
-
-
-def _load(base_path):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    # PEFT calls an API that transformers 5 deprecates; the warning is theirs to fix, not the user's
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
-    return model, tokenizer
 
 
 def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str], prompts: dict[str, str],
@@ -119,7 +101,7 @@ def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str]
     texts = [texts[i] for i in order]
     y_all = torch.tensor([list(prompts).index(labels[i]) for i in order])
 
-    model, tokenizer = _load(base.path)
+    model, tokenizer = load_model(base.path)
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,
                       bias="none", base_model_name_or_path=str(base.path))
     peft_model = get_peft_model(model, lora)

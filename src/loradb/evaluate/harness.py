@@ -30,9 +30,9 @@ from ..compose import compose_exact, dense_delta, factors_of
 from ..db import LoraDB
 from ..learn import find_module
 from ..errors import LoradbError
-from ..represent import Encoder, save_representation
-from ..train import TRAINING_INFO, TrainConfig, _load, train_lora
-from ..weights import METHODS, auto_l1, auto_temperature, compute_weights, squared_distances
+from ..represent import Encoder, load_model, save_representation
+from ..train import TRAINING_INFO, TrainConfig, train_lora
+from ..weights import auto_l1, auto_temperature, compute_weights, squared_distances
 from .domains import Domain, load_domains
 from .metrics import scores
 
@@ -68,7 +68,7 @@ class AdaptedModel:
     def __init__(self, base_path: Path, prompts: dict[str, str], config: TrainConfig):
         from ..classify import PromptClassifier
 
-        self.model, self.tokenizer = _load(base_path)
+        self.model, self.tokenizer = load_model(base_path)
         self.model.eval()
         self.model.requires_grad_(False)
         self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
