@@ -169,7 +169,7 @@ def adapter_from_files(config: dict, weights: Path, where: str | Path) -> LoraAd
         where: how to name the adapter in error messages.
     """
     _check_config(config, where)
-    tensors, metadata = read_tensors(weights)
+    tensors, metadata = read_tensors(weights, f"{where}: {WEIGHTS_NAME}")
     rank_pattern = config.get("rank_pattern") or {}
     alpha_pattern = config.get("alpha_pattern") or {}
     modules = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import LoradbError
 
 EXIT_BAD_INPUT = 2
+DEFAULT_DP_DELTA = 1e-5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,10 +27,43 @@ def _print_json(doc) -> None:
     print(json.dumps(doc, indent=2, default=json_ready, allow_nan=True))
 
 
-def _open(path):
+def _open(target):
+    """A database directory, or a server URL (http://host:port) used through the client."""
+    from .client import RemoteDB, is_url
+
+    if is_url(target):
+        return RemoteDB(target)
     from .db import LoraDB
 
-    return LoraDB(path)
+    return LoraDB(target)
+
+
+def _local_only(target, command: str) -> None:
+    from .client import is_url
+
+    if is_url(target):
+        raise LoradbError(f"`loradb {command}` works on a database directory, on the machine that holds it, not on a URL")
+
+
+def _dp_config(args):
+    """--dp-epsilon E [--dp-delta D] --dp-clip C as a privacy.DPConfig (None without --dp-epsilon)."""
+    from .privacy import DPConfig
+
+    if args.dp_epsilon is None:
+        if args.dp_delta is not None or args.dp_clip is not None:
+            raise LoradbError("--dp-delta and --dp-clip go with --dp-epsilon")
+        return None
+    if args.dp_clip is None:
+        raise LoradbError("--dp-epsilon needs --dp-clip C, the bound on each example's feature norm (fix it without "
+                          "looking at the private data; the README gives values for the packaged model)")
+    return DPConfig(args.dp_epsilon, args.dp_delta if args.dp_delta is not None else DEFAULT_DP_DELTA, args.dp_clip).validate()
+
+
+def _print_privacy(privacy) -> None:
+    if privacy:
+        from .privacy import statement
+
+        print("z released " + statement(privacy))
 
 
 # ---- commands ------------------------------------------------------------------------
@@ -37,6 +71,7 @@ def _open(path):
 def cmd_init(args) -> int:
     from .db import LoraDB
 
+    _local_only(args.db, "init")
     LoraDB.init(args.db).close()
     print(f"created an empty loradb database at {args.db}")
     return 0
@@ -48,11 +83,12 @@ def cmd_add(args) -> int:
     recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     with _open(args.db) as db:
         record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),
-                        base=args.base, recipe=recipe or None)
+                        base=args.base, recipe=recipe or None, dp=_dp_config(args))
     if args.json:
         _print_json(record.summary())
     else:
-        print(f"added {record.name} as {record.id} (rank {record.rank}, {len(record.target_modules)} modules, space {record.space_id})")
+        print(f"added {record.name} as {record.id} (rank {record.rank}, space {record.space_id})")
+        _print_privacy(record.privacy)
     return 0
 
 
@@ -100,15 +136,17 @@ def cmd_represent(args) -> int:
     from .represent import save_representation
 
     rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, dp=_dp_config(args))
     save_representation(rep, args.output)
     print(f"wrote {args.output} (dim {rep.z.shape[0]}, {rep.n_samples} examples, space {rep.space.id})")
+    _print_privacy(rep.privacy)
     return 0
 
 
 def _search_args(args) -> dict:
     return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
-            "method": args.method, "temperature": args.temperature, "l1": args.l1, "metric": args.metric}
+            "method": args.method, "temperature": args.temperature, "l1": args.l1, "metric": args.metric,
+            "dp": _dp_config(args)}
 
 
 def _print_result(result, out: str | None = None) -> None:
@@ -122,6 +160,7 @@ def _print_result(result, out: str | None = None) -> None:
         print((f"{what} merge, factorised" if what else "compressed") + f" to rank {ranks[0]}"
               + (f"..{ranks[-1]}" if len(ranks) > 1 else "") + f", relative Frobenius error {result.compression['rel_error']:.3g}"
               + (" against the dense merge" if what else " against the exact merge"))
+    _print_privacy(result.privacy)
     if out:
         print(f"wrote {out}")
 
@@ -187,6 +226,58 @@ def cmd_check(args) -> int:
             print(f"stray temp file: {t} (`loradb gc` removes it)")
         print(f"{report.records} records; " + ("clean" if report.clean else f"{len(report.problems)} problems"))
     return 0 if report.clean else 1
+
+
+def cmd_token_create(args) -> int:
+    from .access import create_token
+
+    _local_only(args.db, "token create")
+    with _open(args.db) as db:
+        secret, row = create_token(db, args.name, args.scope)
+    if args.json:
+        _print_json({**row, "token": secret})
+    else:
+        print(secret)
+        print(f"token {row['id']} for {row['name']} with scope {row['scope']}: shown this once, stored only hashed; "
+              "clients send it from LORADB_TOKEN", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    from .access import list_tokens
+
+    _local_only(args.db, "token list")
+    with _open(args.db) as db:
+        rows = list_tokens(db)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no tokens")
+    for r in rows:
+        print(f"{r['id']}  {r['name']:<24} {r['scope']:<6} created {r['created'][:19]}"
+              + (f"  revoked {r['revoked'][:19]}" if r["revoked"] else ""))
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    from .access import revoke_tokens
+
+    _local_only(args.db, "token revoke")
+    with _open(args.db) as db:
+        rows = revoke_tokens(db, args.ref)
+    for r in rows:
+        print(f"revoked token {r['id']} of {r['name']} ({r['scope']})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    _local_only(args.db, "serve")
+    serve(args.db, host=args.host, port=args.port, bases=args.base, max_upload_mb=args.max_upload_mb, max_dim=args.max_dim,
+          public_read=args.public_read, log_level=args.log_level)
+    return 0
 
 
 def cmd_gc(args) -> int:
@@ -265,6 +356,14 @@ def _add_target(p, *, required_data: bool) -> None:
     p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
     p.add_argument("--base", help="base model directory (default: the database's only base model)")
     p.add_argument("--space", help="representation space id (default: the only one in use)")
+    _add_dp(p)
+
+
+def _add_dp(p) -> None:
+    g = p.add_argument_group("differential privacy of z computed from --data (see README: privacy model)")
+    g.add_argument("--dp-epsilon", type=float, help="release z with (epsilon, delta)-differential privacy per example")
+    g.add_argument("--dp-delta", type=float, help=f"delta of the guarantee (default {DEFAULT_DP_DELTA:g}; must be below 1/n)")
+    g.add_argument("--dp-clip", type=float, help="clip each example's feature vector to this L2 norm (required with --dp-epsilon)")
 
 
 def _add_recipe(p, *, defaults: bool) -> None:
@@ -273,11 +372,11 @@ def _add_recipe(p, *, defaults: bool) -> None:
     p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
 
 
-def _command(sub, name: str, fn, help: str, *, db: bool = True, json_flag: bool = False):
-    """A subcommand: its DB argument (most take one), its function, optional --json."""
+def _command(sub, name: str, fn, help: str, *, db: bool = True, url: bool = True, json_flag: bool = False):
+    """A subcommand: its DB argument (most take one; `url` if a server URL will do), its function, optional --json."""
     p = sub.add_parser(name, help=help)
     if db:
-        p.add_argument("db", help="database directory")
+        p.add_argument("db", help="database directory, or a loradb server URL (http://host:port)" if url else "database directory")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(fn=fn)
@@ -288,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    _command(sub, "init", cmd_init, "create an empty database")
+    _command(sub, "init", cmd_init, "create an empty database", url=False)
 
     p = _command(sub, "add", cmd_add, "store an adapter with the representation of its training data", json_flag=True)
     p.add_argument("adapter", help="PEFT LoRA adapter directory")
@@ -299,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
     p.add_argument("--base", help="base model directory (default: the adapter's base_model_name_or_path)")
     _add_recipe(p, defaults=False)
+    _add_dp(p)
 
     _command(sub, "list", cmd_list, "list records", json_flag=True)
     _command(sub, "show", cmd_show, "show one record", json_flag=True).add_argument(
@@ -315,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
     _add_recipe(p, defaults=True)
     p.add_argument("--batch-size", type=int, default=32)
+    _add_dp(p)
 
     _add_target(_command(sub, "search", cmd_search, "retrieve the nearest adapters and their weights", json_flag=True),
                 required_data=True)
@@ -334,7 +435,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="with --shots: labels.json mapping each label to its prompt")
 
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
-    _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files")
+    _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files", url=False)
+
+    p = _command(sub, "serve", cmd_serve, "serve the database over HTTP (contribute, search, compose, download)", url=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed at start)")
+    p.add_argument("--base", action="append", default=[], metavar="DIR",
+                   help="accept only adapters for this base model, checked layer by layer (repeatable; default any)")
+    p.add_argument("--max-upload-mb", type=float, default=256, help="largest request body in MiB (default 256)")
+    p.add_argument("--max-dim", type=int, default=16384, help="largest representation dimension (default 16384)")
+    p.add_argument("--public-read", action="store_true", help="allow reads (list, search, compose, download) without a token")
+    p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
+
+    tokens = sub.add_parser("token", help="access tokens for `loradb serve` (create, list, revoke)")
+    token_sub = tokens.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    p = _command(token_sub, "create", cmd_token_create, "make a token; prints it once", url=False, json_flag=True)
+    p.add_argument("--name", required=True, help="who holds it; records they contribute are owned by this name")
+    p.add_argument("--scope", required=True, choices=("read", "write", "admin"),
+                   help="read: list/search/compose/download; write: + upload, delete own; admin: + delete any")
+    _command(token_sub, "list", cmd_token_list, "list tokens (never their secrets)", url=False, json_flag=True)
+    _command(token_sub, "revoke", cmd_token_revoke, "revoke tokens by id or name", url=False).add_argument("ref", help="token id or name")
 
     p = _command(sub, "train", cmd_train, "train a LoRA on a labeled dataset (label-prompt classification)", db=False)
     p.add_argument("--base", required=True, help="base model directory")

@@ -22,7 +22,7 @@ import numpy as np
 from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files, read_adapter
 from .base import BaseModel, check_adapter_fits, load_base, resolve_module
 from .data import iter_texts
-from .errors import BaseModelMismatch, LoradbError, StoreError
+from .errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
 from .represent import Representation, Space, default_space, load_vector, represent_texts
 from .store.blobs import LocalBlobStore
 from .store.protocol import Record
@@ -54,12 +54,15 @@ class SearchResult:
     params: dict = field(default_factory=dict)
     space: str | None = None
     compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
+    privacy: dict | None = None  # the target z's differential privacy, when it was released with some
 
     def to_dict(self) -> dict:
         doc = {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
                "params": self.params, "space": self.space}
         if self.compression is not None:
             doc["compression"] = self.compression
+        if self.privacy is not None:
+            doc["privacy"] = self.privacy
         return doc
 
 
@@ -83,10 +86,61 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _check_name(name: str) -> str:
-    if not _NAME.match(name) or name != name.strip():
-        raise LoradbError(f"invalid record name {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
+def check_name(name: str, what: str = "record name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
+        raise LoradbError(f"invalid {what} {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
     return name
+
+
+@dataclass
+class Contribution:
+    """A validated adapter with the representation of its training data, ready to store."""
+
+    adapter: LoraAdapter  # parsed from `weights`, config included
+    weights: Path  # its adapter_model.safetensors
+    rep: Representation
+    name: str
+    meta: dict
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """A base model known only by name and fingerprint (a server composes without its weights)."""
+
+    name: str
+    fingerprint: str
+
+    @property
+    def short(self) -> str:
+        return f"{self.name} (fingerprint {self.fingerprint[:12]})"
+
+
+def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
+                         meta: dict | None = None, base=None, recipe: dict | None = None, spaces: list[dict] = (),
+                         dp=None, progress: bool = True) -> Contribution:
+    """Validate an adapter against its base model and compute (or read) its representation.
+
+    Args:
+        adapter_dir, data, repr, name, meta, base, recipe: as LoraDB.add.
+        spaces: the target database's spaces in use; when `recipe` is None the base model's
+            one space there sets the recipe, so new records land beside the old.
+        dp: a privacy.DPConfig to release z from `data` with differential privacy.
+    """
+    if (data is None) == (repr is None):
+        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+    if dp is not None and data is None:
+        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is stored as it was made")
+    adapter = read_adapter(adapter_dir)
+    base_model = _base_for_adapter(adapter, base, adapter_dir)
+    check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
+    if data is not None:
+        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp,
+                              **(recipe or _existing_recipe(spaces, base_model)))
+    else:
+        rep = _representation_from_file(repr, base_model)
+    name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
+    meta = {str(k): str(v) for k, v in (meta or {}).items()}
+    return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
 
 
 class LoraDB:
@@ -126,7 +180,7 @@ class LoraDB:
         self.close()
 
     @contextmanager
-    def _write_lock(self):
+    def write_lock(self):
         with open(self.path / MARKER, "rb") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -167,7 +221,7 @@ class LoraDB:
 
     def add(self, adapter_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             repr: str | os.PathLike | None = None, name: str | None = None, meta: dict | None = None,
-            base: str | os.PathLike | None = None, recipe: dict | None = None, progress: bool = True) -> Record:
+            base: str | os.PathLike | None = None, recipe: dict | None = None, dp=None, progress: bool = True) -> Record:
         """Validate an adapter and its data representation, then store both.
 
         Args:
@@ -179,37 +233,74 @@ class LoraDB:
             base: base model directory (default: the adapter's base_model_name_or_path).
             recipe: layer / pooling / max_length for computing z from data (default: the
                 recipe of this base model's space already in the database, else the defaults).
+            dp: a privacy.DPConfig: release z from `data` with differential privacy.
         Returns:
             The stored record.
         """
-        if (data is None) == (repr is None):
-            raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
-        adapter = read_adapter(adapter_dir)
-        base_model = self._base_for_adapter(adapter, base, adapter_dir)
-        check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
-        if data is not None:
-            rep = self._represent_for(base_model, data, recipe=recipe or self._existing_recipe(base_model), progress=progress)
-        else:
-            rep = _representation_from_file(repr, base_model)
-        name = _check_name(name if name is not None else Path(adapter_dir).resolve().name)
+        contribution = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base,
+                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, progress=progress)
+        return self.store(contribution)
+
+    def add_uploaded(self, adapter_config: dict, weights: Path, rep: Representation, *, name: str, meta: dict,
+                     owner: str | None, bases: dict | None = None) -> Record:
+        """Store an adapter sent by a client, validated without its base model's weights.
+
+        The client checked the adapter against its base model; here the adapter is parsed
+        and validated, its safetensors base fingerprint (if it has one) must match the
+        representation's space, its layer shapes must match the records already held for
+        that base, and with `bases` (fingerprint -> BaseModel) only those bases are accepted,
+        each checked layer by layer.
+        """
+        from .adapter import FINGERPRINT_KEY
+
+        adapter = adapter_from_files(adapter_config, weights, f"uploaded adapter {name!r}")
+        check_name(name)
+        fingerprint = rep.space.base_fingerprint
+        stated = adapter.metadata.get(FINGERPRINT_KEY)
+        if stated is not None and stated != fingerprint:
+            raise BaseModelMismatch(f"the adapter was written for base fingerprint {stated[:12]} but its representation "
+                                    f"was made with base fingerprint {fingerprint[:12]}")
+        if bases is not None:
+            if fingerprint not in bases:
+                raise BaseModelMismatch(f"this server accepts adapters for base models {', '.join(b.short for b in bases.values())}, "
+                                        f"not fingerprint {fingerprint[:12]}")
+            check_adapter_fits(bases[fingerprint], adapter, f"uploaded adapter {name!r}")
+        self._check_shapes_against_peers(adapter, fingerprint, name)
+        held = {s["id"]: s for s in self.index.spaces(with_counts=False)}
+        if rep.space.id not in held and any(s["base_fingerprint"] == fingerprint and s["dim"] != rep.space.dim for s in held.values()):
+            raise BaseModelMismatch(f"records for base fingerprint {fingerprint[:12]} have another feature dimension than {rep.space.dim}")
         meta = {str(k): str(v) for k, v in (meta or {}).items()}
+        return self.store(Contribution(adapter=adapter, weights=weights, rep=rep, name=name, meta=meta), owner=owner)
+
+    def store(self, c: Contribution, *, owner: str | None = None) -> Record:
+        """Write a validated contribution: its blob first, then its index row, under the write lock."""
+        fingerprint = c.rep.space.base_fingerprint
         record = Record(
-            id=uuid.uuid4().hex, name=name, base_name=base_model.name, base_fingerprint=base_model.fingerprint,
-            space=rep.space.to_dict(), z=rep.z, n_samples=rep.n_samples, rank=adapter.max_rank,
-            target_modules=adapter.target_modules, adapter_config=adapter.config, blob_sha256="", meta=meta,
-            created=_now(),
+            id=uuid.uuid4().hex, name=c.name, base_name=c.rep.base_name, base_fingerprint=fingerprint,
+            space=c.rep.space.to_dict(), z=c.rep.z, n_samples=c.rep.n_samples, rank=c.adapter.max_rank,
+            target_modules=c.adapter.target_modules, adapter_config=c.adapter.config, blob_sha256="", meta=c.meta,
+            created=_now(), owner=owner, privacy=c.rep.privacy,
         )
-        with self._write_lock():
-            if self.index.name_taken(name):
-                raise LoradbError(f"a record named {name!r} already exists; pass another --name")
-            record.blob_sha256 = self.blobs.put(Path(adapter_dir) / WEIGHTS_NAME)
+        with self.write_lock():
+            if self.index.name_taken(c.name):
+                raise Conflict(f"a record named {c.name!r} already exists; pass another --name")
+            record.blob_sha256 = self.blobs.put(c.weights)
             self.index.insert(record)
         return record
 
-    def remove(self, ref: str) -> Record:
-        """Delete a record; its blob goes too unless another record shares it."""
-        with self._write_lock():
+    def remove(self, ref: str, *, by=None) -> Record:
+        """Delete a record; its blob goes too unless another record shares it.
+
+        Args:
+            ref: record id, unique id prefix or name.
+            by: the access.Principal asking (None: local use, which may delete anything);
+                only the record's owner or an admin may delete it.
+        """
+        with self.write_lock():
             record = self.index.get(ref)
+            if by is not None and not by.may_delete(record):
+                raise AccessDenied(f"record {record.name} was contributed by {record.owner or 'a local user'}; "
+                                   f"only its owner or an admin token may delete it")
             self.index.delete(record.id)
             if record.blob_sha256 not in self.index.blob_refs():
                 self.blobs.delete(record.blob_sha256)
@@ -238,7 +329,7 @@ class LoraDB:
     def gc(self) -> list[str]:
         """Remove orphan blobs and stray temp files; returns what was removed."""
         removed = []
-        with self._write_lock():
+        with self.write_lock():
             report = self.check()
             for sha in report.orphans:
                 (self.blobs.dir / sha[:2] / sha).unlink(missing_ok=True)
@@ -253,11 +344,13 @@ class LoraDB:
     def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
                base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
                method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
-               metric: str = "l2", progress: bool = True) -> SearchResult:
+               metric: str = "l2", target: Representation | None = None, dp=None, progress: bool = True) -> SearchResult:
         """Retrieve the k records nearest to the target data and weigh them.
 
         Args:
-            data / repr: the target dataset (unlabeled texts) or its representation.
+            data / repr / target: the target dataset (unlabeled texts), its representation
+                file, or its representation in memory (see resolve_target).
+            dp: a privacy.DPConfig: z from `data` released with differential privacy.
             base: base model directory (default: the only base model in the database).
             space: representation space id (default: the only one for that base).
             k: how many adapters to retrieve.
@@ -270,9 +363,8 @@ class LoraDB:
         get_method(method)
         if k < 1:
             raise LoradbError(f"-k must be at least 1, got {k}")
-        if (data is None) == (repr is None):
-            raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
-        target = self._target_representation(data=data, repr=repr, base=base, space=space, progress=progress)
+        target = resolve_target(self.index.spaces(), data=data, repr=repr, target=target, base=base, space=space, dp=dp,
+                                progress=progress)
         hits = self.index.nearest(target.space.id, target.z, k, metric)
         if not hits:
             raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
@@ -280,7 +372,7 @@ class LoraDB:
         Z = np.stack([r.z for r in records])
         result = compute_weights(method, target.z, Z, temperature=temperature, l1=l1)
         return SearchResult(method=method, residual=result.residual, params=result.params, space=target.space.id,
-                            hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
+                            privacy=target.privacy, hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
 
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
                 rank: int | None = None, max_error: float | None = None, merge: str = "exact",
@@ -346,7 +438,7 @@ class LoraDB:
             a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
             raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
                                     f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
-        base_model = self._stored_base(records[0])
+        base_model = self._stored_base(records[0], required=merged)
         adapters = [loaded[r.id] for r in records]
         _check_module_naming(base_model, records, adapters)
         fan = {a.fan_in_fan_out for a in adapters}
@@ -417,23 +509,16 @@ class LoraDB:
             hits.append(Hit(record, float("nan"), float(w)))
         return SearchResult(method="given", hits=hits, residual=None)
 
-    def _base_for_adapter(self, adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
-        stated = adapter.base_model_name_or_path
-        stated_is_local = bool(stated) and Path(stated).is_dir()
-        if base is None:
-            if not stated_is_local:
-                raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
-            return load_base(stated)
-        chosen = load_base(base)
-        trained_on = load_base(stated) if stated_is_local else None
-        if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
-            raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
-                                    f"not on --base {chosen.short}")
-        return chosen
+    def _stored_base(self, record: Record, *, required: bool = True) -> BaseModel | BaseRef:
+        """The base model of a record, loaded from its stored path and checked by fingerprint.
 
-    def _stored_base(self, record: Record) -> BaseModel:
-        """The base model of a record, loaded from its stored path and checked by fingerprint."""
+        When the base is not on this machine (a server holding contributions from
+        elsewhere) and not `required`, its name and fingerprint stand in for it: an
+        adapter can be composed from factors alone.
+        """
         if not Path(record.base_name).is_dir():
+            if not required:
+                return BaseRef(record.base_name, record.base_fingerprint)
             raise LoradbError(f"base model {record.base_name} of record {record.name} is not on this machine; it is needed to write the result")
         base_model = load_base(record.base_name)
         if base_model.fingerprint != record.base_fingerprint:
@@ -441,65 +526,130 @@ class LoraDB:
                                     f"but {base_model.short} now holds other weights")
         return base_model
 
-    def _existing_recipe(self, base_model: BaseModel) -> dict:
-        """The recipe of the base model's one space in use, so new records land beside the old."""
-        spaces = [s for s in self.index.spaces() if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
-        if len(spaces) == 1:
-            return {k: spaces[0][k] for k in ("layer", "pooling", "max_length")}
-        return {}
+    def _check_shapes_against_peers(self, adapter: LoraAdapter, fingerprint: str, name: str) -> None:
+        """Refuse an adapter whose layers have other shapes than a stored adapter of the same
+        base model has for the same modules (a sign it was trained on another base)."""
+        from .errors import BaseModelMismatch
 
-    def _represent_for(self, base_model: BaseModel, data, *, recipe: dict | None = None, progress: bool = True) -> Representation:
-        return represent_texts(base_model.path, iter_texts(data), progress=progress, **(recipe or {}))
-
-    def _target_representation(self, *, data, repr, base, space, progress) -> Representation:
-        """The target's representation, in a space that the database holds records for."""
-        spaces = [s for s in self.index.spaces() if s["records"] > 0]
-        if base is not None:
-            base_model = load_base(base)
-            spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint]
-            if not spaces:
-                raise BaseModelMismatch(f"the database holds no records for base model {base_model.short}")
-        if space is not None:
-            spaces = [s for s in spaces if s["id"] == space]
-            if not spaces:
-                raise LoradbError(f"no records in representation space {space}; `loradb list` shows the spaces in use")
-        if repr is not None:
-            z, side = load_vector(repr)
-            if side is not None:
-                target_space = Space.from_dict(side.get("space") or {})
-                if target_space.id not in {s["id"] for s in spaces}:
-                    held = {s["base_fingerprint"] for s in spaces}
-                    if target_space.base_fingerprint not in held:
-                        raise BaseModelMismatch(
-                            f"{repr} was made with base model {side.get('base')} (fingerprint {target_space.base_fingerprint[:12]}) "
-                            f"but the database holds records for {', '.join(sorted({s['base_name'] for s in spaces})) or 'no base model'}")
-                    raise LoradbError(f"{repr} lives in representation space {target_space.id}, which holds no records here")
-                if z.shape[0] != target_space.dim:
-                    raise LoradbError(f"{repr} has {z.shape[0]} values but its space says {target_space.dim}")
-                return Representation(z=z, space=target_space, base_name=side.get("base", ""), n_samples=side.get("n_samples"))
-            matching = [s for s in spaces if s["dim"] == z.shape[0]]
-            if len(matching) != 1:
-                raise LoradbError(f"{repr} has no {repr}.json sidecar and {len(matching)} spaces here have dimension {z.shape[0]}; "
-                                  "make the vector with `loradb represent` or pass --base/--space")
-            return Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
-        if len(spaces) != 1:
-            if not spaces:
-                raise LoradbError("the database holds no records yet; add adapters first")
-            raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass --space (and --base)")
-        target_space = Space.from_dict(spaces[0])
-        base_model = load_base(base if base is not None else spaces[0]["base_name"])
-        if base_model.fingerprint != target_space.base_fingerprint:
-            raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
-                                    f"but {base_model.short} holds other weights")
-        rep = self._represent_for(base_model, data, progress=progress, recipe={
-            "layer": target_space.layer, "pooling": target_space.pooling, "max_length": target_space.max_length})
-        if rep.space.id != target_space.id:
-            raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
-                              "(its tokenizer changed?)")
-        return rep
+        peer = next((r for r in self.index.all_for_base(fingerprint, limit=1)), None)
+        if peer is None:
+            return
+        stored = self.load_adapter(peer)
+        for module, m in adapter.modules.items():
+            other = stored.modules.get(module)
+            if other is not None and (other.A.shape[1], other.B.shape[0]) != (m.A.shape[1], m.B.shape[0]):
+                raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {m.B.shape[0]}x{m.A.shape[1]} weight "
+                                        f"but the base model of its representation has {other.B.shape[0]}x{other.A.shape[1]} there")
 
 
 FEW_SHOT_METHODS = ("learned", "lorahub")
+
+
+def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
+    stated = adapter.base_model_name_or_path
+    stated_is_local = bool(stated) and Path(stated).is_dir()
+    if base is None:
+        if not stated_is_local:
+            raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
+        return load_base(stated)
+    chosen = load_base(base)
+    trained_on = load_base(stated) if stated_is_local else None
+    if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
+        raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
+                                f"not on --base {chosen.short}")
+    return chosen
+
+
+def _existing_recipe(spaces: list[dict], base_model: BaseModel) -> dict:
+    """The recipe of the base model's one space in use, so new records land beside the old."""
+    spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
+    if len(spaces) == 1:
+        return {k: spaces[0][k] for k in ("layer", "pooling", "max_length")}
+    return {}
+
+
+def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Representation | None = None, base=None,
+                   space: str | None = None, dp=None, progress: bool = True) -> Representation:
+    """The target's representation, in one of `spaces` (a database's spaces with their record counts).
+
+    Exactly one of: data (texts; z computed here under the space's recipe, with differential
+    privacy when dp is given), repr (a .npy file, with or without its sidecar) or target (a
+    representation already made, e.g. received by the server).
+    """
+    if sum(x is not None for x in (data, repr, target)) != 1:
+        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+    if dp is not None and data is None:
+        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is used as it was made")
+    spaces = [s for s in spaces if s["records"] > 0]
+    if base is not None:
+        base_model = load_base(base)
+        spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint]
+        if not spaces:
+            raise BaseModelMismatch(f"the database holds no records for base model {base_model.short}")
+    if space is not None:
+        spaces = [s for s in spaces if s["id"] == space]
+        if not spaces:
+            raise LoradbError(f"no records in representation space {space}; `loradb list` shows the spaces in use")
+    if target is not None:
+        return _in_held_space(target, spaces, "the target representation")
+    if repr is not None:
+        z, side = load_vector(repr)
+        if side is not None:
+            return _in_held_space(representation_from_sidecar(z, side, repr), spaces, str(repr))
+        matching = [s for s in spaces if s["dim"] == z.shape[0]]
+        if len(matching) != 1:
+            raise LoradbError(f"{repr} has no {repr}.json sidecar and {len(matching)} spaces here have dimension {z.shape[0]}; "
+                              "make the vector with `loradb represent` or pass --base/--space")
+        return Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
+    if len(spaces) != 1:
+        if not spaces:
+            raise LoradbError("the database holds no records yet; add adapters first")
+        raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass --space (and --base)")
+    target_space = Space.from_dict(spaces[0])
+    if base is None and not Path(spaces[0]["base_name"]).is_dir():
+        raise LoradbError(f"the records' base model {spaces[0]['base_name']} is not a directory here; pass --base with your copy of it")
+    base_model = load_base(base if base is not None else spaces[0]["base_name"])
+    if base_model.fingerprint != target_space.base_fingerprint:
+        raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
+                                f"but {base_model.short} holds other weights")
+    rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, layer=target_space.layer,
+                          pooling=target_space.pooling, max_length=target_space.max_length)
+    if rep.space.id != target_space.id:
+        raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
+                          "(its tokenizer changed?)")
+    return rep
+
+
+def _in_held_space(rep: Representation, spaces: list[dict], where: str) -> Representation:
+    """`rep` itself, refused unless one of `spaces` is its space."""
+    if rep.space.id not in {s["id"] for s in spaces}:
+        if rep.space.base_fingerprint not in {s["base_fingerprint"] for s in spaces}:
+            raise BaseModelMismatch(
+                f"{where} was made with base model {rep.base_name or '?'} (fingerprint {rep.space.base_fingerprint[:12]}) "
+                f"but the database holds records for {', '.join(sorted({s['base_name'] for s in spaces})) or 'no base model'}")
+        raise LoradbError(f"{where} lives in representation space {rep.space.id}, which holds no records here")
+    return rep
+
+
+def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representation:
+    """A vector and its sidecar (or a received representation document) as a Representation, validated."""
+    from .privacy import check_privacy_doc
+
+    if not isinstance(side, dict):
+        raise LoradbError(f"{where}: the representation description must be a JSON object")
+    space = Space.from_dict(side.get("space") or {})
+    if z.shape != (space.dim,):
+        raise LoradbError(f"{where} has {z.size} values but its space says {space.dim}")
+    if not np.isfinite(z).all():
+        raise LoradbError(f"{where} contains NaN or infinite values")
+    n = side.get("n_samples")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise LoradbError(f"{where}: n_samples must be a positive whole number, got {n!r}")
+    base_name = side.get("base", "")
+    if not isinstance(base_name, str) or len(base_name) > 1000 or any(ord(c) < 32 for c in base_name):
+        raise LoradbError(f"{where}: base must be a short name without control characters")
+    return Representation(z=np.asarray(z, dtype=np.float32), space=space, base_name=base_name, n_samples=n,
+                          privacy=check_privacy_doc(side.get("privacy")))
 
 
 def _read_shots(shots, labels) -> tuple[list[str], list[str], dict]:
@@ -520,13 +670,23 @@ def _read_shots(shots, labels) -> tuple[list[str], list[str], dict]:
     return texts, shot_labels, prompts
 
 
-def _check_module_naming(base_model: BaseModel, records: list[Record], adapters: list[LoraAdapter]) -> None:
+def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
     """Refuse adapters that name one base layer differently (saved from different model
-    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed."""
+    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed.
+    Without the base model's weights (a BaseRef), a name that is a dotted suffix of
+    another adapter's name counts as the same layer."""
+    if isinstance(base_model, BaseRef):
+        names = {name for adapter in adapters for name in adapter.modules}
+        def layer_of(name):
+            return min((other for other in names if other == name or other.endswith("." + name) or name.endswith("." + other)),
+                       key=len)
+    else:
+        def layer_of(name):
+            return resolve_module(base_model, name)
     named: dict[str, tuple[str, str]] = {}
     for record, adapter in zip(records, adapters):
         for name in adapter.modules:
-            key = resolve_module(base_model, name)
+            key = layer_of(name)
             other = named.setdefault(key, (name, record.name))
             if other[0] != name:
                 raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
@@ -538,23 +698,23 @@ def _representation_from_file(path, base_model: BaseModel) -> Representation:
     z, side = load_vector(path)
     if side is None:
         space = default_space(base_model)
-        n = None
-    else:
-        space = Space.from_dict(side.get("space") or {})
-        n = side.get("n_samples")
-        if space.base_fingerprint != base_model.fingerprint:
-            raise BaseModelMismatch(f"{path} was made with base model {side.get('base')} (fingerprint {space.base_fingerprint[:12]}) "
-                                    f"but the adapter's base model is {base_model.short}")
-    if z.shape[0] != space.dim:
-        raise LoradbError(f"{path} has {z.shape[0]} values but base model {base_model.path} has {space.dim} features")
-    return Representation(z=z, space=space, base_name=base_model.name, n_samples=n)
+        if z.shape[0] != space.dim:
+            raise LoradbError(f"{path} has {z.shape[0]} values but base model {base_model.path} has {space.dim} features")
+        return Representation(z=z, space=space, base_name=base_model.name)
+    rep = representation_from_sidecar(z, side, path)
+    if rep.space.base_fingerprint != base_model.fingerprint:
+        raise BaseModelMismatch(f"{path} was made with base model {side.get('base')} (fingerprint {rep.space.base_fingerprint[:12]}) "
+                                f"but the adapter's base model is {base_model.short}")
+    rep.base_name = base_model.name
+    return rep
 
 
 def represent_file(base: str | os.PathLike, data: str | os.PathLike, *, layer: int = -1, pooling: str = "mean",
-                   max_length: int = 256, batch_size: int = 32, progress: bool = True) -> Representation:
-    """z of a dataset file under a base model (the library side of `loradb represent`)."""
+                   max_length: int = 256, batch_size: int = 32, dp=None, progress: bool = True) -> Representation:
+    """z of a dataset file under a base model (the library side of `loradb represent`);
+    dp (a privacy.DPConfig) releases it with differential privacy."""
     return represent_texts(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
-                     batch_size=batch_size, progress=progress)
+                           batch_size=batch_size, progress=progress, dp=dp)
 
 
 def parse_meta(pairs: Iterable[str]) -> dict[str, str]:

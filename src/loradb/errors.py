@@ -23,3 +23,31 @@ class DataError(LoradbError):
 
 class StoreError(LoradbError):
     """A database that is missing, not a loradb database, or refers to unknown records."""
+
+
+class NotFound(StoreError):
+    """A record (or token) that the database does not hold."""
+
+
+class Conflict(LoradbError):
+    """A write that clashes with what is stored, such as a record name already taken."""
+
+
+class AccessDenied(LoradbError):
+    """A request without a token, with an unknown one, or with too narrow a scope or ownership."""
+
+    def __init__(self, message: str, *, authenticated: bool = True):
+        super().__init__(message)
+        self.authenticated = authenticated  # False: no valid token at all (HTTP 401), else 403
+
+
+class RemoteError(LoradbError):
+    """A loradb server that cannot be reached or answered with an error."""
+
+
+def parse_choice(kind, value: str, what: str):
+    """`kind(value)` for an Enum of named choices, or one line listing the valid names."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise LoradbError(f"unknown {what} {value!r}; choose one of {', '.join(c.value for c in kind)}") from None

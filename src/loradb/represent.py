@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import BaseModel, load_base
-from .errors import LoradbError
+from .errors import LoradbError, parse_choice
 
 DEFAULT_LAYER = -1
 DEFAULT_MAX_LENGTH = 256
@@ -37,10 +37,7 @@ class Pooling(str, Enum):
 
 
 def parse_pooling(name: str) -> Pooling:
-    try:
-        return Pooling(name)
-    except ValueError:
-        raise LoradbError(f"unknown pooling {name!r}; choose one of {', '.join(p.value for p in Pooling)}") from None
+    return parse_choice(Pooling, name, "pooling")
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,27 @@ class Space:
     def to_dict(self) -> dict:
         return {"id": self.id, **asdict(self)}
 
+    def check(self) -> None:
+        """Refuse a description with wrong types or values (it may come from a file or a request)."""
+        def whole(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for key in ("base_fingerprint", "tokenizer"):
+            value = getattr(self, key)
+            if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+                raise LoradbError(f"malformed representation space: {key} must be a sha256 hex digest")
+        if not (whole(self.layer) and self.layer >= 0 and whole(self.max_length) and self.max_length >= 1
+                and whole(self.dim) and self.dim >= 1):
+            raise LoradbError("malformed representation space: layer, max_length and dim must be whole numbers (layer >= 0, others >= 1)")
+        parse_pooling(str(self.pooling))
+
     @classmethod
     def from_dict(cls, d: dict) -> "Space":
         try:
             space = cls(**{k: d[k] for k in ("base_fingerprint", "tokenizer", "layer", "pooling", "max_length", "dim")})
         except (KeyError, TypeError) as e:
             raise LoradbError(f"malformed representation space description ({e})") from None
+        space.check()
         if "id" in d and d["id"] != space.id:
             raise LoradbError(f"representation space id {d['id']} does not match its recipe; the file was edited or corrupted")
         return space
@@ -92,6 +104,7 @@ class Representation:
     space: Space
     base_name: str
     n_samples: int | None = None
+    privacy: dict | None = None  # set when z was released with differential privacy (privacy.py)
 
 
 def _batches(texts: Iterable[str], size: int, buffer: int = 2048) -> Iterator[list[str]]:
@@ -170,8 +183,12 @@ class Encoder:
         return h[torch.arange(h.shape[0]), last]
 
     def represent(self, texts: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
-                  desc: str = "represent") -> Representation:
-        """Mean pooled feature over all texts (streamed, float64 accumulation)."""
+                  desc: str = "represent", dp=None) -> Representation:
+        """Mean pooled feature over all texts (streamed, float64 accumulation).
+
+        With dp (a privacy.DPConfig) each example's feature is clipped to norm dp.clip and
+        the mean is released with Gaussian noise; the guarantee is in the result's privacy.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -179,16 +196,27 @@ class Encoder:
         n = 0
         with tqdm(desc=desc, unit="ex", disable=None if progress else True, leave=False) as bar:  # None: off when not a terminal
             for batch in _batches(texts, batch_size):
-                total += self.features(batch).to(torch.float64).sum(0)
+                feats = self.features(batch).to(torch.float64)
+                if dp is not None:
+                    from .privacy import clip_rows
+
+                    feats = torch.from_numpy(clip_rows(feats.numpy(), dp.clip))
+                total += feats.sum(0)
                 n += len(batch)
                 bar.update(len(batch))
         if n == 0:
             raise LoradbError("the dataset holds no examples")
+        if dp is not None:
+            from .privacy import privatize_mean
+
+            z, privacy = privatize_mean(total.numpy(), n, dp)
+            return Representation(z=z, space=self.space, base_name=self.base.name, n_samples=n, privacy=privacy)
         return Representation(z=(total / n).numpy().astype(np.float32), space=self.space, base_name=self.base.name, n_samples=n)
 
 
 def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
-              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Representation:
+              max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
+              dp=None) -> Representation:
     """z(D) for a stream of texts under the frozen base model at `base_path`.
 
     Args:
@@ -198,11 +226,12 @@ def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer
         pooling: mean | cls | last.
         max_length: tokens kept per example.
         batch_size: examples per forward pass.
+        dp: a privacy.DPConfig to release z with differential privacy (None: the exact mean).
     Returns:
         The representation and the space it lives in.
     """
     return Encoder(base_path, layer=layer, pooling=pooling, max_length=max_length).represent(
-        texts, batch_size=batch_size, progress=progress)
+        texts, batch_size=batch_size, progress=progress, dp=dp)
 
 
 def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
@@ -216,6 +245,8 @@ def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
         np.save(f, rep.z.astype(np.float32))
     os.replace(tmp, out)
     side = {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
+    if rep.privacy is not None:
+        side["privacy"] = rep.privacy
     tmp = out.with_name(out.name + SIDECAR_SUFFIX + ".tmp")
     tmp.write_text(json.dumps(side, indent=2) + "\n")
     os.replace(tmp, out.with_name(out.name + SIDECAR_SUFFIX))

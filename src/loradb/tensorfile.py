@@ -31,11 +31,12 @@ _DTYPES = {
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-def read_header(path: Path) -> tuple[dict, dict[str, str], int]:
+def read_header(path: Path, label: str | None = None) -> tuple[dict, dict[str, str], int]:
     """Parse a safetensors header.
 
     Args:
         path: the .safetensors file.
+        label: how to name it in errors (default: its path).
     Returns:
         (tensors, metadata, data_offset): tensors maps name -> {"dtype", "shape", "data_offsets"}.
     """
@@ -49,22 +50,24 @@ def read_header(path: Path) -> tuple[dict, dict[str, str], int]:
                 raise ValueError("header too large")
             header = json.loads(f.read(n))
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise LoradbError(f"{path} is not a readable safetensors file ({e}); re-save it with safetensors") from None
+        raise LoradbError(f"{label or path} is not a readable safetensors file ({e}); re-save it with safetensors") from None
     if not isinstance(header, dict):
-        raise LoradbError(f"{path} is not a readable safetensors file (header is not a mapping)")
+        raise LoradbError(f"{label or path} is not a readable safetensors file (header is not a mapping)")
     metadata = header.pop("__metadata__", None) or {}
     return header, metadata, 8 + n
 
 
-def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_tensors(path: Path, label: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read every tensor of a safetensors file as float32.
 
     Args:
         path: the .safetensors file.
+        label: how to name it in errors (default: its path).
     Returns:
         (tensors, metadata): name -> float32 array, and the file's string metadata.
     """
-    header, metadata, offset = read_header(path)
+    header, metadata, offset = read_header(path, label)
+    path_label = label or path
     data = Path(path).read_bytes()[offset:]
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
@@ -73,10 +76,10 @@ def read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             start, end = (int(x) for x in info["data_offsets"])
             shape = tuple(int(s) for s in info["shape"])
         except (KeyError, TypeError, ValueError):
-            raise LoradbError(f"{path}: tensor {name!r} has an unsupported dtype or a malformed header entry") from None
+            raise LoradbError(f"{path_label}: tensor {name!r} has an unsupported dtype or a malformed header entry") from None
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if not (0 <= start <= end <= len(data)) or end - start != count * dtype.itemsize:
-            raise LoradbError(f"{path}: tensor {name!r} points outside the file; the file is truncated or corrupt")
+            raise LoradbError(f"{path_label}: tensor {name!r} points outside the file; the file is truncated or corrupt")
         arr = np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
         if info["dtype"] == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)

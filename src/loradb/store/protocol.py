@@ -27,6 +27,9 @@ class Record:
     blob_sha256: str
     meta: dict = field(default_factory=dict)
     created: str = ""
+    owner: str | None = None  # the token name that contributed it through the service (None: added locally)
+    privacy: dict | None = None  # how z was privatised (privacy.DPConfig.describe), None: exact mean
+
 
     @property
     def space_id(self) -> str:
@@ -35,14 +38,15 @@ class Record:
     def summary(self) -> dict:
         """The fields `loradb list --json` prints."""
         return {"id": self.id, "name": self.name, "base": self.base_name, "space": self.space_id, "rank": self.rank,
-                "n_samples": self.n_samples, "meta": self.meta, "created": self.created}
+                "n_samples": self.n_samples, "meta": self.meta, "created": self.created, "owner": self.owner,
+                "private": self.privacy is not None}
 
     def details(self) -> dict:
         """Everything `loradb show --json` prints."""
         return {**self.summary(), "base_fingerprint": self.base_fingerprint, "space_recipe": self.space,
                 "dim": int(self.z.shape[0]), "z_norm": float(np.linalg.norm(self.z)),
                 "target_modules": self.target_modules, "blob_sha256": self.blob_sha256,
-                "adapter_config": self.adapter_config}
+                "adapter_config": self.adapter_config, "privacy": self.privacy}
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,21 @@
 """The embedded index: one SQLite file with records, their spaces and representations.
 
 The schema lives in numbered migrations applied in order (PRAGMA user_version holds the
-number applied). Exact nearest-neighbour search loads the vectors of one space and
-ranks them with numpy; ties are broken by record id so results are deterministic.
+number applied). Exact nearest-neighbour search ranks the vectors of one space with numpy; the
+vectors are cached per process and reloaded when the database's generation counter
+(bumped by every write) moves. Ties are broken by record id so results are deterministic.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import NotFound, StoreError
 from .protocol import Record, SearchHit
 
 MIGRATIONS: list[str] = [
@@ -45,11 +47,32 @@ MIGRATIONS: list[str] = [
     CREATE INDEX records_base ON records(base_fingerprint);
     CREATE INDEX records_blob ON records(blob_sha256);
     """,
+    # 2: the shared service: who contributed a record, the privacy of its z, access tokens
+    """
+    ALTER TABLE records ADD COLUMN owner TEXT;
+    ALTER TABLE records ADD COLUMN privacy TEXT;
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL,
+        revoked TEXT
+    );
+    CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO state VALUES ('generation', 0);
+    """,
 ]
+# bumped inside every transaction that adds or deletes records: caches of the vectors
+# compare it to know they are current, across connections and processes
+_BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
 
 METRICS = ("l2", "cosine")
+_VECTOR_CACHE: dict[tuple[str, str], tuple] = {}  # (database file, space id) -> (generation, ids, Z, |Z|)
+_CACHE_LOCK = threading.Lock()
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z, n_samples, rank, target_modules, "
-            "adapter_config, meta, blob_sha256, created")
+            "adapter_config, meta, blob_sha256, created, owner, privacy")
+_TOKEN_COLUMNS = "id, name, scope, secret_sha256, created, revoked"
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -89,7 +112,7 @@ class SqliteIndex:
             id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3], space=space,
             z=np.frombuffer(row[5], dtype="<f4").copy(), n_samples=row[6], rank=row[7],
             target_modules=json.loads(row[8]), adapter_config=json.loads(row[9]), meta=json.loads(row[10]),
-            blob_sha256=row[11], created=row[12],
+            blob_sha256=row[11], created=row[12], owner=row[13], privacy=json.loads(row[14]) if row[14] else None,
         )
 
     def insert(self, record: Record) -> None:
@@ -100,10 +123,12 @@ class SqliteIndex:
         try:
             c.execute("INSERT OR IGNORE INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (?, ?, ?, ?, ?)",
                       (record.space_id, record.base_name, record.base_fingerprint, json.dumps(record.space), int(z.shape[0])))
-            c.execute(f"INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(_BUMP)
+            c.execute(f"INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, z.tobytes(),
                        record.n_samples, record.rank, json.dumps(record.target_modules), json.dumps(record.adapter_config),
-                       json.dumps(record.meta), record.blob_sha256, record.created))
+                       json.dumps(record.meta), record.blob_sha256, record.created, record.owner,
+                       json.dumps(record.privacy) if record.privacy else None))
             c.execute("COMMIT")
         except sqlite3.IntegrityError as e:
             c.execute("ROLLBACK")
@@ -119,7 +144,7 @@ class SqliteIndex:
             rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id LIKE ? ESCAPE '\\'",
                                      (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
         if not rows:
-            raise StoreError(f"no record with id or name {ref!r}; `loradb list DB` shows them")
+            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
         if len(rows) > 1:
             raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
         return self._row(rows[0])
@@ -127,10 +152,23 @@ class SqliteIndex:
     def all(self) -> list[Record]:
         return [self._row(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id")]
 
+    def page(self, offset: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id LIMIT ? OFFSET ?", (limit, offset))
+        return [self._row(r) for r in rows]
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def all_for_base(self, base_fingerprint: str, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE base_fingerprint = ? LIMIT ?",
+                                 (base_fingerprint, limit))
+        return [self._row(r) for r in rows]
+
     def delete(self, record_id: str) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            c.execute(_BUMP)
             c.execute("DELETE FROM records WHERE id = ?", (record_id,))
             c.execute("DELETE FROM spaces WHERE id NOT IN (SELECT DISTINCT space_id FROM records)")
             c.execute("COMMIT")
@@ -141,33 +179,80 @@ class SqliteIndex:
     def name_taken(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM records WHERE name = ?", (name,)).fetchone() is not None
 
-    def spaces(self) -> list[dict]:
-        rows = self.conn.execute(
-            "SELECT s.recipe, s.base_name, COUNT(r.id) FROM spaces s LEFT JOIN records r ON r.space_id = s.id "
-            "GROUP BY s.id ORDER BY s.id").fetchall()
+    def spaces(self, with_counts: bool = True) -> list[dict]:
+        """Every space with its recipe, base name and (unless not wanted: it costs a scan) record count."""
+        count = "(SELECT COUNT(*) FROM records r WHERE r.space_id = s.id)" if with_counts else "NULL"
+        rows = self.conn.execute(f"SELECT s.recipe, s.base_name, {count} FROM spaces s ORDER BY s.id").fetchall()
         return [{**json.loads(recipe), "base_name": base, "records": n} for recipe, base, n in rows]
 
     def blob_refs(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records")}
 
-    def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]:
-        """The k records of a space closest to z: squared L2, or cosine distance (1 - cos)."""
-        if metric not in METRICS:
-            raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    def generation(self) -> int:
+        return self.conn.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0]
+
+    def _vectors(self, space_id: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids sorted, Z float64, row norms) of a space, from the process-wide cache if current."""
+        key = (str(self.path.resolve()), space_id)
+        generation = self.generation()
+        with _CACHE_LOCK:
+            cached = _VECTOR_CACHE.get(key)
+        if cached is not None and cached[0] == generation:
+            return cached[1:]
         rows = self.conn.execute("SELECT id, z FROM records WHERE space_id = ? ORDER BY id", (space_id,)).fetchall()
-        if not rows:
-            return []
         ids = [r[0] for r in rows]
         Z = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1).astype(np.float64)
+        entry = (generation, ids, Z, np.linalg.norm(Z, axis=1))
+        with _CACHE_LOCK:
+            _VECTOR_CACHE[key] = entry
+        return entry[1:]
+
+    def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]:
+        """The k records of a space closest to z: squared L2, or cosine distance (1 - cos).
+
+        Squared L2 is screened as |Z|^2 - 2 Zq + |q|^2 (one matrix-vector product), then
+        every candidate within that formula's rounding bound of the k-th is re-scored as
+        sum((Z_i - q)^2): the result is the exact ranking, at the cost of the fast one.
+        """
+        if metric not in METRICS:
+            raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        ids, Z, row_norms = self._vectors(space_id)
+        if not ids:
+            return []
         q = np.asarray(z, dtype=np.float64)
         if metric == "l2":
-            dist = ((Z - q) ** 2).sum(axis=1)
+            qq = float(q @ q)
+            sqnorms = row_norms ** 2
+            fast = sqnorms - 2.0 * (Z @ q) + qq
+            kth = np.partition(fast, min(k, len(ids)) - 1)[min(k, len(ids)) - 1]
+            slack = 4 * (Z.shape[1] + 2) * np.finfo(np.float64).eps * (float(sqnorms.max()) + qq)
+            candidates = np.flatnonzero(fast <= kth + 2 * slack)
+            dist = ((Z[candidates] - q) ** 2).sum(axis=1)
         else:
-            norms = np.linalg.norm(Z, axis=1) * np.linalg.norm(q)
+            candidates = np.arange(len(ids))
+            norms = row_norms * np.linalg.norm(q)
             dist = 1.0 - (Z @ q) / np.where(norms > 0, norms, 1.0)
-        order = np.lexsort((np.arange(len(ids)), dist))[:k]  # by distance, then id (rows are id-sorted)
-        return [SearchHit(ids[i], float(dist[i])) for i in order]
+        order = np.lexsort((candidates, dist))[:k]  # by distance, then id (rows are id-sorted)
+        return [SearchHit(ids[candidates[i]], float(dist[i])) for i in order]
 
     def integrity_problems(self) -> list[str]:
         result = self.conn.execute("PRAGMA integrity_check").fetchall()
         return [] if result == [("ok",)] else [f"sqlite: {r[0]}" for r in result]
+
+    # ---- access tokens (the shared service) ----------------------------------------------
+
+    def insert_token(self, token: dict) -> None:
+        self.conn.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                          tuple(token[c] for c in _TOKEN_COLUMNS.split(", ")))
+
+    def tokens(self) -> list[dict]:
+        keys = _TOKEN_COLUMNS.split(", ")
+        return [dict(zip(keys, row)) for row in self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created, id")]
+
+    def token_by_secret(self, secret_sha256: str) -> dict | None:
+        row = self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = ? AND revoked IS NULL",
+                                (secret_sha256,)).fetchone()
+        return dict(zip(_TOKEN_COLUMNS.split(", "), row)) if row else None
+
+    def revoke_tokens(self, ids: list[str], when: str) -> None:
+        self.conn.executemany("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", [(when, i) for i in ids])

@@ -1,0 +1,276 @@
+"""The HTTP API over one database: contribute, search, compose and download adapters.
+
+The server never sees raw data: clients send adapters and representation vectors only.
+Every request is validated before anything is written; bad input gets a 4xx with one
+`{"error": "..."}` line and leaves the database as it was. Each worker thread keeps its
+own database handle (SQLite connections are per thread); writers still serialise on the
+database's file lock, so several server processes may share one database too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel as Schema
+from pydantic import ConfigDict, Field
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+
+from ..access import Principal, Scope, authenticate
+from ..db import FEW_SHOT_METHODS, LoraDB
+from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound
+from ..wire import API, ARCHIVE_TYPE, finite_or_none, representation_from_doc, write_archive
+from .limits import BodyLimit
+
+log = logging.getLogger("loradb.server")
+
+MAX_CONFIG_BYTES = 1 << 20  # an adapter_config.json is a few KB
+MAX_META_KEYS = 64
+
+
+class ServerConfig(Schema):
+    """How a server runs; set by `loradb serve` flags."""
+
+    db: Path
+    bases: dict = Field(default_factory=dict)  # fingerprint -> base.BaseModel accepted (empty: any)
+    max_upload_bytes: int = 256 << 20
+    max_dim: int = 16384
+    public_read: bool = False  # reads without a token
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+
+class _Query(Schema):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    k: int = Field(5, ge=1, le=1000, description="how many adapters to retrieve")
+    method: str = Field("similarity", description="uniform | nearest | similarity | linear | sparse")
+    temperature: float | None = Field(None, gt=0, description="lambda_1 of similarity (default automatic)")
+    l1: float | None = Field(None, ge=0, description="lambda_2 of sparse (default automatic)")
+    metric: Literal["l2", "cosine"] = "l2"
+    space: str | None = Field(None, max_length=64, description="representation space id")
+
+
+class SearchRequest(_Query):
+    representation: dict = Field(description="the target's representation: its .npy.json sidecar plus z")
+
+
+class ComposeRequest(_Query):
+    representation: dict | None = Field(None, description="the target's representation (or give weights)")
+    weights: dict[str, float] | None = Field(None, max_length=1000, description="record id or name -> weight")
+    rank: int | None = Field(None, ge=1, le=65536)
+    max_error: float | None = Field(None, ge=0, lt=1)
+    merge: Literal["exact", "ties", "dare"] = "exact"
+    density: float = Field(0.5, gt=0, le=1)
+    seed: int = 0
+
+
+def _status(e: LoradbError) -> int:
+    if isinstance(e, AccessDenied):
+        return 403 if e.authenticated else 401
+    for kind, status in ((NotFound, 404), (Conflict, 409), (BaseModelMismatch, 422)):
+        if isinstance(e, kind):
+            return status
+    return 400
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(config: ServerConfig):
+    """The ASGI application serving `config.db`: the FastAPI app (OpenAPI schema at
+    /openapi.json, docs at /docs) behind the request body cap."""
+    LoraDB(config.db).close()  # refuse a bad path now, not at the first request
+    handles = threading.local()
+
+    def db() -> LoraDB:
+        if not hasattr(handles, "db"):
+            handles.db = LoraDB(config.db)
+        return handles.db
+
+    bearer = HTTPBearer(auto_error=False, description="a token made by `loradb token create` (the client sends LORADB_TOKEN)")
+
+    def needs(scope: Scope):
+        def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
+            secret = credentials.credentials if credentials else None
+            if scope is Scope.READ and config.public_read and not secret:
+                return None
+            principal = authenticate(db(), secret)
+            principal.require(scope)
+            return principal
+        return check
+
+    app = FastAPI(title="loradb", version=_version(), description="A shared database of LoRA adapters: contribute adapters "
+                  "with the representation of their training data; retrieve and merge them for new data. Raw data never "
+                  "reaches the server.", **_no_telemetry())
+
+    @app.exception_handler(LoradbError)
+    async def _loradb_error(request: Request, e: LoradbError):
+        return _error(_status(e), str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        first = e.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(422, "the request body is not valid JSON")
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(422, f"{where}: {first.get('msg')}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException):
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception):  # a loradb bug: logged in full, reported in one line
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal server error ({type(e).__name__}); the server log has the details")
+
+    @app.get(f"{API}/health")
+    def health() -> dict:
+        return {"status": "ok", "records": db().index.count(), "version": _version()}
+
+    @app.get(f"{API}/records")
+    def list_records(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000),
+                     who=Depends(needs(Scope.READ))) -> list[dict]:
+        return [r.summary() for r in db().index.page(offset, limit)]
+
+    @app.get(f"{API}/spaces")
+    def spaces(who=Depends(needs(Scope.READ))) -> list[dict]:
+        return db().index.spaces()
+
+    @app.get(f"{API}/records/{{ref}}")
+    def show(ref: str, who=Depends(needs(Scope.READ))) -> dict:
+        return finite_or_none(db().get(ref).details())
+
+    @app.post(f"{API}/records", status_code=201)
+    def upload(adapter_config: UploadFile = File(description="adapter_config.json"),
+               adapter_model: UploadFile = File(description="adapter_model.safetensors"),
+               representation: str = Form(description="JSON: the representation of the adapter's training data"),
+               name: str = Form(max_length=200), meta: str = Form("{}", description="JSON object of strings"),
+               who: Principal = Depends(needs(Scope.WRITE))) -> dict:
+        adapter_json = _json_field(adapter_config.file.read(MAX_CONFIG_BYTES + 1), "adapter_config", MAX_CONFIG_BYTES)
+        meta_doc = _json_field(meta.encode(), "meta", MAX_CONFIG_BYTES)
+        if len(meta_doc) > MAX_META_KEYS or not all(isinstance(v, (str, int, float)) for v in meta_doc.values()):
+            raise LoradbError(f"meta must be an object of at most {MAX_META_KEYS} string values")
+        rep = representation_from_doc(_json_field(representation.encode(), "representation", None), max_dim=config.max_dim)
+        with tempfile.TemporaryDirectory(prefix="loradb-upload-") as tmp:
+            weights = Path(tmp) / "adapter_model.safetensors"
+            with open(weights, "wb") as f:
+                shutil.copyfileobj(adapter_model.file, f, 1 << 20)
+            record = db().add_uploaded(adapter_json, weights, rep, name=name, meta=meta_doc, owner=who.name,
+                                       bases=config.bases or None)
+        log.info("%s added %s (%s)", who.name, record.name, record.id)
+        return record.summary()
+
+    @app.delete(f"{API}/records/{{ref}}")
+    def delete(ref: str, who: Principal = Depends(needs(Scope.WRITE))) -> dict:
+        record = db().remove(ref, by=who)
+        log.info("%s removed %s (%s)", who.name, record.name, record.id)
+        return record.summary()
+
+    @app.get(f"{API}/records/{{ref}}/adapter", response_class=FileResponse,
+             responses={200: {"content": {ARCHIVE_TYPE: {}}, "description": "the PEFT adapter directory as a tar"}})
+    def download(ref: str, who=Depends(needs(Scope.READ))):
+        tmp = Path(tempfile.mkdtemp(prefix="loradb-download-"))
+        try:
+            out = db().export(ref, tmp / "adapter")  # verifies the blob's sha256
+            archive = write_archive(tmp / "adapter.tar", {p.name: p for p in sorted(out.iterdir())})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return FileResponse(archive, media_type=ARCHIVE_TYPE, filename=f"{ref}.tar",
+                            background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+
+    @app.post(f"{API}/search")
+    def search(body: SearchRequest, who=Depends(needs(Scope.READ))) -> dict:
+        rep = representation_from_doc(body.representation, max_dim=config.max_dim)
+        result = db().search(target=rep, progress=False, **_query_args(body))
+        return finite_or_none(_result_doc(result))
+
+    @app.post(f"{API}/compose", response_class=FileResponse,
+              responses={200: {"content": {ARCHIVE_TYPE: {}}, "description": "the composed PEFT adapter (with "
+                               "loradb_compose.json: hits, weights, compression) as a tar"}})
+    def compose(body: ComposeRequest, who=Depends(needs(Scope.READ))):
+        if body.method in FEW_SHOT_METHODS:
+            raise LoradbError(f"method {body.method} learns weights from labeled examples, which stay with the client: "
+                              "learn them there and send weights")
+        if (body.representation is None) == (body.weights is None):
+            raise LoradbError("give exactly one of representation or weights")
+        shape = {"rank": body.rank, "max_error": body.max_error, "merge": body.merge, "density": body.density, "seed": body.seed}
+        tmp = Path(tempfile.mkdtemp(prefix="loradb-compose-"))
+        try:
+            if body.weights is not None:
+                db().compose(tmp / "adapter", weights=body.weights, progress=False, **shape)
+            else:
+                rep = representation_from_doc(body.representation, max_dim=config.max_dim)
+                db().compose(tmp / "adapter", target=rep, progress=False, **shape, **_query_args(body))
+            out = tmp / "adapter"
+            archive = write_archive(tmp / "composed.tar", {p.name: p for p in sorted(out.iterdir())})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return FileResponse(archive, media_type=ARCHIVE_TYPE, filename="composed.tar",
+                            background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+
+    @app.get(f"{API}/check")
+    def check(who=Depends(needs(Scope.ADMIN))) -> dict:
+        return db().check().to_dict()
+
+    return BodyLimit(app, config.max_upload_bytes)
+
+
+def _no_telemetry() -> dict:
+    """FastAPI >= 0.165 instruments requests with OpenTelemetry when a provider is configured
+    (and exports over OTLP if FASTAPI_OTEL_AUTO_CONFIGURE=true): a privacy-bound service
+    reports nothing about its requests anywhere, so it is switched off where it exists."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                          "auto_configure": False}}
+
+
+def _query_args(body: _Query) -> dict:
+    return {"k": body.k, "method": body.method, "temperature": body.temperature, "l1": body.l1, "metric": body.metric,
+            "space": body.space}
+
+
+def _result_doc(result) -> dict:
+    """A SearchResult with each hit's record summary, for the client to print."""
+    doc = result.to_dict()
+    for hit, row in zip(result.hits, doc["results"]):
+        row["record"] = hit.record.summary()
+    return doc
+
+
+def _json_field(raw: bytes, what: str, limit: int | None):
+    if limit is not None and len(raw) > limit:
+        raise LoradbError(f"{what} is larger than {limit} bytes")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LoradbError(f"{what} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise LoradbError(f"{what} must be a JSON object")
+    return doc
+
+
+@functools.lru_cache(maxsize=1)
+def _version() -> str:  # importlib.metadata scans every installed distribution: once is enough
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("loradb")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,60 @@
+"""Starting a real `loradb serve` on 127.0.0.1 for tests and benchmarks, and stopping it by PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def start_server(db: Path, *args, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Launch the server on a free loopback port; returns (process, base URL) once it answers."""
+    import httpx
+
+    log_file = open(log, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", "serve", str(db), "--host", "127.0.0.1", "--port", "0",
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=log_file, env=env or os.environ.copy())
+    log_file.close()
+    line = proc.stdout.readline().decode()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}; log: {Path(log).read_text()[-2000:]}")
+    url = match.group(0)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"server at {url} never became healthy; log: {Path(log).read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def stop_server(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@contextmanager
+def running_server(db: Path, *args, log: Path, env: dict | None = None):
+    proc, url = start_server(db, *args, log=log, env=env)
+    try:
+        yield url
+    finally:
+        stop_server(proc)

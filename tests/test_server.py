@@ -1,0 +1,299 @@
+"""The shared service end to end: a real `loradb serve` on 127.0.0.1, driven by the client
+commands and by raw HTTP. Bad input gets a 4xx with one error line and changes nothing."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from models import make_adapter
+from server_helpers import running_server
+from test_cli import TEXTS, run, snapshot, write_jsonl
+
+from loradb.represent import represent_texts
+from loradb.wire import representation_doc
+
+
+def token(db, name, scope) -> str:
+    code, out, err = run("token", "create", db, "--name", name, "--scope", scope)
+    assert code == 0, err
+    return out.strip()
+
+
+@pytest.fixture
+def shared(bert, tmp_path):
+    """An empty database with tokens for two contributors, a reader and an admin; adapters and data on disk."""
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    tokens = {name: token(db, name, scope) for name, scope in
+              (("alice", "write"), ("bob", "write"), ("carol", "read"), ("root", "admin"))}
+    adapters = {}
+    for i, domain in enumerate(TEXTS):
+        adapters[domain] = make_adapter(bert, tmp_path / f"ad-{domain}", seed=i, r=2 + 2 * i)
+        write_jsonl(tmp_path / f"{domain}.jsonl", TEXTS[domain])
+    return db, tokens, adapters, tmp_path
+
+
+def as_(monkeypatch, secret):
+    if secret is None:
+        monkeypatch.delenv("LORADB_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("LORADB_TOKEN", secret)
+
+
+def test_contribute_search_compose_by_two_token_holders(shared, bert, monkeypatch):
+    db, tokens, adapters, tmp = shared
+    with running_server(db, log=tmp / "server.log") as url:
+        # two contributors upload; z is computed on their side from their own data
+        as_(monkeypatch, tokens["alice"])
+        for domain in ("cooking", "finance"):
+            code, out, err = run("add", url, adapters[domain], "--data", tmp / f"{domain}.jsonl", "--name", domain)
+            assert code == 0, err
+        as_(monkeypatch, tokens["bob"])
+        code, _, err = run("add", url, adapters["sports"], "--data", tmp / "sports.jsonl", "--name", "sports",
+                           "--meta", "site=b")
+        assert code == 0, err
+
+        # a reader searches and composes with data that never leaves the client
+        as_(monkeypatch, tokens["carol"])
+        listed = json.loads(run("list", url, "--json")[1])
+        assert {r["name"]: r["owner"] for r in listed} == {"cooking": "alice", "finance": "alice", "sports": "bob"}
+        target = write_jsonl(tmp / "target.jsonl", ["fry the onion and garlic", "bake bread with salt and pepper"])
+        code, out, err = run("search", url, "--data", target, "-k", 3, "--method", "linear", "--json")
+        assert code == 0, err
+        remote = json.loads(out)
+        local = json.loads(run("search", db, "--data", target, "-k", 3, "--method", "linear", "--json")[1])
+        assert [r["name"] for r in remote["results"]] == [r["name"] for r in local["results"]]
+        assert remote["results"][0]["name"] == "cooking"
+        np.testing.assert_allclose([r["weight"] for r in remote["results"]], [r["weight"] for r in local["results"]], atol=1e-9)
+
+        code, out, err = run("compose", url, "--data", target, "-k", 3, "--method", "linear", "--out", tmp / "remote-out")
+        assert code == 0, err
+        assert run("compose", db, "--data", target, "-k", 3, "--method", "linear", "--out", tmp / "local-out")[0] == 0
+        from loradb.adapter import read_adapter
+
+        a, b = read_adapter(tmp / "remote-out"), read_adapter(tmp / "local-out")
+        assert a.modules.keys() == b.modules.keys()
+        for name in a.modules:
+            np.testing.assert_array_equal(a.modules[name].A, b.modules[name].A)
+            np.testing.assert_array_equal(a.modules[name].B, b.modules[name].B)
+        # the merged model is written from the client's own copy of the base model
+        code, _, err = run("compose", url, "--data", target, "-k", 2, "--out", tmp / "merged", "--merged", "--base", bert)
+        assert code == 0, err
+        assert (tmp / "merged" / "config.json").is_file()
+
+        # downloads are the contributed bytes; only owners and admins delete
+        assert run("export", url, "sports", "--out", tmp / "sports-copy")[0] == 0
+        sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+        assert sha(tmp / "sports-copy" / "adapter_model.safetensors") == sha(adapters["sports"] / "adapter_model.safetensors")
+        as_(monkeypatch, tokens["bob"])
+        before = snapshot(db)
+        code, _, err = run("remove", url, "cooking")
+        assert code == 2 and "only its owner or an admin" in err and snapshot(db) == before
+        as_(monkeypatch, tokens["alice"])
+        assert run("remove", url, "cooking")[0] == 0
+        as_(monkeypatch, tokens["root"])
+        assert run("remove", url, "sports")[0] == 0
+        assert [r["name"] for r in json.loads(run("list", url, "--json")[1])] == ["finance"]
+        assert json.loads(run("check", url, "--json")[1])["clean"]
+
+
+def test_unauthenticated_wrong_scope_and_revoked_writes_refused(shared, monkeypatch):
+    db, tokens, adapters, tmp = shared
+    with running_server(db, log=tmp / "server.log") as url:
+        before = snapshot(db)
+        for who, expected in ((None, "needs a token"), ("ldb_not-a-real-token", "unknown or revoked"),
+                              (tokens["carol"], "needs a write token")):
+            as_(monkeypatch, who)
+            code, _, err = run("add", url, adapters["cooking"], "--data", tmp / "cooking.jsonl")
+            assert code == 2 and expected in err, err
+            assert err.count("\n") == 1  # one line
+        assert snapshot(db) == before
+        assert httpx.get(f"{url}/v1/records").status_code == 401
+        assert httpx.get(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 200
+        assert httpx.get(f"{url}/v1/check", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 403
+        assert run("token", "revoke", db, "alice")[0] == 0
+        as_(monkeypatch, tokens["alice"])
+        code, _, err = run("add", url, adapters["cooking"], "--data", tmp / "cooking.jsonl")
+        assert code == 2 and "unknown or revoked" in err
+        rows = json.loads(run("token", "list", db, "--json")[1])
+        assert all("secret" not in json.dumps(r) and tokens["alice"] not in json.dumps(r) for r in rows)
+        assert [r["name"] for r in rows if r["revoked"]] == ["alice"]
+
+
+def _upload_parts(adapter, rep_doc, name="x", config=None):
+    return {"files": {"adapter_config": ("adapter_config.json", config if config is not None
+                                         else (adapter / "adapter_config.json").read_bytes()),
+                      "adapter_model": ("adapter_model.safetensors", (adapter / "adapter_model.safetensors").read_bytes())},
+            "data": {"representation": json.dumps(rep_doc), "name": name}}
+
+
+def _chunked_multipart(chunk: bytes, times: int):
+    """A multipart upload sent without Content-Length, so only counting while reading can stop it."""
+    yield b'--xyz\r\nContent-Disposition: form-data; name="adapter_model"; filename="m"\r\n\r\n'
+    for _ in range(times):
+        yield chunk
+    yield b"\r\n--xyz--\r\n"
+
+
+def test_bad_input_answered_4xx_and_nothing_changes(shared, bert, bert_other_weights, bert_wider, monkeypatch):
+    db, tokens, adapters, tmp = shared
+    as_(monkeypatch, tokens["alice"])
+    rep = represent_texts(bert, TEXTS["cooking"], progress=False)
+    doc = representation_doc(rep)
+    other_doc = representation_doc(represent_texts(bert_other_weights, TEXTS["cooking"], progress=False))
+    wide_adapter = make_adapter(bert_wider, tmp / "wide", seed=5)
+    # an adapter loradb wrote, carrying its base fingerprint: compose one from a record
+    local = tmp / "local-db"
+    assert run("init", local)[0] == 0 and run("add", local, adapters["finance"], "--data", tmp / "finance.jsonl", "--name", "finance")[0] == 0
+    assert run("compose", local, "--weights", "finance=1", "--out", tmp / "fingerprinted")[0] == 0
+    with running_server(db, "--max-upload-mb", "0.05", "--max-dim", 64, log=tmp / "server.log") as url:
+        auth = {"Authorization": f"Bearer {tokens['alice']}"}
+        http = httpx.Client(base_url=f"{url}/v1", headers=auth, timeout=30)
+        assert http.post("/records", **_upload_parts(adapters["cooking"], doc, name="cooking")).status_code == 201
+        before = snapshot(db)
+        nan_doc = {**doc, "z": [float("nan")] + doc["z"][1:]}
+        short_doc = {**doc, "z": doc["z"][:-1]}
+        big_dim = {**doc, "z": [0.0] * 100}
+        bad_space = {**doc, "space": {**doc["space"], "dim": "32"}}
+        cases = {
+            "missing adapter file": http.post("/records", data={"representation": json.dumps(doc), "name": "x"}),
+            "config not JSON": http.post("/records", **_upload_parts(adapters["finance"], doc, config=b"{not json")),
+            "config not LoRA": http.post("/records", **_upload_parts(adapters["finance"], doc, config=b'{"peft_type": "IA3"}')),
+            "weights not safetensors": http.post("/records", files={
+                "adapter_config": ("c.json", (adapters["finance"] / "adapter_config.json").read_bytes()),
+                "adapter_model": ("m.safetensors", b"\x00" * 64)}, data={"representation": json.dumps(doc), "name": "x"}),
+            "NaN vector": http.post("/records", **_upload_parts(adapters["finance"], nan_doc)),
+            "vector shorter than its space": http.post("/records", **_upload_parts(adapters["finance"], short_doc)),
+            "space with wrong types": http.post("/records", **_upload_parts(adapters["finance"], bad_space)),
+            "representation not JSON": http.post("/records", files=_upload_parts(adapters["finance"], doc)["files"],
+                                                 data={"representation": "[1, 2", "name": "x"}),
+            "path trick in name": http.post("/records", **_upload_parts(adapters["finance"], doc, name="../../etc/passwd")),
+            "name taken": http.post("/records", **_upload_parts(adapters["finance"], doc, name="cooking")),
+            "layers of another width": http.post("/records", **_upload_parts(wide_adapter, doc)),
+            "adapter stamped for another base": http.post("/records", **_upload_parts(tmp / "fingerprinted", other_doc)),
+            "oversized body": http.post("/records", files={"adapter_model": ("m", b"\x00" * 100_000)}),
+            "oversized chunked body": http.post("/records", content=_chunked_multipart(b"\x00" * 30_000, 4),
+                                                headers={"content-type": "multipart/form-data; boundary=xyz"}),
+            "too many dimensions": http.post("/search", json={"representation": big_dim}),
+            "NaN in search": http.post("/search", content=json.dumps({"representation": nan_doc}),
+                                       headers={"content-type": "application/json"}),
+            "unknown field": http.post("/search", json={"representation": doc, "kk": 3}),
+            "k of zero": http.post("/search", json={"representation": doc, "k": 0}),
+            "unknown method": http.post("/search", json={"representation": doc, "method": "magic"}),
+            "infinite temperature": http.post("/search", content=b'{"representation": %s, "temperature": Infinity}'
+                                              % json.dumps(doc).encode(), headers={"content-type": "application/json"}),
+            "search for another base": http.post("/search", json={"representation": other_doc}),
+            "search body not JSON": http.post("/search", content=b"{", headers={"content-type": "application/json"}),
+            "few-shot compose": http.post("/compose", json={"representation": doc, "method": "learned"}),
+            "compose with both targets": http.post("/compose", json={"representation": doc, "weights": {"cooking": 1}}),
+            "compose unknown record": http.post("/compose", json={"weights": {"nope": 1}}),
+            "path trick in ref": http.delete("/records/..%2F..%2Findex.sqlite"),
+            "unknown record": http.get("/records/does-not-exist"),
+            "negative offset": http.get("/records", params={"offset": -1}),
+        }
+        for what, response in cases.items():
+            assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
+            error = response.json()["error"]
+            assert isinstance(error, str) and error and "\n" not in error, (what, error)
+        assert cases["oversized body"].status_code == 413 and cases["oversized chunked body"].status_code == 413
+        assert cases["name taken"].status_code == 409 and cases["unknown record"].status_code == 404
+        assert cases["adapter stamped for another base"].status_code == 422
+        assert "at most 64" in cases["too many dimensions"].json()["error"]
+        assert "loradb-upload" not in cases["weights not safetensors"].json()["error"]  # no server paths in messages
+        assert cases["layers of another width"].status_code == 422
+        assert snapshot(db) == before
+        assert http.get("/records").json()[0]["name"] == "cooking"  # and it still serves
+    # a server that accepts one base model refuses the other one's representations
+    with running_server(db, "--base", bert, log=tmp / "server2.log") as url:
+        response = httpx.post(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['alice']}"},
+                              **_upload_parts(adapters["finance"], other_doc, name="finance"))
+        assert response.status_code == 422 and "accepts adapters for base models" in response.json()["error"]
+        assert snapshot(db) == before
+
+
+def test_concurrent_clients_keep_every_acknowledged_upload(shared, bert):
+    db, tokens, adapters, tmp = shared
+    rep = represent_texts(bert, TEXTS["cooking"], progress=False)
+    (tmp / "z.json").write_text(json.dumps(representation_doc(rep)))
+    script = tmp / "client.py"
+    script.write_text(f"""
+import json, sys, httpx
+url, token, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
+doc = json.loads(open({str(tmp / 'z.json')!r}).read())
+auth = {{"Authorization": "Bearer " + token}}
+cfg = open({str(adapters['cooking'] / 'adapter_config.json')!r}, "rb").read()
+weights = open({str(adapters['cooking'] / 'adapter_model.safetensors')!r}, "rb").read()
+for i in range(6):
+    r = httpx.post(url + "/v1/records", headers=auth, timeout=60, data={{"representation": json.dumps(doc), "name": f"w{{worker}}-{{i}}"}},
+                   files={{"adapter_config": ("c", cfg), "adapter_model": ("m", weights)}})
+    if r.status_code == 201:
+        print(r.json()["name"], flush=True)
+    s = httpx.post(url + "/v1/search", headers=auth, timeout=60, json={{"representation": doc, "k": 3}})
+    assert s.status_code == 200, s.text
+""")
+    with running_server(db, log=tmp / "server.log") as url:
+        procs = [subprocess.Popen([sys.executable, str(script), url, tokens["alice" if w % 2 else "bob"], str(w)],
+                                  stdout=subprocess.PIPE, text=True) for w in range(4)]
+        acknowledged = []
+        for p in procs:
+            out, _ = p.communicate(timeout=300)
+            assert p.returncode == 0
+            acknowledged += out.split()
+    assert len(acknowledged) == 24
+    names = [r["name"] for r in json.loads(run("list", db, "--json")[1])]
+    assert sorted(names) == sorted(acknowledged)  # all present, none twice
+    assert json.loads(run("check", db, "--json")[1])["clean"]
+
+
+def test_differentially_private_z_is_stated_and_stored(shared, bert, monkeypatch):
+    db, tokens, adapters, tmp = shared
+    data = write_jsonl(tmp / "many.jsonl", [t for texts in TEXTS.values() for t in texts] * 8)  # n = 120
+    code, out, err = run("represent", data, "--base", bert, "-o", tmp / "z.npy", "--dp-epsilon", 1, "--dp-clip", 5)
+    assert code == 0, err
+    assert "(epsilon=1, delta=1e-05)-differentially private" in out
+    side = json.loads((tmp / "z.npy.json").read_text())
+    assert side["privacy"]["epsilon"] == 1 and side["privacy"]["n_samples"] == 120 and side["privacy"]["sigma"] > 0
+    exact = represent_texts(bert, [t for texts in TEXTS.values() for t in texts] * 8, progress=False).z
+    assert not np.allclose(np.load(tmp / "z.npy"), exact)  # noise was added
+    as_(monkeypatch, tokens["alice"])
+    with running_server(db, log=tmp / "server.log") as url:
+        code, out, err = run("add", url, adapters["cooking"], "--data", data, "--name", "cooking", "--dp-epsilon", 2, "--dp-clip", 5,
+                             "--dp-delta", 1e-6)
+        assert code == 0 and "(epsilon=2, delta=1e-06)-differentially private" in out, err
+        shown = json.loads(run("show", url, "cooking", "--json")[1])
+        assert shown["privacy"]["epsilon"] == 2 and shown["privacy"]["delta"] == 1e-6 and shown["privacy"]["clip"] == 5
+        assert json.loads(run("list", url, "--json")[1])[0]["private"] is True
+        code, out, err = run("search", url, "--data", data, "--dp-epsilon", 1, "--dp-clip", 5)
+        assert code == 0 and "differentially private" in out, err
+        # refusals: no clip, delta not below 1/n, dp with a ready-made vector
+        before = snapshot(db)
+        assert "needs --dp-clip" in run("search", url, "--data", data, "--dp-epsilon", 1)[2]
+        assert "not below 1/n" in run("search", url, "--data", data, "--dp-epsilon", 1, "--dp-clip", 5, "--dp-delta", 0.1)[2]
+        assert "privatises z computed from --data" in run("search", url, "--repr", tmp / "z.npy", "--dp-epsilon", 1,
+                                                          "--dp-clip", 5)[2]
+        assert snapshot(db) == before
+
+
+def test_local_only_commands_refuse_urls(shared):
+    for argv in (("init", "http://127.0.0.1:9"), ("serve", "http://127.0.0.1:9"), ("gc", "http://127.0.0.1:9"),
+                 ("token", "create", "http://127.0.0.1:9", "--name", "x", "--scope", "read")):
+        code, _, err = run(*argv)
+        assert code == 2 and ("not on a URL" in err or "where the database lives" in err), (argv, err)
+
+
+def test_unreachable_server_is_one_clear_line(monkeypatch):
+    code, _, err = run("list", "http://127.0.0.1:9")
+    assert code == 2 and "cannot reach the loradb server" in err and err.count("\n") == 1
+
+
+def test_openapi_schema_lists_the_api(shared):
+    db, tokens, _, tmp = shared
+    with running_server(db, "--public-read", log=tmp / "server.log") as url:
+        schema = httpx.get(f"{url}/openapi.json").json()
+        assert {"/v1/records", "/v1/search", "/v1/compose", "/v1/records/{ref}/adapter", "/v1/records/{ref}"} <= set(schema["paths"])
+        assert httpx.get(f"{url}/v1/records").status_code == 200  # public read
+        assert httpx.post(f"{url}/v1/records").status_code == 401  # writes still need a token
