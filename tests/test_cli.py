@@ -283,3 +283,17 @@ def db_with_adapters(base, root: Path, *, n: int = 3, r: int = 4, targets=("quer
         make_adapter(base, root / f"a{i}", seed=i, r=r, targets=targets)
         assert run("add", db, root / f"a{i}", "--data", data)[0] == 0
     return db, data
+
+
+def test_compose_uses_a_named_base_copy_and_refuses_another_base(filled, bert, bert_other_weights, tmp_path):
+    import shutil
+
+    db, _, tmp = filled
+    moved = tmp_path / "moved-bert"
+    shutil.copytree(bert, moved)  # the same model at another path: accepted, checked by fingerprint
+    code, _, err = run("compose", db, "--weights", "cooking=1", "--merged", "--base", moved, "--out", tmp / "m")
+    assert code == 0, err
+    assert json.loads((tmp / "m" / "loradb_compose.json").read_text())["base"] == str(moved.resolve())
+    before = snapshot(db)
+    code, _, err = run("compose", db, "--weights", "cooking=1", "--merged", "--base", bert_other_weights, "--out", tmp / "m2")
+    assert code == 2 and "not for --base" in err and not (tmp / "m2").exists() and snapshot(db) == before

@@ -297,3 +297,38 @@ def test_openapi_schema_lists_the_api(shared):
         assert {"/v1/records", "/v1/search", "/v1/compose", "/v1/records/{ref}/adapter", "/v1/records/{ref}"} <= set(schema["paths"])
         assert httpx.get(f"{url}/v1/records").status_code == 200  # public read
         assert httpx.post(f"{url}/v1/records").status_code == 401  # writes still need a token
+
+
+def test_server_composes_without_the_base_model_and_the_client_merges(shared, bert, monkeypatch):
+    """The server holds only adapters and vectors: a contribution whose base model exists
+    nowhere on the server still composes; --merged uses the client's own base copy."""
+    import shutil
+
+    db, tokens, adapters, tmp = shared
+    elsewhere = tmp / "contributor-copy-of-bert"
+    shutil.copytree(bert, elsewhere)  # same weights, so the same fingerprint, at a path that will vanish
+    as_(monkeypatch, tokens["alice"])
+    with running_server(db, log=tmp / "server.log") as url:
+        for domain in ("cooking", "finance"):
+            code, _, err = run("add", url, adapters[domain], "--data", tmp / f"{domain}.jsonl", "--name", domain,
+                               "--base", elsewhere)
+            assert code == 0, err
+        shutil.rmtree(elsewhere)
+        assert json.loads(run("show", url, "cooking", "--json")[1])["base"] == str(elsewhere.resolve())
+        code, out, err = run("compose", url, "--weights", "cooking=0.25", "finance=0.75", "--out", tmp / "given")
+        assert code == 0, err
+        provenance = json.loads((tmp / "given" / "loradb_compose.json").read_text())
+        assert provenance["base"] == str(elsewhere.resolve()) and [r["weight"] for r in provenance["results"]] == [0.25, 0.75]
+        code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m1", "--merged")
+        assert code == 2 and "pass --base DIR" in err and not (tmp / "m1").exists()
+        code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m2", "--merged", "--base", bert)
+        assert code == 0, err
+        # the merged model's weights are the base's plus the adapter's delta
+        from safetensors.numpy import load_file
+
+        from loradb.adapter import read_adapter
+
+        merged, original = load_file(tmp / "m2" / "model.safetensors"), load_file(bert / "model.safetensors")
+        module = read_adapter(adapters["cooking"]).modules["encoder.layer.0.attention.self.query"]
+        key = next(k for k in merged if k.endswith("layer.0.attention.self.query.weight"))
+        np.testing.assert_allclose(merged[key] - original[key], module.scale * module.B @ module.A, atol=1e-5)

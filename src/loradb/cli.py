@@ -182,7 +182,7 @@ def cmd_compose(args) -> int:
         if args.weights:
             if args.data or args.repr:
                 raise LoradbError("give either --weights or --data/--repr, not both")
-            result = db.compose(args.out, weights=parse_weights(args.weights), **shape)
+            result = db.compose(args.out, weights=parse_weights(args.weights), base=args.base, **shape)
         else:
             if not (args.data or args.repr):
                 raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")

@@ -438,7 +438,7 @@ class LoraDB:
             a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
             raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
                                     f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
-        base_model = self._stored_base(records[0], required=merged)
+        base_model = self._stored_base(records[0], required=merged, given=search_args.get("base"))
         adapters = [loaded[r.id] for r in records]
         _check_module_naming(base_model, records, adapters)
         fan = {a.fan_in_fan_out for a in adapters}
@@ -509,13 +509,20 @@ class LoraDB:
             hits.append(Hit(record, float("nan"), float(w)))
         return SearchResult(method="given", hits=hits, residual=None)
 
-    def _stored_base(self, record: Record, *, required: bool = True) -> BaseModel | BaseRef:
-        """The base model of a record, loaded from its stored path and checked by fingerprint.
+    def _stored_base(self, record: Record, *, required: bool = True, given=None) -> BaseModel | BaseRef:
+        """The base model of a record, loaded from its stored path (or `given`, a directory
+        the user names, e.g. after moving the model) and checked by fingerprint.
 
         When the base is not on this machine (a server holding contributions from
         elsewhere) and not `required`, its name and fingerprint stand in for it: an
         adapter can be composed from factors alone.
         """
+        if given is not None:
+            base_model = load_base(given)
+            if base_model.fingerprint != record.base_fingerprint:
+                raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]}, "
+                                        f"not for --base {base_model.short}")
+            return base_model
         if not Path(record.base_name).is_dir():
             if not required:
                 return BaseRef(record.base_name, record.base_fingerprint)
