@@ -58,3 +58,26 @@ def test_check_shots_limits():
     check_shots(["a", "b"], prompts, "f")
     with pytest.raises(LoradbError, match="1 to 32 per label"):
         check_shots(["a"] * 33 + ["b"], prompts, "f")
+
+
+def test_few_shot_over_a_server_learns_on_the_client(shots_db, monkeypatch):
+    """The shots stay on the client: it retrieves, downloads the adapters, learns the weights
+    with its own base model and sends only the weights; same result as a local compose."""
+    from server_helpers import running_server
+
+    db, data, shots, tmp = shots_db
+    code, secret, err = run("token", "create", db, "--name", "reader", "--scope", "read")
+    assert code == 0, err
+    monkeypatch.setenv("LORADB_TOKEN", secret.strip())
+    local = json.loads(run("compose", db, "--data", data, "-k", 3, "--method", "learned", "--shots", shots,
+                           "--out", tmp / "local", "--json")[1])
+    with running_server(db, log=tmp / "server.log") as url:
+        code, out, err = run("compose", url, "--data", data, "-k", 3, "--method", "learned", "--shots", shots,
+                             "--out", tmp / "remote", "--json")
+    assert code == 0, err
+    remote = json.loads(out)
+    assert remote["method"] == "learned" and remote["params"]["shots"] == 4
+    assert [r["name"] for r in remote["results"]] == [r["name"] for r in local["results"]]
+    np.testing.assert_allclose([r["weight"] for r in remote["results"]], [r["weight"] for r in local["results"]], atol=1e-6)
+    provenance = json.loads((tmp / "remote" / "loradb_compose.json").read_text())
+    assert provenance["method"] == "learned" and provenance["weights_learned_on"] == "client"

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from .db import FEW_SHOT_METHODS, DEFAULT_K, Hit, SearchResult, prepare_contribution, resolve_target
+from .db import DEFAULT_K, Hit, SearchResult, learn_hit_weights, prepare_contribution, read_few_shot, resolve_target
 from .errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
-from .wire import API, TOKEN_ENV, RemoteRecord, extract_archive, representation_doc
+from .wire import API, TOKEN_ENV, RemoteRecord, extract_archive, finite_or_none, representation_doc
 
 MAX_ARCHIVE_BYTES = 64 << 30  # what a client accepts from its server: bounded, but any real adapter fits
 
@@ -145,16 +145,22 @@ class RemoteDB:
                 merge: str = "exact", density: float = 0.5, seed: int = 0, shots=None, labels=None, progress: bool = True,
                 **search_args) -> SearchResult:
         """Have the server merge the retrieved (or given) adapters; write the adapter, or with
-        merged=True the local base model with it merged in."""
+        merged=True the local base model with it merged in. Few-shot methods learn the
+        weights here (see _learn_here) and send only the weights."""
         from .export import atomic_output_dir
 
-        if search_args.get("method") in FEW_SHOT_METHODS or shots is not None:
-            raise LoradbError("few-shot composition (--method learned/lorahub, --shots) is not offered over a server yet: "
-                              "`loradb export` the retrieved adapters into a local database and compose there")
+        method = search_args.get("method")
+        few_shot = read_few_shot(method, shots, labels)
         body = {"rank": rank, "max_error": max_error, "merge": merge, "density": density, "seed": seed}
         base = search_args.get("base")
+        learned = None
         if weights is not None:
+            if any(search_args.get(k) is not None for k in ("data", "repr")):
+                raise LoradbError("give either --weights or --data/--repr, not both")
             body["weights"] = weights
+        elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
+            learned = self._learn_here(few_shot, method, progress=progress, **{**search_args, "method": "similarity"})
+            body["weights"] = {h.record.id: h.weight for h in learned.hits}
         else:
             body.update(self._query(progress=progress, **search_args))
         with tempfile.TemporaryDirectory(prefix="loradb-compose-") as tmp:
@@ -165,6 +171,10 @@ class RemoteDB:
             from .export import PROVENANCE_NAME
 
             provenance = json.loads((unpacked / PROVENANCE_NAME).read_text())
+            if learned is not None:  # record how the weights came about, not just "given"
+                provenance.update({**learned.to_dict(), "compression": provenance.get("compression"),
+                                   "weights_learned_on": "client"})
+                (unpacked / PROVENANCE_NAME).write_text(json.dumps(finite_or_none(provenance), indent=2) + "\n")
             if merged:
                 _merge_locally(unpacked, Path(out), provenance, base)
             else:
@@ -172,6 +182,27 @@ class RemoteDB:
                     for item in unpacked.iterdir():
                         shutil.move(str(item), dst / item.name)
         return _result_from(provenance)
+
+    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, **search_args) -> SearchResult:
+        """Retrieve on the server, download the retrieved adapters (sha256-verified), and learn
+        their few-shot weights on this machine's base model; the shots never leave it."""
+        from .adapter import read_adapter
+        from .base import load_base
+        from .errors import BaseModelMismatch
+
+        result = self.search(progress=progress, **search_args)
+        first = self.get(result.hits[0].record.id).doc
+        base = search_args.get("base")
+        if base is None and not Path(first["base"]).is_dir():
+            raise LoradbError("few-shot composition over a server runs the base model here: pass --base DIR")
+        base_model = load_base(base if base is not None else first["base"])
+        if base_model.fingerprint != first["base_fingerprint"]:
+            raise BaseModelMismatch(f"the retrieved adapters are for base fingerprint {first['base_fingerprint'][:12]}, "
+                                    f"not {base_model.short}")
+        with tempfile.TemporaryDirectory(prefix="loradb-fewshot-") as tmp:
+            adapters = [read_adapter(self.export(h.record.id, Path(tmp) / str(i))) for i, h in enumerate(result.hits)]
+        learn_hit_weights(result, adapters, learn_method, few_shot, base_model)
+        return result
 
     def _query(self, *, data, repr, base, space, k, method, temperature, l1, metric, dp, progress) -> dict:
         target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, progress=progress)

@@ -413,14 +413,9 @@ class LoraDB:
         if max_error is not None and not 0 <= max_error < 1:
             raise LoradbError(f"--max-error must be in [0, 1), got {max_error}")
         method = search_args.get("method")
-        few_shot = method in FEW_SHOT_METHODS
+        few_shot = read_few_shot(method, shots, labels)
         if few_shot:
-            if shots is None:
-                raise LoradbError(f"--method {search_args['method']} learns weights from labeled examples: pass --shots FILE.jsonl")
-            shot_texts, shot_labels, prompts = _read_shots(shots, labels)
             search_args = {**search_args, "method": "similarity"}  # retrieval, and the weights learning starts from
-        elif shots is not None:
-            raise LoradbError("--shots goes with --method learned or lorahub")
         if weights is not None:
             if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
                 raise LoradbError("give either --weights or --data/--repr, not both")
@@ -429,7 +424,8 @@ class LoraDB:
             result = self.search(progress=progress, **search_args)
         loaded = {h.record.id: self.load_adapter(h.record) for h in result.hits}  # each blob verified once
         if few_shot:
-            self._learn_weights(result, [loaded[h.record.id] for h in result.hits], method, shot_texts, shot_labels, prompts)
+            learn_hit_weights(result, [loaded[h.record.id] for h in result.hits], method, few_shot,
+                              self._stored_base(result.hits[0].record, given=search_args.get("base")))
         # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
         used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
         records = [h.record for h in used]
@@ -471,28 +467,6 @@ class LoraDB:
         return result
 
     # ---- helpers -----------------------------------------------------------------------
-
-    def _learn_weights(self, result: SearchResult, adapters: list[LoraAdapter], method: str, texts: list[str],
-                       labels: list[str], prompts: dict) -> None:
-        """Replace the retrieval weights of the hits (whose adapters are given, in order) by
-        few-shot learned ones (learned: softmax by gradient; lorahub: Powell)."""
-        from .classify import PromptClassifier
-        from .compose import factors_of
-        from .learn import learn_weights, lorahub_weights
-        from .represent import load_model
-
-        base_model = self._stored_base(result.hits[0].record)
-        model, tokenizer = load_model(base_model.path)
-        model.eval()
-        classifier = PromptClassifier(model, tokenizer, prompts)
-        factors = [factors_of(a) for a in adapters]
-        init = np.array([h.weight for h in result.hits])
-        fn = learn_weights if method == "learned" else lorahub_weights
-        learned = fn(classifier, factors, texts, labels, init=init)
-        for h, w in zip(result.hits, learned.weights):
-            h.weight = float(w)
-        result.method = method
-        result.params = {**result.params, "shots": len(texts), "final_loss": learned.losses[-1] if learned.losses else None}
 
     def _given_weights(self, weights: dict[str, float]) -> SearchResult:
         if not weights:
@@ -550,6 +524,45 @@ class LoraDB:
 
 
 FEW_SHOT_METHODS = ("learned", "lorahub")
+
+
+def read_few_shot(method: str | None, shots, labels) -> tuple[list[str], list[str], dict] | None:
+    """The shots and label prompts of a few-shot compose (None for other methods), refusing
+    a few-shot method without shots and shots without a few-shot method."""
+    if method in FEW_SHOT_METHODS:
+        if shots is None:
+            raise LoradbError(f"--method {method} learns weights from labeled examples: pass --shots FILE.jsonl")
+        return _read_shots(shots, labels)
+    if shots is not None:
+        raise LoradbError("--shots goes with --method learned or lorahub")
+    return None
+
+
+def learn_hit_weights(result: SearchResult, adapters: list[LoraAdapter], method: str, shots: tuple, base_model: BaseModel) -> None:
+    """Replace the retrieval weights of the hits (whose adapters are given, in order) by
+    few-shot learned ones (learned: softmax by gradient; lorahub: Powell), in place.
+
+    Args:
+        shots: (texts, labels, prompts) from read_few_shot.
+        base_model: the local base model the classifier runs on.
+    """
+    from .classify import PromptClassifier
+    from .compose import factors_of
+    from .learn import learn_weights, lorahub_weights
+    from .represent import load_model
+
+    texts, labels, prompts = shots
+    model, tokenizer = load_model(base_model.path)
+    model.eval()
+    classifier = PromptClassifier(model, tokenizer, prompts)
+    factors = [factors_of(a) for a in adapters]
+    init = np.array([h.weight for h in result.hits])
+    fn = learn_weights if method == "learned" else lorahub_weights
+    learned = fn(classifier, factors, texts, labels, init=init)
+    for h, w in zip(result.hits, learned.weights):
+        h.weight = float(w)
+    result.method = method
+    result.params = {**result.params, "shots": len(texts), "final_loss": learned.losses[-1] if learned.losses else None}
 
 
 def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
