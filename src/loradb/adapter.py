@@ -130,6 +130,16 @@ def _group_factors(tensors: dict[str, np.ndarray], where: Path) -> dict[str, dic
     return factors
 
 
+def module_shapes(weights: Path) -> dict[str, tuple[int, int]]:
+    """module -> (out_features, in_features) of a LoRA safetensors file, from its header alone."""
+    from .tensorfile import read_header
+
+    header, _, _ = read_header(weights)
+    pairs = _group_factors({k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items()}, weights)
+    return {name: (int(p["B"][0]), int(p["A"][1])) for name, p in pairs.items()
+            if isinstance(p.get("A"), list) and isinstance(p.get("B"), list) and len(p["A"]) == 2 and len(p["B"]) == 2}
+
+
 def read_adapter(path: str | os.PathLike) -> LoraAdapter:
     """Read and validate a PEFT LoRA adapter directory.
 

@@ -509,18 +509,19 @@ class LoraDB:
 
     def _check_shapes_against_peers(self, adapter: LoraAdapter, fingerprint: str, name: str) -> None:
         """Refuse an adapter whose layers have other shapes than a stored adapter of the same
-        base model has for the same modules (a sign it was trained on another base)."""
-        from .errors import BaseModelMismatch
+        base model has for the same modules (a sign it was trained on another base). Reads
+        only the stored adapter's safetensors header."""
+        from .adapter import module_shapes
 
-        peer = next((r for r in self.index.all_for_base(fingerprint, limit=1)), None)
-        if peer is None:
+        peer = next(iter(self.index.all_for_base(fingerprint, limit=1)), None)
+        if peer is None or not self.blobs.path(peer.blob_sha256).is_file():
             return
-        stored = self.load_adapter(peer)
+        stored = module_shapes(self.blobs.path(peer.blob_sha256))
         for module, m in adapter.modules.items():
-            other = stored.modules.get(module)
-            if other is not None and (other.A.shape[1], other.B.shape[0]) != (m.A.shape[1], m.B.shape[0]):
-                raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {m.B.shape[0]}x{m.A.shape[1]} weight "
-                                        f"but the base model of its representation has {other.B.shape[0]}x{other.A.shape[1]} there")
+            shape = (m.B.shape[0], m.A.shape[1])
+            if module in stored and stored[module] != shape:
+                raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {shape[0]}x{shape[1]} weight "
+                                        f"but the base model of its representation has {stored[module][0]}x{stored[module][1]} there")
 
 
 FEW_SHOT_METHODS = ("learned", "lorahub")
