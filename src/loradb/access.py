@@ -59,7 +59,8 @@ def _digest(secret: str) -> str:
 
 def create_token(db, name: str, scope: str) -> tuple[str, dict]:
     """Make a token; returns (the secret, to be shown once, and the stored row without it)."""
-    from .db import _now, check_name
+    from .contribute import check_name
+    from .db import _now
 
     check_name(name, "token name")
     row = {"id": uuid.uuid4().hex[:16], "name": name, "scope": parse_scope(scope).value,

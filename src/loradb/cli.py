@@ -132,8 +132,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_represent(args) -> int:
-    from .db import represent_file
     from .represent import save_representation
+    from .targets import represent_file
 
     rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
                          batch_size=args.batch_size, dp=_dp_config(args))

@@ -15,9 +15,19 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from .db import DEFAULT_K, Hit, SearchResult, learn_hit_weights, prepare_contribution, read_few_shot, resolve_target
+from .contribute import prepare_contribution
+from .db import DEFAULT_K, Hit, SearchResult
 from .errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
-from .wire import API, TOKEN_ENV, RemoteRecord, extract_archive, finite_or_none, representation_doc
+from .fewshot import learn_hit_weights, read_few_shot
+from .targets import resolve_target
+from .wire import (
+    API,
+    TOKEN_ENV,
+    RemoteRecord,
+    extract_archive,
+    finite_or_none,
+    representation_doc,
+)
 
 MAX_ARCHIVE_BYTES = 64 << 30  # what a client accepts from its server: bounded, but any real adapter fits
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -19,20 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files, read_adapter
+from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from .base import BaseModel, check_adapter_fits, load_base, resolve_module
-from .data import iter_texts
+from .contribute import Contribution, check_name, prepare_contribution
 from .errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
-from .represent import Representation, Space, default_space, load_vector, represent_texts
+from .fewshot import learn_hit_weights, read_few_shot
+from .represent import Representation
 from .store.blobs import LocalBlobStore
 from .store.protocol import Record
 from .store.sqlite import SqliteIndex, migrate
+from .targets import resolve_target
 from .weights import DEFAULT_METHOD, compute_weights, get_method
 
 DEFAULT_K = 5
-MARKER = "LORADB"  # a file that marks a directory as a loradb database
-_NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
 
+MARKER = "LORADB"  # a file that marks a directory as a loradb database
 
 @dataclass
 class Hit:
@@ -44,7 +44,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"id": self.record.id, "name": self.record.name, "distance": self.distance, "weight": self.weight}
-
 
 @dataclass
 class SearchResult:
@@ -65,7 +64,6 @@ class SearchResult:
             doc["privacy"] = self.privacy
         return doc
 
-
 @dataclass
 class CheckReport:
     problems: list[str]
@@ -81,27 +79,8 @@ class CheckReport:
         return {"clean": self.clean, "records": self.records, "problems": self.problems, "orphans": self.orphans,
                 "temp_files": self.temp_files}
 
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def check_name(name: str, what: str = "record name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
-        raise LoradbError(f"invalid {what} {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
-    return name
-
-
-@dataclass
-class Contribution:
-    """A validated adapter with the representation of its training data, ready to store."""
-
-    adapter: LoraAdapter  # parsed from `weights`, config included
-    weights: Path  # its adapter_model.safetensors
-    rep: Representation
-    name: str
-    meta: dict
-
 
 @dataclass(frozen=True)
 class BaseRef:
@@ -113,35 +92,6 @@ class BaseRef:
     @property
     def short(self) -> str:
         return f"{self.name} (fingerprint {self.fingerprint[:12]})"
-
-
-def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
-                         meta: dict | None = None, base=None, recipe: dict | None = None, spaces: list[dict] = (),
-                         dp=None, progress: bool = True) -> Contribution:
-    """Validate an adapter against its base model and compute (or read) its representation.
-
-    Args:
-        adapter_dir, data, repr, name, meta, base, recipe: as LoraDB.add.
-        spaces: the target database's spaces in use; when `recipe` is None the base model's
-            one space there sets the recipe, so new records land beside the old.
-        dp: a privacy.DPConfig to release z from `data` with differential privacy.
-    """
-    if (data is None) == (repr is None):
-        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
-    if dp is not None and data is None:
-        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is stored as it was made")
-    adapter = read_adapter(adapter_dir)
-    base_model = _base_for_adapter(adapter, base, adapter_dir)
-    check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
-    if data is not None:
-        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp,
-                              **(recipe or _existing_recipe(spaces, base_model)))
-    else:
-        rep = _representation_from_file(repr, base_model)
-    name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
-    meta = {str(k): str(v) for k, v in (meta or {}).items()}
-    return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
-
 
 class LoraDB:
     """A LoRA-VecDB on the embedded store: a directory with index.sqlite and blobs/."""
@@ -523,174 +473,6 @@ class LoraDB:
                 raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {shape[0]}x{shape[1]} weight "
                                         f"but the base model of its representation has {stored[module][0]}x{stored[module][1]} there")
 
-
-FEW_SHOT_METHODS = ("learned", "lorahub")
-
-
-def read_few_shot(method: str | None, shots, labels) -> tuple[list[str], list[str], dict] | None:
-    """The shots and label prompts of a few-shot compose (None for other methods), refusing
-    a few-shot method without shots and shots without a few-shot method."""
-    if method in FEW_SHOT_METHODS:
-        if shots is None:
-            raise LoradbError(f"--method {method} learns weights from labeled examples: pass --shots FILE.jsonl")
-        return _read_shots(shots, labels)
-    if shots is not None:
-        raise LoradbError("--shots goes with --method learned or lorahub")
-    return None
-
-
-def learn_hit_weights(result: SearchResult, adapters: list[LoraAdapter], method: str, shots: tuple, base_model: BaseModel) -> None:
-    """Replace the retrieval weights of the hits (whose adapters are given, in order) by
-    few-shot learned ones (learned: softmax by gradient; lorahub: Powell), in place.
-
-    Args:
-        shots: (texts, labels, prompts) from read_few_shot.
-        base_model: the local base model the classifier runs on.
-    """
-    from .classify import PromptClassifier
-    from .compose import factors_of
-    from .learn import learn_weights, lorahub_weights
-    from .represent import load_model
-
-    texts, labels, prompts = shots
-    model, tokenizer = load_model(base_model.path)
-    model.eval()
-    classifier = PromptClassifier(model, tokenizer, prompts)
-    factors = [factors_of(a) for a in adapters]
-    init = np.array([h.weight for h in result.hits])
-    fn = learn_weights if method == "learned" else lorahub_weights
-    learned = fn(classifier, factors, texts, labels, init=init)
-    for h, w in zip(result.hits, learned.weights):
-        h.weight = float(w)
-    result.method = method
-    result.params = {**result.params, "shots": len(texts), "final_loss": learned.losses[-1] if learned.losses else None}
-
-
-def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
-    stated = adapter.base_model_name_or_path
-    stated_is_local = bool(stated) and Path(stated).is_dir()
-    if base is None:
-        if not stated_is_local:
-            raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
-        return load_base(stated)
-    chosen = load_base(base)
-    trained_on = load_base(stated) if stated_is_local else None
-    if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
-        raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
-                                f"not on --base {chosen.short}")
-    return chosen
-
-
-def _existing_recipe(spaces: list[dict], base_model: BaseModel) -> dict:
-    """The recipe of the base model's one space in use, so new records land beside the old."""
-    spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
-    if len(spaces) == 1:
-        return {k: spaces[0][k] for k in ("layer", "pooling", "max_length")}
-    return {}
-
-
-def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Representation | None = None, base=None,
-                   space: str | None = None, dp=None, progress: bool = True) -> Representation:
-    """The target's representation, in one of `spaces` (a database's spaces with their record counts).
-
-    Exactly one of: data (texts; z computed here under the space's recipe, with differential
-    privacy when dp is given), repr (a .npy file, with or without its sidecar) or target (a
-    representation already made, e.g. received by the server).
-    """
-    if sum(x is not None for x in (data, repr, target)) != 1:
-        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
-    if dp is not None and data is None:
-        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is used as it was made")
-    spaces = [s for s in spaces if s["records"] > 0]
-    if base is not None:
-        base_model = load_base(base)
-        spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint]
-        if not spaces:
-            raise BaseModelMismatch(f"the database holds no records for base model {base_model.short}")
-    if space is not None:
-        spaces = [s for s in spaces if s["id"] == space]
-        if not spaces:
-            raise LoradbError(f"no records in representation space {space}; `loradb list` shows the spaces in use")
-    if target is not None:
-        return _in_held_space(target, spaces, "the target representation")
-    if repr is not None:
-        z, side = load_vector(repr)
-        if side is not None:
-            return _in_held_space(representation_from_sidecar(z, side, repr), spaces, str(repr))
-        matching = [s for s in spaces if s["dim"] == z.shape[0]]
-        if len(matching) != 1:
-            raise LoradbError(f"{repr} has no {repr}.json sidecar and {len(matching)} spaces here have dimension {z.shape[0]}; "
-                              "make the vector with `loradb represent` or pass --base/--space")
-        return Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
-    if len(spaces) != 1:
-        if not spaces:
-            raise LoradbError("the database holds no records yet; add adapters first")
-        raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass --space (and --base)")
-    target_space = Space.from_dict(spaces[0])
-    if base is None and not Path(spaces[0]["base_name"]).is_dir():
-        raise LoradbError(f"the records' base model {spaces[0]['base_name']} is not a directory here; pass --base with your copy of it")
-    base_model = load_base(base if base is not None else spaces[0]["base_name"])
-    if base_model.fingerprint != target_space.base_fingerprint:
-        raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
-                                f"but {base_model.short} holds other weights")
-    rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, layer=target_space.layer,
-                          pooling=target_space.pooling, max_length=target_space.max_length)
-    if rep.space.id != target_space.id:
-        raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
-                          "(its tokenizer changed?)")
-    return rep
-
-
-def _in_held_space(rep: Representation, spaces: list[dict], where: str) -> Representation:
-    """`rep` itself, refused unless one of `spaces` is its space."""
-    if rep.space.id not in {s["id"] for s in spaces}:
-        if rep.space.base_fingerprint not in {s["base_fingerprint"] for s in spaces}:
-            raise BaseModelMismatch(
-                f"{where} was made with base model {rep.base_name or '?'} (fingerprint {rep.space.base_fingerprint[:12]}) "
-                f"but the database holds records for {', '.join(sorted({s['base_name'] for s in spaces})) or 'no base model'}")
-        raise LoradbError(f"{where} lives in representation space {rep.space.id}, which holds no records here")
-    return rep
-
-
-def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representation:
-    """A vector and its sidecar (or a received representation document) as a Representation, validated."""
-    from .privacy import check_privacy_doc
-
-    if not isinstance(side, dict):
-        raise LoradbError(f"{where}: the representation description must be a JSON object")
-    space = Space.from_dict(side.get("space") or {})
-    if z.shape != (space.dim,):
-        raise LoradbError(f"{where} has {z.size} values but its space says {space.dim}")
-    if not np.isfinite(z).all():
-        raise LoradbError(f"{where} contains NaN or infinite values")
-    n = side.get("n_samples")
-    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise LoradbError(f"{where}: n_samples must be a positive whole number, got {n!r}")
-    base_name = side.get("base", "")
-    if not isinstance(base_name, str) or len(base_name) > 1000 or any(ord(c) < 32 for c in base_name):
-        raise LoradbError(f"{where}: base must be a short name without control characters")
-    return Representation(z=np.asarray(z, dtype=np.float32), space=space, base_name=base_name, n_samples=n,
-                          privacy=check_privacy_doc(side.get("privacy")))
-
-
-def _read_shots(shots, labels) -> tuple[list[str], list[str], dict]:
-    """A few-shot file and the label prompts, refused when labels are unknown or too few."""
-    from .classify import default_prompts
-    from .data import read_labeled
-    from .evaluate.domains import read_prompts
-    from .learn import check_shots
-
-    texts, shot_labels = read_labeled(shots)
-    if labels is not None:
-        prompts = read_prompts(Path(labels))
-    else:
-        prompts = default_prompts(sorted(set(shot_labels)))
-    check_shots(shot_labels, prompts, str(shots))
-    if len(prompts) < 2:
-        raise LoradbError(f"{shots}: holds a single label; few-shot composition needs at least two")
-    return texts, shot_labels, prompts
-
-
 def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
     """Refuse adapters that name one base layer differently (saved from different model
     classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed.
@@ -713,31 +495,6 @@ def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record],
                 raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
                                   f"({other[0]!r} vs {name!r}); they were saved from different model classes")
 
-
-def _representation_from_file(path, base_model: BaseModel) -> Representation:
-    """A .npy representation for `base_model`, refused if its sidecar names another base."""
-    z, side = load_vector(path)
-    if side is None:
-        space = default_space(base_model)
-        if z.shape[0] != space.dim:
-            raise LoradbError(f"{path} has {z.shape[0]} values but base model {base_model.path} has {space.dim} features")
-        return Representation(z=z, space=space, base_name=base_model.name)
-    rep = representation_from_sidecar(z, side, path)
-    if rep.space.base_fingerprint != base_model.fingerprint:
-        raise BaseModelMismatch(f"{path} was made with base model {side.get('base')} (fingerprint {rep.space.base_fingerprint[:12]}) "
-                                f"but the adapter's base model is {base_model.short}")
-    rep.base_name = base_model.name
-    return rep
-
-
-def represent_file(base: str | os.PathLike, data: str | os.PathLike, *, layer: int = -1, pooling: str = "mean",
-                   max_length: int = 256, batch_size: int = 32, dp=None, progress: bool = True) -> Representation:
-    """z of a dataset file under a base model (the library side of `loradb represent`);
-    dp (a privacy.DPConfig) releases it with differential privacy."""
-    return represent_texts(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
-                           batch_size=batch_size, progress=progress, dp=dp)
-
-
 def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     """KEY=VALUE strings -> dict, refusing malformed pairs."""
     meta = {}
@@ -747,7 +504,6 @@ def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
             raise LoradbError(f"--meta expects KEY=VALUE, got {pair!r}")
         meta[key] = value
     return meta
-
 
 def parse_weights(pairs: Iterable[str]) -> dict[str, float]:
     """ID=W strings -> dict, refusing malformed pairs and non-finite numbers."""

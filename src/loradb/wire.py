@@ -36,7 +36,7 @@ def representation_doc(rep: Representation) -> dict:
 
 def representation_from_doc(doc, *, max_dim: int) -> Representation:
     """A received representation document, validated (shape, finiteness, space, privacy)."""
-    from .db import representation_from_sidecar
+    from .targets import representation_from_sidecar
 
     if not isinstance(doc, dict):
         raise LoradbError("representation must be a JSON object with z and space")

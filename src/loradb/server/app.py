@@ -28,9 +28,16 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from ..access import Principal, Scope, authenticate
-from ..db import FEW_SHOT_METHODS, LoraDB
+from ..db import LoraDB
 from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound
-from ..wire import API, ARCHIVE_TYPE, finite_or_none, representation_from_doc, write_archive
+from ..fewshot import FEW_SHOT_METHODS
+from ..wire import (
+    API,
+    ARCHIVE_TYPE,
+    finite_or_none,
+    representation_from_doc,
+    write_archive,
+)
 from .limits import BodyLimit
 
 log = logging.getLogger("loradb.server")
