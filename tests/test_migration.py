@@ -6,6 +6,8 @@ import sqlite3
 from test_cli import TEXTS, run, write_jsonl
 from models import make_adapter
 
+from loradb.store.sqlite import MIGRATIONS
+
 
 def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     db = tmp_path / "db"
@@ -14,7 +16,7 @@ def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     assert run("add", db, adapter, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"]), "--name", "old")[0] == 0
     conn = sqlite3.connect(db / "index.sqlite")  # turn it back into what schema 1 wrote
     conn.executescript("ALTER TABLE records DROP COLUMN owner; ALTER TABLE records DROP COLUMN privacy; "
-                       "DROP TABLE tokens; DROP TABLE state; PRAGMA user_version = 1;")
+                       "DROP TABLE tokens; DROP TABLE state; DROP TABLE settings; PRAGMA user_version = 1;")
     conn.close()
 
     code, out, err = run("list", db, "--json")
@@ -22,7 +24,7 @@ def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     [record] = json.loads(out)
     assert record["name"] == "old" and record["owner"] is None and record["private"] is False
     conn = sqlite3.connect(db / "index.sqlite")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
     assert run("token", "create", db, "--name", "admin", "--scope", "admin")[0] == 0  # the new table is there
     assert json.loads(run("check", db, "--json")[1])["clean"]

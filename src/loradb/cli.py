@@ -72,7 +72,7 @@ def cmd_init(args) -> int:
     from .db import LoraDB
 
     _local_only(args.db, "init")
-    LoraDB.init(args.db).close()
+    LoraDB.init(args.db, blobs=args.blobs).close()
     print(f"created an empty loradb database at {args.db}")
     return 0
 
@@ -376,7 +376,7 @@ def _command(sub, name: str, fn, help: str, *, db: bool = True, url: bool = True
     """A subcommand: its DB argument (most take one; `url` if a server URL will do), its function, optional --json."""
     p = sub.add_parser(name, help=help)
     if db:
-        p.add_argument("db", help="database directory, or a loradb server URL (http://host:port)" if url else "database directory")
+        p.add_argument("db", help="database directory or postgresql:// URL" + (", or a loradb server URL (http://host:port)" if url else ""))
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(fn=fn)
@@ -387,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    _command(sub, "init", cmd_init, "create an empty database", url=False)
+    _command(sub, "init", cmd_init, "create an empty database (a directory, or a postgresql:// URL)", url=False).add_argument(
+        "--blobs", metavar="s3://BUCKET/PREFIX", help="keep adapter files in S3-compatible object storage (required with "
+        "PostgreSQL; endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 
     p = _command(sub, "add", cmd_add, "store an adapter with the representation of its training data", json_flag=True)
     p.add_argument("adapter", help="PEFT LoRA adapter directory")

@@ -7,11 +7,9 @@ directory; blobs are written before the index row that refers to them.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import uuid
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,15 +22,12 @@ from .contribute import Contribution, check_name, prepare_contribution
 from .errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
 from .fewshot import learn_hit_weights, read_few_shot
 from .represent import Representation
-from .store.blobs import LocalBlobStore
 from .store.protocol import Record
-from .store.sqlite import SqliteIndex, migrate
 from .targets import resolve_target
 from .weights import DEFAULT_METHOD, compute_weights, get_method
 
 DEFAULT_K = 5
 
-MARKER = "LORADB"  # a file that marks a directory as a loradb database
 
 @dataclass
 class Hit:
@@ -94,31 +89,23 @@ class BaseRef:
         return f"{self.name} (fingerprint {self.fingerprint[:12]})"
 
 class LoraDB:
-    """A LoRA-VecDB on the embedded store: a directory with index.sqlite and blobs/."""
+    """A LoRA-VecDB: an index of records and a blob store, embedded (a directory with
+    index.sqlite and blobs/) or PostgreSQL + pgvector with S3 blobs (a postgresql:// URL)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not (self.path / MARKER).is_file() or not (self.path / SqliteIndex.FILE).is_file():
-            raise StoreError(f"{self.path} is not a loradb database; create one with `loradb init {self.path}`")
-        self.index = SqliteIndex(self.path)
-        migrate(self.index.conn)
-        self.blobs = LocalBlobStore(self.path)
+    def __init__(self, location: str | os.PathLike):
+        from .store.locate import open_store
+
+        self.location = str(location)
+        self.index, self.blobs = open_store(location if isinstance(location, str) else Path(location))
 
     @classmethod
-    def init(cls, path: str | os.PathLike) -> "LoraDB":
-        """Create an empty database at `path` (a new or empty directory)."""
-        p = Path(path)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            if (p / MARKER).is_file():
-                raise StoreError(f"{p} is already a loradb database")
-            raise StoreError(f"{p} exists and is not an empty directory; choose a new path")
-        p.mkdir(parents=True, exist_ok=True)
-        LocalBlobStore(p).create()
-        index = SqliteIndex(p)
-        migrate(index.conn)
-        index.close()
-        (p / MARKER).write_text("loradb database; see `loradb --help`\n")
-        return cls(p)
+    def init(cls, location: str | os.PathLike, *, blobs: str | None = None) -> "LoraDB":
+        """Create an empty database: a new or empty directory, or a postgresql:// URL (then
+        `blobs` = s3://bucket/prefix is required; for a directory it is optional)."""
+        from .store.locate import init_store
+
+        init_store(location if isinstance(location, str) else Path(location), blobs)
+        return cls(location)
 
     def close(self) -> None:
         self.index.close()
@@ -129,14 +116,9 @@ class LoraDB:
     def __exit__(self, *exc):
         self.close()
 
-    @contextmanager
     def write_lock(self):
-        with open(self.path / MARKER, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        """Exclusive among all writers of this database, in any process or machine."""
+        return self.index.write_lock()
 
     # ---- reading -------------------------------------------------------------------
 
@@ -148,9 +130,12 @@ class LoraDB:
 
     def load_adapter(self, record: Record) -> LoraAdapter:
         """The stored adapter of a record, its blob verified against the recorded sha256."""
-        if not self.blobs.verify(record.blob_sha256):
-            raise StoreError(f"the blob of record {record.name} ({record.blob_sha256[:12]}) is missing or corrupt; run `loradb check`")
-        return adapter_from_files(record.adapter_config, self.blobs.path(record.blob_sha256), f"record {record.name}")
+        try:
+            weights = self.blobs.fetch(record.blob_sha256)
+        except StoreError:
+            raise StoreError(f"the blob of record {record.name} ({record.blob_sha256[:12]}) is missing or corrupt; "
+                             "run `loradb check`") from None
+        return adapter_from_files(record.adapter_config, weights, f"record {record.name}")
 
     def export(self, ref: str, out: str | os.PathLike) -> Path:
         """Write a stored adapter back out as a PEFT directory (verified against its sha256)."""
@@ -163,7 +148,7 @@ class LoraDB:
         record = self.index.get(ref)
         self.load_adapter(record)  # verifies the blob
         with atomic_output_dir(Path(out)) as tmp:
-            shutil.copyfile(self.blobs.path(record.blob_sha256), tmp / WEIGHTS_NAME)
+            shutil.copyfile(self.blobs.fetch(record.blob_sha256), tmp / WEIGHTS_NAME)
             (tmp / CONFIG_NAME).write_text(json.dumps(record.adapter_config, indent=2) + "\n")
         return Path(out)
 
@@ -282,7 +267,7 @@ class LoraDB:
         with self.write_lock():
             report = self.check()
             for sha in report.orphans:
-                (self.blobs.dir / sha[:2] / sha).unlink(missing_ok=True)
+                self.blobs.delete(sha)
                 removed.append(sha)
             for tmp in report.temp_files:
                 Path(tmp).unlink(missing_ok=True)
@@ -464,9 +449,12 @@ class LoraDB:
         from .adapter import module_shapes
 
         peer = next(iter(self.index.all_for_base(fingerprint, limit=1)), None)
-        if peer is None or not self.blobs.path(peer.blob_sha256).is_file():
+        if peer is None:
             return
-        stored = module_shapes(self.blobs.path(peer.blob_sha256))
+        try:
+            stored = module_shapes(self.blobs.fetch(peer.blob_sha256))
+        except StoreError:
+            return  # a damaged peer is `check`'s to report, not this upload's fault
         for module, m in adapter.modules.items():
             shape = (m.B.shape[0], m.A.shape[1])
             if module in stored and stored[module] != shape:

@@ -31,7 +31,7 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: l
     if max_dim < 1:
         raise LoradbError(f"--max-dim must be at least 1, got {max_dim}")
     accepted = {b.fingerprint: b for b in (load_base(path) for path in bases)}
-    config = ServerConfig(db=Path(db), bases=accepted, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_dim=max_dim,
+    config = ServerConfig(db=str(db), bases=accepted, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_dim=max_dim,
                           public_read=public_read)
     app = create_app(config)
     # requests run in parallel threads; a multi-threaded BLAS inside each one only spins

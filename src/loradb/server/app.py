@@ -49,7 +49,7 @@ MAX_META_KEYS = 64
 class ServerConfig(Schema):
     """How a server runs; set by `loradb serve` flags."""
 
-    db: Path
+    db: str  # a database directory or postgresql:// URL
     bases: dict = Field(default_factory=dict)  # fingerprint -> base.BaseModel accepted (empty: any)
     max_upload_bytes: int = 256 << 20
     max_dim: int = 16384

@@ -76,6 +76,15 @@ class LocalBlobStore:
         p = self.path(sha256)
         return p.is_file() and sha256_file(p) == sha256
 
+    def fetch(self, sha256: str) -> Path:
+        """A local file holding the blob, verified against its sha256."""
+        if not self.verify(sha256):
+            raise StoreError(f"blob {sha256[:12]} is missing or corrupt; run `loradb check`")
+        return self.path(sha256)
+
+    def describe(self) -> str:
+        return str(self.dir)
+
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
 

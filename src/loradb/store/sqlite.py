@@ -8,9 +8,11 @@ vectors are cached per process and reloaded when the database's generation count
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,10 @@ MIGRATIONS: list[str] = [
     INSERT INTO state VALUES ('generation', 0);
     """,
 ]
+MIGRATIONS.append(
+    # 3: where the blobs live when not in the database directory (e.g. s3://bucket/prefix)
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
@@ -94,13 +100,32 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 class SqliteIndex:
-    """Records and spaces in `root/index.sqlite`."""
+    """Records and spaces in `root/index.sqlite`; writers lock `root/LORADB`."""
 
     FILE = "index.sqlite"
+    MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file
 
     def __init__(self, root: Path):
-        self.path = root / self.FILE
+        self.root = Path(root)
+        self.path = self.root / self.FILE
         self.conn = connect(self.path)
+
+    @contextmanager
+    def write_lock(self):
+        """Exclusive among writers in every process (flock on the marker file)."""
+        with open(self.root / self.MARKER, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         self.conn.close()
