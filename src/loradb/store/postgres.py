@@ -1,0 +1,309 @@
+"""The index on PostgreSQL with pgvector: the same records, spaces and tokens as the embedded
+store, every write in a transaction, writers serialised by an advisory lock.
+
+Vectors are stored as `vector` (any dimension); each dimension up to pgvector's HNSW limit
+gets a partial expression index, HNSW over z::vector(dim) WHERE dim = dim, made when the
+first space of that dimension arrives. Searches of small spaces are exact; larger ones
+take the HNSW candidates (iterative scan, so the space filter cannot starve it) and
+re-rank them exactly in float64, ties broken by id as in the embedded store.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..errors import NotFound, StoreError
+from .protocol import Record, SearchHit
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE spaces (
+        id TEXT PRIMARY KEY,
+        base_name TEXT NOT NULL,
+        base_fingerprint TEXT NOT NULL,
+        recipe JSONB NOT NULL,
+        dim INTEGER NOT NULL
+    );
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        base_name TEXT NOT NULL,
+        base_fingerprint TEXT NOT NULL,
+        space_id TEXT NOT NULL REFERENCES spaces(id),
+        dim INTEGER NOT NULL,
+        z vector NOT NULL,
+        n_samples INTEGER,
+        rank INTEGER NOT NULL,
+        target_modules JSONB NOT NULL,
+        adapter_config JSONB NOT NULL,
+        meta JSONB NOT NULL,
+        blob_sha256 TEXT NOT NULL,
+        created TEXT NOT NULL,
+        owner TEXT,
+        privacy JSONB
+    );
+    CREATE INDEX records_space ON records(space_id);
+    CREATE INDEX records_base ON records(base_fingerprint);
+    CREATE INDEX records_blob ON records(blob_sha256);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL,
+        revoked TEXT
+    );
+    CREATE TABLE state (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO state VALUES ('generation', 0);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
+EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
+WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
+_COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
+            "adapter_config, meta, blob_sha256, created, owner, privacy")
+_TOKEN_COLUMNS = "id, name, scope, secret_sha256, created, revoked"
+_BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
+
+
+def _vector_literal(z: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in np.asarray(z, dtype=np.float32)) + "]"
+
+
+def _parse_vector(text: str) -> np.ndarray:
+    return np.array(text[1:-1].split(","), dtype=np.float32)
+
+
+def _connect(url: str):
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError("PostgreSQL needs psycopg: pip install 'loradb[scale]'") from None
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to {_safe(url)} ({str(e).strip().splitlines()[0]})") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    return (head.split(":", 2)[0] + ":" + head.split(":", 2)[1] + ":***@" + tail) if at and head.count(":") >= 2 else url
+
+
+class PgIndex:
+    """Records, spaces and tokens in a PostgreSQL database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn = _connect(url)
+        try:
+            version = self._version()
+            if version is None:
+                raise StoreError(f"{_safe(url)} is not a loradb database; create one with `loradb init URL --blobs s3://...`")
+            if version > len(MIGRATIONS):
+                raise StoreError(f"this database has schema version {version}, newer than this loradb ({len(MIGRATIONS)})")
+            self._migrate(version)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    @classmethod
+    def create(cls, url: str, blobs: str) -> None:
+        conn = _connect(url)
+        try:
+            if cls._version_of(conn) is not None:
+                raise StoreError(f"{_safe(url)} is already a loradb database")
+            if conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()[0]:
+                raise StoreError(f"{_safe(url)} already holds tables; give loradb a database of its own")
+            with conn.transaction():
+                conn.execute("CREATE TABLE loradb_schema (version INTEGER NOT NULL)")
+                conn.execute("INSERT INTO loradb_schema VALUES (0)")
+        finally:
+            conn.close()
+        index = cls(url)
+        index.set_setting("blobs", blobs)
+        index.close()
+
+    @staticmethod
+    def _version_of(conn) -> int | None:
+        exists = conn.execute("SELECT to_regclass('public.loradb_schema')").fetchone()[0]
+        return None if exists is None else conn.execute("SELECT version FROM loradb_schema").fetchone()[0]
+
+    def _version(self) -> int | None:
+        return self._version_of(self.conn)
+
+    def _migrate(self, version: int) -> None:
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                if self._version() >= number:  # another process migrated meanwhile
+                    continue
+                self.conn.execute(MIGRATIONS[number - 1])
+                self.conn.execute("UPDATE loradb_schema SET version = %s", (number,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write_lock(self):
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                          (key, value))
+
+    # ---- records -----------------------------------------------------------------------
+
+    def _row(self, row) -> Record:
+        space = self.conn.execute("SELECT recipe FROM spaces WHERE id = %s", (row[4],)).fetchone()
+        return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
+                      space=space[0] if space else {"id": row[4]}, z=_parse_vector(row[5]), n_samples=row[6], rank=row[7],
+                      target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
+                      owner=row[13], privacy=row[14])
+
+    def insert(self, record: Record) -> None:
+        import psycopg
+
+        from psycopg.types.json import Jsonb
+
+        dim = int(record.z.shape[0])
+        try:
+            with self.conn.transaction():
+                self.conn.execute(
+                    "INSERT INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
+                if dim <= HNSW_MAX_DIM:
+                    self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
+                                      f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
+                self.conn.execute(_BUMP)
+                self.conn.execute(
+                    "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
+                    "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
+                     _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
+                     Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
+                     Jsonb(record.privacy) if record.privacy else None))
+        except psycopg.errors.UniqueViolation as e:
+            raise StoreError(f"cannot add record {record.name!r}: {str(e).splitlines()[0]}") from None
+
+    def get(self, ref: str) -> Record:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = %s OR name = %s", (ref, ref)).fetchall()
+        if not rows and len(ref) >= 4:
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id LIKE %s", (escaped + "%",)).fetchall()
+        if not rows:
+            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
+        if len(rows) > 1:
+            raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
+        return self._row(rows[0])
+
+    def all(self) -> list[Record]:
+        return [self._row(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id").fetchall()]
+
+    def page(self, offset: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id LIMIT %s OFFSET %s", (limit, offset))
+        return [self._row(r) for r in rows.fetchall()]
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+
+    def all_for_base(self, base_fingerprint: str, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE base_fingerprint = %s LIMIT %s", (base_fingerprint, limit))
+        return [self._row(r) for r in rows.fetchall()]
+
+    def delete(self, record_id: str) -> None:
+        with self.conn.transaction():
+            self.conn.execute(_BUMP)
+            self.conn.execute("DELETE FROM records WHERE id = %s", (record_id,))
+            self.conn.execute("DELETE FROM spaces s WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.space_id = s.id)")
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM records WHERE name = %s", (name,)).fetchone() is not None
+
+    def spaces(self, with_counts: bool = True) -> list[dict]:
+        count = "(SELECT count(*) FROM records r WHERE r.space_id = s.id)" if with_counts else "NULL"
+        rows = self.conn.execute(f"SELECT s.recipe, s.base_name, {count} FROM spaces s ORDER BY s.id").fetchall()
+        return [{**recipe, "base_name": base, "records": n} for recipe, base, n in rows]
+
+    def blob_refs(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records").fetchall()}
+
+    def generation(self) -> int:
+        return self.conn.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0]
+
+    def integrity_problems(self) -> list[str]:
+        return []  # foreign keys and transactions hold the rows together; blobs are checked by LoraDB.check
+
+    # ---- access tokens ------------------------------------------------------------------
+
+    def insert_token(self, token: dict) -> None:
+        self.conn.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",
+                          tuple(token[c] for c in _TOKEN_COLUMNS.split(", ")))
+
+    def tokens(self) -> list[dict]:
+        keys = _TOKEN_COLUMNS.split(", ")
+        return [dict(zip(keys, row)) for row in self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created, id")]
+
+    def token_by_secret(self, secret_sha256: str) -> dict | None:
+        row = self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = %s AND revoked IS NULL",
+                                (secret_sha256,)).fetchone()
+        return dict(zip(_TOKEN_COLUMNS.split(", "), row)) if row else None
+
+    def revoke_tokens(self, ids: list[str], when: str) -> None:
+        with self.conn.transaction():
+            for i in ids:
+                self.conn.execute("UPDATE tokens SET revoked = %s WHERE id = %s AND revoked IS NULL", (when, i))
+
+    def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]:
+        """The k records of a space closest to z (squared L2 or 1 - cos), exactly re-ranked."""
+        from .sqlite import METRICS
+
+        if metric not in METRICS:
+            raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        q = np.asarray(z, dtype=np.float64)
+        dim = q.shape[0]
+        size = self.conn.execute("SELECT count(*) FROM records WHERE space_id = %s", (space_id,)).fetchone()[0]
+        if size == 0:
+            return []
+        if size < EXACT_BELOW or metric != "l2" or dim > HNSW_MAX_DIM:
+            rows = self.conn.execute("SELECT id, z::text FROM records WHERE space_id = %s", (space_id,)).fetchall()
+        else:
+            want = max(4 * k, 40)
+            with self.conn.transaction():
+                self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(want, 100)}")
+                self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                rows = self.conn.execute(
+                    f"SELECT id, z::text FROM records WHERE dim = {dim} AND space_id = %s "
+                    f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s",
+                    (space_id, _vector_literal(q), want)).fetchall()
+        return _exact_top(rows, q, k, metric)
+
+
+def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
+    """Exact distances of candidate rows (id, z text), sorted by distance then id."""
+    rows = sorted(rows, key=lambda r: r[0])
+    Z = np.stack([_parse_vector(r[1]) for r in rows]).astype(np.float64)
+    if metric == "l2":
+        dist = ((Z - q) ** 2).sum(axis=1)
+    else:
+        norms = np.linalg.norm(Z, axis=1) * np.linalg.norm(q)
+        dist = 1.0 - (Z @ q) / np.where(norms > 0, norms, 1.0)
+    order = np.lexsort((np.arange(len(rows)), dist))[:k]
+    return [SearchHit(rows[i][0], float(dist[i])) for i in order]

@@ -1,0 +1,190 @@
+"""One contract for every storage backend: the embedded store (SQLite + local blobs) and
+PostgreSQL + pgvector with S3 blobs (real servers on 127.0.0.1, started here). The same
+commands, the same results, bad input changing nothing, concurrent writers and SIGKILL."""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from models import make_adapter
+from services import Postgres, SeaweedS3
+from test_cli import TEXTS, run, write_jsonl
+
+BACKENDS = ["embedded", "postgres+s3"]
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("servers")
+    pg = Postgres(root / "pg")
+    try:
+        s3 = SeaweedS3(root / "s3")
+    except BaseException:
+        pg.stop()
+        raise
+    yield pg, s3
+    pg.stop()
+    s3.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request, tmp_path, monkeypatch):
+    """A fresh, initialised database of the backend under test; its location string."""
+    if request.param == "embedded":
+        db = str(tmp_path / "db")
+        assert run("init", db)[0] == 0
+        return db
+    pg, s3 = request.getfixturevalue("servers")
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    name = "t" + uuid.uuid4().hex[:12]
+    url = pg.create_database(name)
+    code, _, err = run("init", url, "--blobs", f"s3://{name}/adapters")
+    assert code == 0, err
+    return url
+
+
+@pytest.fixture
+def adapters(bert, tmp_path):
+    dirs = {}
+    for i, domain in enumerate(TEXTS):
+        dirs[domain] = make_adapter(bert, tmp_path / f"ad-{domain}", seed=i, r=2 + 2 * i)
+        write_jsonl(tmp_path / f"{domain}.jsonl", TEXTS[domain])
+    return dirs
+
+
+def state(location) -> dict:
+    """The database's logical content, backend-independent: every record's details and the blobs."""
+    from loradb.db import LoraDB
+
+    with LoraDB(location) as db:
+        return {"records": sorted(json.dumps(r.details(), sort_keys=True) for r in db.list()),
+                "blobs": sorted(db.blobs.list()), "tokens": db.index.tokens()}
+
+
+def fill(location, adapters, tmp_path):
+    for domain, adapter in adapters.items():
+        code, _, err = run("add", location, adapter, "--data", tmp_path / f"{domain}.jsonl", "--name", domain)
+        assert code == 0, err
+
+
+def test_round_trip(location, adapters, tmp_path):
+    fill(location, adapters, tmp_path)
+    listed = json.loads(run("list", location, "--json")[1])
+    assert [r["name"] for r in listed] == ["cooking", "finance", "sports"]
+    target = write_jsonl(tmp_path / "target.jsonl", ["fry the onion and garlic", "bake bread with salt and pepper"])
+    found = json.loads(run("search", location, "--data", target, "-k", 2, "--method", "linear", "--json")[1])
+    assert found["results"][0]["name"] == "cooking" and len(found["results"]) == 2
+    code, _, err = run("compose", location, "--data", target, "-k", 3, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert run("export", location, "sports", "--out", tmp_path / "copy")[0] == 0
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "copy" / "adapter_model.safetensors") == digest(adapters["sports"] / "adapter_model.safetensors")
+    assert run("remove", location, "sports")[0] == 0
+    assert [r["name"] for r in json.loads(run("list", location, "--json")[1])] == ["cooking", "finance"]
+    report = json.loads(run("check", location, "--json")[1])
+    assert report["clean"] and report["records"] == 2 and report["orphans"] == []
+    code, out, _ = run("token", "create", location, "--name", "ops", "--scope", "admin")
+    assert code == 0 and out.startswith("ldb_")
+
+
+def test_backends_give_identical_results(servers, adapters, tmp_path, monkeypatch):
+    """The same adapters and queries on both backends: the same hits, weights and merged factors."""
+    pg, s3 = servers
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    embedded = str(tmp_path / "db")
+    assert run("init", embedded)[0] == 0
+    name = "t" + uuid.uuid4().hex[:12]
+    remote = pg.create_database(name)
+    assert run("init", remote, "--blobs", f"s3://{name}/x")[0] == 0
+    target = write_jsonl(tmp_path / "target.jsonl", ["the bank raised rates", "the team won"])
+    docs = []
+    for location in (embedded, remote):
+        fill(location, adapters, tmp_path)
+        docs.append(json.loads(run("search", location, "--data", target, "-k", 3, "--method", "sparse", "--json")[1]))
+        code, _, err = run("compose", location, "--data", target, "-k", 3, "--method", "linear",
+                           "--out", tmp_path / f"out-{len(docs)}")
+        assert code == 0, err
+    assert [(r["name"], r["weight"], r["distance"]) for r in docs[0]["results"]] == \
+           [(r["name"], r["weight"], r["distance"]) for r in docs[1]["results"]]
+    from safetensors.numpy import load_file
+
+    a, b = (load_file(tmp_path / f"out-{i}" / "adapter_model.safetensors") for i in (1, 2))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # (metadata key order is not stable)
+
+
+def test_bad_input_changes_nothing(location, adapters, tmp_path, bert_other_weights):
+    fill(location, adapters, tmp_path)
+    before = state(location)
+    bad = [("add", location, adapters["cooking"], "--data", tmp_path / "cooking.jsonl", "--name", "cooking"),  # name taken
+           ("add", location, adapters["cooking"], "--data", tmp_path / "cooking.jsonl", "--name", "a/b"),
+           ("add", location, adapters["cooking"], "--data", tmp_path / "missing.jsonl", "--name", "new"),
+           ("add", location, adapters["cooking"], "--data", tmp_path / "cooking.jsonl", "--base", bert_other_weights),
+           ("remove", location, "no-such-record"),
+           ("search", location, "--data", tmp_path / "cooking.jsonl", "-k", 0),
+           ("compose", location, "--weights", "cooking=nan", "--out", tmp_path / "x")]
+    for argv in bad:
+        code, _, err = run(*argv)
+        assert code == 2 and err.count("\n") == 1, (argv, err)
+    assert state(location) == before
+
+
+def _cli(*argv, env):
+    return subprocess.Popen([sys.executable, "-m", "loradb.cli", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_concurrent_adds_keep_every_acknowledged_record(location, adapters, tmp_path):
+    env = os.environ.copy()
+    jobs = {}
+    for i in range(6):
+        domain = list(adapters)[i % 3]
+        name = "same" if i >= 4 else f"r{i}"  # two processes race for one name
+        jobs[(i, name)] = _cli("add", location, adapters[domain], "--data", tmp_path / f"{domain}.jsonl", "--name", name, env=env)
+    acknowledged = [name for (i, name), p in jobs.items() if p.wait(300) == 0]
+    for p in jobs.values():
+        p.communicate()
+    names = [r["name"] for r in json.loads(run("list", location, "--json")[1])]
+    assert sorted(names) == sorted(acknowledged) and len(set(names)) == len(names)
+    assert acknowledged.count("same") == 1  # exactly one of the racing pair won
+    assert json.loads(run("check", location, "--json")[1])["clean"]
+
+
+def test_sigkill_during_add_leaves_nothing_half_written(location, adapters, tmp_path, bert):
+    from loradb.represent import represent_texts, save_representation
+
+    save_representation(represent_texts(bert, TEXTS["sports"], progress=False), tmp_path / "z.npy")
+    env = os.environ.copy()
+    rng = random.Random(5)
+
+    def add(name):
+        return _cli("add", location, adapters["sports"], "--repr", tmp_path / "z.npy", "--base", bert, "--name", name, env=env)
+
+    start = time.perf_counter()
+    assert add("warmup").wait() == 0
+    duration = time.perf_counter() - start
+    acknowledged, killed = {"warmup"}, 0
+    for i in range(12):
+        proc = add(f"k{i}")
+        time.sleep(rng.uniform(0.3 * duration, 1.0 * duration))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.communicate()
+        if proc.returncode == 0:
+            acknowledged.add(f"k{i}")
+        report = json.loads(run("check", location, "--json")[1])
+        assert report["clean"], report["problems"]
+        names = {r["name"] for r in json.loads(run("list", location, "--json")[1])}
+        assert acknowledged <= names
+    assert killed >= 3  # the test really interrupted adds
+    assert run("gc", location)[0] == 0
+    assert json.loads(run("check", location, "--json")[1])["orphans"] == []
