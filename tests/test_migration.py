@@ -15,7 +15,8 @@ def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     adapter = make_adapter(bert, tmp_path / "ad", seed=0)
     assert run("add", db, adapter, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"]), "--name", "old")[0] == 0
     conn = sqlite3.connect(db / "index.sqlite")  # turn it back into what schema 1 wrote
-    conn.executescript("ALTER TABLE records DROP COLUMN owner; ALTER TABLE records DROP COLUMN privacy; "
+    conn.executescript("DROP INDEX records_space_seq; ALTER TABLE records DROP COLUMN seq; "
+                       "ALTER TABLE records DROP COLUMN owner; ALTER TABLE records DROP COLUMN privacy; "
                        "DROP TABLE tokens; DROP TABLE state; DROP TABLE settings; PRAGMA user_version = 1;")
     conn.close()
 

@@ -10,7 +10,6 @@ re-rank them exactly in float64, ties broken by id as in the embedded store.
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 
 import numpy as np

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -69,6 +70,16 @@ MIGRATIONS.append(
     # 3: where the blobs live when not in the database directory (e.g. s3://bucket/prefix)
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 )
+MIGRATIONS.append(
+    # 4: seq, a per-record number never reused (the approximate index's keys); the generation
+    # counter moves past every existing rowid so new seq values are fresh
+    """
+    ALTER TABLE records ADD COLUMN seq INTEGER;
+    UPDATE records SET seq = rowid;
+    UPDATE state SET value = max(value, (SELECT coalesce(max(rowid), 0) FROM records)) WHERE key = 'generation';
+    CREATE INDEX records_space_seq ON records(space_id, seq);
+    """
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
@@ -105,10 +116,14 @@ class SqliteIndex:
     FILE = "index.sqlite"
     MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, ann_min_records: int | None = None):
+        from .ann import ANN_MIN_RECORDS
+
         self.root = Path(root)
         self.path = self.root / self.FILE
         self.conn = connect(self.path)
+        # spaces this large are searched through the approximate graph (store/ann.py), exactly re-ranked
+        self.ann_min_records = ann_min_records or int(os.environ.get("LORADB_ANN_MIN_RECORDS", ANN_MIN_RECORDS))
 
     @contextmanager
     def write_lock(self):
@@ -142,22 +157,28 @@ class SqliteIndex:
 
     def insert(self, record: Record) -> None:
         """Insert a record (and its space if new) in one transaction."""
-        z = np.ascontiguousarray(record.z, dtype="<f4")
+        self.insert_many([record])
+
+    def insert_many(self, records: list[Record]) -> None:
+        """Insert records (and their spaces if new) in one transaction: all or none."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            c.execute("INSERT OR IGNORE INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (?, ?, ?, ?, ?)",
-                      (record.space_id, record.base_name, record.base_fingerprint, json.dumps(record.space), int(z.shape[0])))
-            c.execute(_BUMP)
-            c.execute(f"INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, z.tobytes(),
-                       record.n_samples, record.rank, json.dumps(record.target_modules), json.dumps(record.adapter_config),
-                       json.dumps(record.meta), record.blob_sha256, record.created, record.owner,
-                       json.dumps(record.privacy) if record.privacy else None))
+            first = c.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0] + 1
+            c.execute("UPDATE state SET value = value + ? WHERE key = 'generation'", (len(records),))
+            for seq, record in enumerate(records, start=first):
+                z = np.ascontiguousarray(record.z, dtype="<f4")
+                c.execute("INSERT OR IGNORE INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (?, ?, ?, ?, ?)",
+                          (record.space_id, record.base_name, record.base_fingerprint, json.dumps(record.space), int(z.shape[0])))
+                c.execute(f"INSERT INTO records ({_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, z.tobytes(),
+                           record.n_samples, record.rank, json.dumps(record.target_modules), json.dumps(record.adapter_config),
+                           json.dumps(record.meta), record.blob_sha256, record.created, record.owner,
+                           json.dumps(record.privacy) if record.privacy else None, seq))
             c.execute("COMMIT")
         except sqlite3.IntegrityError as e:
             c.execute("ROLLBACK")
-            raise StoreError(f"cannot add record {record.name!r}: {e}") from None
+            raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: {e}") from None
         except BaseException:
             c.execute("ROLLBACK")
             raise
@@ -241,10 +262,12 @@ class SqliteIndex:
         """
         if metric not in METRICS:
             raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        q = np.asarray(z, dtype=np.float64)
+        if metric == "l2" and self.space_sizes().get(space_id, 0) >= self.ann_min_records:
+            return self._nearest_by_graph(space_id, q, k)
         ids, Z, row_norms = self._vectors(space_id)
         if not ids:
             return []
-        q = np.asarray(z, dtype=np.float64)
         if metric == "l2":
             qq = float(q @ q)
             sqnorms = row_norms ** 2
@@ -259,6 +282,59 @@ class SqliteIndex:
             dist = 1.0 - (Z @ q) / np.where(norms > 0, norms, 1.0)
         order = np.lexsort((candidates, dist))[:k]  # by distance, then id (rows are id-sorted)
         return [SearchHit(ids[candidates[i]], float(dist[i])) for i in order]
+
+    def space_sizes(self) -> dict[str, int]:
+        """Records per space, recounted only when the generation moved (cached per process)."""
+        key = (str(self.path.resolve()), "sizes")
+        generation = self.generation()
+        with _CACHE_LOCK:
+            cached = _VECTOR_CACHE.get(key)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        sizes = dict(self.conn.execute("SELECT space_id, count(*) FROM records GROUP BY space_id").fetchall())
+        with _CACHE_LOCK:
+            _VECTOR_CACHE[key] = (generation, sizes)
+        return sizes
+
+    def _nearest_by_graph(self, space_id: str, q: np.ndarray, k: int) -> list[SearchHit]:
+        """Graph candidates plus the rows added since the graph was saved, re-ranked exactly."""
+        from . import ann
+
+        graph_file = self.root / "ann" / f"{space_id}.usearch"
+        size = self.space_sizes()[space_id]
+        loaded = ann.load(graph_file)
+        recent_count = 0 if loaded is None else self.conn.execute(
+            "SELECT count(*) FROM records WHERE space_id = ? AND seq > ?", (space_id, loaded[1]["max_seq"])).fetchone()[0]
+        if loaded is None or loaded[1]["dim"] != q.shape[0] or \
+                loaded[1]["size"] - (size - recent_count) > ann.REBUILD_STALE_FRACTION * loaded[1]["size"]:
+            keys, vectors = self._seq_vectors(space_id, after=0)
+            loaded, recent_count = ann.build(graph_file, keys, vectors), 0
+        index, meta = loaded
+        if recent_count > ann.ABSORB_FRACTION * meta["size"]:
+            keys, vectors = self._seq_vectors(space_id, after=meta["max_seq"])
+            index, meta = ann.absorb(graph_file, index, meta, keys, vectors)
+            recent_count = 0
+        seqs = ann.candidates(index, q, max(8 * k, 100)).tolist()
+        rows = []
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i:i + 500]
+            rows += self.conn.execute(f"SELECT id, z FROM records WHERE space_id = ? AND seq IN ({','.join('?' * len(chunk))})",
+                                      (space_id, *chunk)).fetchall()
+        if recent_count:
+            rows += self.conn.execute("SELECT id, z FROM records WHERE space_id = ? AND seq > ?",
+                                      (space_id, meta["max_seq"])).fetchall()
+        rows = sorted(set(rows))
+        Z = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1).astype(np.float64)
+        dist = ((Z - q) ** 2).sum(axis=1)
+        order = np.lexsort((np.arange(len(rows)), dist))[:k]
+        return [SearchHit(rows[i][0], float(dist[i])) for i in order]
+
+    def _seq_vectors(self, space_id: str, *, after: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.conn.execute("SELECT seq, z FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
+                                 (space_id, after)).fetchall()
+        keys = np.array([r[0] for r in rows], dtype=np.int64)
+        dim = len(rows[0][1]) // 4 if rows else 0
+        return keys, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
 
     def integrity_problems(self) -> list[str]:
         result = self.conn.execute("PRAGMA integrity_check").fetchall()
