@@ -101,6 +101,7 @@ class PgIndex:
 
     def __init__(self, url: str):
         self.url = url
+        self._sizes = None  # (generation, records per space)
         self.conn = _connect(url)
         try:
             version = self._version()
@@ -237,9 +238,16 @@ class PgIndex:
         return self.conn.execute("SELECT 1 FROM records WHERE name = %s", (name,)).fetchone() is not None
 
     def spaces(self, with_counts: bool = True) -> list[dict]:
-        count = "(SELECT count(*) FROM records r WHERE r.space_id = s.id)" if with_counts else "NULL"
-        rows = self.conn.execute(f"SELECT s.recipe, s.base_name, {count} FROM spaces s ORDER BY s.id").fetchall()
-        return [{**recipe, "base_name": base, "records": n} for recipe, base, n in rows]
+        sizes = self.space_sizes() if with_counts else {}
+        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
+        return [{**recipe, "base_name": base, "records": sizes.get(sid, 0) if with_counts else None} for sid, recipe, base in rows]
+
+    def space_sizes(self) -> dict[str, int]:
+        """Records per space, recounted only when the generation moved (cached per connection)."""
+        generation = self.generation()
+        if self._sizes is None or self._sizes[0] != generation:
+            self._sizes = (generation, dict(self.conn.execute("SELECT space_id, count(*) FROM records GROUP BY space_id").fetchall()))
+        return self._sizes[1]
 
     def blob_refs(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records").fetchall()}
@@ -278,7 +286,7 @@ class PgIndex:
             raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         q = np.asarray(z, dtype=np.float64)
         dim = q.shape[0]
-        size = self.conn.execute("SELECT count(*) FROM records WHERE space_id = %s", (space_id,)).fetchone()[0]
+        size = self.space_sizes().get(space_id, 0)
         if size == 0:
             return []
         if size < EXACT_BELOW or metric != "l2" or dim > HNSW_MAX_DIM:

