@@ -188,3 +188,32 @@ def test_sigkill_during_add_leaves_nothing_half_written(location, adapters, tmp_
     assert killed >= 3  # the test really interrupted adds
     assert run("gc", location)[0] == 0
     assert json.loads(run("check", location, "--json")[1])["orphans"] == []
+
+
+def test_copy_from_embedded_to_postgres_and_s3(servers, adapters, tmp_path, monkeypatch):
+    """`loradb copy DIR URL` moves everything: same records, same answers, tokens still valid."""
+    pg, s3 = servers
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    embedded = str(tmp_path / "db")
+    assert run("init", embedded)[0] == 0
+    fill(embedded, adapters, tmp_path)
+    secret = run("token", "create", embedded, "--name", "site-a", "--scope", "write")[1].strip()
+    name = "t" + uuid.uuid4().hex[:12]
+    url = pg.create_database(name)
+    assert run("init", url, "--blobs", f"s3://{name}/adapters")[0] == 0
+    code, out, err = run("copy", embedded, url)
+    assert code == 0 and "copied 3 records" in out, err
+    assert state(embedded)["records"] == state(url)["records"]
+    target = write_jsonl(tmp_path / "target.jsonl", ["the bank raised rates"])
+    results = [json.loads(run("search", loc, "--data", target, "-k", 3, "--json")[1])["results"] for loc in (embedded, url)]
+    assert results[0] == results[1]
+    from loradb.access import authenticate
+    from loradb.db import LoraDB
+
+    with LoraDB(url) as db:
+        assert authenticate(db, secret).name == "site-a"
+    assert json.loads(run("check", url, "--json")[1])["clean"]
+    before = state(url)
+    code, _, err = run("copy", embedded, url)  # again: every name is taken, nothing written
+    assert code == 2 and "already holds records" in err and state(url) == before

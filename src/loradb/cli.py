@@ -280,6 +280,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_copy(args) -> int:
+    from .db import LoraDB
+
+    _local_only(args.db, "copy")
+    _local_only(args.target, "copy")
+    with LoraDB(args.db) as source, LoraDB(args.target) as target:
+        n = source.copy_into(target)
+    print(f"copied {n} records with their adapters and tokens from {args.db} to {args.target}")
+    return 0
+
+
 def cmd_gc(args) -> int:
     with _open(args.db) as db:
         removed = db.gc()
@@ -438,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(sub, "check", cmd_check, "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
     _command(sub, "gc", cmd_gc, "remove orphan blobs and stray temp files", url=False)
+
+    p = _command(sub, "copy", cmd_copy, "copy every record, adapter and token into another (initialised) database",
+                 url=False)
+    p.add_argument("target", help="the destination: a database directory or postgresql:// URL made by `loradb init`")
 
     p = _command(sub, "serve", cmd_serve, "serve the database over HTTP (contribute, search, compose, download)", url=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")

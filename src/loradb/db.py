@@ -261,6 +261,34 @@ class LoraDB:
         return CheckReport(problems=problems, orphans=orphans, records=len(records),
                            temp_files=[str(p) for p in self.blobs.stray_temp_files()])
 
+    def copy_into(self, target: "LoraDB", *, progress: bool = True) -> int:
+        """Copy every record (same ids, vectors, owners, privacy) with its blob, and the access
+        tokens, into another database, e.g. from the embedded store to PostgreSQL + S3.
+
+        Refused before anything is written if a record id or name is already there; blobs
+        are verified on the way; rows go in one transaction at the end (all or none).
+        Returns:
+            How many records were copied.
+        """
+        from tqdm.auto import tqdm
+
+        records = self.index.all()
+        with target.write_lock():
+            held_ids = {r.id for r in target.index.all()}
+            clash = sorted({r.name for r in records if r.id in held_ids or target.index.name_taken(r.name)})
+            if clash:
+                raise Conflict(f"{target.location} already holds records like {', '.join(clash[:5])}; copy into an empty database")
+            for sha in tqdm(sorted({r.blob_sha256 for r in records}), desc="blobs", unit="blob",
+                            disable=None if progress else True, leave=False):
+                if target.blobs.put(self.blobs.fetch(sha)) != sha:
+                    raise StoreError(f"blob {sha[:12]} changed while copying")
+            target.index.insert_many(records)
+            known = {t["id"] for t in target.index.tokens()}
+            for token in self.index.tokens():
+                if token["id"] not in known:
+                    target.index.insert_token(token)
+        return len(records)
+
     def gc(self) -> list[str]:
         """Remove orphan blobs and stray temp files; returns what was removed."""
         removed = []

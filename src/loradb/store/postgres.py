@@ -177,31 +177,36 @@ class PgIndex:
                       owner=row[13], privacy=row[14])
 
     def insert(self, record: Record) -> None:
-        import psycopg
+        self.insert_many([record])
 
+    def insert_many(self, records: list[Record]) -> None:
+        """Insert records (and their spaces if new) in one transaction: all or none."""
+        import psycopg
         from psycopg.types.json import Jsonb
 
-        dim = int(record.z.shape[0])
         try:
             with self.conn.transaction():
-                self.conn.execute(
-                    "INSERT INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
-                if dim <= HNSW_MAX_DIM:
-                    self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
-                                      f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
-                self.conn.execute(_BUMP)
-                self.conn.execute(
-                    "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
-                    "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
-                     _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
-                     Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
-                     Jsonb(record.privacy) if record.privacy else None))
+                for record in records:
+                    dim = int(record.z.shape[0])
+                    self.conn.execute(
+                        "INSERT INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (%s, %s, %s, %s, %s) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
+                    if dim <= HNSW_MAX_DIM:
+                        self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
+                                          f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
+                    self.conn.execute(_BUMP)
+                    self.conn.execute(
+                        "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
+                        "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
+                         _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
+                         Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
+                         Jsonb(record.privacy) if record.privacy else None))
         except psycopg.errors.UniqueViolation as e:
-            raise StoreError(f"cannot add record {record.name!r}: {str(e).splitlines()[0]}") from None
+            raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: "
+                             f"{str(e).splitlines()[0]}") from None
 
     def get(self, ref: str) -> Record:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = %s OR name = %s", (ref, ref)).fetchall()
