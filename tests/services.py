@@ -105,7 +105,8 @@ class SeaweedS3:
         ports = {f"{part}.{kind}": free_port() for part in ("master", "volume", "filer") for kind in ("port", "port.grpc")}
         ports["s3.port.grpc"] = free_port()  # set every gRPC port: the default (port + 10000) may not exist
         args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
-                f"-s3.port={self.port}", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                f"-s3.port={self.port}", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-volume.max=0", "-master.volumeSizeLimitMB=64",
                 *(f"-{k}={v}" for k, v in ports.items())]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=root)

@@ -217,3 +217,36 @@ def test_copy_from_embedded_to_postgres_and_s3(servers, adapters, tmp_path, monk
     before = state(url)
     code, _, err = run("copy", embedded, url)  # again: every name is taken, nothing written
     assert code == 2 and "already holds records" in err and state(url) == before
+
+
+def test_postgres_hnsw_search_matches_exact(servers, monkeypatch):
+    """Past the exact-search size, PostgreSQL answers through the nearest-first query that its HNSW
+    index serves at scale (the planner may sort a table this small instead), re-ranked exactly."""
+    import secrets
+
+    import numpy as np
+
+    from loradb.represent import Space
+    from loradb.store import postgres
+    from loradb.store.postgres import PgIndex
+    from loradb.store.protocol import Record
+
+    pg, _ = servers
+    url = pg.create_database("t" + uuid.uuid4().hex[:12])
+    PgIndex.create(url, "s3://unused/x")
+    index = PgIndex(url)
+    rng = np.random.default_rng(2)
+    space, other = (Space(secrets.token_hex(32), secrets.token_hex(32), 1, "mean", 16, 24) for _ in range(2))
+    vectors = rng.normal(size=(600, 24)).astype(np.float32)
+    rows = [Record(id=f"{i:04d}", name=f"r{i}", base_name="b", base_fingerprint=(space if i % 3 else other).base_fingerprint,
+                   space=(space if i % 3 else other).to_dict(), z=z, n_samples=1, rank=1, target_modules=[],
+                   adapter_config={}, blob_sha256="0" * 64) for i, z in enumerate(vectors)]
+    index.insert_many(rows)
+    monkeypatch.setattr(postgres, "EXACT_BELOW", 100)  # 400 records in `space`: the HNSW path
+    mine = [(r.id, r.z) for r in rows if r.space_id == space.id]
+    for q in rng.normal(size=(20, 24)).astype(np.float32):
+        d = np.array([((z.astype(np.float64) - q) ** 2).sum() for _, z in mine])
+        want = [mine[i][0] for i in np.lexsort(([m[0] for m in mine], d))[:10]]
+        got = index.nearest(space.id, q, 10)
+        assert [h.record_id for h in got] == want  # filtered to the space, exact order
+    index.close()
