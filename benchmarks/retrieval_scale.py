@@ -46,16 +46,24 @@ def records(vectors: np.ndarray, space: Space, start: int, blobs: list[str]):
                      blob_sha256=blobs[i % len(blobs)], created=f"2026-01-01T00:00:{i:012d}")
 
 
-def exact_top(vectors: np.ndarray, ids: list[str], q: np.ndarray, k: int) -> list[str]:
-    """Exact top-k by squared L2 in float64 (ties by id), in chunks to bound memory."""
-    best_d, best_i = np.empty(0), np.empty(0, dtype=np.int64)
-    q = q.astype(np.float64)
+def exact_tops(vectors: np.ndarray, ids: list[str], queries: np.ndarray, k: int) -> list[list[str]]:
+    """Exact top-k by squared L2 (ties by id) for every query: a float64 matrix product screens
+    each 100k-row chunk, then every row within the screen's rounding slack of the k-th is
+    re-scored directly as sum((x - q)^2) in float64."""
+    q64 = queries.astype(np.float64)
+    qq = (q64 ** 2).sum(1)
+    pool: list[list[tuple[float, str]]] = [[] for _ in queries]
     for s in range(0, len(vectors), 100_000):
-        d = ((vectors[s:s + 100_000].astype(np.float64) - q) ** 2).sum(1)
-        top = np.argpartition(d, k)[:k + 5] if len(d) > k + 5 else np.arange(len(d))
-        best_d, best_i = np.concatenate([best_d, d[top]]), np.concatenate([best_i, top + s])
-    order = np.lexsort(([ids[i] for i in best_i], best_d))[:k]
-    return [ids[best_i[j]] for j in order]
+        block = vectors[s:s + 100_000].astype(np.float64)
+        xx = (block ** 2).sum(1)
+        screen = xx[None, :] - 2.0 * (q64 @ block.T) + qq[:, None]
+        slack = 8 * (block.shape[1] + 2) * np.finfo(np.float64).eps * (xx.max() + qq)
+        kth = np.partition(screen, k - 1, axis=1)[:, k - 1]
+        for j in range(len(queries)):
+            rows = np.flatnonzero(screen[j] <= kth[j] + 2 * slack[j])
+            exact = ((block[rows] - q64[j]) ** 2).sum(1)
+            pool[j] += [(float(d), ids[s + r]) for d, r in zip(exact, rows)]
+    return [[i for _, i in sorted(found)[:k]] for found in pool]
 
 
 def latency(fn, queries) -> tuple[list[float], list]:
@@ -124,7 +132,7 @@ def postgres(args, root: Path, data) -> None:
     n = min(args.pg_records, len(vectors))
     if n < len(vectors):  # truth must be over what PostgreSQL holds
         print(f"postgres: {n} of the {len(vectors)} records (--pg-records); truth recomputed for them")
-        truth = [exact_top(vectors[:n], ids[:n], q, K) for q in queries]
+        truth = exact_tops(vectors[:n], ids[:n], queries, K)
     server = Postgres(root / "pg")
     try:
         url = server.create_database("scale")
@@ -177,7 +185,7 @@ def main() -> None:
     other_space = Space(secrets.token_hex(32), secrets.token_hex(32), 6, "mean", 256, DIM)
     queries = make_vectors(rng, args.queries, centers)
     t = time.perf_counter()
-    truth = [exact_top(vectors, ids, q, K) for q in queries]
+    truth = exact_tops(vectors, ids, queries, K)
     print(f"exact ground truth for {args.queries} queries in {time.perf_counter() - t:.1f} s")
     data = (vectors, ids, other, space, other_space, queries, truth)
     with tempfile.TemporaryDirectory(prefix="loradb-scale-", dir=str(Path.home())) as tmp:

@@ -77,7 +77,7 @@ MIGRATIONS.append(
     ALTER TABLE records ADD COLUMN seq INTEGER;
     UPDATE records SET seq = rowid;
     UPDATE state SET value = max(value, (SELECT coalesce(max(rowid), 0) FROM records)) WHERE key = 'generation';
-    CREATE INDEX records_space_seq ON records(space_id, seq);
+    CREATE INDEX records_space_seq ON records(space_id, seq, id);  -- covers seq -> id lookups
     """
 )
 # bumped inside every transaction that adds or deletes records: caches of the vectors
@@ -315,20 +315,25 @@ class SqliteIndex:
             keys, vectors = self._seq_vectors(space_id, after=meta["max_seq"])
             index, meta = ann.absorb(graph_file, index, meta, keys, vectors)
             recent_count = 0
-        seqs = ann.candidates(index, q, max(8 * k, 100)).tolist()
-        rows = []
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i:i + 500]
-            rows += self.conn.execute(f"SELECT id, z FROM records WHERE space_id = ? AND seq IN ({','.join('?' * len(chunk))})",
-                                      (space_id, *chunk)).fetchall()
+        # re-rank the graph's candidates with its own copy of their vectors (the same float32
+        # values as the rows), then look up ids only for the front-runners: few random reads
+        seqs = ann.candidates(index, q, k)
+        dist = ((ann.vectors(index, seqs).astype(np.float64) - q) ** 2).sum(axis=1)
+        ranked = sorted(zip(dist.tolist(), seqs.tolist()))
+        scored: list[tuple[float, str]] = []
+        for start in range(0, len(ranked), 2 * k):
+            window = ranked[start:start + 2 * k]
+            ids = dict(self.conn.execute(
+                f"SELECT seq, id FROM records WHERE space_id = ? AND seq IN ({','.join('?' * len(window))})",
+                (space_id, *[seq for _, seq in window])).fetchall())
+            scored += [(d, ids[seq]) for d, seq in window if seq in ids]  # a missing seq was deleted
+            if len(scored) >= k and (start + 2 * k >= len(ranked) or ranked[start + 2 * k][0] > sorted(scored)[k - 1][0]):
+                break
         if recent_count:
-            rows += self.conn.execute("SELECT id, z FROM records WHERE space_id = ? AND seq > ?",
-                                      (space_id, meta["max_seq"])).fetchall()
-        rows = sorted(set(rows))
-        Z = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1).astype(np.float64)
-        dist = ((Z - q) ** 2).sum(axis=1)
-        order = np.lexsort((np.arange(len(rows)), dist))[:k]
-        return [SearchHit(rows[i][0], float(dist[i])) for i in order]
+            for rid, z in self.conn.execute("SELECT id, z FROM records WHERE space_id = ? AND seq > ?",
+                                            (space_id, meta["max_seq"])).fetchall():
+                scored.append((float(((np.frombuffer(z, dtype="<f4").astype(np.float64) - q) ** 2).sum()), rid))
+        return [SearchHit(rid, d) for d, rid in sorted(scored)[:k]]
 
     def _seq_vectors(self, space_id: str, *, after: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.conn.execute("SELECT seq, z FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
