@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import NotFound, StoreError
 from .protocol import Record, SearchHit
+from .sqlshared import SharedStatements
 
 MIGRATIONS: list[str] = [
     """
@@ -67,7 +68,6 @@ EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
 WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
             "adapter_config, meta, blob_sha256, created, owner, privacy")
-_TOKEN_COLUMNS = "id, name, scope, secret_sha256, created, revoked"
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
 
 
@@ -96,8 +96,10 @@ def _safe(url: str) -> str:
     return (head.split(":", 2)[0] + ":" + head.split(":", 2)[1] + ":***@" + tail) if at and head.count(":") >= 2 else url
 
 
-class PgIndex:
+class PgIndex(SharedStatements):
     """Records, spaces and tokens in a PostgreSQL database."""
+
+    PARAM = "%s"
 
     def __init__(self, url: str):
         self.url = url
@@ -226,9 +228,6 @@ class PgIndex:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id LIMIT %s OFFSET %s", (limit, offset))
         return [self._row(r) for r in rows.fetchall()]
 
-    def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
-
     def all_for_base(self, base_fingerprint: str, limit: int) -> list[Record]:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE base_fingerprint = %s LIMIT %s", (base_fingerprint, limit))
         return [self._row(r) for r in rows.fetchall()]
@@ -238,9 +237,6 @@ class PgIndex:
             self.conn.execute(_BUMP)
             self.conn.execute("DELETE FROM records WHERE id = %s", (record_id,))
             self.conn.execute("DELETE FROM spaces s WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.space_id = s.id)")
-
-    def name_taken(self, name: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM records WHERE name = %s", (name,)).fetchone() is not None
 
     def spaces(self, with_counts: bool = True) -> list[dict]:
         sizes = self.space_sizes() if with_counts else {}
@@ -254,34 +250,8 @@ class PgIndex:
             self._sizes = (generation, dict(self.conn.execute("SELECT space_id, count(*) FROM records GROUP BY space_id").fetchall()))
         return self._sizes[1]
 
-    def blob_refs(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records").fetchall()}
-
-    def generation(self) -> int:
-        return self.conn.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0]
-
     def integrity_problems(self) -> list[str]:
         return []  # foreign keys and transactions hold the rows together; blobs are checked by LoraDB.check
-
-    # ---- access tokens ------------------------------------------------------------------
-
-    def insert_token(self, token: dict) -> None:
-        self.conn.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",
-                          tuple(token[c] for c in _TOKEN_COLUMNS.split(", ")))
-
-    def tokens(self) -> list[dict]:
-        keys = _TOKEN_COLUMNS.split(", ")
-        return [dict(zip(keys, row)) for row in self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created, id")]
-
-    def token_by_secret(self, secret_sha256: str) -> dict | None:
-        row = self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = %s AND revoked IS NULL",
-                                (secret_sha256,)).fetchone()
-        return dict(zip(_TOKEN_COLUMNS.split(", "), row)) if row else None
-
-    def revoke_tokens(self, ids: list[str], when: str) -> None:
-        with self.conn.transaction():
-            for i in ids:
-                self.conn.execute("UPDATE tokens SET revoked = %s WHERE id = %s AND revoked IS NULL", (when, i))
 
     def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]:
         """The k records of a space closest to z (squared L2 or 1 - cos), exactly re-ranked."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import NotFound, StoreError
 from .protocol import Record, SearchHit
+from .sqlshared import SharedStatements
 
 MIGRATIONS: list[str] = [
     # 1: records, the representation spaces they live in
@@ -89,7 +90,6 @@ _VECTOR_CACHE: dict[tuple[str, str], tuple] = {}  # (database file, space id) ->
 _CACHE_LOCK = threading.Lock()
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z, n_samples, rank, target_modules, "
             "adapter_config, meta, blob_sha256, created, owner, privacy")
-_TOKEN_COLUMNS = "id, name, scope, secret_sha256, created, revoked"
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -110,7 +110,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
-class SqliteIndex:
+class SqliteIndex(SharedStatements):
     """Records and spaces in `root/index.sqlite`; writers lock `root/LORADB`."""
 
     FILE = "index.sqlite"
@@ -202,9 +202,6 @@ class SqliteIndex:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id LIMIT ? OFFSET ?", (limit, offset))
         return [self._row(r) for r in rows]
 
-    def count(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-
     def all_for_base(self, base_fingerprint: str, limit: int) -> list[Record]:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE base_fingerprint = ? LIMIT ?",
                                  (base_fingerprint, limit))
@@ -222,21 +219,12 @@ class SqliteIndex:
             c.execute("ROLLBACK")
             raise
 
-    def name_taken(self, name: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM records WHERE name = ?", (name,)).fetchone() is not None
-
     def spaces(self, with_counts: bool = True) -> list[dict]:
         """Every space with its recipe, base name and (unless not wanted: it costs a scan) record count."""
         sizes = self.space_sizes() if with_counts else {}
         rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
         return [{**json.loads(recipe), "base_name": base, "records": sizes.get(sid, 0) if with_counts else None}
                 for sid, recipe, base in rows]
-
-    def blob_refs(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records")}
-
-    def generation(self) -> int:
-        return self.conn.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0]
 
     def _vectors(self, space_id: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids sorted, Z float64, row norms) of a space, from the process-wide cache if current."""
@@ -346,20 +334,3 @@ class SqliteIndex:
         result = self.conn.execute("PRAGMA integrity_check").fetchall()
         return [] if result == [("ok",)] else [f"sqlite: {r[0]}" for r in result]
 
-    # ---- access tokens (the shared service) ----------------------------------------------
-
-    def insert_token(self, token: dict) -> None:
-        self.conn.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                          tuple(token[c] for c in _TOKEN_COLUMNS.split(", ")))
-
-    def tokens(self) -> list[dict]:
-        keys = _TOKEN_COLUMNS.split(", ")
-        return [dict(zip(keys, row)) for row in self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created, id")]
-
-    def token_by_secret(self, secret_sha256: str) -> dict | None:
-        row = self.conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = ? AND revoked IS NULL",
-                                (secret_sha256,)).fetchone()
-        return dict(zip(_TOKEN_COLUMNS.split(", "), row)) if row else None
-
-    def revoke_tokens(self, ids: list[str], when: str) -> None:
-        self.conn.executemany("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", [(when, i) for i in ids])
