@@ -197,18 +197,11 @@ class RemoteDB:
         """Retrieve on the server, download the retrieved adapters (sha256-verified), and learn
         their few-shot weights on this machine's base model; the shots never leave it."""
         from .adapter import read_adapter
-        from .base import load_base
-        from .errors import BaseModelMismatch
 
         result = self.search(progress=progress, **search_args)
         first = self.get(result.hits[0].record.id).doc
-        base = search_args.get("base")
-        if base is None and not Path(first["base"]).is_dir():
-            raise LoradbError("few-shot composition over a server runs the base model here: pass --base DIR")
-        base_model = load_base(base if base is not None else first["base"])
-        if base_model.fingerprint != first["base_fingerprint"]:
-            raise BaseModelMismatch(f"the retrieved adapters are for base fingerprint {first['base_fingerprint'][:12]}, "
-                                    f"not {base_model.short}")
+        base_model = _local_base(search_args.get("base"), first.get("base"), first.get("base_fingerprint"),
+                                 "few-shot composition over a server runs the base model here", "the retrieved adapters are")
         with tempfile.TemporaryDirectory(prefix="loradb-fewshot-") as tmp:
             adapters = [read_adapter(self.export(h.record.id, Path(tmp) / str(i))) for i, h in enumerate(result.hits)]
         learn_hit_weights(result, adapters, learn_method, few_shot, base_model)
@@ -220,21 +213,29 @@ class RemoteDB:
                 "l1": l1, "metric": metric, "space": target.space.id}
 
 
+def _local_base(given, stored: str | None, fingerprint: str | None, need: str, subject: str):
+    """This machine's copy of the base model: --base, else the stored path if it exists here;
+    refused unless its fingerprint is the one the server's records name."""
+    from .base import load_base
+    from .errors import BaseModelMismatch
+
+    if given is None and not (stored and Path(stored).is_dir()):
+        raise LoradbError(f"{need}: pass --base DIR")
+    base_model = load_base(given if given is not None else stored)
+    if base_model.fingerprint != fingerprint:
+        raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")
+    return base_model
+
+
 def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base) -> None:
     """Write the local copy of the base model with a received composed adapter merged in."""
     import torch
 
     from .adapter import read_adapter
-    from .base import load_base
-    from .errors import BaseModelMismatch
     from .export import write_merged_model
 
-    if base is None and not Path(provenance.get("base", "")).is_dir():
-        raise LoradbError("--merged over a server needs your copy of the base model: pass --base DIR")
-    base_model = load_base(base if base is not None else provenance["base"])
-    if base_model.fingerprint != provenance.get("base_fingerprint"):
-        raise BaseModelMismatch(f"the composed adapter is for base fingerprint {str(provenance.get('base_fingerprint'))[:12]}, "
-                                f"not {base_model.short}")
+    base_model = _local_base(base, provenance.get("base"), provenance.get("base_fingerprint"),
+                             "--merged over a server needs your copy of the base model", "the composed adapter is")
     adapter = read_adapter(adapter_dir)
     composed = {name: (torch.from_numpy(m.A), torch.from_numpy(m.B) * m.scale) for name, m in adapter.modules.items()}
     write_merged_model(out, composed, fan_in_fan_out=adapter.fan_in_fan_out, base=base_model, provenance=provenance)
