@@ -163,7 +163,7 @@ def adaptation_benchmark() -> None:
 
     from loradb.benchdata import vader_domains
     from loradb.db import LoraDB
-    from loradb.demo import packaged_minilm
+    from loradb.models import packaged_minilm
     from loradb.evaluate.domains import load_domains
     from loradb.represent import Encoder, save_representation
     from loradb.train import TrainConfig, train_lora

@@ -23,7 +23,10 @@ def write_tokenizer(path: Path) -> None:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?")
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    # transformers 5 takes the vocabulary as `vocab` (its old `vocab_file` is silently ignored,
+    # which left a five-token vocabulary that read every word as [UNK])
+    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+    assert tok.convert_tokens_to_ids("pasta") != tok.unk_token_id
     tok.save_pretrained(path)
 
 
@@ -43,15 +46,17 @@ def make_bert(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> P
     return path
 
 
-def make_llama(path: Path, seed: int = 0) -> Path:
-    """A LlamaForCausalLM with hidden size 32 (the decoder case), with a tokenizer."""
+def make_llama(path: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A LlamaForCausalLM with hidden size 32 (the decoder case), with a tokenizer.
+
+    A larger initializer_range gives logits wide enough for a LoRA to change what it writes."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     write_tokenizer(path)
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size(path), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
-                      tie_word_embeddings=False)
+                      tie_word_embeddings=False, initializer_range=initializer_range)
     LlamaForCausalLM(cfg).eval().save_pretrained(path)
     return path
 

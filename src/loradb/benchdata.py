@@ -16,19 +16,18 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from .base import cache_dir
 from .errors import LoradbError
-from .store.blobs import sha256_file
+from .pypi import PinnedFile
 
 VADER_REQUIREMENT = "vadersentiment==3.3.2"
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+VADER = PinnedFile(VADER_REQUIREMENT, VADER_SDIST, VADER_SHA256, sdist=True)
 INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 VADER_FILES = {
     "tweets": "hutto_ICWSM_2014/tweets_GroundTruth.txt",
@@ -49,32 +48,12 @@ FORMAT_VERSION = "vader-v1"  # bump when the conversion changes, so caches are r
 
 def verify_archive(path: Path) -> Path:
     """Refuse a missing or altered sdist with what to do about it."""
-    if not path.is_file():
-        raise LoradbError(f"benchmark archive {path} is missing; delete it from the cache and run again to re-download")
-    digest = sha256_file(path)
-    if digest != VADER_SHA256:
-        raise LoradbError(f"benchmark archive {path} has sha256 {digest[:16]}…, expected {VADER_SHA256[:16]}…; "
-                          "it is corrupt or not the published file: delete it and run again")
-    return path
+    return VADER.verify(path)
 
 
 def fetch_vader(cache: Path | None = None) -> Path:
     """The verified vadersentiment sdist, downloaded with pip into the cache on first use."""
-    target = (cache or cache_dir()) / "downloads" / VADER_SDIST
-    if target.exists():
-        return verify_archive(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-               "--quiet", VADER_REQUIREMENT, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / VADER_SDIST
-        if proc.returncode != 0 or not got.is_file():
-            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise LoradbError(f"could not download {VADER_REQUIREMENT} with pip ({detail}); the benchmark data comes from PyPI")
-        verify_archive(got)
-        os.replace(got, target)
-    return target
+    return VADER.fetch(cache)
 
 
 def read_ratings(sdist: Path) -> dict[str, list[tuple[str, float]]]:

@@ -298,25 +298,60 @@ def cmd_gc(args) -> int:
     return 0
 
 
-def _train_config(args):
-    from .train import TrainConfig
+def _train_config(args, task: str = "classification"):
+    """The task's default training settings with the flags the user gave on top."""
+    from dataclasses import replace
 
-    return TrainConfig(r=args.r, alpha=args.alpha, targets=tuple(t for t in args.targets.split(",") if t),
-                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                       max_examples=args.max_examples, seed=args.seed).validate()
+    from .train import GENERATION_TRAIN, TrainConfig
+
+    given = {k: getattr(args, k) for k in ("r", "alpha", "epochs", "lr", "batch_size", "max_length", "max_examples", "seed")
+             if getattr(args, k) is not None}
+    if args.targets is not None:
+        given["targets"] = tuple(t for t in args.targets.split(",") if t)
+    return replace(GENERATION_TRAIN if task == "generation" else TrainConfig(), **given).validate()
 
 
 def cmd_train(args) -> int:
-    from .classify import default_prompts
-    from .data import read_labeled
-    from .evaluate.domains import read_prompts
-    from .train import train_lora
+    from .base import load_base
+    from .generate import is_causal_lm
 
-    texts, labels = read_labeled(args.data)
-    prompts = read_prompts(Path(args.labels), sorted(set(labels))) if args.labels else default_prompts(sorted(set(labels)))
-    result = train_lora(args.base, texts, labels, prompts, args.out, _train_config(args))
+    causal = is_causal_lm(load_base(args.base).config)
+    if args.task == "generation" and not causal:
+        raise LoradbError(f"--task generation needs a causal language model; {args.base} is not one")
+    if args.task == "classification" and causal:
+        raise LoradbError(f"{args.base} is a causal language model; train it with --task generation (fields input, target)")
+    if args.task == "generation":
+        from .data import read_pairs
+        from .train import DEFAULT_INSTRUCTION, train_causal_lora
+
+        if args.labels:
+            raise LoradbError("--labels is for classification; generation takes --instruction")
+        inputs, targets = read_pairs(args.data)
+        result = train_causal_lora(args.base, inputs, targets, args.out, _train_config(args, "generation"),
+                                   instruction=args.instruction or DEFAULT_INSTRUCTION)
+    else:
+        from .classify import default_prompts
+        from .data import read_labeled
+        from .evaluate.domains import read_prompts
+        from .train import train_lora
+
+        if args.instruction:
+            raise LoradbError("--instruction is for --task generation")
+        texts, labels = read_labeled(args.data)
+        prompts = read_prompts(Path(args.labels), sorted(set(labels))) if args.labels else default_prompts(sorted(set(labels)))
+        result = train_lora(args.base, texts, labels, prompts, args.out, _train_config(args))
     print(f"wrote {result.out} ({result.examples} examples, {result.seconds:.1f} s, loss per epoch "
           + ", ".join(f"{x:.3f}" for x in result.losses) + ")")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .generate import run_generate
+
+    n = run_generate(args.base, args.data, args.out, adapter=args.adapter, instruction=args.instruction,
+                     field=args.field, max_input_tokens=args.max_input_tokens, max_new_tokens=args.max_new_tokens,
+                     batch_size=args.batch_size)
+    print(f"wrote {args.out} ({n} generations)")
     return 0
 
 
@@ -325,8 +360,9 @@ def cmd_eval(args) -> int:
     from .evaluate.report import summary_lines
 
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
-    config = EvalConfig(k=args.k, methods=methods, train=_train_config(args), tune=not args.no_tune,
-                        layer=args.layer, pooling=args.pooling, shots=_parse_shots(args.shots))
+    config = EvalConfig(k=args.k, methods=methods, task=args.task, train=_train_config(args, args.task),
+                        tune=False if args.no_tune else None, layer=args.layer, pooling=args.pooling,
+                        shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens)
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -365,7 +401,7 @@ def _add_target(p, *, required_data: bool) -> None:
     p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
     p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
     p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
-    p.add_argument("--base", help="base model directory (default: the database's only base model)")
+    p.add_argument("--base", type=_base, help=f"base model directory or {BASE_NAMES} (default: the database's only base model)")
     p.add_argument("--space", help="representation space id (default: the only one in use)")
     _add_dp(p)
 
@@ -381,6 +417,16 @@ def _add_recipe(p, *, defaults: bool) -> None:
     p.add_argument("--layer", type=int, default=-1 if defaults else None, help="hidden-state index (0 = embeddings, -1 = last)")
     p.add_argument("--pooling", default="mean" if defaults else None, choices=("mean", "cls", "last"), help="token pooling (default mean)")
     p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
+
+
+BASE_NAMES = "a packaged model: minilm | smollm2"
+
+
+def _base(value: str) -> str:
+    """--base: a directory, or the name of a packaged model (made ready on first use)."""
+    from .models import resolve_base
+
+    return resolve_base(value)
 
 
 def _command(sub, name: str, fn, help: str, *, db: bool = True, url: bool = True, json_flag: bool = False):
@@ -409,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repr", help="z as a .npy vector")
     p.add_argument("--name", help="unique record name (default: the directory name)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
-    p.add_argument("--base", help="base model directory (default: the adapter's base_model_name_or_path)")
+    p.add_argument("--base", type=_base, help=f"base model directory or {BASE_NAMES} (default: the adapter's base_model_name_or_path)")
     _add_recipe(p, defaults=False)
     _add_dp(p)
 
@@ -424,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "represent", cmd_represent, "compute z for a dataset under a base model", db=False)
     p.add_argument("data")
-    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--base", required=True, type=_base, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
     _add_recipe(p, defaults=True)
     p.add_argument("--batch-size", type=int, default=32)
@@ -457,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "serve", cmd_serve, "serve the database over HTTP (contribute, search, compose, download)", url=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed at start)")
-    p.add_argument("--base", action="append", default=[], metavar="DIR",
+    p.add_argument("--base", action="append", default=[], metavar="DIR", type=_base,
                    help="accept only adapters for this base model, checked layer by layer (repeatable; default any)")
     p.add_argument("--max-upload-mb", type=float, default=256, help="largest request body in MiB (default 256)")
     p.add_argument("--max-dim", type=int, default=16384, help="largest representation dimension (default 16384)")
@@ -473,23 +519,43 @@ def build_parser() -> argparse.ArgumentParser:
     _command(token_sub, "list", cmd_token_list, "list tokens (never their secrets)", url=False, json_flag=True)
     _command(token_sub, "revoke", cmd_token_revoke, "revoke tokens by id or name", url=False).add_argument("ref", help="token id or name")
 
-    p = _command(sub, "train", cmd_train, "train a LoRA on a labeled dataset (label-prompt classification)", db=False)
-    p.add_argument("--base", required=True, help="base model directory")
-    p.add_argument("--data", required=True, help="labeled .jsonl (fields text, label)")
+    p = _command(sub, "train", cmd_train, "train a LoRA: label-prompt classification, or (input -> target) generation "
+                 "on a causal LM", db=False)
+    p.add_argument("--base", required=True, type=_base, help=f"base model directory or {BASE_NAMES}")
+    p.add_argument("--data", required=True, help="training .jsonl (fields text, label; with --task generation input, target)")
     p.add_argument("--out", required=True, help="output adapter directory (new or empty)")
+    p.add_argument("--task", choices=("classification", "generation"), default="classification", help="default classification")
     p.add_argument("--labels", help="labels.json mapping each label to its prompt (default: 'This text is LABEL.')")
+    p.add_argument("--instruction", help="generation: the instruction put before every input (default: "
+                   "'Write a short summary of this text.')")
     _add_training(p)
 
+    p = _command(sub, "generate", cmd_generate, "greedy generation with a causal LM, with or without an adapter", db=False)
+    p.add_argument("--base", required=True, type=_base, help=f"base causal LM directory or {BASE_NAMES}")
+    p.add_argument("--data", required=True, help="inputs: .jsonl/.csv/.parquet (field --field) or .txt (one a line)")
+    p.add_argument("--out", required=True, help="output .jsonl (fields input, output), in input order")
+    p.add_argument("--adapter", help="a PEFT LoRA adapter directory, e.g. one `loradb compose` wrote (default: none)")
+    p.add_argument("--instruction", help="default: the adapter's training instruction, else 'Write a short summary of this text.'")
+    p.add_argument("--field", default="input", help="the input field of .jsonl/.csv/.parquet (default input)")
+    p.add_argument("--max-input-tokens", type=int, default=128, help="input tokens kept (default 128, as training)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="longest output (default 32 tokens)")
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default 8)")
+
     p = _command(sub, "eval", cmd_eval, "leave-one-domain-out benchmark with a report", db=False)
-    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--base", required=True, type=_base, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("--domains", required=True, help="folder with one folder per domain (train.jsonl, test.jsonl)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
     p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
-    p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out tuning")
+    p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out "
+                   "tuning (generation never tunes: it would cost thousands of generations per fold)")
     p.add_argument("--shots", help="few-shot rows at these examples per label, e.g. 1,4,16,32 (learned, lorahub, scratch)")
     p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
     p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
+    p.add_argument("--task", choices=("classification", "generation"), default="classification",
+                   help="classification (accuracy; domains with text, label) or generation (ROUGE-L on a causal LM; "
+                   "domains with input, target and an optional task.json instruction); default classification")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generation: longest output (default 32 tokens)")
     _add_training(p)
 
     p = _command(sub, "demo", cmd_demo, "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False)
@@ -498,18 +564,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_training(p) -> None:
-    from .train import TrainConfig
+    """Training flags; unset ones take the task's defaults (classification / generation)."""
+    from .train import GENERATION_TRAIN, TrainConfig
 
-    d = TrainConfig()
-    p.add_argument("--r", type=int, default=d.r, help=f"LoRA rank (default {d.r})")
-    p.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha (default {d.alpha:g})")
-    p.add_argument("--targets", default=",".join(d.targets), help=f"target modules (default {','.join(d.targets)})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr:g}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--max-length", type=int, default=d.max_length, help=f"tokens per example (default {d.max_length})")
+    c, g = TrainConfig(), GENERATION_TRAIN
+
+    def both(name, show=lambda v: v):
+        a, b = getattr(c, name), getattr(g, name)
+        return f"default {show(a)}" if a == b else f"default {show(a)}; generation {show(b)}"
+
+    p.add_argument("--r", type=int, help=f"LoRA rank ({both('r')})")
+    p.add_argument("--alpha", type=float, help=f"LoRA alpha ({both('alpha', lambda v: f'{v:g}')})")
+    p.add_argument("--targets", help=f"target modules ({both('targets', ','.join)})")
+    p.add_argument("--epochs", type=int, help=both("epochs"))
+    p.add_argument("--lr", type=float, help=both("lr", lambda v: f"{v:g}"))
+    p.add_argument("--batch-size", type=int, help=both("batch_size"))
+    p.add_argument("--max-length", type=int, help=f"tokens per example, for generation of the input ({both('max_length')})")
     p.add_argument("--max-examples", type=int, help="train on a seeded sample of at most this many examples")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--seed", type=int, help=both("seed"))
 
 
 def main(argv: list[str] | None = None) -> int:

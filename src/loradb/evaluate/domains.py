@@ -1,6 +1,9 @@
-"""Reading a domains directory: one folder per domain with train.jsonl and test.jsonl
-(fields "text" and "label"), and optionally labels.json mapping each label to the prompt
-the classifier compares texts with."""
+"""Reading a domains directory: one folder per domain with train.jsonl and test.jsonl.
+
+Classification: fields "text" and "label", and optionally labels.json mapping each label
+to the prompt the classifier compares texts with. Generation: fields "input" and
+"target", and optionally task.json with the instruction put in front of every input.
+A Domain keeps inputs in *_texts and labels or target texts in *_labels either way."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..classify import default_prompts
-from ..data import read_labeled
+from ..data import read_labeled, read_pairs
 from ..errors import DataError
 
 MIN_DOMAINS = 3
@@ -25,6 +28,45 @@ class Domain:
     test_labels: list[str]
 
 
+def _domain_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < MIN_DOMAINS:
+        raise DataError(f"{root}: holds {len(folders)} domain folders; leave-one-domain-out needs at least {MIN_DOMAINS}")
+    for folder in folders:
+        for split in ("train.jsonl", "test.jsonl"):
+            if not (folder / split).is_file():
+                raise DataError(f"{folder}: {split} is missing; each domain folder needs train.jsonl and test.jsonl")
+    return folders
+
+
+def load_generation_domains(root: str | Path, default_instruction: str) -> tuple[list[Domain], str]:
+    """Every domain's (input, target) pairs, sorted by name, and the task's instruction
+    (task.json's "instruction", else `default_instruction`).
+
+    Raises:
+        DataError: fewer than 3 domains, a missing file, a malformed line or task.json.
+    """
+    root = Path(root)
+    domains = []
+    for folder in _domain_folders(root):
+        train_inputs, train_targets = read_pairs(folder / "train.jsonl")
+        test_inputs, test_targets = read_pairs(folder / "test.jsonl")
+        domains.append(Domain(folder.name, folder / "train.jsonl", train_inputs, train_targets, test_inputs, test_targets))
+    path = root / "task.json"
+    if not path.is_file():
+        return domains, default_instruction
+    try:
+        task = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot be read as JSON ({e})") from None
+    instruction = task.get("instruction") if isinstance(task, dict) else None
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise DataError(f"{path}: needs a non-empty \"instruction\" string")
+    return domains, instruction
+
+
 def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
     """Validate and read every domain; returns the domains (sorted by name) and the label prompts.
 
@@ -33,16 +75,8 @@ def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
             differ between domains, or a labels.json that does not cover them.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(folders) < MIN_DOMAINS:
-        raise DataError(f"{root}: holds {len(folders)} domain folders; leave-one-domain-out needs at least {MIN_DOMAINS}")
     domains = []
-    for folder in folders:
-        for split in ("train.jsonl", "test.jsonl"):
-            if not (folder / split).is_file():
-                raise DataError(f"{folder}: {split} is missing; each domain folder needs train.jsonl and test.jsonl")
+    for folder in _domain_folders(root):
         train_texts, train_labels = read_labeled(folder / "train.jsonl")
         test_texts, test_labels = read_labeled(folder / "test.jsonl")
         domains.append(Domain(folder.name, folder / "train.jsonl", train_texts, train_labels, test_texts, test_labels))

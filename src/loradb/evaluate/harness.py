@@ -8,8 +8,11 @@ an adapter, which is evaluated on the held-out test set next to the pre-trained 
 
 Hyper-parameters (lambda_1, lambda_2 as multiples of their automatic values) are chosen
 per fold on reference data only: leave-one-out over the fold's reference domains, each
-in turn the target (z from its training texts, accuracy on a sample of its labeled
-training set) for the remaining ones. The held-out domain's labels are never used.
+in turn the target (z from its training texts, the task's metric on a sample of its
+labeled training set) for the remaining ones. The held-out domain's labels are never used.
+
+The task (tasks.py) is classification (accuracy) or generation with a causal LM
+(ROUGE-L); everything else, the protocol, the rows and the report, is the same.
 """
 
 from __future__ import annotations
@@ -19,33 +22,38 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..adapter import read_adapter
 from ..base import cache_dir, load_base
-from ..compose import compose_exact, dense_delta, factors_of
+from ..compose import compose_exact, factors_of
 from ..db import LoraDB
-from ..learn import find_module
 from ..errors import LoradbError
-from ..represent import Encoder, load_model, save_representation
-from ..train import TRAINING_INFO, TrainConfig, train_lora
+from ..generate import is_causal_lm
+from ..represent import Encoder, save_representation
+from ..train import DEFAULT_INSTRUCTION, GENERATION_TRAIN, TRAINING_INFO, TrainConfig, train_lora
 from ..weights import auto_l1, auto_temperature, compute_weights, squared_distances
-from .domains import Domain, load_domains
-from .metrics import scores
+from .domains import Domain, load_domains, load_generation_domains
+from .tasks import ClassificationTask, GenerationTask
 
 ROWS = ("pretrained", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
 COMPOSED = ("nearest", "uniform", "similarity", "linear", "sparse")
+TASKS = ("classification", "generation")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     k: int = 5
     methods: tuple[str, ...] = COMPOSED
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tune: bool = True  # choose lambda_1 / lambda_2 by leave-one-out over the reference domains
+    task: str = "classification"  # or "generation" (a causal LM, ROUGE-L)
+    train: TrainConfig | None = None  # None: the task's defaults (TrainConfig() or GENERATION_TRAIN)
+    # choose lambda_1 / lambda_2 by leave-one-out over the reference domains; None: for
+    # classification only (for generation it costs thousands of generations per fold)
+    tune: bool | None = None
+    max_new_tokens: int = 32  # generation: the longest target written
     tune_examples: int = 160  # labeled reference examples scored per tuning candidate
     temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
     l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
@@ -62,47 +70,18 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class AdaptedModel:
-    """The base model held in memory; set_delta applies theta0 + delta exactly (evaluation only)."""
-
-    def __init__(self, base_path: Path, prompts: dict[str, str], config: TrainConfig):
-        from ..classify import PromptClassifier
-
-        self.model, self.tokenizer = load_model(base_path)
-        self.model.eval()
-        self.model.requires_grad_(False)
-        self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
-                                           max_length=config.max_length)
-        self.original: dict = {}
-
-    def set_delta(self, composed: dict | None) -> None:
-        """Restore theta0, then add B @ A of each composed module (None: the pre-trained model)."""
-        import torch
-
-        with torch.no_grad():
-            for module, w0 in self.original.items():
-                module.weight.copy_(w0)
-            for name, (A, B) in (composed or {}).items():
-                module = find_module(self.model, name)
-                if module not in self.original:
-                    self.original[module] = module.weight.detach().clone()
-                module.weight.add_(dense_delta(A, B))
-
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
-
-
-def train_cached(base_path: Path, domain: Domain, prompts: dict[str, str], config: TrainConfig, *, cache: Path,
+def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, cache: Path,
                  progress: bool) -> tuple[Path, float, bool]:
-    """The domain's LoRA, trained once per (base, data, prompts, config): (dir, train seconds, reused)."""
-    key = hashlib.sha256(json.dumps({
-        "base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
-        "prompts": prompts, "config": {**asdict(config), "targets": list(config.targets)},
-    }, sort_keys=True).encode()).hexdigest()[:24]
+    """The domain's LoRA, trained once per (base, data, task, config): (dir, train seconds, reused)."""
+    spec = {"base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
+            **task.spec, "config": {**asdict(config), "targets": list(config.targets)}}
+    if task.name != "classification":  # classification keys stay as they were, so earlier caches still hit
+        spec["task"] = task.name
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     out = cache / "adapters" / key
     if (out / TRAINING_INFO).is_file():
         return out, json.loads((out / TRAINING_INFO).read_text())["seconds"], True
-    result = train_lora(base_path, domain.train_texts, domain.train_labels, prompts, out, config, progress=progress)
+    result = task.train(base_path, domain, out, config, progress=progress)
     return out, result.seconds, False
 
 
@@ -111,9 +90,9 @@ def _sample(domain: Domain, n: int, seed: int) -> tuple[list[str], list[str]]:
     return [domain.train_texts[i] for i in idx], [domain.train_labels[i] for i in idx]
 
 
-def _tune(refs: list[Domain], z_train: dict, adapters: dict, model: AdaptedModel, config: EvalConfig) -> dict:
+def _tune(refs: list[Domain], z_train: dict, adapters: dict, model, task, config: EvalConfig) -> dict:
     """Leave-one-out over the reference domains: the multipliers of lambda_1 and lambda_2
-    with the best mean accuracy on the references' own labeled training samples."""
+    with the best mean metric on the references' own labeled training samples."""
     grids = {"similarity": ("temperature", config.temperature_grid), "sparse": ("l1", config.l1_grid)}
     chosen = {}
     for method, (param, grid) in grids.items():
@@ -133,7 +112,7 @@ def _tune(refs: list[Domain], z_train: dict, adapters: dict, model: AdaptedModel
                 w = compute_weights(method, z_train[r.name], Z, **{param: value}).weights
                 model.set_delta(compose_exact([factors_of(adapters[c.name]) for c in cands], w))
                 texts, labels = _sample(r, config.tune_examples, config.seed)
-                accs.append(scores(labels, model.predict(texts))["accuracy"])
+                accs.append(task.score(labels, model.predict(texts))[task.metrics[0]])
             mean_acc[mult] = float(np.mean(accs))
         best = max(grid, key=lambda m: mean_acc[m])  # max keeps the first of equal scores: the default
         chosen[param] = {"multiplier": best, "scores": {str(m): a for m, a in mean_acc.items()}}
@@ -163,8 +142,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     if config.k < 1:
         raise LoradbError(f"-k must be at least 1, got {config.k}")
     started = time.perf_counter()
-    base_path = load_base(base_path).path
-    domains, prompts = load_domains(domains_dir)
+    base = load_base(base_path)
+    base_path = base.path
+    task, domains, config = _task_for(base, domains_dir, config)
+    metric = task.metrics[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or cache_dir()
@@ -174,7 +155,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     timing: dict = {"train_seconds": {}, "train_reused": {}, "represent_target_seconds": {}, "adapt_seconds": {}}
     adapter_dirs = {}
     for d in domains:
-        adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, prompts, config.train, cache=cache, progress=progress)
+        adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, task, config.train, cache=cache, progress=progress)
         timing["train_seconds"][d.name], timing["train_reused"][d.name] = seconds, reused
         log(f"LoRA for {d.name}: " + (f"reused from the cache (trained earlier in {seconds:.0f} s)" if reused
                                       else f"trained on {len(d.train_texts)} labeled examples in {seconds:.0f} s"))
@@ -193,19 +174,24 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         z_test_paths[d.name] = save_representation(rep, work / "targets" / f"{d.name}.npy")
         save_representation(replace(rep, z=z_train[d.name], n_samples=len(d.train_texts)), work / "references" / f"{d.name}.npy")
 
-    model = AdaptedModel(base_path, prompts, config.train)
+    model = task.model(base_path, config.train)
     log("transfer matrix: every single LoRA on every domain's test set, and the pre-trained model")
     transfer = np.zeros((len(domains), len(domains)))
-    pretrained = {}
+    pretrained, own = {}, {}
     for j, target in enumerate(domains):
+        log(f"  on {target.name}: the pre-trained model and {len(domains)} single LoRAs")
         model.set_delta(None)
-        pretrained[target.name] = scores(target.test_labels, model.predict(target.test_texts))
+        pretrained[target.name] = _evaluate(task, model, target, progress)
         for i, source in enumerate(domains):
             model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
-            transfer[i, j] = scores(target.test_labels, model.predict(target.test_texts))["accuracy"]
+            got = _evaluate(task, model, target, progress)
+            transfer[i, j] = got[metric]
+            if i == j:
+                own[target.name] = got  # the SFT row: the domain's own LoRA on its own test set
     distance = np.array([[float(squared_distances(z_test[t], z_train[s][None])[0]) for t in names] for s in names])
 
-    results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "prompts": prompts,
+    results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "task": task.name,
+                     "metrics": list(task.metrics), **task.spec,
                      "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
                      "domains": {}, "hyperparameters": {}}
     for j, held in enumerate(domains):
@@ -219,11 +205,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         db = LoraDB.init(db_dir)
         for r in refs:
             db.add(adapter_dirs[r.name], repr=work / "references" / f"{r.name}.npy", name=r.name, base=base_path, progress=False)
-        tuned = _tune(refs, z_train, adapters, model, config) if config.tune else {}
+        tuned = _tune(refs, z_train, adapters, model, task, config) if config.tune else {}
         results["hyperparameters"][held.name] = tuned
         row = {"pretrained": dict(pretrained[held.name]),
-               "sft": {**scores(held.test_labels, _predict_with(model, adapters[held.name], held)),
-                       "train_seconds": timing["train_seconds"][held.name]}}
+               "sft": {**own[held.name], "train_seconds": timing["train_seconds"][held.name]}}
         timing["adapt_seconds"][held.name] = {}
         # the squared distances of the k adapters search will retrieve: what the automatic lambdas scale with
         d2 = np.sort(squared_distances(z_test[held.name], np.stack([z_train[r.name] for r in refs])))[: config.k]
@@ -239,20 +224,21 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
             seconds = time.perf_counter() - t0 + timing["represent_target_seconds"][held.name]
             timing["adapt_seconds"][held.name][method] = seconds
             model.set_delta(composed)
-            row[method] = {**scores(held.test_labels, model.predict(held.test_texts)),
+            row[method] = {**_evaluate(task, model, held, progress),
                            "weights": {h.record.name: h.weight for h in result.hits},
                            "distances": {h.record.name: h.distance for h in result.hits},
                            "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
         if config.shots:
             results.setdefault("few_shot", {})[held.name] = _few_shot(
-                held, row, db, model, base_path, prompts, config, work / f"fold-{held.name}", log)
+                held, row, db, model, base_path, task.prompts, config, work / f"fold-{held.name}", log)
         db.close()
         results["domains"][held.name] = row
-        log("  " + "  ".join(f"{m} {row[m]['accuracy']:.3f}" for m in ROWS if m in row))
+        log("  " + "  ".join(f"{m} {row[m][metric]:.3f}" for m in ROWS if m in row))
 
-    results["transfer"] = {"sources": names, "targets": names, "accuracy": transfer.tolist(), "distance": distance.tolist()}
-    results["gain_recovered"] = _gain_recovered(results["domains"], config.methods)
-    results["average"] = _averages(results["domains"], results["gain_recovered"], config.methods)
+    results["transfer"] = {"sources": names, "targets": names, "metric": metric, "scores": transfer.tolist(),
+                           "distance": distance.tolist()}
+    results["gain_recovered"] = _gain_recovered(results["domains"], config.methods, metric)
+    results["average"] = _averages(results["domains"], results["gain_recovered"], config.methods, task.metrics)
     timing["total_seconds"] = time.perf_counter() - started
     results["timing"] = timing
     write_report(results, out)
@@ -271,7 +257,7 @@ def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str
     return texts, labels
 
 
-def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path, prompts: dict, config: EvalConfig,
+def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict, config: EvalConfig,
               work: Path, log) -> dict:
     """Rows learned / lorahub / scratch for each shot count, on the held-out test set.
 
@@ -295,7 +281,7 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
             composed = compose_exact(factors, list(learned.weights))
             seconds = time.perf_counter() - t0
             model.set_delta(composed)
-            entry[method] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
+            entry[method] = {**_accuracy(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
                              "weights": dict(zip(names, map(float, learned.weights)))}
             model.set_delta(None)
         scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
@@ -308,35 +294,70 @@ def _few_shot(held: Domain, row: dict, db, model: AdaptedModel, base_path: Path,
         train_lora(base_path, texts, labels, prompts, scratch_dir, scratch_cfg, progress=False)
         seconds = time.perf_counter() - t0
         model.set_delta(compose_exact([factors_of(read_adapter(scratch_dir))], [1.0]))
-        entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
+        entry["scratch"] = {**_accuracy(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
         model.set_delta(None)
         out[str(n)] = entry
         log(f"  {n} shots per label: " + "  ".join(f"{m} {e['accuracy']:.3f}" for m, e in entry.items()))
     return out
 
 
-def _predict_with(model: AdaptedModel, adapter, domain: Domain) -> list[str]:
-    model.set_delta(compose_exact([factors_of(adapter)], [1.0]))
-    return model.predict(domain.test_texts)
+def _evaluate(task, model, domain: Domain, progress: bool) -> dict:
+    """The task's scores on the domain's test set; generation keeps what was written too."""
+    predictions = model.predict(domain.test_texts, progress=progress)
+    return {**task.score(domain.test_labels, predictions), **({"outputs": predictions} if task.name == "generation" else {})}
 
 
-def _gain_recovered(rows: dict, methods) -> dict:
-    """(method - pretrained) / (sft - pretrained) accuracy, per held-out domain (None if SFT gained nothing)."""
+def _accuracy(truth: list[str], predictions: list[str]) -> dict:
+    from .metrics import scores
+
+    return scores(truth, predictions)
+
+
+def _task_for(base, domains_dir, config: EvalConfig):
+    """The task, its domains, and the config with the task's defaults filled in; a task
+    that does not suit the base model is refused before any work."""
+    if config.task not in TASKS:
+        raise LoradbError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
+    causal = is_causal_lm(base.config)
+    if config.task == "generation":
+        if not causal:
+            raise LoradbError(f"--task generation needs a causal language model; {base.path} is not one "
+                              f"(architectures {base.config.get('architectures')})")
+        if config.shots:
+            raise LoradbError("--shots (few-shot rows) is for classification only")
+        if config.max_new_tokens < 1:
+            raise LoradbError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
+        domains, instruction = load_generation_domains(domains_dir, DEFAULT_INSTRUCTION)
+        task = GenerationTask(instruction, max_new_tokens=config.max_new_tokens)
+        train = config.train or GENERATION_TRAIN
+    else:
+        if causal:
+            raise LoradbError(f"{base.path} is a causal language model; evaluate it with --task generation")
+        domains, prompts = load_domains(domains_dir)
+        task = ClassificationTask(prompts)
+        train = config.train or TrainConfig()
+    tune = config.tune if config.tune is not None else task.name == "classification"
+    return task, domains, replace(config, train=train.validate(), tune=tune)
+
+
+def _gain_recovered(rows: dict, methods, metric: str) -> dict:
+    """(method - pretrained) / (sft - pretrained) of the metric, per held-out domain (None if SFT gained nothing)."""
     out = {}
     for name, row in rows.items():
-        gain = row["sft"]["accuracy"] - row["pretrained"]["accuracy"]
-        out[name] = {m: ((row[m]["accuracy"] - row["pretrained"]["accuracy"]) / gain if gain > 0 else None) for m in methods}
+        gain = row["sft"][metric] - row["pretrained"][metric]
+        out[name] = {m: ((row[m][metric] - row["pretrained"][metric]) / gain if gain > 0 else None) for m in methods}
     return out
 
 
-def _averages(rows: dict, gains: dict, methods) -> dict:
+def _averages(rows: dict, gains: dict, methods, metrics) -> dict:
     avg = {}
+    metric = metrics[0]
     for m in ("pretrained", *methods, "sft"):
-        avg[m] = {k: float(np.mean([row[m][k] for row in rows.values()])) for k in ("accuracy", "macro_f1")}
+        avg[m] = {k: float(np.mean([row[m][k] for row in rows.values()])) for k in metrics}
         if m in methods:
             vals = [g[m] for g in gains.values() if g[m] is not None]
             avg[m]["gain_recovered"] = float(np.mean(vals)) if vals else None
-    pre, sft = avg["pretrained"]["accuracy"], avg["sft"]["accuracy"]
+    pre, sft = avg["pretrained"][metric], avg["sft"][metric]
     for m in methods:  # the paper's summary: fraction of the average SFT gain
-        avg[m]["gain_recovered_of_average"] = (avg[m]["accuracy"] - pre) / (sft - pre) if sft > pre else None
+        avg[m]["gain_recovered_of_average"] = (avg[m][metric] - pre) / (sft - pre) if sft > pre else None
     return avg

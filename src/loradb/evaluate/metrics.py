@@ -34,3 +34,28 @@ def macro_f1(y_true: Sequence, y_pred: Sequence) -> float:
 
 def scores(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred)}
+
+
+ROUGE_METRICS = ("rougeL", "rouge1", "rouge2")
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE F-measures (rougeL first) of predictions against one reference each.
+
+    Google's rouge-score package (the implementation behind most published ROUGE numbers),
+    with its Porter stemmer on, as the paper's evaluation. An empty prediction scores 0.
+    """
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        from ..errors import LoradbError
+
+        raise LoradbError("ROUGE needs rouge-score: `pip install 'loradb[causal]'`") from None
+    if len(targets) != len(predictions) or not targets:
+        raise ValueError(f"need equal, non-empty lists, got {len(targets)} targets and {len(predictions)} predictions")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_METRICS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_METRICS, 0.0)
+    for target, prediction in zip(targets, predictions):
+        for name, score in scorer.score(target, prediction).items():
+            totals[name] += score.fmeasure
+    return {name: total / len(targets) for name, total in totals.items()}

@@ -12,6 +12,14 @@ LABELS = {"pretrained": "Pre-trained (zero-shot)", "nearest": "Nearest", "unifor
           "linear": "Linear", "sparse": "Sparse", "sft": "SFT (oracle)"}
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}
+
+
+def _metrics(results: dict) -> list[str]:
+    """The task's metrics, the first the one every summary uses (older reports: classification)."""
+    return results.get("metrics") or ["accuracy", "macro_f1"]
+
+
 def _fmt(x, digits=3):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -19,11 +27,12 @@ def _fmt(x, digits=3):
 def _table(results: dict) -> list[str]:
     names = list(results["domains"])
     methods = [m for m in LABELS if m in next(iter(results["domains"].values()))]
+    shown = _metrics(results)[:2]
     lines = ["| method | " + " | ".join(names) + " | average |", "|---|" + "---|" * (len(names) + 1)]
     for m in methods:
-        cells = [f"{results['domains'][n][m]['accuracy']:.3f} / {results['domains'][n][m]['macro_f1']:.3f}" for n in names]
-        avg = results["average"][m]
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {avg['accuracy']:.3f} / {avg['macro_f1']:.3f} |")
+        cells = [" / ".join(f"{results['domains'][n][m][k]:.3f}" for k in shown) for n in names]
+        avg = " / ".join(f"{results['average'][m][k]:.3f}" for k in shown)
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {avg} |")
     return lines
 
 
@@ -70,9 +79,10 @@ def plot_transfer(results: dict, path: Path) -> None:
 
     tr = results["transfer"]
     names = tr["sources"]
+    metric = METRIC_NAMES.get(tr.get("metric", "accuracy"), tr.get("metric"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, key, title, cmap in ((axes[0], "distance", "squared distance: target z (test) to source z (train)", "viridis_r"),
-                                 (axes[1], "accuracy", "accuracy of the single source LoRA on the target", "magma")):
+                                 (axes[1], "scores", f"{metric} of the single source LoRA on the target", "magma")):
         m = np.array(tr[key])
         im = ax.imshow(m, cmap=cmap)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
@@ -186,21 +196,24 @@ def write_report(results: dict, out: Path) -> None:
     if results.get("few_shot"):
         plot_few_shot(results, out / "few_shot.png")
     hp = results.get("hyperparameters", {})
-    hp_lines = [f"- {held}: " + ", ".join(f"{p} x{v['multiplier']:g} (LOO accuracy by multiplier: "
+    metric = METRIC_NAMES[_metrics(results)[0]]
+    hp_lines = [f"- {held}: " + ", ".join(f"{p} x{v['multiplier']:g} (LOO {metric} by multiplier: "
                                           + ", ".join(f"{k}: {a:.3f}" for k, a in v["scores"].items()) + ")"
                                           for p, v in chosen.items()) for held, chosen in hp.items() if chosen]
     md = [
         "# loradb benchmark: leave-one-domain-out zero-shot adaptation",
         "",
-        f"Base model: `{results['base']}`. Domains: `{results['domains_dir']}`.",
-        "Each cell is accuracy / macro-F1 on the held-out domain's test set. Composed rows use",
+        f"Task: {results.get('task', 'classification')}. Base model: `{results['base']}`. Domains: `{results['domains_dir']}`.",
+        *([f"Instruction: \"{results['instruction']}\""] if results.get("instruction") else []),
+        "Each cell is " + " / ".join(METRIC_NAMES[k] for k in _metrics(results)[:2])
+        + " on the held-out domain's test set. Composed rows use",
         "only the other domains' adapters and the held-out domain's *unlabeled* test texts.",
         "",
         *_table(results),
         "",
         "## Fraction of the SFT gain recovered",
         "",
-        "(method − pre-trained) / (SFT − pre-trained), accuracy; the last column uses the averages.",
+        f"(method − pre-trained) / (SFT − pre-trained), {metric}; the last column uses the averages.",
         "",
         *_gain_table(results),
         "",
@@ -231,10 +244,11 @@ def summary_lines(results: dict) -> list[str]:
     """The results table for a terminal."""
     names = list(results["domains"])
     methods = [m for m in LABELS if m in results["average"]]
-    lines = [f"{'accuracy':<24}" + "".join(f"{n:>10}" for n in names) + f"{'average':>10}{'gain':>8}"]
+    key = _metrics(results)[0]
+    lines = [f"{METRIC_NAMES[key]:<24}" + "".join(f"{n:>10}" for n in names) + f"{'average':>10}{'gain':>8}"]
     for m in methods:
         gain = results["average"][m].get("gain_recovered_of_average")
-        lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m]['accuracy']:>10.3f}" for n in names)
-                     + f"{results['average'][m]['accuracy']:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
+        lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m][key]:>10.3f}" for n in names)
+                     + f"{results['average'][m][key]:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
     lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all)")
     return lines

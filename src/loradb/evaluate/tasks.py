@@ -1,0 +1,103 @@
+"""What the benchmark needs to know about a task: how to train a domain's LoRA, how to run
+the base model with a composed delta on a domain's test inputs, and how to score it.
+
+- classification (encoders, e.g. all-MiniLM-L6-v2): label-prompt classification, scored
+  by accuracy (then macro-F1);
+- generation (causal LMs, e.g. SmolLM2-135M-Instruct): greedy generation of the target
+  text, scored by ROUGE-L F-measure (then ROUGE-1, ROUGE-2).
+
+The model under evaluation holds theta0 in memory; set_delta makes it theta0 + delta
+exactly (the composed B @ A added to each weight), so every row is the same base model
+with another adapter, never a second copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..inmemory import DeltaWeights
+from ..train import TrainConfig, TrainResult, train_causal_lora, train_lora
+from .domains import Domain
+from .metrics import ROUGE_METRICS, rouge, scores
+
+
+class DeltaModel:
+    """A base model in memory whose weights can be set to theta0 + delta and back."""
+
+    model = None
+
+    def set_delta(self, composed: dict | None) -> None:
+        if not hasattr(self, "_weights"):
+            self._weights = DeltaWeights(self.model)
+        self._weights.set(composed)
+
+
+class AdaptedClassifier(DeltaModel):
+    def __init__(self, base_path: Path, prompts: dict[str, str], config: TrainConfig):
+        from ..classify import PromptClassifier
+        from ..represent import load_model
+
+        self.model, self.tokenizer = load_model(base_path)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
+                                           max_length=config.max_length)
+
+    def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
+        return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
+
+
+class AdaptedGenerator(DeltaModel):
+    def __init__(self, base_path: Path, instruction: str, config: TrainConfig, max_new_tokens: int):
+        from ..generate import generator_for
+
+        self.generator = generator_for(base_path, instruction=instruction, max_input_tokens=config.max_length,
+                                       max_new_tokens=max_new_tokens)
+        self.model = self.generator.model
+
+    def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
+        return self.generator.generate(texts, progress=progress)
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    prompts: dict[str, str]
+    name: str = "classification"
+    metrics: tuple[str, ...] = ("accuracy", "macro_f1")
+
+    @property
+    def spec(self) -> dict:
+        """What, besides the data and the training settings, decides the trained adapter."""
+        return {"prompts": self.prompts}
+
+    def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
+        return train_lora(base_path, domain.train_texts, domain.train_labels, self.prompts, out, config, progress=progress)
+
+    def model(self, base_path: Path, config: TrainConfig) -> AdaptedClassifier:
+        return AdaptedClassifier(base_path, self.prompts, config)
+
+    def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
+        return scores(truth, predictions)
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    instruction: str
+    max_new_tokens: int = 32
+    name: str = "generation"
+    metrics: tuple[str, ...] = ROUGE_METRICS
+
+    @property
+    def spec(self) -> dict:
+        return {"instruction": self.instruction}
+
+    def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
+        return train_causal_lora(base_path, domain.train_texts, domain.train_labels, out, config,
+                                 instruction=self.instruction, progress=progress)
+
+    def model(self, base_path: Path, config: TrainConfig) -> AdaptedGenerator:
+        return AdaptedGenerator(base_path, self.instruction, config, self.max_new_tokens)
+
+    def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
+        return rouge(truth, predictions)

@@ -1,0 +1,158 @@
+"""Causal LMs end to end on a tiny random Llama: training on (input -> target) pairs with the
+next-token loss, greedy generation, composition, PEFT's loader agreeing with loradb's
+in-memory path, the generation benchmark and its report, ROUGE, and refusals."""
+
+import json
+import random
+
+import pytest
+
+from loradb.cli import main
+from loradb.errors import DataError
+from loradb.evaluate.harness import ROWS, EvalConfig, run_eval
+from loradb.evaluate.metrics import rouge
+from loradb.train import TrainConfig
+
+# each domain's inputs use its own words; its targets are one fixed phrase of them, so a
+# LoRA trained on a domain has something definite to learn and a metric to show it
+DOMAINS = {"cooking": ("pasta bread soup oven recipe sauce", "pasta soup"),
+           "finance": ("market bank rate shares price fund", "bank rate"),
+           "sports": ("team goal coach match score league", "team goal")}
+TINY = TrainConfig(r=4, alpha=8, targets=("q_proj", "k_proj", "v_proj", "o_proj"), epochs=6, lr=2e-2, batch_size=8,
+                   max_length=8)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """A tiny random Llama whose logits are wide enough (init std 0.5) that training shows in generation."""
+    from models import make_llama
+
+    return make_llama(tmp_path_factory.mktemp("llama_wide"), initializer_range=0.5)
+
+
+def write_pairs(path, words: str, target: str, n: int, seed: int):
+    rng = random.Random(seed)
+    rows = [{"input": " ".join(rng.choice(words.split()) for _ in range(6)), "target": target} for _ in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_generation_domains(root, n_train=24, n_test=6):
+    for i, (name, (words, target)) in enumerate(DOMAINS.items()):
+        write_pairs(root / name / "train.jsonl", words, target, n_train, seed=i)
+        write_pairs(root / name / "test.jsonl", words, target, n_test, seed=100 + i)
+    (root / "task.json").write_text(json.dumps({"instruction": "summary"}))
+    return root
+
+
+def _train_args(config: TrainConfig):
+    return ["--r", str(config.r), "--alpha", str(config.alpha), "--targets", ",".join(config.targets), "--epochs",
+            str(config.epochs), "--lr", str(config.lr), "--batch-size", str(config.batch_size), "--max-length",
+            str(config.max_length)]
+
+
+def test_rouge_values():
+    assert rouge(["the cat sat"], ["the cat sat"])["rougeL"] == pytest.approx(1.0)
+    # LCS of "a b c d" and "a c" is 2: precision 1, recall 0.5, F 2/3
+    assert rouge(["a b c d"], ["a c"])["rougeL"] == pytest.approx(2 / 3)
+    assert rouge(["returns the graph"], [""])["rougeL"] == 0.0
+    # the stemmer makes "returns" and "return" one word
+    assert rouge(["returns the graph"], ["return the graph"])["rouge1"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        rouge(["a"], [])
+
+
+def test_train_then_generate_learns_the_target(llama, tmp_path, capsys):
+    data = write_pairs(tmp_path / "train.jsonl", *DOMAINS["cooking"], n=24, seed=0)
+    adapter = tmp_path / "cooking"
+    assert main(["train", "--task", "generation", "--base", str(llama), "--data", str(data), "--out", str(adapter),
+                 "--instruction", "summary", *_train_args(TINY)]) == 0
+    info = json.loads((adapter / "loradb_training.json").read_text())
+    assert info["task"] == "generation" and info["instruction"] == "summary"
+    assert info["losses"][-1] < 0.5 * info["losses"][0]
+    inputs = write_pairs(tmp_path / "in.jsonl", DOMAINS["cooking"][0], "unused", n=5, seed=7)
+    # with the adapter (its instruction read from its training record) and without
+    assert main(["generate", "--base", str(llama), "--adapter", str(adapter), "--data", str(inputs), "--out",
+                 str(tmp_path / "with.jsonl"), "--max-input-tokens", "8", "--max-new-tokens", "6"]) == 0
+    assert main(["generate", "--base", str(llama), "--data", str(inputs), "--out", str(tmp_path / "without.jsonl"),
+                 "--instruction", "summary", "--max-input-tokens", "8", "--max-new-tokens", "6"]) == 0
+    adapted = [json.loads(line) for line in (tmp_path / "with.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (tmp_path / "without.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["input"] for line in inputs.read_text().splitlines()]
+    assert [r["input"] for r in adapted] == expected  # input order kept through length-sorted batching
+    assert sum(r["output"] == "pasta soup" for r in adapted) >= 4
+    assert not any(r["output"] == "pasta soup" for r in plain)
+
+
+def test_composed_adapter_loads_in_peft_and_generates_the_same(llama, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loradb.db import LoraDB
+    from loradb.generate import generator_for
+    from loradb.inmemory import DeltaWeights
+    from loradb.compose import compose_exact, factors_of
+    from loradb.adapter import read_adapter
+
+    db = LoraDB.init(tmp_path / "db")
+    for name in ("cooking", "finance"):
+        data = write_pairs(tmp_path / f"{name}.jsonl", *DOMAINS[name], n=16, seed=1)
+        assert main(["train", "--task", "generation", "--base", str(llama), "--data", str(data), "--out",
+                     str(tmp_path / name), "--instruction", "summary", *_train_args(TINY)]) == 0
+        db.add(tmp_path / name, data=data, name=name, base=llama, progress=False)
+    out = tmp_path / "composed"
+    db.compose(out, weights={"cooking": 0.7, "finance": 0.3}, base=llama)
+    texts = [json.loads(line)["input"] for line in write_pairs(tmp_path / "t.jsonl", "pasta bank rate soup", "x", 6, 3)
+             .read_text().splitlines()]
+
+    ours = generator_for(llama, instruction="summary", max_input_tokens=8, max_new_tokens=6)
+    DeltaWeights(ours.model).set(compose_exact([factors_of(read_adapter(out))], [1.0]))
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32), str(out)).eval()
+    theirs = generator_for(llama, instruction="summary", max_input_tokens=8, max_new_tokens=6)
+    theirs.model = peft_model
+    assert ours.generate(texts) == theirs.generate(texts)
+    ids = torch.tensor([ours.format.prompt_ids(texts[0])])
+    with torch.no_grad():
+        assert torch.allclose(ours.model(ids).logits, peft_model(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_generation_benchmark_end_to_end(llama, tmp_path):
+    domains = make_generation_domains(tmp_path / "domains")
+    config = EvalConfig(task="generation", train=TINY, max_new_tokens=6, k=2)
+    results = run_eval(llama, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False,
+                       log=lambda m: None)
+    assert results["task"] == "generation" and results["metrics"][0] == "rougeL"
+    assert results["instruction"] == "summary"
+    for name, row in results["domains"].items():
+        assert set(row) == set(ROWS)
+        assert all(0.0 <= row[m]["rougeL"] <= 1.0 for m in ROWS)
+        assert row["sft"]["rougeL"] > row["pretrained"]["rougeL"]  # each domain's own LoRA learned its phrase
+    assert results["hyperparameters"] == {n: {} for n in DOMAINS}  # generation does not tune by default
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Task: generation" in report and "ROUGE-L / ROUGE-1" in report and "| Sparse |" in report
+    for png in ("transfer.png", "weights.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refusals(bert, llama, tmp_path, capsys):
+    pairs = write_pairs(tmp_path / "p.jsonl", "a b c", "a", 4, 0)
+    assert main(["train", "--task", "generation", "--base", str(bert), "--data", str(pairs), "--out", str(tmp_path / "x")]) == 2
+    assert "needs a causal language model" in capsys.readouterr().err
+    assert main(["train", "--base", str(llama), "--data", str(pairs), "--out", str(tmp_path / "x")]) == 2
+    assert "--task generation" in capsys.readouterr().err
+    assert main(["generate", "--base", str(bert), "--data", str(pairs), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "not a causal language model" in capsys.readouterr().err
+    assert main(["train", "--task", "generation", "--base", str(llama), "--data", str(pairs), "--out", str(tmp_path / "y"),
+                 "--targets", "query"]) == 2
+    assert "no such module" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "o.jsonl").exists()
+    domains = make_generation_domains(tmp_path / "d")
+    assert main(["eval", "--task", "generation", "--base", str(bert), "--domains", str(domains), "--out", str(tmp_path / "r")]) == 2
+    assert "needs a causal language model" in capsys.readouterr().err
+    (domains / "sports" / "train.jsonl").write_text('{"input": "a", "target": ""}\n')
+    from loradb.evaluate.domains import load_generation_domains
+
+    with pytest.raises(DataError, match="'target' must be a non-empty string"):
+        load_generation_domains(domains, "x")
