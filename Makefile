@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,models,parquet,eval,server,scale]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,models,parquet,eval,server,scale,causal]'
 	touch $@
 
 demo: $(STAMP)

@@ -158,7 +158,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, task, config.train, cache=cache, progress=progress)
         timing["train_seconds"][d.name], timing["train_reused"][d.name] = seconds, reused
         log(f"LoRA for {d.name}: " + (f"reused from the cache (trained earlier in {seconds:.0f} s)" if reused
-                                      else f"trained on {len(d.train_texts)} labeled examples in {seconds:.0f} s"))
+                                      else f"trained on {len(d.train_texts)} training examples in {seconds:.0f} s"))
     adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
 
     log("representations: training texts of every domain, unlabeled test texts of every target")
