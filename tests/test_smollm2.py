@@ -18,8 +18,9 @@ PROMPTS = ["def degree(G, nbunch, weight):\nThe node degree is the number of edg
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return packaged_smollm2()
+def smollm2(tmp_path_factory):
+    # the cache the autouse fixture points LORADB_CACHE_DIR at, so that `--base smollm2` finds this copy
+    return packaged_smollm2(tmp_path_factory.getbasetemp() / "loradb-cache")
 
 
 def test_conversion_is_the_gguf_model(smollm2):

