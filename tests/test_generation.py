@@ -156,3 +156,19 @@ def test_refusals(bert, llama, tmp_path, capsys):
 
     with pytest.raises(DataError, match="'target' must be a non-empty string"):
         load_generation_domains(domains, "x")
+
+
+def test_a_base_missing_weights_is_refused(llama, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(llama, broken)
+    tensors = load_file(broken / "model.safetensors")
+    del tensors["model.embed_tokens.weight"]  # what a careless conversion of tied embeddings leaves
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    pairs = write_pairs(tmp_path / "p.jsonl", "pasta soup", "x", 3, 0)
+    assert main(["represent", str(pairs), "--base", str(broken), "-o", str(tmp_path / "z.npy")]) == 2
+    assert "no weights for 1 of its tensors (e.g. embed_tokens.weight)" in capsys.readouterr().err
+    assert not (tmp_path / "z.npy").exists()

@@ -139,9 +139,14 @@ def load_model(base_path: str | os.PathLike, *, causal: bool = False):
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
-        model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
+        model, info = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(
+            base_path, local_files_only=True, dtype=torch.float32, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise LoradbError(f"cannot load base model {base_path} with transformers ({e})") from None
+    if info["missing_keys"]:  # transformers would fill them with random values and only log it
+        missing = sorted(info["missing_keys"])
+        raise LoradbError(f"base model {base_path} has no weights for {len(missing)} of its tensors (e.g. {missing[0]}); "
+                          "they would be random: refusing to use it")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
