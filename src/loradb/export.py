@@ -39,6 +39,23 @@ def atomic_output_dir(out: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def replaced_dir(out: Path):
+    """Yield a temp directory that replaces `out` (any earlier one) only if the body finishes:
+    how caches are built, so a crash never leaves half an entry that later looks complete."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
     path = Path(path)

