@@ -127,6 +127,25 @@ def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[
         raise DataError(f"{p}: holds no examples")
 
 
+def _read_columns(path: str | os.PathLike, fields: tuple[str, str], pair) -> tuple[list[str], list[str]]:
+    """Two parallel lists from a .jsonl file whose lines hold `fields`; pair(where, row)
+    checks one row and returns its two values."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    first, second = [], []
+    try:
+        for where, row in _jsonl_rows(p, fields):
+            a, b = pair(where, row)
+            first.append(a)
+            second.append(b)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    if not first:
+        raise DataError(f"{p}: holds no examples")
+    return first, second
+
+
 def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     """A labeled .jsonl dataset (fields "text" and "label") as parallel lists.
 
@@ -136,22 +155,13 @@ def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         DataError: missing file or field, non-string text, a label that is not a
             string/number/bool, or no examples.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    texts, labels = [], []
-    try:
-        for where, row in _jsonl_rows(p, ("text", "label")):
-            label = row["label"]
-            if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-                raise DataError(f"{where}: 'label' must be a string or a number, got {label!r}")
-            texts.append(_check_text(row["text"], where))
-            labels.append(str(label))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e})") from None
-    if not texts:
-        raise DataError(f"{p}: holds no examples")
-    return texts, labels
+    def pair(where: str, row: dict) -> tuple[str, str]:
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+            raise DataError(f"{where}: 'label' must be a string or a number, got {label!r}")
+        return _check_text(row["text"], where), str(label)
+
+    return _read_columns(path, ("text", "label"), pair)
 
 
 def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -160,19 +170,10 @@ def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     Raises:
         DataError: missing file or field, a value that is not a non-empty string, or no examples.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    inputs, targets = [], []
-    try:
-        for where, row in _jsonl_rows(p, ("input", "target")):
-            for field in ("input", "target"):
-                if not isinstance(row[field], str) or not row[field].strip():
-                    raise DataError(f"{where}: {field!r} must be a non-empty string, got {row[field]!r}")
-            inputs.append(row["input"])
-            targets.append(row["target"])
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e})") from None
-    if not inputs:
-        raise DataError(f"{p}: holds no examples")
-    return inputs, targets
+    def pair(where: str, row: dict) -> tuple[str, str]:
+        for field in ("input", "target"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise DataError(f"{where}: {field!r} must be a non-empty string, got {row[field]!r}")
+        return row["input"], row["target"]
+
+    return _read_columns(path, ("input", "target"), pair)

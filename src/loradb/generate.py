@@ -41,6 +41,7 @@ class PromptFormat:
         self.tokenizer = tokenizer
         self.instruction = instruction
         self.max_input_tokens = max_input_tokens
+        self.chat = bool(getattr(tokenizer, "chat_template", None))  # an instruct model's own turn format
         self.end_id = next((t for t in (tokenizer.eos_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
                             if t is not None), None)
         if self.end_id is None:
@@ -50,7 +51,7 @@ class PromptFormat:
     def prompt(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_input_tokens]
         text = self.tokenizer.decode(ids)
-        if getattr(self.tokenizer, "chat_template", None):
+        if self.chat:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": f"{self.instruction}\n\n{text}"}],
                                                       tokenize=False, add_generation_prompt=True)
         return f"{self.instruction}\n\n{text}\n\nAnswer:"
@@ -61,7 +62,8 @@ class PromptFormat:
     def training_ids(self, text: str, target: str, max_target_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[list[int], list[int]]:
         """(input ids, labels): the prompt, then the target and the end token; only the latter are learned."""
         prompt = self.prompt_ids(text)
-        answer = self.tokenizer(" " + target.strip() if not getattr(self.tokenizer, "chat_template", None) else target.strip(),
+        # after "Answer:" the target is a new word; in a chat turn it starts the assistant's text
+        answer = self.tokenizer(target.strip() if self.chat else " " + target.strip(),
                                 add_special_tokens=False)["input_ids"][:max_target_tokens] + [self.end_id]
         return prompt + answer, [-100] * len(prompt) + answer
 

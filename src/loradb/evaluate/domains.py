@@ -35,7 +35,8 @@ def write_splits(root: Path, name: str, train: list[dict], test: list[dict]) -> 
         (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _domain_folders(root: Path) -> list[Path]:
+def _read_domains(root: Path, read) -> list[Domain]:
+    """Every domain folder under root, sorted by name, its splits read by read(path) -> (inputs, labels)."""
     if not root.is_dir():
         raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -45,7 +46,7 @@ def _domain_folders(root: Path) -> list[Path]:
         for split in ("train.jsonl", "test.jsonl"):
             if not (folder / split).is_file():
                 raise DataError(f"{folder}: {split} is missing; each domain folder needs train.jsonl and test.jsonl")
-    return folders
+    return [Domain(f.name, f / "train.jsonl", *read(f / "train.jsonl"), *read(f / "test.jsonl")) for f in folders]
 
 
 def load_generation_domains(root: str | Path, default_instruction: str) -> tuple[list[Domain], str]:
@@ -56,11 +57,7 @@ def load_generation_domains(root: str | Path, default_instruction: str) -> tuple
         DataError: fewer than 3 domains, a missing file, a malformed line or task.json.
     """
     root = Path(root)
-    domains = []
-    for folder in _domain_folders(root):
-        train_inputs, train_targets = read_pairs(folder / "train.jsonl")
-        test_inputs, test_targets = read_pairs(folder / "test.jsonl")
-        domains.append(Domain(folder.name, folder / "train.jsonl", train_inputs, train_targets, test_inputs, test_targets))
+    domains = _read_domains(root, read_pairs)
     path = root / "task.json"
     if not path.is_file():
         return domains, default_instruction
@@ -82,11 +79,7 @@ def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
             differ between domains, or a labels.json that does not cover them.
     """
     root = Path(root)
-    domains = []
-    for folder in _domain_folders(root):
-        train_texts, train_labels = read_labeled(folder / "train.jsonl")
-        test_texts, test_labels = read_labeled(folder / "test.jsonl")
-        domains.append(Domain(folder.name, folder / "train.jsonl", train_texts, train_labels, test_texts, test_labels))
+    domains = _read_domains(root, read_labeled)
     label_sets = {d.name: sorted(set(d.train_labels) | set(d.test_labels)) for d in domains}
     first = domains[0].name
     for name, labels in label_sets.items():

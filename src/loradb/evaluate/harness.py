@@ -37,6 +37,7 @@ from ..represent import Encoder, save_representation
 from ..train import DEFAULT_INSTRUCTION, GENERATION_TRAIN, TRAINING_INFO, TrainConfig, train_lora
 from ..weights import auto_l1, auto_temperature, compute_weights, squared_distances
 from .domains import Domain, load_domains, load_generation_domains
+from .metrics import scores
 from .tasks import ClassificationTask, GenerationTask
 
 ROWS = ("pretrained", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
@@ -281,7 +282,7 @@ def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict
             composed = compose_exact(factors, list(learned.weights))
             seconds = time.perf_counter() - t0
             model.set_delta(composed)
-            entry[method] = {**_accuracy(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
+            entry[method] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
                              "weights": dict(zip(names, map(float, learned.weights)))}
             model.set_delta(None)
         scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
@@ -294,7 +295,7 @@ def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict
         train_lora(base_path, texts, labels, prompts, scratch_dir, scratch_cfg, progress=False)
         seconds = time.perf_counter() - t0
         model.set_delta(compose_exact([factors_of(read_adapter(scratch_dir))], [1.0]))
-        entry["scratch"] = {**_accuracy(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
+        entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
         model.set_delta(None)
         out[str(n)] = entry
         log(f"  {n} shots per label: " + "  ".join(f"{m} {e['accuracy']:.3f}" for m, e in entry.items()))
@@ -305,12 +306,6 @@ def _evaluate(task, model, domain: Domain, progress: bool) -> dict:
     """The task's scores on the domain's test set; generation keeps what was written too."""
     predictions = model.predict(domain.test_texts, progress=progress)
     return {**task.score(domain.test_labels, predictions), **({"outputs": predictions} if task.name == "generation" else {})}
-
-
-def _accuracy(truth: list[str], predictions: list[str]) -> dict:
-    from .metrics import scores
-
-    return scores(truth, predictions)
 
 
 def _task_for(base, domains_dir, config: EvalConfig):

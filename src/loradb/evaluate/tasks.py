@@ -25,11 +25,11 @@ from .metrics import ROUGE_METRICS, rouge, scores
 class DeltaModel:
     """A base model in memory whose weights can be set to theta0 + delta and back."""
 
-    model = None
+    def __init__(self, model):
+        self.model = model
+        self._weights = DeltaWeights(model)
 
     def set_delta(self, composed: dict | None) -> None:
-        if not hasattr(self, "_weights"):
-            self._weights = DeltaWeights(self.model)
         self._weights.set(composed)
 
 
@@ -38,11 +38,11 @@ class AdaptedClassifier(DeltaModel):
         from ..classify import PromptClassifier
         from ..represent import load_model
 
-        self.model, self.tokenizer = load_model(base_path)
-        self.model.eval()
-        self.model.requires_grad_(False)
-        self.classifier = PromptClassifier(self.model, self.tokenizer, prompts, scale=config.scale,
-                                           max_length=config.max_length)
+        model, tokenizer = load_model(base_path)
+        model.eval()
+        model.requires_grad_(False)
+        super().__init__(model)
+        self.classifier = PromptClassifier(model, tokenizer, prompts, scale=config.scale, max_length=config.max_length)
 
     def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
         return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
@@ -54,7 +54,7 @@ class AdaptedGenerator(DeltaModel):
 
         self.generator = generator_for(base_path, instruction=instruction, max_input_tokens=config.max_length,
                                        max_new_tokens=max_new_tokens)
-        self.model = self.generator.model
+        super().__init__(self.generator.model)
 
     def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
         return self.generator.generate(texts, progress=progress)
