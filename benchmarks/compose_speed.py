@@ -161,7 +161,7 @@ def adaptation_benchmark() -> None:
     import tempfile
     from pathlib import Path
 
-    from loradb.benchdata import vader_domains
+    from loradb.evaluate.datasets.vader import vader_domains
     from loradb.db import LoraDB
     from loradb.models import packaged_minilm
     from loradb.evaluate.domains import load_domains
@@ -169,7 +169,8 @@ def adaptation_benchmark() -> None:
     from loradb.train import TrainConfig, train_lora
 
     base = packaged_minilm()
-    domains, prompts = load_domains(vader_domains())
+    domains = load_domains(vader_domains())
+    prompts = domains[0].prompts
     held, refs = domains[0], domains[1:]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

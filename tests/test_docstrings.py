@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from loradb.data import iter_texts
-from loradb.docstrings import examples_from_source, examples_from_wheel, split_examples
+from loradb.evaluate.datasets.docstrings import examples_from_source, examples_from_wheel, split_examples
 from loradb.errors import DataError, LoradbError
 from loradb.pypi import PinnedFile
 

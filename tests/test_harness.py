@@ -74,10 +74,10 @@ def test_domain_validation(tmp_path):
         load_domains(domains)
     domains = make_domains(tmp_path / "e")
     (domains / "finance" / "train.jsonl").write_text('{"text": "a", "label": "neutral"}\n')
-    with pytest.raises(DataError, match="labels differ between domains"):
+    with pytest.raises(DataError, match=r"the data has labels \['neutral'\] too"):
         load_domains(domains)
     domains = make_domains(tmp_path / "f")
-    (domains / "labels.json").write_text(json.dumps({"positive": "good"}))
+    (domains / "labels.json").write_text(json.dumps({"positive": "good", "neutral": "so so"}))
     with pytest.raises(DataError, match="labels.json: gives prompts"):
         load_domains(domains)
     two = tmp_path / "two"
@@ -88,7 +88,7 @@ def test_domain_validation(tmp_path):
 
 
 def test_benchmark_archive_is_verified(tmp_path):
-    from loradb.benchdata import vader_domains
+    from loradb.evaluate.datasets.vader import vader_domains
 
     with pytest.raises(LoradbError, match="is missing"):
         vader_domains(tmp_path / "cache", archive=tmp_path / "nope.tar.gz")
@@ -119,3 +119,65 @@ def test_few_shot_rows(bert, tmp_path):
             assert all(abs(x) <= 1.5 for x in entry["lorahub"]["weights"].values())
     assert (tmp_path / "report" / "few_shot.png").is_file()
     assert "## Few-shot composition" in (tmp_path / "report" / "report.md").read_text()
+
+
+MIXED_WORDS = {"cooking": "pasta bread soup oven recipe sauce", "baking": "flour oven cake dough bread sugar",
+               "finance": "market bank rate shares price fund", "sports": "team goal coach match score league"}
+
+
+FAMILY_PROMPTS = {"food": {"positive": "tasty good food", "negative": "awful bad food"},
+                  "money": {"positive": "profit and gains", "negative": "debt and losses"},
+                  "games": {"win": "the team won the game", "loss": "the team lost the game"}}
+
+
+def make_mixed_domains(root, seed=0):
+    """Four domains of three families, each family with its own prompts; 'sports' has its own labels (win/loss)."""
+    rng = random.Random(seed)
+    families = {"cooking": "food", "baking": "food", "finance": "money", "sports": "games"}
+    for domain, words in MIXED_WORDS.items():
+        words = words.split()
+        labels = ("win", "loss") if domain == "sports" else ("positive", "negative")
+        for split, n in (("train", 24), ("test", 12)):
+            rows = []
+            for i in range(n):
+                mood = "good great love" if i % 2 else "bad terrible hate"
+                rows.append({"text": f"the {rng.choice(words)} {mood} {rng.choice(words)}", "label": labels[i % 2]})
+            (root / domain).mkdir(parents=True, exist_ok=True)
+            (root / domain / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (root / domain / "domain.json").write_text(json.dumps({"family": families[domain]}))
+        if domain != "cooking":  # cooking takes the root labels.json
+            (root / domain / "labels.json").write_text(json.dumps(FAMILY_PROMPTS[families[domain]]))
+    (root / "labels.json").write_text(json.dumps(FAMILY_PROMPTS["food"]))
+    return root
+
+
+def test_folds_mixed_label_sets_baselines_keys_and_k_sweep(bert, tmp_path):
+    from dataclasses import replace
+
+    domains = make_mixed_domains(tmp_path / "domains")
+    config = replace(FAST, folds=("cooking", "sports"), k=2, k_sweep=(1, 3), tune=False)
+    results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
+    assert list(results["domains"]) == ["cooking", "sports"]  # only the asked folds are held out
+    assert results["families"]["baking"] == "food" and results["tasks"]["sports"] == {"prompts": FAMILY_PROMPTS["games"]}
+    for held, row in results["domains"].items():
+        assert set(row) == set(ROWS)
+        assert set(row["merge-all"]["weights"]) == set(MIXED_WORDS) - {held}  # every other adapter, equally
+        assert all(abs(w - 1 / 3) < 1e-12 for w in row["merge-all"]["weights"].values())
+        assert len(row["arrow"]["weights"]) == 2 and len(row["arrow"]["ranking"]) == 3
+        retrieval = results["retrieval"][held]
+        assert retrieval["key"] in retrieval["keys"] and retrieval["key_choice"]  # chosen on the references
+        assert {"raw-l2", "cosine", "centered-cosine", "whitened", "frechet", "task", "task+centered"} <= set(retrieval["keys"])
+        for entry in retrieval["keys"].values():
+            assert 0 <= entry["precision@5"] <= 1 and len(entry["ranking"]) == 3
+        assert set(results["k_sweep"][held]) == {"uniform", "similarity", "sparse"}
+        assert set(results["k_sweep"][held]["sparse"]) == {"1", "3"}
+    # the food family's other member is what a food target should find first under the task keys
+    assert results["retrieval"]["cooking"]["keys"]["task"]["ranking"][0] == "baking"
+    summary = results["retrieval_summary"]
+    assert summary["keys"]["task"]["precision@5"] >= summary["keys"]["raw-l2"]["precision@5"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Retrieval keys" in report and "## Accuracy against k" in report and "| Merge all (uniform) |" in report
+    for png in ("map.png", "k_sweep.png", "transfer.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["eval", "--base", str(bert), "--domains", str(domains), "--out", str(tmp_path / "r2"),
+                 "--folds", "cooking,nope"]) == 2

@@ -9,13 +9,16 @@ from models import make_adapter
 from loradb.store.sqlite import MIGRATIONS
 
 
+DROP_KEY_COLUMNS = "ALTER TABLE records DROP COLUMN z_var; ALTER TABLE records DROP COLUMN task; ALTER TABLE records DROP COLUMN task_z; "
+
+
 def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     db = tmp_path / "db"
     assert run("init", db)[0] == 0
     adapter = make_adapter(bert, tmp_path / "ad", seed=0)
     assert run("add", db, adapter, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"]), "--name", "old")[0] == 0
     conn = sqlite3.connect(db / "index.sqlite")  # turn it back into what schema 1 wrote
-    conn.executescript("DROP INDEX records_space_seq; ALTER TABLE records DROP COLUMN seq; "
+    conn.executescript("DROP INDEX records_space_seq; ALTER TABLE records DROP COLUMN seq; " + DROP_KEY_COLUMNS +
                        "ALTER TABLE records DROP COLUMN owner; ALTER TABLE records DROP COLUMN privacy; "
                        "DROP TABLE tokens; DROP TABLE state; DROP TABLE settings; PRAGMA user_version = 1;")
     conn.close()
@@ -28,4 +31,28 @@ def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
     assert run("token", "create", db, "--name", "admin", "--scope", "admin")[0] == 0  # the new table is there
+    assert json.loads(run("check", db, "--json")[1])["clean"]
+
+
+def test_records_from_before_retrieval_keys_keep_working_with_raw_l2(bert, tmp_path):
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    data = write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"])
+    for i in range(2):
+        assert run("add", db, make_adapter(bert, tmp_path / f"ad{i}", seed=i), "--data", data, "--name", f"old{i}")[0] == 0
+    conn = sqlite3.connect(db / "index.sqlite")  # what schema 4 wrote: no variance, no task
+    conn.executescript(DROP_KEY_COLUMNS + "PRAGMA user_version = 4;")
+    conn.close()
+
+    code, out, err = run("show", db, "old0", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["keys"] == ["raw-l2", "cosine", "centered-cosine"] and shown["task"] is None
+    code, out, err = run("search", db, "--data", data, "-k", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["params"]["key"] == "raw-l2" and len(json.loads(out)["results"]) == 2
+    code, _, err = run("search", db, "--data", data, "--key", "frechet")
+    assert code == 2 and "needs the feature variance" in err and "2 of the 2 records" in err
+    code, _, err = run("search", db, "--data", data, "--key", "task", "--instruction", "classify it")
+    assert code == 2 and "needs a task embedding" in err
     assert json.loads(run("check", db, "--json")[1])["clean"]

@@ -39,9 +39,9 @@ def test_train_writes_a_peft_adapter_with_the_base_fingerprint(bert, labeled, tm
 
 
 def test_train_refuses_bad_input(bert, labeled, tmp_path):
-    (tmp_path / "labels.json").write_text(json.dumps({"pos": "good"}))
+    (tmp_path / "labels.json").write_text(json.dumps({"pos": "good", "meh": "so so"}))
     code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "a", "--labels", tmp_path / "labels.json")
-    assert code == 2 and "gives prompts for ['pos']" in err
+    assert code == 2 and "gives prompts for ['meh', 'pos'] but the data has labels" in err
     (tmp_path / "nolabel.jsonl").write_text('{"text": "x"}\n')
     code, _, err = run("train", "--base", bert, "--data", tmp_path / "nolabel.jsonl", "--out", tmp_path / "a")
     assert code == 2 and "'label'" in err

@@ -59,6 +59,18 @@ def _dp_config(args):
     return DPConfig(args.dp_epsilon, args.dp_delta if args.dp_delta is not None else DEFAULT_DP_DELTA, args.dp_clip).validate()
 
 
+def _task(args):
+    """--prompts labels.json or --instruction TEXT: the task whose embedding the task keys compare."""
+    from .represent import task_spec
+
+    prompts = getattr(args, "prompts", None)
+    if prompts is None:
+        return task_spec(instruction=getattr(args, "instruction", None))
+    from .evaluate.domains import read_prompts
+
+    return task_spec(prompts=read_prompts(Path(prompts)), instruction=getattr(args, "instruction", None))
+
+
 def _print_privacy(privacy) -> None:
     if privacy:
         from .privacy import statement
@@ -83,7 +95,7 @@ def cmd_add(args) -> int:
     recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     with _open(args.db) as db:
         record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),
-                        base=args.base, recipe=recipe or None, dp=_dp_config(args))
+                        base=args.base, recipe=recipe or None, dp=_dp_config(args), task=_task(args))
     if args.json:
         _print_json(record.summary())
     else:
@@ -136,7 +148,7 @@ def cmd_represent(args) -> int:
     from .targets import represent_file
 
     rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
-                         batch_size=args.batch_size, dp=_dp_config(args))
+                         batch_size=args.batch_size, dp=_dp_config(args), task=_task(args))
     save_representation(rep, args.output)
     print(f"wrote {args.output} (dim {rep.z.shape[0]}, {rep.n_samples} examples, space {rep.space.id})")
     _print_privacy(rep.privacy)
@@ -145,13 +157,13 @@ def cmd_represent(args) -> int:
 
 def _search_args(args) -> dict:
     return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
-            "method": args.method, "temperature": args.temperature, "l1": args.l1, "metric": args.metric,
-            "dp": _dp_config(args)}
+            "method": args.method, "temperature": args.temperature, "l1": args.l1, "key": args.key,
+            "task": _task(args), "dp": _dp_config(args)}
 
 
 def _print_result(result, out: str | None = None) -> None:
     print(f"method {result.method}" + (f", residual {result.residual:.6g}" if result.residual is not None else "")
-          + "".join(f", {k} {v:.6g}" for k, v in result.params.items()))
+          + "".join(f", {k} {v:.6g}" if isinstance(v, float) else f", {k} {v}" for k, v in result.params.items()))
     for h in result.hits:
         print(f"  {h.record.id[:12]}  {h.record.name:<24} distance {h.distance:<12.6g} weight {h.weight:+.6f}")
     if getattr(result, "compression", None):
@@ -210,6 +222,36 @@ def _parse_rank(args) -> tuple[int | None, float | None]:
         return int(args.rank), None
     except ValueError:
         raise LoradbError(f"--rank takes a whole number or 'auto', got {args.rank!r}") from None
+
+
+def cmd_key_list(args) -> int:
+    from .keys import KEYS
+
+    _local_only(args.db, "key list")
+    with _open(args.db) as db:
+        spaces = [{"space": sp["id"], "records": sp["records"], "default_key": db.default_key(sp["id"])}
+                  for sp in db.index.spaces()]
+    if args.json:
+        _print_json({"keys": {k.name: k.help for k in KEYS.values()}, "spaces": spaces})
+        return 0
+    for k in KEYS.values():
+        print(f"{k.name:<16} {k.help}")
+    for sp in spaces:
+        print(f"space {sp['space']} ({sp['records']} records): default key {sp['default_key'] or 'raw-l2 (none chosen)'}")
+    return 0
+
+
+def cmd_key_choose(args) -> int:
+    _local_only(args.db, "key choose")
+    with _open(args.db) as db:
+        chosen = db.choose_key(family_meta=args.by, k=args.k, space=args.space)
+    if args.json:
+        _print_json(chosen)
+        return 0
+    for name, p in chosen["precision"].items():
+        print(f"{name:<16} family precision@{args.k} {p:.3f}" + ("   <- chosen" if name == chosen["key"] else ""))
+    print(f"space {chosen['space']}: default retrieval key {chosen['key']} (leave-one-out over {chosen['records']} records)")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -362,23 +404,60 @@ def cmd_eval(args) -> int:
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
     config = EvalConfig(k=args.k, methods=methods, task=args.task, train=_train_config(args, args.task),
                         tune=False if args.no_tune else None, layer=args.layer, pooling=args.pooling,
-                        shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens)
+                        shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens,
+                        folds=tuple(f for f in args.folds.split(",") if f) if args.folds else None, key=args.key,
+                        compare_keys=not args.no_compare_keys, k_sweep=_parse_counts(args.k_sweep, "--k-sweep"),
+                        transfer=args.transfer)
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
 
-def _parse_shots(text: str | None) -> tuple[int, ...]:
+def _parse_counts(text: str | None, flag: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers ('' or None: none)."""
     if not text:
         return ()
     try:
-        shots = tuple(int(x) for x in text.split(",") if x.strip())
+        return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise LoradbError(f"--shots takes comma-separated whole numbers, got {text!r}") from None
+        raise LoradbError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def _parse_shots(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    shots = _parse_counts(text, "--shots")
     if not shots or any(not 1 <= n <= 32 for n in shots):
         raise LoradbError(f"--shots counts must be between 1 and 32 examples per label, got {text!r}")
     return shots
+
+
+def cmd_data(args) -> int:
+    from .evaluate.datasets import COLLECTIONS, describe, write_collection
+
+    if args.list == bool(args.name):
+        raise LoradbError("give --list, or a collection NAME with --out DIR")
+    if args.list:
+        infos = [describe(n) for n in COLLECTIONS]
+        if args.json:
+            _print_json(infos)
+            return 0
+        for i in infos:
+            size = (f"{i['train']} train / {i['test']} test examples" if i["built"] else "examples counted once built")
+            print(f"{i['name']:<11} {i['task']:<15} {i['domains']} domains, {size}\n"
+                  f"{'':<11} {i['summary']}\n{'':<11} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
+        return 0
+    if not args.out:
+        raise LoradbError(f"give --out DIR to write collection {args.name}")
+    out = write_collection(args.name, args.out)
+    info = describe(args.name)
+    if args.json:
+        _print_json({**info, "out": str(out)})
+    else:
+        print(f"wrote {info['domains']} domains ({info['train']} train / {info['test']} test examples) to {out}; "
+              f"{out / 'SOURCE.md'} says where each comes from")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -400,10 +479,24 @@ def _add_target(p, *, required_data: bool) -> None:
                         "learned | lorahub with --shots")
     p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
     p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
-    p.add_argument("--metric", default="l2", choices=("l2", "cosine"), help="ranking distance (default squared l2)")
+    p.add_argument("--key", choices=_key_names(), help="retrieval key (default: the space's chosen key, else raw-l2; "
+                   "`loradb key list` describes them)")
     p.add_argument("--base", type=_base, help=f"base model directory or {BASE_NAMES} (default: the database's only base model)")
     p.add_argument("--space", help="representation space id (default: the only one in use)")
+    _add_task(p, "the target's task, for the task keys")
     _add_dp(p)
+
+
+def _key_names() -> list[str]:
+    from .keys import KEYS
+
+    return list(KEYS)
+
+
+def _add_task(p, what: str) -> None:
+    g = p.add_argument_group(what)
+    g.add_argument("--prompts", metavar="LABELS_JSON", help="labels.json mapping each label to its prompt")
+    g.add_argument("--instruction", help="the task's instruction (generation)")
 
 
 def _add_dp(p) -> None:
@@ -457,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
     p.add_argument("--base", type=_base, help=f"base model directory or {BASE_NAMES} (default: the adapter's base_model_name_or_path)")
     _add_recipe(p, defaults=False)
+    _add_task(p, "the adapter's task, stored as its task key (default: what `loradb train` recorded beside it)")
     _add_dp(p)
 
     _command(sub, "list", cmd_list, "list records", json_flag=True)
@@ -474,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
     _add_recipe(p, defaults=True)
     p.add_argument("--batch-size", type=int, default=32)
+    _add_task(p, "the dataset's task, for the task keys")
     _add_dp(p)
 
     _add_target(_command(sub, "search", cmd_search, "retrieve the nearest adapters and their weights", json_flag=True),
@@ -509,6 +604,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-dim", type=int, default=16384, help="largest representation dimension (default 16384)")
     p.add_argument("--public-read", action="store_true", help="allow reads (list, search, compose, download) without a token")
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
+
+    keys = sub.add_parser("key", help="retrieval keys: list them, or choose a space's default on its records")
+    key_sub = keys.add_subparsers(dest="key_command", required=True, parser_class=_Parser)
+    _command(key_sub, "list", cmd_key_list, "the retrieval keys, and each space's chosen one", url=False, json_flag=True)
+    p = _command(key_sub, "choose", cmd_key_choose, "choose a space's default key by leave-one-out over its records",
+                 url=False, json_flag=True)
+    p.add_argument("--by", default="family", metavar="META", help="metadata key naming each record's family (default family)")
+    p.add_argument("-k", type=int, default=5, help="precision at this many retrieved (default 5)")
+    p.add_argument("--space", help="representation space id (default: the only one in use)")
 
     tokens = sub.add_parser("token", help="access tokens for `loradb serve` (create, list, revoke)")
     token_sub = tokens.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
@@ -556,7 +660,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classification (accuracy; domains with text, label) or generation (ROUGE-L on a causal LM; "
                    "domains with input, target and an optional task.json instruction); default classification")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generation: longest output (default 32 tokens)")
+    p.add_argument("--folds", help="hold out only these domains, comma-separated (default: every domain); "
+                   "every other domain stays a reference")
+    p.add_argument("--key", choices=_key_names(), help="retrieval key for every fold (default: each fold chooses "
+                   "by leave-one-out over its references, by domain.json families)")
+    p.add_argument("--no-compare-keys", action="store_true", help="skip scoring every retrieval key on each fold")
+    p.add_argument("--k-sweep", help="also run uniform, similarity and sparse at these k, e.g. 1,3,5,10")
+    p.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
+                   help="every single adapter on every domain (N^2 evaluations; default: only up to "
+                        "8 domains); needed for the Spearman figure")
     _add_training(p)
+
+    p = _command(sub, "data", cmd_data, "the packaged dataset collections: list them, or write one as a domains folder",
+                 db=False, json_flag=True)
+    p.add_argument("name", nargs="?", help="collection to write (see --list)")
+    p.add_argument("--list", action="store_true", help="list the collections")
+    p.add_argument("--out", help="domains folder to write (new or empty)")
 
     p = _command(sub, "demo", cmd_demo, "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False)
     p.add_argument("--out", default="loradb-demo", help="report directory (default loradb-demo)")

@@ -125,10 +125,10 @@ class RemoteDB:
     # ---- writing -------------------------------------------------------------------
 
     def add(self, adapter_dir, *, data=None, repr=None, name=None, meta=None, base=None, recipe=None, dp=None,
-            progress: bool = True) -> RemoteRecord:
+            task: dict | None = None, progress: bool = True) -> RemoteRecord:
         """Validate the adapter against the local base model, compute z here, upload both."""
         c = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base, recipe=recipe,
-                                 spaces=self.spaces(), dp=dp, progress=progress)
+                                 spaces=self.spaces(), dp=dp, task=task, progress=progress)
         with open(c.weights, "rb") as weights:
             doc = self._request("POST", "/records", files={
                 "adapter_config": ("adapter_config.json", json.dumps(c.adapter.config).encode(), "application/json"),
@@ -145,10 +145,11 @@ class RemoteDB:
     # ---- retrieval and composition ----------------------------------------------------
 
     def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = "similarity",
-               temperature=None, l1=None, metric: str = "l2", dp=None, progress: bool = True) -> SearchResult:
-        """Compute the target's z here and ask the server for the nearest adapters and weights."""
+               temperature=None, l1=None, key: str | None = None, task: dict | None = None, dp=None,
+               progress: bool = True) -> SearchResult:
+        """Compute the target's z (and task key) here and ask the server for the nearest adapters and weights."""
         body = self._query(data=data, repr=repr, base=base, space=space, k=k, method=method, temperature=temperature,
-                           l1=l1, metric=metric, dp=dp, progress=progress)
+                           l1=l1, key=key, task=task, dp=dp, progress=progress)
         return _result_from(self._request("POST", "/search", json=body).json())
 
     def compose(self, out, *, weights: dict | None = None, merged: bool = False, rank=None, max_error=None,
@@ -207,10 +208,11 @@ class RemoteDB:
         learn_hit_weights(result, adapters, learn_method, few_shot, base_model)
         return result
 
-    def _query(self, *, data, repr, base, space, k, method, temperature, l1, metric, dp, progress) -> dict:
-        target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, progress=progress)
+    def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress) -> dict:
+        target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, task=task,
+                                progress=progress)
         return {"representation": representation_doc(target), "k": k, "method": method, "temperature": temperature,
-                "l1": l1, "metric": metric, "space": target.space.id}
+                "l1": l1, "key": key, "space": target.space.id}
 
 
 def _local_base(given, stored: str | None, fingerprint: str | None, need: str, subject: str):

@@ -12,8 +12,8 @@ from .adapter import WEIGHTS_NAME, LoraAdapter, read_adapter
 from .base import BaseModel, check_adapter_fits, load_base
 from .data import iter_texts
 from .errors import BaseModelMismatch, LoradbError
-from .represent import Representation, represent_texts
-from .targets import representation_from_file
+from .represent import Representation, represent_texts, task_spec
+from .targets import representation_from_file, with_task_key
 
 _NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
 
@@ -35,7 +35,7 @@ class Contribution:
 
 def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
                          meta: dict | None = None, base=None, recipe: dict | None = None, spaces: list[dict] = (),
-                         dp=None, progress: bool = True) -> Contribution:
+                         dp=None, task: dict | None = None, progress: bool = True) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
     Args:
@@ -43,6 +43,8 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
         spaces: the target database's spaces in use; when `recipe` is None the base model's
             one space there sets the recipe, so new records land beside the old.
         dp: a privacy.DPConfig to release z from `data` with differential privacy.
+        task: the task the adapter was trained for (represent.task_spec), stored as its task
+            key; default: the label prompts or instruction `loradb train` recorded beside it.
     """
     if (data is None) == (repr is None):
         raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
@@ -51,14 +53,32 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
+    task = task if task is not None else trained_task(adapter_dir)
     if data is not None:
-        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp,
+        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, task=task,
                               **(recipe or _existing_recipe(spaces, base_model)))
     else:
-        rep = representation_from_file(repr, base_model)
+        rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
     name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
     meta = {str(k): str(v) for k, v in (meta or {}).items()}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
+
+def trained_task(adapter_dir) -> dict | None:
+    """The task `loradb train` recorded beside an adapter (its label prompts or instruction), if any."""
+    import json
+
+    from .train import TRAINING_INFO
+
+    path = Path(adapter_dir) / TRAINING_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(info, dict):
+        return None
+    return task_spec(prompts=info.get("prompts"), instruction=info.get("instruction"))
 
 def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
     stated = adapter.base_model_name_or_path

@@ -27,6 +27,7 @@ from .targets import resolve_target
 from .weights import DEFAULT_METHOD, compute_weights, get_method
 
 DEFAULT_K = 5
+DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
 
 
 @dataclass
@@ -156,7 +157,8 @@ class LoraDB:
 
     def add(self, adapter_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             repr: str | os.PathLike | None = None, name: str | None = None, meta: dict | None = None,
-            base: str | os.PathLike | None = None, recipe: dict | None = None, dp=None, progress: bool = True) -> Record:
+            base: str | os.PathLike | None = None, recipe: dict | None = None, dp=None, task: dict | None = None,
+            progress: bool = True) -> Record:
         """Validate an adapter and its data representation, then store both.
 
         Args:
@@ -169,11 +171,13 @@ class LoraDB:
             recipe: layer / pooling / max_length for computing z from data (default: the
                 recipe of this base model's space already in the database, else the defaults).
             dp: a privacy.DPConfig: release z from `data` with differential privacy.
+            task: the adapter's task (represent.task_spec) for the task keys; default: what
+                `loradb train` recorded beside the adapter.
         Returns:
             The stored record.
         """
         contribution = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base,
-                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, progress=progress)
+                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, task=task, progress=progress)
         return self.store(contribution)
 
     def add_uploaded(self, adapter_config: dict, weights: Path, rep: Representation, *, name: str, meta: dict,
@@ -214,7 +218,7 @@ class LoraDB:
             id=uuid.uuid4().hex, name=c.name, base_name=c.rep.base_name, base_fingerprint=fingerprint,
             space=c.rep.space.to_dict(), z=c.rep.z, n_samples=c.rep.n_samples, rank=c.adapter.max_rank,
             target_modules=c.adapter.target_modules, adapter_config=c.adapter.config, blob_sha256="", meta=c.meta,
-            created=_now(), owner=owner, privacy=c.rep.privacy,
+            created=_now(), owner=owner, privacy=c.rep.privacy, var=c.rep.var, task=c.rep.task, task_z=c.rep.task_z,
         )
         with self.write_lock():
             if self.index.name_taken(c.name):
@@ -307,7 +311,8 @@ class LoraDB:
     def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
                base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
                method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
-               metric: str = "l2", target: Representation | None = None, dp=None, progress: bool = True) -> SearchResult:
+               key: str | None = None, task: dict | None = None, target: Representation | None = None, dp=None,
+               progress: bool = True) -> SearchResult:
         """Retrieve the k records nearest to the target data and weigh them.
 
         Args:
@@ -319,23 +324,85 @@ class LoraDB:
             k: how many adapters to retrieve.
             method: weighting method (uniform, nearest, similarity, linear, sparse).
             temperature / l1: lambda_1 / lambda_2 (None: automatic, see weights.py).
-            metric: l2 (squared, default) or cosine, for ranking.
+            key: the retrieval key (keys.KEYS; default: the space's chosen key, else raw-l2);
+                ranking and weights both use its geometry.
+            task: the target's task (represent.task_spec), for the task keys.
         Returns:
             SearchResult: hits (nearest first) with distances and weights, and the residual.
         """
+        from .keys import RAW_L2, get_key
+
         get_method(method)
+        if key is not None:
+            get_key(key)
         if k < 1:
             raise LoradbError(f"-k must be at least 1, got {k}")
         target = resolve_target(self.index.spaces(), data=data, repr=repr, target=target, base=base, space=space, dp=dp,
-                                progress=progress)
-        hits = self.index.nearest(target.space.id, target.z, k, metric)
-        if not hits:
+                                task=task, progress=progress)
+        key = key or self.default_key(target.space.id) or RAW_L2
+        if key == RAW_L2:  # the indexed path: exact or approximate search over raw z
+            hits = self.index.nearest(target.space.id, target.z, k, "l2")
+            if not hits:
+                raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
+            records = [self.index.get(h.record_id) for h in hits]
+            distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
+        else:
+            records, distances, Z, z_trg = self._nearest_by_key(key, target, k)
+        result = compute_weights(method, z_trg, Z, temperature=temperature, l1=l1)
+        return SearchResult(method=method, residual=result.residual, params={**result.params, "key": key},
+                            space=target.space.id, privacy=target.privacy,
+                            hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, result.weights)])
+
+    def _nearest_by_key(self, key: str, target: Representation, k: int):
+        """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
+        exact scan of the space, since the key's map depends on every reference in it."""
+        from .keys import KeyInputs, key_features, missing_for, get_key
+
+        records = self.index.in_space(target.space.id)
+        if not records:
             raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
-        records = [self.index.get(h.record_id) for h in hits]
-        Z = np.stack([r.z for r in records])
-        result = compute_weights(method, target.z, Z, temperature=temperature, l1=l1)
-        return SearchResult(method=method, residual=result.residual, params=result.params, space=target.space.id,
-                            privacy=target.privacy, hits=[Hit(r, h.distance, float(w)) for r, h, w in zip(records, hits, result.weights)])
+        lacking = [(r.name, missing_for(get_key(key), _key_inputs([r]))) for r in records]
+        lacking = [(name, what) for name, what in lacking if what is not None]
+        if lacking:
+            raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
+                              f"here lack (e.g. {lacking[0][0]}); use --key raw-l2, cosine or centered-cosine, "
+                              "or add them again with their task")
+        q, R = key_features(key, KeyInputs.of(target.z, target.var, target.task_z), _key_inputs(records))
+        d2 = ((R - q) ** 2).sum(axis=1)
+        order = np.lexsort((np.array([r.id for r in records]), d2))[:k]
+        return [records[i] for i in order], [float(d2[i]) for i in order], R[order], q
+
+    def default_key(self, space_id: str) -> str | None:
+        """The retrieval key chosen for a space (`loradb key choose`), None if none was."""
+        return self.index.setting(f"{DEFAULT_KEY_SETTING}{space_id}")
+
+    def choose_key(self, *, family_meta: str = "family", k: int = 5, space: str | None = None) -> dict:
+        """Choose a space's default retrieval key on its own records: each record in turn is
+        the target (its stored z, variance and task) and the key whose nearest k share its
+        family (metadata `family_meta`) most often wins (keys.choose_key). Writes the choice.
+
+        Returns:
+            {"space": id, "key": chosen, "precision": {key: mean family precision@k}, "records": n}.
+        """
+        from .keys import choose_key
+
+        spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
+        if len(spaces) != 1:
+            raise LoradbError(f"{len(spaces)} representation spaces match; pass --space (`loradb list` shows them)"
+                              if spaces or space is None else f"no records in representation space {space}")
+        sid = spaces[0]["id"]
+        records = self.index.in_space(sid)
+        unlabeled = [r.name for r in records if family_meta not in r.meta]
+        if unlabeled:
+            raise LoradbError(f"{len(unlabeled)} records have no metadata {family_meta!r} (e.g. {unlabeled[0]}); "
+                              f"add it with --meta {family_meta}=... or name another key with --by")
+        families = [r.meta[family_meta] for r in records]
+        if len(set(families)) < 2:
+            raise LoradbError(f"every record has {family_meta}={families[0]!r}; choosing a key needs at least two families")
+        chosen = choose_key(_key_inputs(records), families, k=k)
+        with self.write_lock():
+            self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
+        return {"space": sid, **chosen, "records": len(records)}
 
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
                 rank: int | None = None, max_error: float | None = None, merge: str = "exact",
@@ -510,6 +577,16 @@ def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record],
             if other[0] != name:
                 raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
                                   f"({other[0]!r} vs {name!r}); they were saved from different model classes")
+
+def _key_inputs(records: list[Record]):
+    """What the retrieval keys read of records: z, and var / task_z when every record has them."""
+    from .keys import KeyInputs
+
+    def stacked(attr):
+        values = [getattr(r, attr) for r in records]
+        return None if any(v is None for v in values) else np.stack(values)
+
+    return KeyInputs.of(np.stack([r.z for r in records]), stacked("var"), stacked("task_z"))
 
 def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     """KEY=VALUE strings -> dict, refusing malformed pairs."""

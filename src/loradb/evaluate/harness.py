@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -28,21 +29,26 @@ from pathlib import Path
 import numpy as np
 
 from ..adapter import read_adapter
+from ..arrow import arrow_scores, arrow_select
 from ..base import cache_dir, load_base
 from ..compose import compose_exact, factors_of
 from ..db import LoraDB
 from ..errors import LoradbError
 from ..generate import is_causal_lm
-from ..represent import Encoder, save_representation
+from ..keys import KEYS, RAW_L2, KeyInputs, family_precision, get_key, key_features
+from ..represent import Encoder, Representation, save_representation, task_spec
 from ..train import DEFAULT_INSTRUCTION, GENERATION_TRAIN, TRAINING_INFO, TrainConfig, train_lora
-from ..weights import auto_l1, auto_temperature, compute_weights, squared_distances
+from ..weights import auto_l1, auto_temperature, compute_weights
 from .domains import Domain, load_domains, load_generation_domains
 from .metrics import scores
 from .tasks import ClassificationTask, GenerationTask
 
-ROWS = ("pretrained", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
+ROWS = ("pretrained", "merge-all", "arrow", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
 COMPOSED = ("nearest", "uniform", "similarity", "linear", "sparse")
+BASELINES = ("merge-all", "arrow")  # retrieval baselines that use no data prototype
 TASKS = ("classification", "generation")
+FULL_TRANSFER_UP_TO = 8  # domains: beyond this the N x N single-adapter matrix is only made when asked
+PRECISION_AT = 5  # family precision@5: how retrieval keys are compared and chosen
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,14 @@ class EvalConfig:
     layer: int = -1  # representation recipe for z (see represent.py)
     pooling: str = "mean"
     seed: int = 0
+    folds: tuple[str, ...] | None = None  # the held-out domains (None: every domain); the rest stay references
+    key: str | None = None  # retrieval key; None: each fold's own choice on its references (LoraDB.choose_key)
+    compare_keys: bool = True  # also score every retrieval key on each fold (precision, and key_method's metric)
+    key_method: str = "similarity"  # the weighting each key is scored with
+    k_sweep: tuple[int, ...] = ()  # also run k_sweep_methods at these k
+    k_sweep_methods: tuple[str, ...] = ("uniform", "similarity", "sparse")
+    transfer: bool | None = None  # every single adapter on every domain; None: up to FULL_TRANSFER_UP_TO domains
+    arrow_texts: int = 64  # unlabeled target inputs the arrow router reads
 
 
 def _log(msg: str) -> None:
@@ -75,7 +89,7 @@ def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, 
                  progress: bool) -> tuple[Path, float, bool]:
     """The domain's LoRA, trained once per (base, data, task, config): (dir, train seconds, reused)."""
     spec = {"base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
-            **task.spec, "config": {**asdict(config), "targets": list(config.targets)}}
+            **task.spec(domain), "config": {**asdict(config), "targets": list(config.targets)}}
     if task.name != "classification":  # classification keys stay as they were, so earlier caches still hit
         spec["task"] = task.name
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -91,9 +105,36 @@ def _sample(domain: Domain, n: int, seed: int) -> tuple[list[str], list[str]]:
     return [domain.train_texts[i] for i in idx], [domain.train_labels[i] for i in idx]
 
 
-def _tune(refs: list[Domain], z_train: dict, adapters: dict, model, task, config: EvalConfig) -> dict:
+def _inputs(reps: list[Representation]) -> KeyInputs:
+    """Key inputs of representations (var / task only when all have them)."""
+    def stacked(attr):
+        values = [getattr(r, attr) for r in reps]
+        return None if any(v is None for v in values) else np.stack(values)
+
+    return KeyInputs.of(np.stack([r.z for r in reps]), stacked("var"), stacked("task_z"))
+
+
+class _Scorer:
+    """The task's metric of composed adapters on labeled samples, each composition scored once:
+    leave-one-out tuning meets the same (target, adapters, weights) in many folds."""
+
+    def __init__(self, task, model, adapters: dict, config: EvalConfig):
+        self.task, self.model, self.adapters, self.config = task, model, adapters, config
+        self.seen: dict = {}
+
+    def __call__(self, target: Domain, names: list[str], weights) -> float:
+        key = (target.name, tuple(names), tuple(np.round(np.asarray(weights, dtype=float), 10)))
+        if key not in self.seen:
+            self.model.set_delta(compose_exact([factors_of(self.adapters[n]) for n in names], list(weights)))
+            texts, labels = _sample(target, self.config.tune_examples, self.config.seed)
+            self.seen[key] = self.task.score(labels, self.model.predict(texts, target))[self.task.metrics[0]]
+        return self.seen[key]
+
+
+def _tune(refs: list[Domain], z_train: dict, scorer: _Scorer, key: str, config: EvalConfig) -> dict:
     """Leave-one-out over the reference domains: the multipliers of lambda_1 and lambda_2
-    with the best mean metric on the references' own labeled training samples."""
+    with the best mean metric on the references' own labeled training samples, under the
+    fold's retrieval key (each reference is the target, the others the database)."""
     grids = {"similarity": ("temperature", config.temperature_grid), "sparse": ("l1", config.l1_grid)}
     chosen = {}
     for method, (param, grid) in grids.items():
@@ -105,15 +146,13 @@ def _tune(refs: list[Domain], z_train: dict, adapters: dict, model, task, config
             accs = []
             for r in refs:
                 others = [c for c in refs if c.name != r.name]
-                near = np.argsort(squared_distances(z_train[r.name], np.stack([z_train[c.name] for c in others])), kind="stable")
-                cands = [others[i] for i in near[: config.k]]
-                Z = np.stack([z_train[c.name] for c in cands])
-                d2 = squared_distances(z_train[r.name], Z)
+                q, R = key_features(key, _inputs([z_train[r.name]]), _inputs([z_train[c.name] for c in others]))
+                d2 = ((R - q) ** 2).sum(axis=1)
+                near = np.lexsort((np.arange(len(others)), d2))[: config.k]
+                d2 = d2[near]
                 value = mult * (auto_temperature(d2) if param == "temperature" else auto_l1(d2))
-                w = compute_weights(method, z_train[r.name], Z, **{param: value}).weights
-                model.set_delta(compose_exact([factors_of(adapters[c.name]) for c in cands], w))
-                texts, labels = _sample(r, config.tune_examples, config.seed)
-                accs.append(task.score(labels, model.predict(texts))[task.metrics[0]])
+                w = compute_weights(method, q, R[near], **{param: value}).weights
+                accs.append(scorer(r, [others[i].name for i in near], w))
             mean_acc[mult] = float(np.mean(accs))
         best = max(grid, key=lambda m: mean_acc[m])  # max keeps the first of equal scores: the default
         chosen[param] = {"multiplier": best, "scores": {str(m): a for m, a in mean_acc.items()}}
@@ -128,7 +167,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         base_path: local transformers model directory.
         domains_dir: one folder per domain with train.jsonl and test.jsonl (>= 3 domains).
         out: report directory (created; an earlier report there is replaced).
-        config: k, methods, training and tuning settings.
+        config: k, methods, folds, keys, training and tuning settings.
         cache: where trained adapters are cached (default: loradb's cache directory).
     Returns:
         The results dictionary written to results.json.
@@ -136,22 +175,25 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     from .report import require_plotting, write_report
 
     require_plotting()
-
-    for m in config.methods:
-        if m not in COMPOSED:
-            raise LoradbError(f"unknown method {m!r} for eval; choose from {', '.join(COMPOSED)}")
-    if config.k < 1:
-        raise LoradbError(f"-k must be at least 1, got {config.k}")
+    _check_config(config)
     started = time.perf_counter()
     base = load_base(base_path)
     base_path = base.path
     task, domains, config = _task_for(base, domains_dir, config)
     metric = task.metrics[0]
+    names = [d.name for d in domains]
+    folds = list(config.folds) if config.folds else names
+    unknown = sorted(set(folds) - set(names))
+    if unknown:
+        raise LoradbError(f"--folds names {', '.join(unknown)}, which {domains_dir} does not hold; its domains: {', '.join(names)}")
+    if len(domains) - 1 < 2:
+        raise LoradbError("each fold needs at least two reference domains")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or cache_dir()
-    names = [d.name for d in domains]
-    log(f"{len(domains)} domains: {', '.join(f'{d.name} ({len(d.train_texts)} train / {len(d.test_texts)} test)' for d in domains)}")
+    by_name = {d.name: d for d in domains}
+    log(f"{len(domains)} domains, {len(folds)} held out in turn: "
+        + ", ".join(f"{d.name} ({len(d.train_texts)} train / {len(d.test_texts)} test)" for d in domains))
 
     timing: dict = {"train_seconds": {}, "train_reused": {}, "represent_target_seconds": {}, "adapt_seconds": {}}
     adapter_dirs = {}
@@ -162,88 +204,281 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                                       else f"trained on {len(d.train_texts)} training examples in {seconds:.0f} s"))
     adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
 
-    log("representations: training texts of every domain, unlabeled test texts of every target")
+    log("representations: training texts of every domain, unlabeled test texts of every target, each task's prompts")
     encoder = Encoder(base_path, layer=config.layer, pooling=config.pooling)
-    z_train, z_test_paths, z_test = {}, {}, {}
+    z_train, z_test, z_test_paths, ref_paths = {}, {}, {}, {}
     work = out / "work"
     for d in domains:
-        z_train[d.name] = encoder.represent(d.train_texts, progress=progress, desc=f"z {d.name} train").z
-        t0 = time.perf_counter()
-        rep = encoder.represent(d.test_texts, progress=progress, desc=f"z {d.name} test")
-        timing["represent_target_seconds"][d.name] = time.perf_counter() - t0
-        z_test[d.name] = rep.z
-        z_test_paths[d.name] = save_representation(rep, work / "targets" / f"{d.name}.npy")
-        save_representation(replace(rep, z=z_train[d.name], n_samples=len(d.train_texts)), work / "references" / f"{d.name}.npy")
+        z_train[d.name] = encoder.represent(d.train_texts, progress=progress, desc=f"z {d.name} train").with_task(encoder, task_spec(**d.task))
+        ref_paths[d.name] = save_representation(z_train[d.name], work / "references" / f"{d.name}.npy")
+        if d.name in folds:
+            t0 = time.perf_counter()
+            rep = encoder.represent(d.test_texts, progress=progress, desc=f"z {d.name} test")
+            z_test[d.name] = rep.with_task(encoder, task_spec(**d.task))
+            timing["represent_target_seconds"][d.name] = time.perf_counter() - t0
+            z_test_paths[d.name] = save_representation(z_test[d.name], work / "targets" / f"{d.name}.npy")
+    del encoder
 
     model = task.model(base_path, config.train)
-    log("transfer matrix: every single LoRA on every domain's test set, and the pre-trained model")
-    transfer = np.zeros((len(domains), len(domains)))
-    pretrained, own = {}, {}
-    for j, target in enumerate(domains):
-        log(f"  on {target.name}: the pre-trained model and {len(domains)} single LoRAs")
-        model.set_delta(None)
-        pretrained[target.name] = _evaluate(task, model, target, progress)
-        for i, source in enumerate(domains):
-            model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
-            got = _evaluate(task, model, target, progress)
-            transfer[i, j] = got[metric]
-            if i == j:
-                own[target.name] = got  # the SFT row: the domain's own LoRA on its own test set
-    distance = np.array([[float(squared_distances(z_test[t], z_train[s][None])[0]) for t in names] for s in names])
+    transfer_on = config.transfer if config.transfer is not None else len(domains) <= FULL_TRANSFER_UP_TO
+    pretrained, own, transfer = _single_adapter_rows(task, model, domains, folds, adapters, transfer_on, progress, log)
 
     results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "task": task.name,
-                     "metrics": list(task.metrics), **task.spec,
+                     "metrics": list(task.metrics),
                      "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
-                     "domains": {}, "hyperparameters": {}}
-    for j, held in enumerate(domains):
-        log(f"held out {held.name}: database of {len(domains) - 1} reference adapters, z from its unlabeled test texts")
+                     "families": {d.name: d.family for d in domains}, "folds": folds,
+                     "tasks": {d.name: d.task for d in domains},
+                     **({"instruction": domains[0].instruction}  # one instruction for every domain: say it once
+                        if task.name == "generation" and len({d.instruction for d in domains}) == 1 else {}),
+                     "domains": {}, "hyperparameters": {}, "retrieval": {}, "k_sweep": {}}
+    scorer = _Scorer(task, model, adapters, config)
+    for held_name in folds:
+        held = by_name[held_name]
         refs = [d for d in domains if d.name != held.name]
+        log(f"held out {held.name} ({held.family}): database of {len(refs)} reference adapters, z from its unlabeled test texts")
         db_dir = work / f"fold-{held.name}" / "db"
         if db_dir.exists():
-            import shutil
-
             shutil.rmtree(db_dir)
         db = LoraDB.init(db_dir)
         for r in refs:
-            db.add(adapter_dirs[r.name], repr=work / "references" / f"{r.name}.npy", name=r.name, base=base_path, progress=False)
-        tuned = _tune(refs, z_train, adapters, model, task, config) if config.tune else {}
+            db.add(adapter_dirs[r.name], repr=ref_paths[r.name], name=r.name, base=base_path, meta={"family": r.family},
+                   progress=False)
+        key, choice = _fold_key(db, config)
+        tuned = _tune(refs, z_train, scorer, key, config) if config.tune else {}
         results["hyperparameters"][held.name] = tuned
         row = {"pretrained": dict(pretrained[held.name]),
                "sft": {**own[held.name], "train_seconds": timing["train_seconds"][held.name]}}
+        fold = _Fold(db, held, z_test_paths[held.name], task, model, progress, timing["represent_target_seconds"][held.name])
         timing["adapt_seconds"][held.name] = {}
-        # the squared distances of the k adapters search will retrieve: what the automatic lambdas scale with
-        d2 = np.sort(squared_distances(z_test[held.name], np.stack([z_train[r.name] for r in refs])))[: config.k]
+        d2 = np.array([h.distance for h in fold.search(config.k, "uniform", key).hits])
         for method in config.methods:
-            t0 = time.perf_counter()
             kwargs = {}
             if method == "similarity" and tuned:
                 kwargs["temperature"] = tuned["temperature"]["multiplier"] * auto_temperature(d2)
             if method == "sparse" and tuned:
                 kwargs["l1"] = tuned["l1"]["multiplier"] * auto_l1(d2)
-            result = db.search(repr=z_test_paths[held.name], k=config.k, method=method, progress=False, **kwargs)
-            composed = compose_exact([factors_of(db.load_adapter(h.record)) for h in result.hits], [h.weight for h in result.hits])
-            seconds = time.perf_counter() - t0 + timing["represent_target_seconds"][held.name]
-            timing["adapt_seconds"][held.name][method] = seconds
-            model.set_delta(composed)
-            row[method] = {**_evaluate(task, model, held, progress),
-                           "weights": {h.record.name: h.weight for h in result.hits},
-                           "distances": {h.record.name: h.distance for h in result.hits},
-                           "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
+            row[method] = fold.run(config.k, method, key, **kwargs)
+            timing["adapt_seconds"][held.name][method] = row[method]["adapt_seconds"]
+        row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
+        row["arrow"] = _arrow_row(fold, model, held, refs, adapters, config)
+        results["retrieval"][held.name] = {
+            "key": key, "key_choice": choice,
+            "keys": _compare_keys(fold, refs, held, key, row, config) if config.compare_keys else {},
+            "arrow_precision": _precision([by_name[n].family for n in row["arrow"]["ranking"]], held.family),
+        }
+        if config.k_sweep:
+            results["k_sweep"][held.name] = _k_sweep(fold, key, row, config, metric)
         if config.shots:
             results.setdefault("few_shot", {})[held.name] = _few_shot(
-                held, row, db, model, base_path, task.prompts, config, work / f"fold-{held.name}", log)
+                held, row, db, model, base_path, config, work / f"fold-{held.name}", log)
         db.close()
         results["domains"][held.name] = row
-        log("  " + "  ".join(f"{m} {row[m][metric]:.3f}" for m in ROWS if m in row))
+        log("  " + "  ".join(f"{m} {row[m][metric]:.3f}" for m in ROWS if m in row) + f"  (key {key})")
 
-    results["transfer"] = {"sources": names, "targets": names, "metric": metric, "scores": transfer.tolist(),
-                           "distance": distance.tolist()}
-    results["gain_recovered"] = _gain_recovered(results["domains"], config.methods, metric)
-    results["average"] = _averages(results["domains"], results["gain_recovered"], config.methods, task.metrics)
+    if transfer is not None:
+        results["transfer"] = transfer
+    results["map"] = _prototype_map(z_train, z_test)
+    results["gain_recovered"] = _gain_recovered(results["domains"], (*BASELINES, *config.methods), metric)
+    results["average"] = _averages(results["domains"], results["gain_recovered"], (*BASELINES, *config.methods), task.metrics)
+    results["retrieval_summary"] = retrieval_summary(results, metric)
     timing["total_seconds"] = time.perf_counter() - started
     results["timing"] = timing
     write_report(results, out)
     return results
+
+
+def _check_config(config: EvalConfig) -> None:
+    for m in config.methods:
+        if m not in COMPOSED:
+            raise LoradbError(f"unknown method {m!r} for eval; choose from {', '.join(COMPOSED)}")
+    for m in config.k_sweep_methods:
+        if m not in COMPOSED:
+            raise LoradbError(f"unknown method {m!r} for the k sweep; choose from {', '.join(COMPOSED)}")
+    if config.key_method not in COMPOSED:
+        raise LoradbError(f"unknown method {config.key_method!r} to score keys with; choose from {', '.join(COMPOSED)}")
+    if config.key is not None:
+        get_key(config.key)
+    if config.k < 1 or any(k < 1 for k in config.k_sweep):
+        raise LoradbError(f"-k and --k-sweep values must be at least 1, got {config.k} and {list(config.k_sweep)}")
+
+
+def _single_adapter_rows(task, model, domains: list[Domain], folds: list[str], adapters: dict, full: bool,
+                         progress: bool, log):
+    """The pre-trained model and the SFT oracle (each held-out domain's own adapter) on the
+    held-out test sets; with `full`, every single adapter on every domain (transfer matrix)."""
+    metric = task.metrics[0]
+    targets = domains if full else [d for d in domains if d.name in folds]
+    sources = domains if full else None
+    log("single adapters: " + ("every LoRA on every domain's test set (transfer matrix)" if full
+                               else "each held-out domain's own LoRA (SFT) and the pre-trained model"))
+    pretrained, own = {}, {}
+    scores = np.full((len(domains), len(domains)), np.nan)
+    for j, target in enumerate(domains):
+        if target not in targets:
+            continue
+        model.set_delta(None)
+        pretrained[target.name] = _evaluate(task, model, target, progress)
+        for i, source in enumerate(sources or [target]):
+            model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
+            got = _evaluate(task, model, target, progress)
+            scores[domains.index(source), j] = got[metric]
+            if source.name == target.name:
+                own[target.name] = got  # the SFT row: the domain's own LoRA on its own test set
+    names = [d.name for d in domains]
+    transfer = {"sources": names, "targets": names, "metric": metric, "scores": scores.tolist()} if full else None
+    return pretrained, own, transfer
+
+
+class _Fold:
+    """One held-out domain's database and target: search, compose, evaluate, timed."""
+
+    def __init__(self, db: LoraDB, held: Domain, target_path: Path, task, model, progress: bool, represent_seconds: float):
+        self.db, self.held, self.target_path, self.task, self.model = db, held, target_path, task, model
+        self.progress, self.represent_seconds = progress, represent_seconds
+
+    def search(self, k: int, method: str, key: str, **kwargs):
+        return self.db.search(repr=self.target_path, k=k, method=method, key=key, progress=False, **kwargs)
+
+    def run(self, k: int, method: str, key: str, **kwargs) -> dict:
+        """Retrieve, weigh, compose and evaluate: the row of one method."""
+        t0 = time.perf_counter()
+        result = self.search(k, method, key, **kwargs)
+        composed = compose_exact([factors_of(self.db.load_adapter(h.record)) for h in result.hits],
+                                 [h.weight for h in result.hits])
+        seconds = time.perf_counter() - t0 + self.represent_seconds
+        self.model.set_delta(composed)
+        return {**_evaluate(self.task, self.model, self.held, self.progress),
+                "weights": {h.record.name: h.weight for h in result.hits},
+                "distances": {h.record.name: h.distance for h in result.hits},
+                "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
+
+    def given(self, weights: dict[str, float], **extra) -> dict:
+        """Compose records by name with the given weights and evaluate."""
+        self.model.set_delta(compose_exact([factors_of(self.db.load_adapter(self.db.get(n))) for n in weights],
+                                           list(weights.values())))
+        return {**_evaluate(self.task, self.model, self.held, self.progress), "weights": dict(weights), **extra}
+
+
+def _fold_key(db: LoraDB, config: EvalConfig) -> tuple[str, dict | None]:
+    """The fold's retrieval key: the configured one, else the one LoraDB.choose_key picks by
+    leave-one-out over the fold's references (raw-l2 when they are all of one family)."""
+    if config.key is not None:
+        return config.key, None
+    families = {r.meta["family"] for r in db.list()}
+    if len(families) < 2:
+        return RAW_L2, None
+    choice = db.choose_key(family_meta="family", k=PRECISION_AT)
+    return choice["key"], choice["precision"]
+
+
+def _precision(families: list[str], family: str, at: int = PRECISION_AT) -> float:
+    return family_precision(families, family, at)
+
+
+def _arrow_row(fold: _Fold, model, held: Domain, refs: list[Domain], adapters: dict, config: EvalConfig) -> dict:
+    """The top k references by arrow score on the held-out domain's unlabeled test inputs, merged uniformly."""
+    t0 = time.perf_counter()
+    rng = random.Random(config.seed)
+    texts = rng.sample(held.test_texts, min(config.arrow_texts, len(held.test_texts)))
+    model.set_delta(None)
+    scores = arrow_scores(model.model, model.tokenizer, texts, [adapters[r.name] for r in refs],
+                          max_length=config.train.max_length)
+    order = arrow_select(scores, len(refs))
+    chosen = [refs[i].name for i in order[: config.k]]
+    seconds = time.perf_counter() - t0
+    return fold.given({n: 1.0 / len(chosen) for n in chosen}, ranking=[refs[i].name for i in order],
+                      scores={refs[i].name: float(scores[i]) for i in order}, adapt_seconds=seconds)
+
+
+def _compare_keys(fold: _Fold, refs: list[Domain], held: Domain, chosen: str, row: dict, config: EvalConfig) -> dict:
+    """Every retrieval key the references support, on this held-out fold: its full ranking
+    (and family precision@5, @k), and the metric of key_method's composition at k."""
+    families = {r.name: r.family for r in refs}
+    out = {}
+    supported = set.intersection(*(set(r.keys) for r in fold.db.list()))
+    for name in KEYS:
+        if name not in supported:
+            continue
+        ranked = fold.search(len(refs), "uniform", name).hits
+        entry = {"ranking": [h.record.name for h in ranked], "distances": [h.distance for h in ranked],
+                 f"precision@{PRECISION_AT}": _precision([families[h.record.name] for h in ranked], held.family),
+                 f"precision@{config.k}": _precision([families[h.record.name] for h in ranked], held.family, config.k)}
+        if name == chosen and config.key_method in row:
+            scored = row[config.key_method]
+        else:
+            scored = fold.run(config.k, config.key_method, name)
+        entry[fold.task.metrics[0]] = scored[fold.task.metrics[0]]
+        entry["weights"] = scored["weights"]
+        out[name] = entry
+    return out
+
+
+def _k_sweep(fold: _Fold, key: str, row: dict, config: EvalConfig, metric: str) -> dict:
+    """The metric of each sweep method at each k (the fold's key; automatic lambdas)."""
+    out: dict = {}
+    for method in config.k_sweep_methods:
+        for k in config.k_sweep:
+            if k == config.k and method in row and method not in ("similarity", "sparse"):
+                value = row[method][metric]  # the same composition the main row made
+            else:
+                value = fold.run(k, method, key)[metric]
+            out.setdefault(method, {})[str(k)] = value
+    return out
+
+
+def _prototype_map(z_train: dict, z_test: dict) -> dict:
+    """2-D PCA coordinates of every reference prototype (training z) and each held-out target (test z)."""
+    names = list(z_train)
+    Z = np.stack([z_train[n].z for n in names]).astype(np.float64)
+    mean = Z.mean(axis=0)
+    _, _, vt = np.linalg.svd(Z - mean, full_matrices=False)
+    P = vt[:2].T
+    project = (lambda z: ((np.asarray(z, dtype=np.float64) - mean) @ P).tolist())
+    return {"references": {n: project(z_train[n].z) for n in names},
+            "targets": {n: project(rep.z) for n, rep in z_test.items()}}
+
+
+def retrieval_summary(results: dict, metric: str) -> dict:
+    """Per key: mean family precision@5 and mean metric over the held-out folds; arrow's
+    precision; and, with a transfer matrix, the Spearman correlation of -d^2 with transfer."""
+    folds = results["retrieval"]
+    keys = sorted({k for f in folds.values() for k in f["keys"]}, key=list(KEYS).index)
+    summary = {"keys": {}, "chosen": {held: f["key"] for held, f in folds.items()},
+               "arrow_precision": float(np.mean([f["arrow_precision"] for f in folds.values()]))}
+    for k in keys:
+        have = [f["keys"][k] for f in folds.values() if k in f["keys"]]
+        summary["keys"][k] = {f"precision@{PRECISION_AT}": float(np.mean([e[f"precision@{PRECISION_AT}"] for e in have])),
+                              metric: float(np.mean([e[metric] for e in have])), "folds": len(have)}
+        if "transfer" in results:
+            summary["keys"][k]["spearman"] = _mean_spearman(results, k)
+    return summary
+
+
+def _mean_spearman(results: dict, key: str) -> float | None:
+    """Mean over held-out folds of the rank correlation between -d^2 (key) and each
+    reference adapter's single-adapter transfer to the held-out domain."""
+    tr = results["transfer"]
+    S = np.array(tr["scores"])
+    rhos = []
+    for held, f in results["retrieval"].items():
+        entry = f["keys"].get(key)
+        if entry is None:
+            continue
+        j = tr["targets"].index(held)
+        transfer = [S[tr["sources"].index(n), j] for n in entry["ranking"]]
+        rho = spearman(-np.array(entry["distances"]), np.array(transfer))
+        if rho is not None:
+            rhos.append(rho)
+    return float(np.mean(rhos)) if rhos else None
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
 
 
 def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str], list[str]]:
@@ -258,8 +493,7 @@ def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str
     return texts, labels
 
 
-def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict, config: EvalConfig,
-              work: Path, log) -> dict:
+def _few_shot(held: Domain, row: dict, db, model, base_path: Path, config: EvalConfig, work: Path, log) -> dict:
     """Rows learned / lorahub / scratch for each shot count, on the held-out test set.
 
     learned and lorahub start from the similarity weights of the retrieved adapters; the
@@ -278,24 +512,22 @@ def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict
         for method, fn, kwargs in (("learned", learn_weights, {"steps": config.learn_steps}),
                                    ("lorahub", lorahub_weights, {"max_evaluations": config.lorahub_evaluations})):
             t0 = time.perf_counter()
-            learned = fn(model.classifier, factors, texts, labels, init=init, **kwargs)
+            learned = fn(model.classifier(held), factors, texts, labels, init=init, **kwargs)
             composed = compose_exact(factors, list(learned.weights))
             seconds = time.perf_counter() - t0
             model.set_delta(composed)
-            entry[method] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds,
+            entry[method] = {**scores(held.test_labels, model.predict(held.test_texts, held)), "seconds": seconds,
                              "weights": dict(zip(names, map(float, learned.weights)))}
             model.set_delta(None)
         scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
         t0 = time.perf_counter()
         scratch_dir = work / f"scratch-{n}"
         if scratch_dir.exists():
-            import shutil
-
             shutil.rmtree(scratch_dir)
-        train_lora(base_path, texts, labels, prompts, scratch_dir, scratch_cfg, progress=False)
+        train_lora(base_path, texts, labels, held.prompts, scratch_dir, scratch_cfg, progress=False)
         seconds = time.perf_counter() - t0
         model.set_delta(compose_exact([factors_of(read_adapter(scratch_dir))], [1.0]))
-        entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts)), "seconds": seconds}
+        entry["scratch"] = {**scores(held.test_labels, model.predict(held.test_texts, held)), "seconds": seconds}
         model.set_delta(None)
         out[str(n)] = entry
         log(f"  {n} shots per label: " + "  ".join(f"{m} {e['accuracy']:.3f}" for m, e in entry.items()))
@@ -304,7 +536,7 @@ def _few_shot(held: Domain, row: dict, db, model, base_path: Path, prompts: dict
 
 def _evaluate(task, model, domain: Domain, progress: bool) -> dict:
     """The task's scores on the domain's test set; generation keeps what was written too."""
-    predictions = model.predict(domain.test_texts, progress=progress)
+    predictions = model.predict(domain.test_texts, domain, progress=progress)
     return {**task.score(domain.test_labels, predictions), **({"outputs": predictions} if task.name == "generation" else {})}
 
 
@@ -322,14 +554,14 @@ def _task_for(base, domains_dir, config: EvalConfig):
             raise LoradbError("--shots (few-shot rows) is for classification only")
         if config.max_new_tokens < 1:
             raise LoradbError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-        domains, instruction = load_generation_domains(domains_dir, DEFAULT_INSTRUCTION)
-        task = GenerationTask(instruction, max_new_tokens=config.max_new_tokens)
+        domains = load_generation_domains(domains_dir, DEFAULT_INSTRUCTION)
+        task = GenerationTask(max_new_tokens=config.max_new_tokens)
         train = config.train or GENERATION_TRAIN
     else:
         if causal:
             raise LoradbError(f"{base.path} is a causal language model; evaluate it with --task generation")
-        domains, prompts = load_domains(domains_dir)
-        task = ClassificationTask(prompts)
+        domains = load_domains(domains_dir)
+        task = ClassificationTask()
         train = config.train or TrainConfig()
     tune = config.tune if config.tune is not None else task.name == "classification"
     return task, domains, replace(config, train=train.validate(), tune=tune)

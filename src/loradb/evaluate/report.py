@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {"pretrained": "Pre-trained (zero-shot)", "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity",
-          "linear": "Linear", "sparse": "Sparse", "sft": "SFT (oracle)"}
+LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "arrow": "Arrow (top-k, uniform)",
+          "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
+          "sft": "SFT (oracle)"}
+WIDE_UP_TO = 6  # domains as columns up to this many; beyond, one row per domain
 
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}
@@ -28,17 +30,30 @@ def _table(results: dict) -> list[str]:
     names = list(results["domains"])
     methods = [m for m in LABELS if m in next(iter(results["domains"].values()))]
     shown = _metrics(results)[:2]
+    cell = (lambda row: " / ".join(f"{row[k]:.3f}" for k in shown))
+    if len(names) > WIDE_UP_TO:  # one row per held-out domain, methods as columns
+        lines = ["| held out | family | " + " | ".join(LABELS[m] for m in methods) + " |", "|---|---|" + "---|" * len(methods)]
+        families = results.get("families", {})
+        for n in names:
+            lines.append(f"| {n} | {families.get(n, '')} | " + " | ".join(cell(results["domains"][n][m]) for m in methods) + " |")
+        lines.append("| **average** | | " + " | ".join(cell(results["average"][m]) for m in methods) + " |")
+        return lines
     lines = ["| method | " + " | ".join(names) + " | average |", "|---|" + "---|" * (len(names) + 1)]
     for m in methods:
-        cells = [" / ".join(f"{results['domains'][n][m][k]:.3f}" for k in shown) for n in names]
-        avg = " / ".join(f"{results['average'][m][k]:.3f}" for k in shown)
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {avg} |")
+        cells = [cell(results["domains"][n][m]) for n in names]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {cell(results['average'][m])} |")
     return lines
 
 
 def _gain_table(results: dict) -> list[str]:
     names = list(results["domains"])
     methods = [m for m in LABELS if m in next(iter(results["gain_recovered"].values()))]
+    if len(names) > WIDE_UP_TO:
+        lines = ["| method | mean over domains | of average gain |", "|---|---|---|"]
+        for m in methods:
+            avg = results["average"][m]
+            lines.append(f"| {LABELS[m]} | {_fmt(avg['gain_recovered'], 2)} | {_fmt(avg['gain_recovered_of_average'], 2)} |")
+        return lines
     lines = ["| method | " + " | ".join(names) + " | mean | of average gain |", "|---|" + "---|" * (len(names) + 2)]
     for m in methods:
         cells = [_fmt(results["gain_recovered"][n][m], 2) for n in names]
@@ -54,8 +69,10 @@ def _weights_lines(results: dict) -> list[str]:
         lines.append(f"- **{held}** held out:")
         for m in (m for m in LABELS if m in row and "weights" in row[m]):
             w = ", ".join(f"{n} {v:+.3f}" for n, v in row[m]["weights"].items())
-            params = ", ".join(f"{k} {v:.4g}" for k, v in row[m]["params"].items())
-            lines.append(f"  - {m}: {w} (residual {row[m]['residual']:.3f}{', ' + params if params else ''})")
+            params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row[m].get("params", {}).items())
+            residual = f"residual {row[m]['residual']:.3f}" if row[m].get("residual") is not None else ""
+            detail = ", ".join(x for x in (residual, params) if x)
+            lines.append(f"  - {m}: {w}" + (f" ({detail})" if detail else ""))
     return lines
 
 
@@ -71,45 +88,130 @@ def _timing_lines(results: dict) -> list[str]:
     return lines
 
 
-def plot_transfer(results: dict, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_transfer(results: dict, path: Path) -> None:
+    """Heatmap: the metric of each single source adapter on each target domain."""
+    plt = _pyplot()
     tr = results["transfer"]
     names = tr["sources"]
     metric = METRIC_NAMES.get(tr.get("metric", "accuracy"), tr.get("metric"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, key, title, cmap in ((axes[0], "distance", "squared distance: target z (test) to source z (train)", "viridis_r"),
-                                 (axes[1], "scores", f"{metric} of the single source LoRA on the target", "magma")):
-        m = np.array(tr[key])
-        im = ax.imshow(m, cmap=cmap)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("target domain")
-        ax.set_ylabel("source domain (adapter)")
-        ax.set_title(title, fontsize=9)
+    m = np.array(tr["scores"], dtype=float)
+    size = max(5.0, 0.32 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(m, cmap="magma")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7 if len(names) > 10 else 9)
+    ax.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 10 else 9)
+    ax.set_xlabel("target domain")
+    ax.set_ylabel("source domain (adapter)")
+    if len(names) <= 10:
+        lo, hi = np.nanmin(m), np.nanmax(m)
         for i in range(len(names)):
             for j in range(len(names)):
-                light = (m[i, j] - m.min()) > 0.5 * (m.max() - m.min())  # readable on either end of the map
-                dark_cell = light if key == "distance" else not light
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white" if dark_cell else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle("Does representation similarity predict transfer?")
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if (m[i, j] - lo) > 0.5 * (hi - lo) else "white")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(f"{metric} of each single LoRA on each domain's test set", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def plot_map(results: dict, path: Path) -> None:
+    """PCA of every domain's training prototype, coloured by family, with each held-out target's test z."""
+    plt = _pyplot()
+    mp, families = results["map"], results.get("families", {})
+    fams = sorted(set(families.get(n, n) for n in mp["references"]))
+    colours = {f: plt.get_cmap("tab20")(i % 20) for i, f in enumerate(fams)}
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    for n, (x, y) in mp["references"].items():
+        ax.scatter(x, y, color=colours[families.get(n, n)], s=40, edgecolor="black", lw=0.4)
+        ax.annotate(n, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for n, (x, y) in mp["targets"].items():
+        ax.scatter(x, y, color=colours[families.get(n, n)], marker="x", s=40)
+        rx, ry = mp["references"][n]
+        ax.plot([x, rx], [y, ry], color="gray", lw=0.5, ls=":")
+    for f in fams:
+        ax.scatter([], [], color=colours[f], label=f)
+    ax.legend(fontsize=7, title="family (o training z, x test z)", title_fontsize=7, loc="best")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("Prototypes z of every domain (raw mean features), first two principal components", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_k_sweep(results: dict, path: Path) -> None:
+    plt = _pyplot()
+    sweep = results["k_sweep"]
+    metric = METRIC_NAMES[_metrics(results)[0]]
+    methods = list(next(iter(sweep.values())))
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for m in methods:
+        ks = list(next(iter(sweep.values()))[m])
+        ax.plot([int(k) for k in ks], [np.mean([sweep[d][m][k] for d in sweep]) for k in ks], marker="o", label=m)
+    for m, style in (("merge-all", "--"), ("pretrained", ":"), ("sft", "-.")):
+        if m in results["average"]:
+            ax.axhline(results["average"][m][_metrics(results)[0]], color="gray", ls=style, lw=1, label=LABELS[m])
+    ax.set_xlabel("k (adapters retrieved)")
+    ax.set_ylabel(f"{metric} (mean over held-out domains)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _retrieval_lines(results: dict) -> list[str]:
+    summary = results.get("retrieval_summary")
+    if not summary or not summary["keys"]:
+        return []
+    metric = _metrics(results)[0]
+    spearman = any("spearman" in v for v in summary["keys"].values())
+    chosen = summary["chosen"]
+    counts = {k: sum(1 for v in chosen.values() if v == k) for k in set(chosen.values())}
+    method = results["config"].get("key_method", "similarity")
+    lines = ["## Retrieval keys", "",
+             f"Every key on every held-out fold: family precision@5 of its ranking (the share of the 5 nearest "
+             f"references that are of the held-out domain's family) and {METRIC_NAMES[metric]} of the {method} "
+             f"composition at k = {results['config']['k']}"
+             + (", and the Spearman correlation between -d^2 and single-adapter transfer" if spearman else "") + ".",
+             "Default key per fold, chosen on that fold's references only: "
+             + ", ".join(f"{k} ({n} folds)" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])) + ".", "",
+             "| key | precision@5 | " + METRIC_NAMES[metric] + (" | Spearman |" if spearman else " |"),
+             "|---|---|---|" + ("---|" if spearman else "")]
+    for k, v in summary["keys"].items():
+        lines.append(f"| {k} | {v['precision@5']:.3f} | {v[metric]:.3f} |" + (f" {_fmt(v.get('spearman'))} |" if spearman else ""))
+    lines.append(f"| arrow (weight space) | {summary['arrow_precision']:.3f} | "
+                 f"{results['average']['arrow'][metric]:.3f} (uniform) |" + (" – |" if spearman else ""))
+    return lines + ["", "![prototype map](map.png)", ""]
+
+
+def _k_sweep_lines(results: dict) -> list[str]:
+    sweep = results.get("k_sweep")
+    if not sweep:
+        return []
+    methods = list(next(iter(sweep.values())))
+    ks = list(next(iter(sweep.values()))[methods[0]])
+    metric = METRIC_NAMES[_metrics(results)[0]]
+    lines = ["## Accuracy against k", "", f"{metric}, mean over held-out domains, the fold's default key, automatic "
+             "lambdas.", "", "| method | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for m in methods:
+        lines.append(f"| {LABELS[m]} | " + " | ".join(f"{np.mean([sweep[d][m][k] for d in sweep]):.3f}" for k in ks) + " |")
+    return lines + ["", "![k sweep](k_sweep.png)", ""]
+
+
 def plot_weights(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    helds = list(results["domains"])
-    methods = [m for m in LABELS if m in results["domains"][helds[0]] and "weights" in results["domains"][helds[0]][m]]
+    plt = _pyplot()
+    helds = list(results["domains"])[:WIDE_UP_TO]  # the first folds: one panel each
+    methods = [m for m in ("nearest", "uniform", "similarity", "linear", "sparse") if m in results["domains"][helds[0]]]
     fig, axes = plt.subplots(1, len(helds), figsize=(3.2 * len(helds), 3.6), squeeze=False)
     for ax, held in zip(axes[0], helds):
         sources = list(results["domains"][held][methods[0]]["weights"])
@@ -163,11 +265,7 @@ def _few_shot_lines(results: dict) -> list[str]:
 
 
 def plot_few_shot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fs = results["few_shot"]
     shots = list(next(iter(fs.values())))
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -191,8 +289,15 @@ def write_report(results: dict, out: Path) -> None:
     require_plotting()
 
     (out / "results.json").write_text(json.dumps(results, indent=2, default=json_ready) + "\n")
-    plot_transfer(results, out / "transfer.png")
+    plots = ["![weights](weights.png)", ""]
+    if "transfer" in results:
+        plot_transfer(results, out / "transfer.png")
+        plots += ["![single-adapter transfer](transfer.png)", ""]
     plot_weights(results, out / "weights.png")
+    if "map" in results:
+        plot_map(results, out / "map.png")
+    if results.get("k_sweep"):
+        plot_k_sweep(results, out / "k_sweep.png")
     if results.get("few_shot"):
         plot_few_shot(results, out / "few_shot.png")
     hp = results.get("hyperparameters", {})
@@ -221,6 +326,8 @@ def write_report(results: dict, out: Path) -> None:
         "",
         *_weights_lines(results),
         "",
+        *_retrieval_lines(results),
+        *_k_sweep_lines(results),
         *_few_shot_lines(results),
         "## Hyper-parameters (chosen on reference domains only)",
         "",
@@ -232,23 +339,23 @@ def write_report(results: dict, out: Path) -> None:
         "",
         "## Plots",
         "",
-        "![distance vs transfer](transfer.png)",
-        "",
-        "![weights](weights.png)",
-        "",
+        *plots,
     ]
     (out / "report.md").write_text("\n".join(md))
 
 
 def summary_lines(results: dict) -> list[str]:
-    """The results table for a terminal."""
+    """The results table for a terminal (with many domains: the averages only; report.md has each)."""
     names = list(results["domains"])
+    wide = len(names) <= WIDE_UP_TO
+    shown = names if wide else []
     methods = [m for m in LABELS if m in results["average"]]
     key = _metrics(results)[0]
-    lines = [f"{METRIC_NAMES[key]:<24}" + "".join(f"{n:>10}" for n in names) + f"{'average':>10}{'gain':>8}"]
+    lines = [f"{METRIC_NAMES[key]:<24}" + "".join(f"{n:>10}" for n in shown) + f"{'average':>10}{'gain':>8}"]
     for m in methods:
         gain = results["average"][m].get("gain_recovered_of_average")
-        lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m][key]:>10.3f}" for n in names)
+        lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m][key]:>10.3f}" for n in shown)
                      + f"{results['average'][m][key]:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
-    lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all)")
+    lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all"
+                 + ("" if wide else f"; averages over {len(names)} held-out domains") + ")")
     return lines

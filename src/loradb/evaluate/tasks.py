@@ -34,48 +34,63 @@ class DeltaModel:
 
 
 class AdaptedClassifier(DeltaModel):
-    def __init__(self, base_path: Path, prompts: dict[str, str], config: TrainConfig):
-        from ..classify import PromptClassifier
+    """The encoder with a label-prompt classifier per domain (each domain has its own labels)."""
+
+    def __init__(self, base_path: Path, config: TrainConfig):
         from ..represent import load_model
 
         model, tokenizer = load_model(base_path)
         model.eval()
         model.requires_grad_(False)
         super().__init__(model)
-        self.classifier = PromptClassifier(model, tokenizer, prompts, scale=config.scale, max_length=config.max_length)
+        self.tokenizer = tokenizer
+        self.config = config
 
-    def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
-        return [self.classifier.labels[i] for i in self.classifier.predict(texts)]
+    def classifier(self, domain: Domain):
+        from ..classify import PromptClassifier
+
+        return PromptClassifier(self.model, self.tokenizer, domain.prompts, scale=self.config.scale,
+                                max_length=self.config.max_length)
+
+    def predict(self, texts: list[str], domain: Domain, *, progress: bool = False) -> list[str]:
+        classifier = self.classifier(domain)
+        return [classifier.labels[i] for i in classifier.predict(texts)]
 
 
 class AdaptedGenerator(DeltaModel):
-    def __init__(self, base_path: Path, instruction: str, config: TrainConfig, max_new_tokens: int):
+    def __init__(self, base_path: Path, config: TrainConfig, max_new_tokens: int):
         from ..generate import generator_for
 
-        self.generator = generator_for(base_path, instruction=instruction, max_input_tokens=config.max_length,
+        self.generator = generator_for(base_path, instruction="", max_input_tokens=config.max_length,
                                        max_new_tokens=max_new_tokens)
         super().__init__(self.generator.model)
+        self.tokenizer = self.generator.format.tokenizer
+        self.max_input_tokens = config.max_length
 
-    def predict(self, texts: list[str], *, progress: bool = False) -> list[str]:
+    def predict(self, texts: list[str], domain: Domain, *, progress: bool = False) -> list[str]:
+        from ..generate import PromptFormat
+
+        if self.generator.format.instruction != domain.instruction:
+            self.generator.format = PromptFormat(self.tokenizer, domain.instruction,
+                                                 max_input_tokens=self.max_input_tokens)
         return self.generator.generate(texts, progress=progress)
 
 
 @dataclass(frozen=True)
 class ClassificationTask:
-    prompts: dict[str, str]
     name: str = "classification"
     metrics: tuple[str, ...] = ("accuracy", "macro_f1")
 
-    @property
-    def spec(self) -> dict:
-        """What, besides the data and the training settings, decides the trained adapter."""
-        return {"prompts": self.prompts}
+    @staticmethod
+    def spec(domain: Domain) -> dict:
+        """What, besides the data and the training settings, decides the domain's adapter."""
+        return {"prompts": domain.prompts}
 
     def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
-        return train_lora(base_path, domain.train_texts, domain.train_labels, self.prompts, out, config, progress=progress)
+        return train_lora(base_path, domain.train_texts, domain.train_labels, domain.prompts, out, config, progress=progress)
 
     def model(self, base_path: Path, config: TrainConfig) -> AdaptedClassifier:
-        return AdaptedClassifier(base_path, self.prompts, config)
+        return AdaptedClassifier(base_path, config)
 
     def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
         return scores(truth, predictions)
@@ -83,21 +98,20 @@ class ClassificationTask:
 
 @dataclass(frozen=True)
 class GenerationTask:
-    instruction: str
     max_new_tokens: int = 32
     name: str = "generation"
     metrics: tuple[str, ...] = ROUGE_METRICS
 
-    @property
-    def spec(self) -> dict:
-        return {"instruction": self.instruction}
+    @staticmethod
+    def spec(domain: Domain) -> dict:
+        return {"instruction": domain.instruction}
 
     def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
         return train_causal_lora(base_path, domain.train_texts, domain.train_labels, out, config,
-                                 instruction=self.instruction, progress=progress)
+                                 instruction=domain.instruction, progress=progress)
 
     def model(self, base_path: Path, config: TrainConfig) -> AdaptedGenerator:
-        return AdaptedGenerator(base_path, self.instruction, config, self.max_new_tokens)
+        return AdaptedGenerator(base_path, config, self.max_new_tokens)
 
     def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
         return rouge(truth, predictions)

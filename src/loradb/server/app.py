@@ -63,7 +63,7 @@ class _Query(Schema):
     method: str = Field("similarity", description="uniform | nearest | similarity | linear | sparse")
     temperature: float | None = Field(None, gt=0, description="lambda_1 of similarity (default automatic)")
     l1: float | None = Field(None, ge=0, description="lambda_2 of sparse (default automatic)")
-    metric: Literal["l2", "cosine"] = "l2"
+    key: str | None = Field(None, max_length=64, description="retrieval key (default: the space's chosen key, else raw-l2)")
     space: str | None = Field(None, max_length=64, description="representation space id")
 
 
@@ -249,7 +249,7 @@ def _no_telemetry() -> dict:
 
 
 def _query_args(body: _Query) -> dict:
-    return {"k": body.k, "method": body.method, "temperature": body.temperature, "l1": body.l1, "metric": body.metric,
+    return {"k": body.k, "method": body.method, "temperature": body.temperature, "l1": body.l1, "key": body.key,
             "space": body.space}
 
 

@@ -61,13 +61,19 @@ MIGRATIONS: list[str] = [
     INSERT INTO state VALUES ('generation', 0);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: what retrieval keys other than raw L2 read (keys.py); NULL for older records
+    """
+    ALTER TABLE records ADD COLUMN z_var vector;
+    ALTER TABLE records ADD COLUMN task JSONB;
+    ALTER TABLE records ADD COLUMN task_z vector;
+    """,
 ]
 
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
 EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
 WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
-            "adapter_config, meta, blob_sha256, created, owner, privacy")
+            "adapter_config, meta, blob_sha256, created, owner, privacy, z_var::text, task, task_z::text")
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
 
 
@@ -99,6 +105,7 @@ def _safe(url: str) -> str:
 class PgIndex(SharedStatements):
     """Records, spaces and tokens in a PostgreSQL database."""
 
+    COLUMNS = _COLUMNS
     PARAM = "%s"
 
     def __init__(self, url: str):
@@ -176,7 +183,8 @@ class PgIndex(SharedStatements):
         return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
                       space=space[0] if space else {"id": row[4]}, z=_parse_vector(row[5]), n_samples=row[6], rank=row[7],
                       target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
-                      owner=row[13], privacy=row[14])
+                      owner=row[13], privacy=row[14], var=_parse_vector(row[15]) if row[15] else None, task=row[16],
+                      task_z=_parse_vector(row[17]) if row[17] else None)
 
     def insert(self, record: Record) -> None:
         self.insert_many([record])
@@ -200,12 +208,14 @@ class PgIndex(SharedStatements):
                     self.conn.execute(_BUMP)
                     self.conn.execute(
                         "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
-                        "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy, z_var, task, task_z) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s::vector)",
                         (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
                          _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
                          Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
-                         Jsonb(record.privacy) if record.privacy else None))
+                         Jsonb(record.privacy) if record.privacy else None,
+                         None if record.var is None else _vector_literal(record.var), Jsonb(record.task) if record.task else None,
+                         None if record.task_z is None else _vector_literal(record.task_z)))
         except psycopg.errors.UniqueViolation as e:
             raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: "
                              f"{str(e).splitlines()[0]}") from None

@@ -29,11 +29,20 @@ class Record:
     created: str = ""
     owner: str | None = None  # the token name that contributed it through the service (None: added locally)
     privacy: dict | None = None  # how z was privatised (privacy.DPConfig.describe), None: exact mean
-
+    var: np.ndarray | None = None  # (dim,) per-feature variance of the training data's features (keys.py)
+    task: dict | None = None  # the task it was trained for: {"prompts": [...]} or {"instruction": ...}
+    task_z: np.ndarray | None = None  # (dim,) the task's embedding, in the record's space
 
     @property
     def space_id(self) -> str:
         return self.space["id"]
+
+    @property
+    def keys(self) -> list[str]:
+        """The retrieval keys this record can be found by (keys.py)."""
+        from ..keys import supported_keys
+
+        return supported_keys(has_var=self.var is not None, has_task=self.task_z is not None)
 
     def summary(self) -> dict:
         """The fields `loradb list --json` prints."""
@@ -46,7 +55,7 @@ class Record:
         return {**self.summary(), "base_fingerprint": self.base_fingerprint, "space_recipe": self.space,
                 "dim": int(self.z.shape[0]), "z_norm": float(np.linalg.norm(self.z)),
                 "target_modules": self.target_modules, "blob_sha256": self.blob_sha256,
-                "adapter_config": self.adapter_config, "privacy": self.privacy}
+                "adapter_config": self.adapter_config, "privacy": self.privacy, "task": self.task, "keys": self.keys}
 
 
 @dataclass(frozen=True)

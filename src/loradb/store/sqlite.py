@@ -81,6 +81,15 @@ MIGRATIONS.append(
     CREATE INDEX records_space_seq ON records(space_id, seq, id);  -- covers seq -> id lookups
     """
 )
+MIGRATIONS.append(
+    # 5: what retrieval keys other than raw L2 read (keys.py): the data's per-feature variance,
+    # the task it was trained for and that task's embedding; NULL for older records
+    """
+    ALTER TABLE records ADD COLUMN z_var BLOB;
+    ALTER TABLE records ADD COLUMN task TEXT;
+    ALTER TABLE records ADD COLUMN task_z BLOB;
+    """
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
@@ -89,7 +98,15 @@ METRICS = ("l2", "cosine")
 _VECTOR_CACHE: dict[tuple[str, str], tuple] = {}  # (database file, space id) -> (generation, ids, Z, |Z|)
 _CACHE_LOCK = threading.Lock()
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z, n_samples, rank, target_modules, "
-            "adapter_config, meta, blob_sha256, created, owner, privacy")
+            "adapter_config, meta, blob_sha256, created, owner, privacy, z_var, task, task_z")
+
+
+def _blob_or_none(v: np.ndarray | None) -> bytes | None:
+    return None if v is None else np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def _vector_or_none(b: bytes | None) -> np.ndarray | None:
+    return None if b is None else np.frombuffer(b, dtype="<f4").copy()
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -113,6 +130,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 class SqliteIndex(SharedStatements):
     """Records and spaces in `root/index.sqlite`; writers lock `root/LORADB`."""
 
+    COLUMNS = _COLUMNS
     FILE = "index.sqlite"
     MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file
 
@@ -153,6 +171,7 @@ class SqliteIndex(SharedStatements):
             z=np.frombuffer(row[5], dtype="<f4").copy(), n_samples=row[6], rank=row[7],
             target_modules=json.loads(row[8]), adapter_config=json.loads(row[9]), meta=json.loads(row[10]),
             blob_sha256=row[11], created=row[12], owner=row[13], privacy=json.loads(row[14]) if row[14] else None,
+            var=_vector_or_none(row[15]), task=json.loads(row[16]) if row[16] else None, task_z=_vector_or_none(row[17]),
         )
 
     def insert(self, record: Record) -> None:
@@ -170,11 +189,12 @@ class SqliteIndex(SharedStatements):
                 z = np.ascontiguousarray(record.z, dtype="<f4")
                 c.execute("INSERT OR IGNORE INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (?, ?, ?, ?, ?)",
                           (record.space_id, record.base_name, record.base_fingerprint, json.dumps(record.space), int(z.shape[0])))
-                c.execute(f"INSERT INTO records ({_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                c.execute(f"INSERT INTO records ({_COLUMNS}, seq) VALUES ({', '.join('?' * 19)})",
                           (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, z.tobytes(),
                            record.n_samples, record.rank, json.dumps(record.target_modules), json.dumps(record.adapter_config),
                            json.dumps(record.meta), record.blob_sha256, record.created, record.owner,
-                           json.dumps(record.privacy) if record.privacy else None, seq))
+                           json.dumps(record.privacy) if record.privacy else None, _blob_or_none(record.var),
+                           json.dumps(record.task) if record.task else None, _blob_or_none(record.task_z), seq))
             c.execute("COMMIT")
         except sqlite3.IntegrityError as e:
             c.execute("ROLLBACK")

@@ -15,6 +15,12 @@ class SharedStatements:
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.PARAM)
 
+    def in_space(self, space_id: str) -> list:
+        """Every record of a space, by id (what retrieval keys other than raw L2 scan)."""
+        rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE space_id = ? ORDER BY id"),
+                                 (space_id,)).fetchall()
+        return [self._row(r) for r in rows]
+
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
 
