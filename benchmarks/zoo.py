@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from runinfo import write_run_info
 
+from loradb.demo import ZOO_EVAL
 from loradb.evaluate.datasets import collection_dir
-from loradb.evaluate.harness import EvalConfig, run_eval
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.report import summary_lines
 from loradb.models import packaged_minilm
-from loradb.train import TrainConfig
-
-# fewer passes than the VADER demo's 3: 31 adapters must train in the time budget on 2 cores
-ZOO_TRAIN = TrainConfig(epochs=2)
 
 
 def main() -> None:
@@ -42,9 +40,9 @@ def main() -> None:
     started = time.perf_counter()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     domains = collection_dir("zoo")
-    config = EvalConfig(k=args.k, train=ZOO_TRAIN, k_sweep=(1, 3, 5, 10), transfer=args.transfer,
-                        shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
-                        folds=tuple(args.folds.split(",")) if args.folds else None)
+    config = replace(ZOO_EVAL, k=args.k, k_sweep=(1, 3, 5, 10), k_sweep_methods=("uniform", "similarity", "linear", "sparse"),
+                     transfer=args.transfer, shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
+                     folds=tuple(args.folds.split(",")) if args.folds else None)
     results = run_eval(packaged_minilm(), domains, Path(args.out), config, progress=False, log=log)
     print("\n".join(summary_lines(results)))
     write_run_info(Path(args.out), started)

@@ -121,6 +121,16 @@ def test_backends_give_identical_results(servers, adapters, tmp_path, monkeypatc
 
     a, b = (load_file(tmp_path / f"out-{i}" / "adapter_model.safetensors") for i in (1, 2))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # (metadata key order is not stable)
+    keyed = []  # records' variance and task keys round-trip through both stores: same key search, same answer
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"money": "about money", "games": "about games"}))
+    for location in (embedded, remote):
+        code, _, err = run("add", location, adapters["sports"], "--data", tmp_path / "sports.jsonl", "--name", "sports-task",
+                           "--prompts", labels, "--meta", "family=games")
+        assert code == 0, err
+        keyed.append(json.loads(run("search", location, "--data", target, "-k", 4, "--key", "frechet", "--json")[1]))
+        assert json.loads(run("show", location, "sports-task", "--json")[1])["task"] == {"prompts": ["about games", "about money"]}
+    assert [(r["name"], r["distance"]) for r in keyed[0]["results"]] == [(r["name"], r["distance"]) for r in keyed[1]["results"]]
 
 
 def test_bad_input_changes_nothing(location, adapters, tmp_path, bert_other_weights):

@@ -172,3 +172,20 @@ def test_a_base_missing_weights_is_refused(llama, tmp_path, capsys):
     assert main(["represent", str(pairs), "--base", str(broken), "-o", str(tmp_path / "z.npy")]) == 2
     assert "no weights for 1 of its tensors (e.g. embed_tokens.weight)" in capsys.readouterr().err
     assert not (tmp_path / "z.npy").exists()
+
+
+def test_a_domain_task_json_overrides_the_root_one(tmp_path):
+    from loradb.evaluate.domains import load_generation_domains
+
+    domains = make_generation_domains(tmp_path / "d")
+    first = sorted(DOMAINS)[0]
+    (domains / first / "task.json").write_text(json.dumps({"instruction": "name the topic"}))
+    (domains / first / "domain.json").write_text(json.dumps({"family": "topics"}))
+    loaded = {d.name: d for d in load_generation_domains(domains, "default")}
+    assert loaded[first].instruction == "name the topic" and loaded[first].family == "topics"
+    assert all(d.instruction == "summary" and d.family == d.name for n, d in loaded.items() if n != first)
+    (domains / "task.json").unlink()
+    assert {d.instruction for d in load_generation_domains(domains, "default") if d.name != first} == {"default"}
+    (domains / first / "task.json").write_text(json.dumps({"instruction": ""}))
+    with pytest.raises(DataError, match="needs a non-empty \"instruction\""):
+        load_generation_domains(domains, "default")

@@ -69,6 +69,13 @@ def test_contribute_search_compose_by_two_token_holders(shared, bert, monkeypatc
         assert [r["name"] for r in remote["results"]] == [r["name"] for r in local["results"]]
         assert remote["results"][0]["name"] == "cooking"
         np.testing.assert_allclose([r["weight"] for r in remote["results"]], [r["weight"] for r in local["results"]], atol=1e-9)
+        for key in ("centered-cosine", "frechet"):  # a retrieval key travels to the server; variance with the upload
+            remote = json.loads(run("search", url, "--data", target, "-k", 3, "--key", key, "--json")[1])
+            local = json.loads(run("search", db, "--data", target, "-k", 3, "--key", key, "--json")[1])
+            assert remote["params"]["key"] == key == local["params"]["key"]
+            assert [r["name"] for r in remote["results"]] == [r["name"] for r in local["results"]]
+            np.testing.assert_allclose([r["distance"] for r in remote["results"]], [r["distance"] for r in local["results"]],
+                                       rtol=1e-6)
 
         code, out, err = run("compose", url, "--data", target, "-k", 3, "--method", "linear", "--out", tmp / "remote-out")
         assert code == 0, err
@@ -184,6 +191,7 @@ def test_bad_input_answered_4xx_and_nothing_changes(shared, bert, bert_other_wei
             "unknown field": http.post("/search", json={"representation": doc, "kk": 3}),
             "k of zero": http.post("/search", json={"representation": doc, "k": 0}),
             "unknown method": http.post("/search", json={"representation": doc, "method": "magic"}),
+            "unknown key": http.post("/search", json={"representation": doc, "key": "l3"}),
             "infinite temperature": http.post("/search", content=b'{"representation": %s, "temperature": Infinity}'
                                               % json.dumps(doc).encode(), headers={"content-type": "application/json"}),
             "search for another base": http.post("/search", json={"representation": other_doc}),

@@ -407,7 +407,7 @@ def cmd_eval(args) -> int:
                         shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens,
                         folds=tuple(f for f in args.folds.split(",") if f) if args.folds else None, key=args.key,
                         compare_keys=not args.no_compare_keys, k_sweep=_parse_counts(args.k_sweep, "--k-sweep"),
-                        transfer=args.transfer)
+                        transfer=args.transfer, test_examples=args.test_examples)
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -445,8 +445,8 @@ def cmd_data(args) -> int:
             return 0
         for i in infos:
             size = (f"{i['train']} train / {i['test']} test examples" if i["built"] else "examples counted once built")
-            print(f"{i['name']:<11} {i['task']:<15} {i['domains']} domains, {size}\n"
-                  f"{'':<11} {i['summary']}\n{'':<11} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
+            print(f"{i['name']:<15} {i['task']:<15} {i['domains']} domains, {size}\n"
+                  f"{'':<15} {i['summary']}\n{'':<15} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
         return 0
     if not args.out:
         raise LoradbError(f"give --out DIR to write collection {args.name}")
@@ -665,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", choices=_key_names(), help="retrieval key for every fold (default: each fold chooses "
                    "by leave-one-out over its references, by domain.json families)")
     p.add_argument("--no-compare-keys", action="store_true", help="skip scoring every retrieval key on each fold")
+    p.add_argument("--test-examples", type=int, help="score on a seeded sample of at most this many test examples per domain")
     p.add_argument("--k-sweep", help="also run uniform, similarity and sparse at these k, e.g. 1,3,5,10")
     p.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
                    help="every single adapter on every domain (N^2 evaluations; default: only up to "

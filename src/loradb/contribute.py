@@ -12,7 +12,7 @@ from .adapter import WEIGHTS_NAME, LoraAdapter, read_adapter
 from .base import BaseModel, check_adapter_fits, load_base
 from .data import iter_texts
 from .errors import BaseModelMismatch, LoradbError
-from .represent import Representation, represent_texts, task_spec
+from .represent import Representation, as_task, represent_texts, task_spec
 from .targets import representation_from_file, with_task_key
 
 _NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
@@ -53,7 +53,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
-    task = task if task is not None else trained_task(adapter_dir)
+    task = as_task(task) if task is not None else trained_task(adapter_dir)
     if data is not None:
         rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, task=task,
                               **(recipe or _existing_recipe(spaces, base_model)))

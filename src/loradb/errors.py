@@ -51,3 +51,11 @@ def parse_choice(kind, value: str, what: str):
         return kind(value)
     except ValueError:
         raise LoradbError(f"unknown {what} {value!r}; choose one of {', '.join(c.value for c in kind)}") from None
+
+
+def registered(registry: dict, name: str, what: str):
+    """`registry[name]` of a registry of named choices (a dict), or one line listing the valid names."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise LoradbError(f"unknown {what} {name!r}; choose one of {', '.join(registry)}") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LoradbError
+from .errors import LoradbError, registered
 
 RAW_L2 = "raw-l2"  # the paper's key; what records without variance or task keep working with
 _EPS = 1e-12
@@ -117,10 +117,7 @@ KEYS: dict[str, RetrievalKey] = {
 
 def get_key(name: str) -> RetrievalKey:
     """The registered key called `name`, or an error listing the valid names."""
-    try:
-        return KEYS[name]
-    except KeyError:
-        raise LoradbError(f"unknown retrieval key {name!r}; choose one of {', '.join(KEYS)}") from None
+    return registered(KEYS, name, "retrieval key")
 
 
 def supported_keys(*, has_var: bool, has_task: bool) -> list[str]:
@@ -148,11 +145,12 @@ def key_features(key: str | RetrievalKey, target: KeyInputs, records: KeyInputs,
         refs: the statistics to normalise by (default: those of `records`).
     """
     key = get_key(key) if isinstance(key, str) else key
-    for what, x in (("the target", target), ("a record", records)):
+    for what, x, remedy in (("the target", target, "give the target's task (--prompts labels.json or --instruction) "
+                             "and compute z from --data"), ("a record", records, "add the records again with their task")):
         lack = missing_for(key, x)
         if lack:
-            raise LoradbError(f"retrieval key {key.name} needs {lack}, which {what} does not have; "
-                              f"use one of {', '.join(supported_keys(has_var=False, has_task=False))}")
+            raise LoradbError(f"retrieval key {key.name} needs {lack}, which {what} does not have; {remedy}, "
+                              f"or use one of {', '.join(supported_keys(has_var=False, has_task=False))}")
     refs = refs or References.of(records)
     if key.needs_var and refs.within_var is None:
         raise LoradbError(f"retrieval key {key.name} needs the references' feature variances")

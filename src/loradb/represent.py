@@ -134,6 +134,16 @@ def task_spec(*, prompts: dict | list | None = None, instruction: str | None = N
     return None
 
 
+def as_task(task: dict | None) -> dict | None:
+    """A task given as {"prompts": [...] or {label: prompt}} or {"instruction": ...}, in the
+    one form records store (task_spec); None stays None."""
+    if task is None:
+        return None
+    if not isinstance(task, dict) or len(task) != 1 or not set(task) <= {"prompts", "instruction"}:
+        raise LoradbError('a task is {"prompts": [...]} or {"instruction": "..."}')
+    return task_spec(**task)
+
+
 def task_texts(task: dict) -> list[str]:
     """The texts whose mean embedding is the task key."""
     return list(task["prompts"]) if "prompts" in task else [task["instruction"]]

@@ -20,6 +20,7 @@ from .represent import (
     Space,
     default_space,
     load_vector,
+    as_task,
     represent_texts,
     task_spec,
 )
@@ -36,6 +37,7 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
     """
     if sum(x is not None for x in (data, repr, target)) != 1:
         raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+    task = as_task(task)
     if dp is not None and data is None:
         raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is used as it was made")
     spaces = [s for s in spaces if s["records"] > 0]

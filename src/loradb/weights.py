@@ -15,7 +15,7 @@ from itertools import product
 
 import numpy as np
 
-from .errors import LoradbError
+from .errors import LoradbError, registered
 
 DEFAULT_METHOD = "similarity"
 FLOAT32_RESOLUTION = float(np.finfo(np.float32).eps)  # z vectors are stored in float32
@@ -254,10 +254,7 @@ METHODS: dict[str, WeightMethod] = {
 
 def get_method(name: str) -> WeightMethod:
     """The registered method called `name`, or an error listing the valid names."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise LoradbError(f"unknown weighting method {name!r}; choose one of {', '.join(METHODS)}") from None
+    return registered(METHODS, name, "weighting method")
 
 
 def compute_weights(method: str, z_trg: np.ndarray, Z: np.ndarray, *, temperature: float | None = None,

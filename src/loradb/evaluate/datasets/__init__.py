@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...base import cache_dir
-from ...errors import LoradbError
+from ...errors import registered
 from ...export import atomic_output_dir, replaced_dir
 from ...pypi import PinnedFile
 
@@ -118,10 +118,7 @@ COLLECTIONS: dict[str, Collection] = {
 
 
 def get_collection(name: str) -> Collection:
-    try:
-        return COLLECTIONS[name]
-    except KeyError:
-        raise LoradbError(f"unknown dataset collection {name!r}; `loradb data --list` shows {', '.join(COLLECTIONS)}") from None
+    return registered(COLLECTIONS, name, "dataset collection")
 
 
 def collection_dir(name: str, cache: Path | None = None) -> Path:
