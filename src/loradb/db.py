@@ -356,18 +356,18 @@ class LoraDB:
     def _nearest_by_key(self, key: str, target: Representation, k: int):
         """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
         exact scan of the space, since the key's map depends on every reference in it."""
-        from .keys import KeyInputs, key_features, missing_for, get_key
+        from .keys import KeyInputs, get_key, key_features, missing_for
 
         records = self.index.in_space(target.space.id)
         if not records:
             raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
-        lacking = [(r.name, missing_for(get_key(key), _key_inputs([r]))) for r in records]
+        lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
         lacking = [(name, what) for name, what in lacking if what is not None]
         if lacking:
             raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
                               f"here lack (e.g. {lacking[0][0]}); use --key raw-l2, cosine or centered-cosine, "
                               "or add them again with their task")
-        q, R = key_features(key, KeyInputs.of(target.z, target.var, target.task_z), _key_inputs(records))
+        q, R = key_features(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
         d2 = ((R - q) ** 2).sum(axis=1)
         order = np.lexsort((np.array([r.id for r in records]), d2))[:k]
         return [records[i] for i in order], [float(d2[i]) for i in order], R[order], q
@@ -384,7 +384,7 @@ class LoraDB:
         Returns:
             {"space": id, "key": chosen, "precision": {key: mean family precision@k}, "records": n}.
         """
-        from .keys import choose_key
+        from .keys import KeyInputs, choose_key
 
         spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
         if len(spaces) != 1:
@@ -399,7 +399,7 @@ class LoraDB:
         families = [r.meta[family_meta] for r in records]
         if len(set(families)) < 2:
             raise LoradbError(f"every record has {family_meta}={families[0]!r}; choosing a key needs at least two families")
-        chosen = choose_key(_key_inputs(records), families, k=k)
+        chosen = choose_key(KeyInputs.stacked(records), families, k=k)
         with self.write_lock():
             self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
         return {"space": sid, **chosen, "records": len(records)}
@@ -577,16 +577,6 @@ def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record],
             if other[0] != name:
                 raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
                                   f"({other[0]!r} vs {name!r}); they were saved from different model classes")
-
-def _key_inputs(records: list[Record]):
-    """What the retrieval keys read of records: z, and var / task_z when every record has them."""
-    from .keys import KeyInputs
-
-    def stacked(attr):
-        values = [getattr(r, attr) for r in records]
-        return None if any(v is None for v in values) else np.stack(values)
-
-    return KeyInputs.of(np.stack([r.z for r in records]), stacked("var"), stacked("task_z"))
 
 def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     """KEY=VALUE strings -> dict, refusing malformed pairs."""

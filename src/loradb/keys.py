@@ -41,6 +41,16 @@ class KeyInputs:
         as2d = (lambda a: None if a is None else np.atleast_2d(np.asarray(a, dtype=np.float64)))
         return cls(as2d(z), as2d(var), as2d(task))
 
+    @classmethod
+    def stacked(cls, items) -> "KeyInputs":
+        """Rows of records or representations (anything with z, var, task_z); var and task
+        only when every item has them."""
+        def rows(attr):
+            values = [getattr(item, attr) for item in items]
+            return None if any(v is None for v in values) else np.stack(values)
+
+        return cls.of(rows("z"), rows("var"), rows("task_z"))
+
 
 @dataclass(frozen=True)
 class References:

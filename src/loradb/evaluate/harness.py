@@ -36,7 +36,7 @@ from ..db import LoraDB
 from ..errors import LoradbError
 from ..generate import is_causal_lm
 from ..keys import KEYS, RAW_L2, KeyInputs, family_precision, get_key, key_features
-from ..represent import Encoder, Representation, save_representation, task_spec
+from ..represent import Encoder, save_representation, task_spec
 from ..train import DEFAULT_INSTRUCTION, GENERATION_TRAIN, TRAINING_INFO, TrainConfig, train_lora
 from ..weights import auto_l1, auto_temperature, compute_weights
 from .domains import Domain, load_domains, load_generation_domains
@@ -107,15 +107,6 @@ def _sample(domain: Domain, n: int, seed: int) -> tuple[list[str], list[str]]:
     return [domain.train_texts[i] for i in idx], [domain.train_labels[i] for i in idx]
 
 
-def _inputs(reps: list[Representation]) -> KeyInputs:
-    """Key inputs of representations (var / task only when all have them)."""
-    def stacked(attr):
-        values = [getattr(r, attr) for r in reps]
-        return None if any(v is None for v in values) else np.stack(values)
-
-    return KeyInputs.of(np.stack([r.z for r in reps]), stacked("var"), stacked("task_z"))
-
-
 class _Scorer:
     """The task's metric of composed adapters on labeled samples, each composition scored once:
     leave-one-out tuning meets the same (target, adapters, weights) in many folds."""
@@ -148,7 +139,8 @@ def _tune(refs: list[Domain], z_train: dict, scorer: _Scorer, key: str, config: 
             accs = []
             for r in refs:
                 others = [c for c in refs if c.name != r.name]
-                q, R = key_features(key, _inputs([z_train[r.name]]), _inputs([z_train[c.name] for c in others]))
+                q, R = key_features(key, KeyInputs.stacked([z_train[r.name]]),
+                                    KeyInputs.stacked([z_train[c.name] for c in others]))
                 d2 = ((R - q) ** 2).sum(axis=1)
                 near = np.lexsort((np.arange(len(others)), d2))[: config.k]
                 d2 = d2[near]
