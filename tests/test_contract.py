@@ -122,10 +122,12 @@ def test_backends_give_identical_results(servers, adapters, tmp_path, monkeypatc
     a, b = (load_file(tmp_path / f"out-{i}" / "adapter_model.safetensors") for i in (1, 2))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # (metadata key order is not stable)
     keyed = []  # records' variance and task keys round-trip through both stores: same key search, same answer
+    # (a new dataset for the new record: two records with one z would tie, and ties go by random id)
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", TEXTS["sports"] + TEXTS["finance"][:2])
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"money": "about money", "games": "about games"}))
     for location in (embedded, remote):
-        code, _, err = run("add", location, adapters["sports"], "--data", tmp_path / "sports.jsonl", "--name", "sports-task",
+        code, _, err = run("add", location, adapters["sports"], "--data", mixed, "--name", "sports-task",
                            "--prompts", labels, "--meta", "family=games")
         assert code == 0, err
         keyed.append(json.loads(run("search", location, "--data", target, "-k", 4, "--key", "frechet", "--json")[1]))
