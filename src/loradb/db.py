@@ -358,7 +358,8 @@ class LoraDB:
         exact scan of the space, since the key's map depends on every reference in it."""
         from .keys import KeyInputs, get_key, key_features, missing_for
 
-        records = self.index.in_space(target.space.id)
+        # by name: the references' mean (and so near-ties) must not depend on random record ids
+        records = sorted(self.index.in_space(target.space.id), key=lambda r: r.name)
         if not records:
             raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
         lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
@@ -369,7 +370,7 @@ class LoraDB:
                               "or add them again with their task")
         q, R = key_features(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
         d2 = ((R - q) ** 2).sum(axis=1)
-        order = np.lexsort((np.array([r.id for r in records]), d2))[:k]
+        order = np.lexsort((np.arange(len(records)), d2))[:k]  # ties by name
         return [records[i] for i in order], [float(d2[i]) for i in order], R[order], q
 
     def default_key(self, space_id: str) -> str | None:
@@ -391,7 +392,7 @@ class LoraDB:
             raise LoradbError(f"{len(spaces)} representation spaces match; pass --space (`loradb list` shows them)"
                               if spaces or space is None else f"no records in representation space {space}")
         sid = spaces[0]["id"]
-        records = self.index.in_space(sid)
+        records = sorted(self.index.in_space(sid), key=lambda r: r.name)  # the same choice on every copy of the records
         unlabeled = [r.name for r in records if family_meta not in r.meta]
         if unlabeled:
             raise LoradbError(f"{len(unlabeled)} records have no metadata {family_meta!r} (e.g. {unlabeled[0]}); "
