@@ -343,7 +343,7 @@ class LoraDB:
         if key == RAW_L2:  # the indexed path: exact or approximate search over raw z
             hits = self.index.nearest(target.space.id, target.z, k, "l2")
             if not hits:
-                raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
+                raise _no_records(target.space.id)
             records = [self.index.get(h.record_id) for h in hits]
             distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
         else:
@@ -361,7 +361,7 @@ class LoraDB:
         # by name: the references' mean (and so near-ties) must not depend on random record ids
         records = sorted(self.index.in_space(target.space.id), key=lambda r: r.name)
         if not records:
-            raise LoradbError(f"no records in representation space {target.space.id}; add adapters with representations made the same way")
+            raise _no_records(target.space.id)
         lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
         lacking = [(name, what) for name, what in lacking if what is not None]
         if lacking:
@@ -578,6 +578,9 @@ def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record],
             if other[0] != name:
                 raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
                                   f"({other[0]!r} vs {name!r}); they were saved from different model classes")
+
+def _no_records(space_id: str) -> LoradbError:
+    return LoradbError(f"no records in representation space {space_id}; add adapters with representations made the same way")
 
 def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     """KEY=VALUE strings -> dict, refusing malformed pairs."""
