@@ -77,7 +77,25 @@ class BaseModel:
 
     @property
     def hidden_size(self) -> int | None:
-        return self.config.get("hidden_size") or self.config.get("d_model") or self.config.get("n_embd")
+        return _config_attribute(self.config, "hidden_size")
+
+    @property
+    def num_layers(self) -> int | None:
+        """Transformer layers (hidden states are 0..num_layers), whatever the config calls them."""
+        return _config_attribute(self.config, "num_hidden_layers")
+
+
+def _config_attribute(config: dict, name: str):
+    """A standard config attribute read the way transformers reads it: each model family's
+    config class maps its own key to the standard name (GPT-2's n_layer is num_hidden_layers,
+    its n_embd is hidden_size). None when the config does not have it."""
+    from transformers import AutoConfig
+
+    try:
+        value = getattr(AutoConfig.for_model(**config), name, None)
+    except (ValueError, TypeError, KeyError):  # no or unknown model_type: only the standard key counts
+        value = config.get(name)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @functools.lru_cache(maxsize=16)

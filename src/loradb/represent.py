@@ -89,7 +89,9 @@ def default_space(base: BaseModel, *, layer: int = DEFAULT_LAYER, pooling: str =
     """The space a bare vector for `base` is assumed to live in (needs the config's hidden size)."""
     if not base.hidden_size:
         raise LoradbError(f"cannot tell the feature size of base model {base.short}; make the vector with `loradb represent`")
-    n_states = int(base.config.get("num_hidden_layers", 0)) + 1
+    if not base.num_layers:
+        raise LoradbError(f"cannot tell how many layers base model {base.short} has; make the vector with `loradb represent`")
+    n_states = base.num_layers + 1
     if not -n_states <= layer < n_states:
         raise LoradbError(f"layer {layer} does not exist: {base.path} has hidden states 0..{n_states - 1} (or -1 for the last)")
     layer = layer if layer >= 0 else n_states + layer
