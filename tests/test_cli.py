@@ -297,3 +297,33 @@ def test_compose_uses_a_named_base_copy_and_refuses_another_base(filled, bert, b
     before = snapshot(db)
     code, _, err = run("compose", db, "--weights", "cooking=1", "--merged", "--base", bert_other_weights, "--out", tmp / "m2")
     assert code == 2 and "not for --base" in err and not (tmp / "m2").exists() and snapshot(db) == before
+
+
+def test_names_cannot_impersonate_ids(filled):
+    """A writer cannot name a record after another record's id or id prefix (what `list`
+    prints), so `compose --weights REF=w` and `export REF` never reach an impostor."""
+    db, dirs, tmp = filled
+    ids = {r["name"]: r["id"] for r in json.loads(run("list", db, "--json")[1])}
+    finance = ids["finance"]
+    for name in (finance[:12], finance, finance[:4].upper(), "deadbeef"):
+        _refused(db, "add", db, dirs["cooking"], "--data", tmp / "cooking.jsonl", "--name", name, match="could be read as an id")
+    assert run("add", db, dirs["cooking"], "--data", tmp / "cooking.jsonl", "--name", "beef-1")[0] == 0
+
+
+def test_full_ids_win_and_legacy_lookalike_names_are_refused_as_ambiguous(filled):
+    """In a database written before such names were refused: a record named like another's
+    id prefix. The full id still reaches the real record; the prefix is refused, not guessed."""
+    db, dirs, tmp = filled
+    ids = {r["name"]: r["id"] for r in json.loads(run("list", db, "--json")[1])}
+    prefix = ids["finance"][:12]
+    conn = sqlite3.connect(db / "index.sqlite")
+    with conn:
+        conn.execute("UPDATE records SET name = ? WHERE name = 'sports'", (prefix,))
+        conn.execute("UPDATE records SET name = ? WHERE name = 'cooking'", (ids["finance"],))
+    conn.close()
+    code, out, _ = run("show", db, ids["finance"], "--json")
+    assert code == 0 and json.loads(out)["name"] == "finance"
+    _refused(db, "export", db, prefix, "--out", tmp / "exported", match="both the name of record")
+    _refused(db, "compose", db, "--weights", f"{prefix}=1", "--out", tmp / "c", match="use the full id")
+    # an upper-case prefix is not an id prefix (SQLite's LIKE ignored case)
+    _refused(db, "show", db, ids["finance"][:8].upper(), match="no record")

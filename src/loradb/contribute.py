@@ -18,9 +18,17 @@ from .targets import representation_from_file, with_task_key
 _NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
 
 
+_ID_LIKE = re.compile(r"[0-9a-fA-F]{4,}")
+
+
 def check_name(name: str, what: str = "record name") -> str:
+    """Refuse names that are malformed or could be read as an id (or id prefix): a name must
+    never stand for another record in `compose --weights NAME=w` or `export NAME`."""
     if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
         raise LoradbError(f"invalid {what} {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
+    if _ID_LIKE.fullmatch(name):
+        raise LoradbError(f"invalid {what} {name!r}: a name made only of hex digits could be read as an id; "
+                          "add a letter beyond a-f or a '-'")
     return name
 
 @dataclass

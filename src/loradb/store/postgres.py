@@ -220,17 +220,6 @@ class PgIndex(SharedStatements):
             raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: "
                              f"{str(e).splitlines()[0]}") from None
 
-    def get(self, ref: str) -> Record:
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = %s OR name = %s", (ref, ref)).fetchall()
-        if not rows and len(ref) >= 4:
-            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id LIKE %s", (escaped + "%",)).fetchall()
-        if not rows:
-            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
-        if len(rows) > 1:
-            raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
-        return self._row(rows[0])
-
     def all(self) -> list[Record]:
         return [self._row(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id").fetchall()]
 

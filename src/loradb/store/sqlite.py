@@ -203,18 +203,6 @@ class SqliteIndex(SharedStatements):
             c.execute("ROLLBACK")
             raise
 
-    def get(self, ref: str) -> Record:
-        """A record by id, unique id prefix (>= 4 characters) or name."""
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = ? OR name = ?", (ref, ref)).fetchall()
-        if not rows and len(ref) >= 4:
-            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id LIKE ? ESCAPE '\\'",
-                                     (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
-        if not rows:
-            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
-        if len(rows) > 1:
-            raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
-        return self._row(rows[0])
-
     def all(self) -> list[Record]:
         return [self._row(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id")]
 
