@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..errors import NotFound, StoreError
+from ..errors import StoreError
 from .protocol import Record, SearchHit
 from .sqlshared import SharedStatements
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NotFound, StoreError
+from ..errors import StoreError
 from .protocol import Record, SearchHit
 from .sqlshared import SharedStatements
 
