@@ -340,3 +340,20 @@ def test_server_composes_without_the_base_model_and_the_client_merges(shared, be
         module = read_adapter(adapters["cooking"]).modules["encoder.layer.0.attention.self.query"]
         key = next(k for k in merged if k.endswith("layer.0.attention.self.query.weight"))
         np.testing.assert_allclose(merged[key] - original[key], module.scale * module.B @ module.A, atol=1e-5)
+
+
+def test_contributed_base_names_are_labels_never_paths_on_the_server(shared, bert, bert_other_weights):
+    """A representation may name any base path; the server never opens it. Records naming
+    /etc, or a directory that holds another model, compose like any other record."""
+    db, tokens, adapters, tmp = shared
+    doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
+    with running_server(db, log=tmp / "server.log") as url:
+        http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
+        for name, base in (("etc", "/etc"), ("other-model", str(bert_other_weights)), ("missing", "/no/such/dir")):
+            assert http.post("/records", **_upload_parts(adapters["cooking"], {**doc, "base": base}, name=name)).status_code == 201
+        for name in ("etc", "other-model", "missing"):
+            response = http.post("/compose", json={"weights": {name: 1.0}})
+            assert response.status_code == 200, (name, response.text)
+        response = http.post("/compose", json={"representation": doc, "k": 3, "method": "uniform"})
+        assert response.status_code == 200, response.text
+    assert "Traceback" not in (tmp / "server.log").read_text()

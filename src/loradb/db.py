@@ -93,10 +93,19 @@ class LoraDB:
     """A LoRA-VecDB: an index of records and a blob store, embedded (a directory with
     index.sqlite and blobs/) or PostgreSQL + pgvector with S3 blobs (a postgresql:// URL)."""
 
-    def __init__(self, location: str | os.PathLike):
+    def __init__(self, location: str | os.PathLike, *, base_models: dict | None = None):
+        """Open a database.
+
+        Args:
+            base_models: fingerprint -> BaseModel, the only base models this handle ever
+                opens (a server: its --base directories). Records' stored base names are then
+                opaque labels written by contributors, never paths on this machine. None (the
+                command line): a record's base is loaded from its stored directory.
+        """
         from .store.locate import open_store
 
         self.location = str(location)
+        self.base_models = base_models
         self.index, self.blobs = open_store(location if isinstance(location, str) else Path(location))
 
     @classmethod
@@ -528,6 +537,13 @@ class LoraDB:
                 raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]}, "
                                         f"not for --base {base_model.short}")
             return base_model
+        if self.base_models is not None:
+            if record.base_fingerprint in self.base_models:
+                return self.base_models[record.base_fingerprint]
+            if not required:
+                return BaseRef(record.base_name, record.base_fingerprint)
+            raise LoradbError(f"record {record.name}'s base model (fingerprint {record.base_fingerprint[:12]}) is not one "
+                              "of the base models this server was started with; it is needed to write the result")
         if not Path(record.base_name).is_dir():
             if not required:
                 return BaseRef(record.base_name, record.base_fingerprint)

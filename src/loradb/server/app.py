@@ -98,11 +98,12 @@ def create_app(config: ServerConfig):
     """The ASGI application serving `config.db`: the FastAPI app (OpenAPI schema at
     /openapi.json, docs at /docs) behind the request body cap."""
     LoraDB(config.db).close()  # refuse a bad path now, not at the first request
+    # base names in records come from contributors: only the server's own --base models are opened
     handles = threading.local()
 
     def db() -> LoraDB:
         if not hasattr(handles, "db"):
-            handles.db = LoraDB(config.db)
+            handles.db = LoraDB(config.db, base_models=config.bases)
         return handles.db
 
     bearer = HTTPBearer(auto_error=False, description="a token made by `loradb token create` (the client sends LORADB_TOKEN)")
