@@ -357,3 +357,32 @@ def test_contributed_base_names_are_labels_never_paths_on_the_server(shared, ber
         response = http.post("/compose", json={"representation": doc, "k": 3, "method": "uniform"})
         assert response.status_code == 200, response.text
     assert "Traceback" not in (tmp / "server.log").read_text()
+
+
+def test_compose_work_is_bounded_before_it_starts(shared, bert):
+    """--max-k caps adapters per request; --max-compose-mb refuses a ties/dare compose whose
+    dense deltas would not fit (413), while the exact merge of the same adapters still runs."""
+    from loradb.adapter import read_adapter
+    from loradb.compose import factors_of, working_bytes
+
+    db, tokens, adapters, tmp = shared
+    doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
+    factors = [factors_of(read_adapter(adapters[d])) for d in ("cooking", "finance")]
+    exact, ties = working_bytes(factors), working_bytes(factors, merge="ties")
+    assert exact < ties
+    budget_mb = (exact + ties) / 2 / 2**20
+    with running_server(db, "--max-k", 2, "--max-compose-mb", budget_mb, log=tmp / "server.log") as url:
+        http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
+        for domain in ("cooking", "finance", "sports"):
+            assert http.post("/records", **_upload_parts(adapters[domain], doc, name=domain)).status_code == 201
+        before = snapshot(db)
+        over_k = http.post("/search", json={"representation": doc, "k": 3})
+        assert over_k.status_code == 422 and "at most 2" in over_k.json()["error"]
+        too_many = http.post("/compose", json={"weights": {"cooking": 1, "finance": 1, "sports": 1}})
+        assert too_many.status_code == 422
+        for merge in ("ties", "dare"):
+            response = http.post("/compose", json={"weights": {"cooking": 0.5, "finance": 0.5}, "merge": merge})
+            assert response.status_code == 413 and "MiB" in response.json()["error"], response.text
+        assert http.post("/compose", json={"weights": {"cooking": 0.5, "finance": 0.5}}).status_code == 200
+        assert http.post("/search", json={"representation": doc, "k": 2}).status_code == 200
+        assert snapshot(db) == before

@@ -318,7 +318,7 @@ def cmd_serve(args) -> int:
 
     _local_only(args.db, "serve")
     serve(args.db, host=args.host, port=args.port, bases=args.base, max_upload_mb=args.max_upload_mb, max_dim=args.max_dim,
-          public_read=args.public_read, log_level=args.log_level)
+          public_read=args.public_read, max_k=args.max_k, max_compose_mb=args.max_compose_mb, log_level=args.log_level)
     return 0
 
 
@@ -603,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=256, help="largest request body in MiB (default 256)")
     p.add_argument("--max-dim", type=int, default=16384, help="largest representation dimension (default 16384)")
     p.add_argument("--public-read", action="store_true", help="allow reads (list, search, compose, download) without a token")
+    p.add_argument("--max-k", type=int, default=100, help="most adapters one search or compose may use (default 100)")
+    p.add_argument("--max-compose-mb", type=float, default=1024,
+                   help="working memory one compose may use, in MiB; larger ones are refused before work (default 1024)")
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
 
     keys = sub.add_parser("key", help="retrieval keys: list them, or choose a space's default on its records")

@@ -189,6 +189,30 @@ def factorize(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
         float(torch.sqrt((S64[r:] ** 2).sum())), float(torch.sqrt((S64 ** 2).sum()))
 
 
+def working_bytes(adapters: Sequence[Factors], *, merge: str = "exact", compressed: bool = False) -> int:
+    """An upper estimate of the float32 working memory a compose of `adapters` needs.
+
+    exact: the stacked factors of every module ((d_out + d_in) x sum r_i), copied once into
+    the result, more when compressed (QR factors, core, truncated factors). ties / dare form
+    each module's deltas densely, one module at a time: ties holds about six k x d_out x d_in
+    tensors at its peak (the deltas, trimmed, stacked, weighted, masked), dare the k deltas
+    and a few d_out x d_in temporaries; both then take an SVD. The factors are set against
+    measured peak RSS, which the allocator's reuse of freed blocks raises to about twice the
+    live tensors (tests/test_compose_memory_budget.py); a compose over `serve
+    --max-compose-mb` is refused before any of it is formed.
+    """
+    modules: dict[str, list[tuple[int, int, int]]] = {}
+    for factors in adapters:
+        for name, (A, B, _) in factors.items():
+            modules.setdefault(name, []).append((int(B.shape[0]), int(A.shape[1]), int(A.shape[0])))
+    stacked = sum(sum(r for *_, r in shapes) * (shapes[0][0] + shapes[0][1]) for shapes in modules.values())
+    if merge == "exact":
+        return 4 * stacked * (5 if compressed else 3)
+    per_delta, fixed = (14, 24) if merge == "ties" else (3, 24)
+    dense = max((len(shapes) * per_delta + fixed) * shapes[0][0] * shapes[0][1] for shapes in modules.values())
+    return 4 * (2 * stacked + dense)
+
+
 def compose_merged(adapters: Sequence[Factors], weights: Sequence[float], *, mode: str, density: float,
                    rank: int | None = None, seed: int = 0) -> tuple[dict, dict]:
     """TIES or DARE over each module's deltas, re-factorised to rank `rank` (default: the

@@ -19,7 +19,7 @@ import numpy as np
 from .adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from .base import BaseModel, check_adapter_fits, load_base, resolve_module
 from .contribute import Contribution, check_name, prepare_contribution
-from .errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
+from .errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError, TooLarge
 from .fewshot import learn_hit_weights, read_few_shot
 from .represent import Representation
 from .store.protocol import Record
@@ -417,7 +417,8 @@ class LoraDB:
     def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
                 rank: int | None = None, max_error: float | None = None, merge: str = "exact",
                 density: float = 0.5, seed: int = 0, shots: str | os.PathLike | None = None,
-                labels: str | os.PathLike | None = None, progress: bool = True, **search_args) -> SearchResult:
+                labels: str | os.PathLike | None = None, progress: bool = True, max_work_bytes: int | None = None,
+                **search_args) -> SearchResult:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
@@ -433,6 +434,8 @@ class LoraDB:
             seed: dare's random masks.
             shots: for method learned / lorahub: a labeled .jsonl of 1-32 target examples per label.
             labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
+            max_work_bytes: refuse (TooLarge) a compose whose working memory (compose.working_bytes)
+                would exceed this, before forming it.
             search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
@@ -483,6 +486,14 @@ class LoraDB:
         from .compose import compose_exact, factors_of
 
         factors = [factors_of(a) for a in adapters]
+        if max_work_bytes is not None:
+            from .compose import working_bytes
+
+            need = working_bytes(factors, merge=merge, compressed=rank is not None or max_error is not None)
+            if need > max_work_bytes:
+                raise TooLarge(f"this compose of {len(factors)} adapters (merge {merge}) needs about {need / 2**20:.0f} MiB "
+                               f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
+                               "adapters or the exact merge")
         if merge != "exact":
             from .compose import compose_merged
 

@@ -41,6 +41,14 @@ class AccessDenied(LoradbError):
         self.authenticated = authenticated  # False: no valid token at all (HTTP 401), else 403
 
 
+class OverLimit(LoradbError):
+    """A request beyond a limit the operator set, such as a server's most adapters per compose."""
+
+
+class TooLarge(OverLimit):
+    """Work that would need more memory than its budget allows (HTTP 413)."""
+
+
 class RemoteError(LoradbError):
     """A loradb server that cannot be reached or answered with an error."""
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: list[str] = (), max_upload_mb: float = 256,
-          max_dim: int = 16384, public_read: bool = False, log_level: str = "warning") -> None:
+          max_dim: int = 16384, public_read: bool = False, max_k: int = 100, max_compose_mb: float = 1024,
+          log_level: str = "warning") -> None:
     """Serve a database until interrupted.
 
     Args:
@@ -19,6 +20,9 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: l
         max_upload_mb: the largest request body accepted.
         max_dim: the largest representation dimension accepted.
         public_read: allow list / show / search / compose / download without a token.
+        max_k: the most adapters one search or compose may retrieve (k) or name (weights).
+        max_compose_mb: working memory one compose may use; larger ones are refused (413)
+            before any dense delta is formed.
     """
     import uvicorn
 
@@ -30,9 +34,13 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: l
         raise LoradbError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     if max_dim < 1:
         raise LoradbError(f"--max-dim must be at least 1, got {max_dim}")
+    if max_k < 1:
+        raise LoradbError(f"--max-k must be at least 1, got {max_k}")
+    if not max_compose_mb > 0:
+        raise LoradbError(f"--max-compose-mb must be positive, got {max_compose_mb}")
     accepted = {b.fingerprint: b for b in (load_base(path) for path in bases)}
     config = ServerConfig(db=str(db), bases=accepted, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_dim=max_dim,
-                          public_read=public_read)
+                          public_read=public_read, max_k=max_k, max_compose_bytes=int(max_compose_mb * (1 << 20)))
     app = create_app(config)
     # requests run in parallel threads; a multi-threaded BLAS inside each one only spins
     # on the same cores (measured: server CPU per search 10 ms -> 4.4 ms at 3,000 records)

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from ..access import Principal, Scope, authenticate
 from ..db import LoraDB
-from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound
+from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge
 from ..fewshot import FEW_SHOT_METHODS
 from ..wire import (
     API,
@@ -54,6 +54,8 @@ class ServerConfig(Schema):
     max_upload_bytes: int = 256 << 20
     max_dim: int = 16384
     public_read: bool = False  # reads without a token
+    max_k: int = 100  # most adapters one search or compose may retrieve or name
+    max_compose_bytes: int = 1 << 30  # working memory one compose may use (compose.working_bytes)
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
 
@@ -84,7 +86,7 @@ class ComposeRequest(_Query):
 def _status(e: LoradbError) -> int:
     if isinstance(e, AccessDenied):
         return 403 if e.authenticated else 401
-    for kind, status in ((NotFound, 404), (Conflict, 409), (BaseModelMismatch, 422)):
+    for kind, status in ((NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
         if isinstance(e, kind):
             return status
     return 400
@@ -199,8 +201,16 @@ def create_app(config: ServerConfig):
         return FileResponse(archive, media_type=ARCHIVE_TYPE, filename=f"{ref}.tar",
                             background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
 
+    def within_k(body: _Query, weights: dict | None = None) -> None:
+        """Refuse more adapters than this server composes at once (before any work)."""
+        asked = len(weights) if weights is not None else body.k
+        if asked > config.max_k:
+            raise OverLimit(f"{'weights names' if weights is not None else 'k asks for'} {asked} adapters; "
+                            f"this server takes at most {config.max_k} per request")
+
     @app.post(f"{API}/search")
     def search(body: SearchRequest, who=Depends(needs(Scope.READ))) -> dict:
+        within_k(body)
         rep = representation_from_doc(body.representation, max_dim=config.max_dim)
         result = db().search(target=rep, progress=False, **_query_args(body))
         return finite_or_none(_result_doc(result))
@@ -214,7 +224,9 @@ def create_app(config: ServerConfig):
                               "learn them there and send weights")
         if (body.representation is None) == (body.weights is None):
             raise LoradbError("give exactly one of representation or weights")
-        shape = {"rank": body.rank, "max_error": body.max_error, "merge": body.merge, "density": body.density, "seed": body.seed}
+        within_k(body, body.weights)
+        shape = {"rank": body.rank, "max_error": body.max_error, "merge": body.merge, "density": body.density, "seed": body.seed,
+                 "max_work_bytes": config.max_compose_bytes}
         tmp = Path(tempfile.mkdtemp(prefix="loradb-compose-"))
         try:
             if body.weights is not None:

@@ -1,0 +1,35 @@
+"""compose.working_bytes is an upper bound of what a compose really allocates, so a server's
+--max-compose-mb refuses what would not fit instead of running out of memory."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+_MEASURE = r"""
+import json, resource, sys, torch
+from loradb.compose import compose_exact, compose_merged, compress, working_bytes
+torch.manual_seed(0)
+k, d, r, merge = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+adapters = [{f"m{j}": (torch.randn(r, d), torch.randn(d, r), 1.0) for j in range(2)} for _ in range(k)]
+weights = [1.0 / k] * k
+torch.zeros(1) @ torch.zeros(1)  # load the kernels before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if merge == "exact":
+    compress(compose_exact(adapters, weights), rank=r)
+else:
+    compose_merged(adapters, weights, mode=merge, density=0.5)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"used": peak - before, "estimate": working_bytes(adapters, merge=merge, compressed=merge == "exact")}))
+"""
+
+
+@pytest.mark.parametrize("merge, k, d, r", [("ties", 6, 768, 8), ("ties", 16, 256, 8), ("dare", 6, 768, 8), ("dare", 2, 1024, 8),
+                                         ("exact", 32, 2048, 16)])
+def test_estimate_bounds_the_real_peak(merge, k, d, r):
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(k), str(d), str(r), merge], capture_output=True, text=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, check=True)
+    measured = json.loads(out.stdout)
+    assert measured["used"] > 0
+    assert measured["used"] <= measured["estimate"] <= 4 * measured["used"], measured  # a bound, and not a loose one
