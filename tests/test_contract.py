@@ -260,3 +260,29 @@ def test_postgres_hnsw_search_matches_exact(servers, monkeypatch):
         got = index.nearest(space.id, q, 10)
         assert [h.record_id for h in got] == want  # filtered to the space, exact order
     index.close()
+
+
+def test_check_reads_the_blob_store_itself_not_a_cached_copy(location, adapters, tmp_path):
+    """A blob deleted or altered in the store is reported by `check`, naming the record and
+    blob, even when this machine holds a good cached copy (S3's read cache)."""
+    from loradb.db import LoraDB
+
+    fill(location, adapters, tmp_path)
+    assert run("export", location, "finance", "--out", tmp_path / "warm")[0] == 0  # caches the S3 object locally
+    assert run("export", location, "sports", "--out", tmp_path / "warm2")[0] == 0
+    with LoraDB(location) as db:
+        records = {r.name: r for r in db.list()}
+        gone, altered = records["finance"].blob_sha256, records["sports"].blob_sha256
+        if hasattr(db.blobs, "client"):
+            db.blobs.client.delete_object(Bucket=db.blobs.bucket, Key=db.blobs._key(gone))
+            db.blobs.client.put_object(Bucket=db.blobs.bucket, Key=db.blobs._key(altered), Body=b"not the adapter")
+        else:
+            db.blobs.path(gone).unlink()
+            db.blobs.path(altered).write_bytes(b"not the adapter")
+    code, out, _ = run("check", location, "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["clean"]
+    problems = "\n".join(report["problems"])
+    assert f"record finance ({records['finance'].id[:12]}): blob {gone[:12]} is missing" in problems, problems
+    assert f"record sports ({records['sports'].id[:12]}): blob {altered[:12]}" in problems and "does not match" in problems
+    assert "cooking" not in problems

@@ -261,8 +261,9 @@ class LoraDB:
         spaces = {s["id"]: s for s in self.index.spaces()}
         for r in records:
             label = f"record {r.name} ({r.id[:12]})"
-            if not self.blobs.verify(r.blob_sha256):
-                problems.append(f"{label}: blob {r.blob_sha256[:12]} is missing or does not match its sha256")
+            blob_problem = self.blobs.problem(r.blob_sha256)
+            if blob_problem is not None:
+                problems.append(f"{label}: {blob_problem}")
             if r.space_id not in spaces:
                 problems.append(f"{label}: its representation space {r.space_id} is missing")
             elif spaces[r.space_id].get("dim") != r.z.shape[0]:

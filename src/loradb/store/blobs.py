@@ -72,13 +72,18 @@ class LocalBlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def verify(self, sha256: str) -> bool:
+    def problem(self, sha256: str) -> str | None:
+        """None when the blob is there and matches its sha256, else what is wrong."""
         p = self.path(sha256)
-        return p.is_file() and sha256_file(p) == sha256
+        if not p.is_file():
+            return f"blob {sha256[:12]} is missing from {self.dir}"
+        if sha256_file(p) != sha256:
+            return f"blob {sha256[:12]} in {self.dir} does not match its sha256"
+        return None
 
     def fetch(self, sha256: str) -> Path:
         """A local file holding the blob, verified against its sha256."""
-        if not self.verify(sha256):
+        if self.problem(sha256) is not None:
             raise StoreError(f"blob {sha256[:12]} is missing or corrupt; run `loradb check`")
         return self.path(sha256)
 

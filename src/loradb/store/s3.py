@@ -99,12 +99,31 @@ class S3BlobStore:
             Path(tmp).unlink(missing_ok=True)
         return cached
 
-    def verify(self, sha256: str) -> bool:
+    def problem(self, sha256: str) -> str | None:
+        """None when the object in the bucket is there and matches its sha256, else what is
+        wrong. Reads the object store itself, never the local read cache: `check` must see
+        an object deleted or altered in the bucket even when a good copy is cached here."""
+        import hashlib
+
         try:
-            self.fetch(sha256)
-            return True
-        except StoreError:
-            return False
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"]
+        except self._errors.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return f"blob {sha256[:12]} is missing from {self.url}"
+            raise StoreError(f"object storage {self.url}: reading blob {sha256[:12]} failed ({e})") from None
+        except self._errors.BotoCoreError as e:
+            raise StoreError(f"object storage {self.url} cannot be reached ({e})") from None
+        digest = hashlib.sha256()
+        try:
+            for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
+        except (self._errors.BotoCoreError, self._errors.ClientError) as e:
+            raise StoreError(f"object storage {self.url}: reading blob {sha256[:12]} failed ({e})") from None
+        finally:
+            body.close()
+        if digest.hexdigest() != sha256:
+            return f"blob {sha256[:12]} in {self.url} does not match its sha256"
+        return None
 
     def delete(self, sha256: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(sha256))
