@@ -63,3 +63,57 @@ def test_bad_budgets_refused(config):
 def test_delta_must_be_below_one_over_n():
     with pytest.raises(LoradbError, match="not below 1/n"):
         privatize_mean(np.zeros(4), 10, DPConfig(1.0, 0.2, 1.0))
+
+
+def _released_doc(bert):
+    """The wire document of a real DP release (and its sidecar twin written to disk)."""
+    from test_cli import TEXTS
+
+    from loradb.represent import represent_texts
+    from loradb.wire import representation_doc
+
+    rep = represent_texts(bert, TEXTS["cooking"] * 20, progress=False, dp=DPConfig(2.0, 1e-4, 1.0))
+    return representation_doc(rep)
+
+
+def _tampered(doc, **privacy):
+    return {**doc, "privacy": {**doc["privacy"], **privacy}}
+
+
+def test_received_privacy_blocks_are_recomputed_not_trusted(bert):
+    from loradb.wire import representation_from_doc
+
+    doc = _released_doc(bert)
+    assert representation_from_doc(doc, max_dim=64).privacy == doc["privacy"]  # the real release passes
+    p = doc["privacy"]
+    assert representation_from_doc(_tampered(doc, sigma=p["sigma"] * 2), max_dim=64).privacy["sigma"] == p["sigma"] * 2
+    cases = {
+        "sigma below the calibration": (_tampered(doc, sigma=p["sigma"] / 2), "the stated guarantee does not hold"),
+        "a larger epsilon than the noise gives": (_tampered(doc, epsilon=0.5), "the stated guarantee does not hold"),
+        "sensitivity not 2C/n": (_tampered(doc, sensitivity=p["sensitivity"] / 10), "2 * clip / n"),
+        "n other than the representation's": (_tampered(doc, n_samples=p["n_samples"] * 10), "own example count"),
+        "another mechanism": (_tampered(doc, mechanism="laplace"), "mechanism must be"),
+        "an extra field": (_tampered(doc, audited=True), "unknown field(s) audited"),
+        "a missing field": ({**doc, "privacy": {k: v for k, v in p.items() if k != "clip"}}, "missing clip"),
+        "var beside a private z": ({**doc, "var": [1.0] * len(doc["z"])}, "carries no var"),
+        "an unknown top-level field": ({**doc, "labels_seen": ["a"]}, "unknown field(s) labels_seen"),
+        "an unknown space field": ({**doc, "space": {**doc["space"], "extra": 1}}, "unknown field(s) extra"),
+        "another format": ({**doc, "format": "loradb.representation.v9"}, "is not 'loradb.representation.v1'"),
+    }
+    for what, (bad, match) in cases.items():
+        with pytest.raises(LoradbError, match=match.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+            representation_from_doc(bad, max_dim=64)
+            pytest.fail(what)
+
+
+def test_a_sidecar_with_a_forged_privacy_block_is_refused(bert, tmp_path):
+    import json
+
+    from loradb.targets import representation_from_sidecar
+
+    doc = _released_doc(bert)
+    z = np.asarray(doc["z"], dtype=np.float32)
+    side = {k: v for k, v in doc.items() if k != "z"}
+    assert representation_from_sidecar(z, json.loads(json.dumps(side)), "t.npy").privacy is not None
+    with pytest.raises(LoradbError, match="the stated guarantee does not hold"):
+        representation_from_sidecar(z, _tampered(side, sigma=1e-9), "t.npy")

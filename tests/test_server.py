@@ -283,6 +283,11 @@ def test_differentially_private_z_is_stated_and_stored(shared, bert, monkeypatch
         assert "not below 1/n" in run("search", url, "--data", data, "--dp-epsilon", 1, "--dp-clip", 5, "--dp-delta", 0.1)[2]
         assert "privatises z computed from --data" in run("search", url, "--repr", tmp / "z.npy", "--dp-epsilon", 1,
                                                           "--dp-clip", 5)[2]
+        # a forged guarantee: the noise of epsilon=1 claimed as epsilon=0.1 is refused, nothing stored
+        forged = {**side, "z": np.load(tmp / "z.npy").tolist(), "privacy": {**side["privacy"], "epsilon": 0.1}}
+        response = httpx.post(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['alice']}"},
+                              **_upload_parts(adapters["finance"], forged, name="forged"))
+        assert response.status_code == 400 and "does not hold" in response.json()["error"], response.text
         assert snapshot(db) == before
 
 

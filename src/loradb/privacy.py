@@ -112,16 +112,43 @@ def statement(privacy: dict) -> str:
             f"{privacy['sigma']:.4g} on the mean of {privacy['n_samples']}")
 
 
-def check_privacy_doc(doc) -> dict | None:
-    """A stored/uploaded privacy description, refused when malformed (None stays None)."""
+PRIVACY_FIELDS = ("epsilon", "delta", "clip", "sigma", "sensitivity", "n_samples", "mechanism", "adjacency")
+
+
+def check_privacy_doc(doc, n_samples: int | None) -> dict | None:
+    """A received privacy description (sidecar, upload), refused unless it is exactly what
+    `privatize_mean` writes and its noise really gives the stated guarantee: sensitivity and
+    sigma are recomputed from (epsilon, delta, clip, n), and `n_samples` is the count the
+    representation itself states. None stays None.
+
+    A larger sigma than needed is accepted (more noise keeps the guarantee); a smaller one,
+    another mechanism, or any field that is not ours is refused: `private: true` is shown
+    to everyone who retrieves the record, so it is never taken on trust.
+    """
     if doc is None:
         return None
     if not isinstance(doc, dict):
-        raise LoradbError("privacy must be an object with epsilon, delta, clip and sigma")
-    try:
-        DPConfig(float(doc["epsilon"]), float(doc["delta"]), float(doc["clip"])).validate()
-        if not float(doc["sigma"]) > 0:
-            raise ValueError("sigma must be positive")
-    except (KeyError, TypeError, ValueError) as e:
-        raise LoradbError(f"malformed privacy description ({e})") from None
-    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, (str, int, float))}
+        raise LoradbError("privacy must be an object with " + ", ".join(PRIVACY_FIELDS))
+    unknown, missing = sorted(set(doc) - set(PRIVACY_FIELDS)), [k for k in PRIVACY_FIELDS if k not in doc]
+    if unknown or missing:
+        raise LoradbError(f"malformed privacy description: {'unknown field(s) ' + ', '.join(map(str, unknown)) if unknown else ''}"
+                          f"{'; ' if unknown and missing else ''}{'missing ' + ', '.join(missing) if missing else ''}")
+    numbers = {k: doc[k] for k in ("epsilon", "delta", "clip", "sigma", "sensitivity")}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers.values()):
+        raise LoradbError("malformed privacy description: epsilon, delta, clip, sigma and sensitivity must be finite numbers")
+    n = doc["n_samples"]
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1) or n != n_samples:
+        raise LoradbError(f"privacy n_samples {n!r} must be the representation's own example count ({n_samples})")
+    if doc["mechanism"] != MECHANISM or doc["adjacency"] != ADJACENCY:
+        raise LoradbError(f"privacy mechanism must be {MECHANISM!r} with adjacency {ADJACENCY!r}: loradb can check no other")
+    config = DPConfig(float(doc["epsilon"]), float(doc["delta"]), float(doc["clip"])).validate()
+    if config.delta >= 1.0 / n:
+        raise LoradbError(f"privacy delta {config.delta:g} is not below 1/n = {1.0 / n:g}")
+    sensitivity = 2.0 * config.clip / n
+    if not math.isclose(float(doc["sensitivity"]), sensitivity, rel_tol=1e-9):
+        raise LoradbError(f"privacy sensitivity {doc['sensitivity']:g} is not 2 * clip / n = {sensitivity:g}")
+    needed = gaussian_sigma(sensitivity, config.epsilon, config.delta)
+    if float(doc["sigma"]) < needed * (1 - 1e-8):
+        raise LoradbError(f"privacy sigma {doc['sigma']:.6g} is below the {needed:.6g} that (epsilon={config.epsilon:g}, "
+                          f"delta={config.delta:g}) needs at clip {config.clip:g} and n {n}: the stated guarantee does not hold")
+    return dict(doc)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from itertools import islice
 from pathlib import Path
@@ -291,6 +291,12 @@ def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer
     return rep.with_task(encoder, task)
 
 
+REPRESENTATION_FORMAT = "loradb.representation.v1"
+# every field a representation's description (.npy.json sidecar, or the wire document without z) may hold
+REPRESENTATION_FIELDS = frozenset({"format", "base", "n_samples", "space", "privacy", "var", "task", "task_z"})
+SPACE_FIELDS = frozenset({"id", *(f.name for f in fields(Space))})  # what Space.to_dict writes
+
+
 def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
     """Write z as a float32 .npy and its space to a .npy.json sidecar (both atomically)."""
     out = Path(path)
@@ -301,7 +307,7 @@ def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
     with open(tmp, "wb") as f:
         np.save(f, rep.z.astype(np.float32))
     os.replace(tmp, out)
-    side = {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
+    side = {"format": REPRESENTATION_FORMAT, "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
     side.update(key_fields(rep))
     tmp = out.with_name(out.name + SIDECAR_SUFFIX + ".tmp")
     tmp.write_text(json.dumps(side, indent=2) + "\n")

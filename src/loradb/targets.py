@@ -16,6 +16,9 @@ from .base import BaseModel, load_base
 from .data import iter_texts
 from .errors import BaseModelMismatch, LoradbError
 from .represent import (
+    REPRESENTATION_FIELDS,
+    REPRESENTATION_FORMAT,
+    SPACE_FIELDS,
     Representation,
     Space,
     default_space,
@@ -100,6 +103,14 @@ def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representat
 
     if not isinstance(side, dict):
         raise LoradbError(f"{where}: the representation description must be a JSON object")
+    unknown = sorted(map(str, set(side) - REPRESENTATION_FIELDS))
+    if unknown:
+        raise LoradbError(f"{where}: unknown field(s) {', '.join(unknown)} in the representation description")
+    if side.get("format", REPRESENTATION_FORMAT) != REPRESENTATION_FORMAT:
+        raise LoradbError(f"{where}: format {side.get('format')!r} is not {REPRESENTATION_FORMAT!r}")
+    unknown = sorted(map(str, set(side.get("space") or {}) - SPACE_FIELDS)) if isinstance(side.get("space"), dict) else []
+    if unknown:
+        raise LoradbError(f"{where}: unknown field(s) {', '.join(unknown)} in the representation space")
     space = Space.from_dict(side.get("space") or {})
     if z.shape != (space.dim,):
         raise LoradbError(f"{where} has {z.size} values but its space says {space.dim}")
@@ -111,7 +122,10 @@ def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representat
     base_name = side.get("base", "")
     if not isinstance(base_name, str) or len(base_name) > 1000 or any(ord(c) < 32 for c in base_name):
         raise LoradbError(f"{where}: base must be a short name without control characters")
+    privacy = check_privacy_doc(side.get("privacy"), n)
     var = _optional_vector(side.get("var"), space.dim, f"{where}: var")
+    if privacy is not None and var is not None:
+        raise LoradbError(f"{where}: a differentially private representation carries no var (it would not be private)")
     if var is not None and (var < 0).any():
         raise LoradbError(f"{where}: var holds negative values; a variance is never negative")
     task, task_z = side.get("task"), _optional_vector(side.get("task_z"), space.dim, f"{where}: task_z")
@@ -122,7 +136,7 @@ def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representat
             raise LoradbError(f"{where}: task must be {{\"prompts\": [...]}} or {{\"instruction\": \"...\"}}")
         task = task_spec(prompts=task.get("prompts"), instruction=task.get("instruction"))
     return Representation(z=np.asarray(z, dtype=np.float32), space=space, base_name=base_name, n_samples=n,
-                          privacy=check_privacy_doc(side.get("privacy")), var=var, task=task, task_z=task_z)
+                          privacy=privacy, var=var, task=task, task_z=task_z)
 
 
 def _optional_vector(values, dim: int, where: str) -> np.ndarray | None:

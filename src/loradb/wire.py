@@ -17,7 +17,7 @@ import numpy as np
 from .adapter import CONFIG_NAME, WEIGHTS_NAME
 from .errors import LoradbError
 from .export import PROVENANCE_NAME
-from .represent import Representation, key_fields
+from .represent import REPRESENTATION_FORMAT, Representation, key_fields
 
 API = "/v1"
 TOKEN_ENV = "LORADB_TOKEN"
@@ -27,7 +27,7 @@ SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "cre
 
 
 def representation_doc(rep: Representation) -> dict:
-    return {"format": "loradb.representation.v1", "base": rep.base_name, "n_samples": rep.n_samples,
+    return {"format": REPRESENTATION_FORMAT, "base": rep.base_name, "n_samples": rep.n_samples,
             "space": rep.space.to_dict(), "z": [float(x) for x in rep.z], **key_fields(rep)}
 
 
@@ -47,7 +47,7 @@ def representation_from_doc(doc, *, max_dim: int) -> Representation:
     values = np.asarray(z, dtype=np.float64)
     if not np.isfinite(values).all() or np.abs(values).max() > np.finfo(np.float32).max:
         raise LoradbError("representation.z contains NaN, infinite or out-of-range values")
-    return representation_from_sidecar(values.astype(np.float32), doc, "representation")
+    return representation_from_sidecar(values.astype(np.float32), {k: v for k, v in doc.items() if k != "z"}, "representation")
 
 
 def finite_or_none(value):
