@@ -391,3 +391,23 @@ def test_compose_work_is_bounded_before_it_starts(shared, bert):
         assert http.post("/compose", json={"weights": {"cooking": 0.5, "finance": 0.5}}).status_code == 200
         assert http.post("/search", json={"representation": doc, "k": 2}).status_code == 200
         assert snapshot(db) == before
+
+
+def test_an_upload_is_refused_when_a_damaged_peer_leaves_its_layers_unchecked(shared, bert):
+    """Without --base, an upload's layer shapes are checked against stored adapters of its
+    base model; a peer whose blob is gone cannot vouch for them, so the upload is refused
+    (before the fix the check was skipped and any shapes went in)."""
+    db, tokens, adapters, tmp = shared
+    doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
+    with running_server(db, log=tmp / "server.log") as url:
+        http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
+        assert http.post("/records", **_upload_parts(adapters["cooking"], doc, name="cooking")).status_code == 201
+        blob = http.get("/records/cooking").json()["blob_sha256"]
+        from loradb.db import LoraDB
+
+        with LoraDB(db) as handle:
+            handle.blobs.path(blob).unlink()
+        before = snapshot(db)
+        response = http.post("/records", **_upload_parts(adapters["finance"], doc, name="finance"))
+        assert response.status_code == 400 and "missing or corrupt" in response.json()["error"], response.text
+        assert snapshot(db) == before

@@ -89,6 +89,9 @@ class BaseRef:
     def short(self) -> str:
         return f"{self.name} (fingerprint {self.fingerprint[:12]})"
 
+PEERS_CHECKED = 8  # stored adapters an upload's layer shapes are compared with
+
+
 class LoraDB:
     """A LoRA-VecDB: an index of records and a blob store, embedded (a directory with
     index.sqlite and blobs/) or PostgreSQL + pgvector with S3 blobs (a postgresql:// URL)."""
@@ -567,23 +570,35 @@ class LoraDB:
         return base_model
 
     def _check_shapes_against_peers(self, adapter: LoraAdapter, fingerprint: str, name: str) -> None:
-        """Refuse an adapter whose layers have other shapes than a stored adapter of the same
-        base model has for the same modules (a sign it was trained on another base). Reads
-        only the stored adapter's safetensors header."""
+        """Refuse an adapter whose layers have other shapes than stored adapters of the same
+        base model have for the same modules (a sign it was trained on another base). Reads
+        only the stored adapters' safetensors headers, from up to PEERS_CHECKED records,
+        until every uploaded module has a stored shape to compare with.
+
+        A peer whose blob is missing or corrupt cannot vouch for anything: if it leaves an
+        uploaded module unchecked the upload is refused (the check is never skipped)."""
         from .adapter import module_shapes
 
-        peer = next(iter(self.index.all_for_base(fingerprint, limit=1)), None)
-        if peer is None:
-            return
-        try:
-            stored = module_shapes(self.blobs.fetch(peer.blob_sha256))
-        except StoreError:
-            return  # a damaged peer is `check`'s to report, not this upload's fault
+        known: dict = {}
+        damaged = []
+        for peer in self.index.all_for_base(fingerprint, limit=PEERS_CHECKED):
+            if all(module in known for module in adapter.modules):
+                break
+            try:
+                stored = module_shapes(self.blobs.fetch(peer.blob_sha256))
+            except StoreError:
+                damaged.append(peer)
+                continue
+            for module, shape in stored.items():
+                known.setdefault(module, shape)
+        if damaged and not all(module in known for module in adapter.modules):
+            raise StoreError(f"cannot check uploaded adapter {name!r} against the stored adapters of its base model: the "
+                             f"blob of record {damaged[0].name} is missing or corrupt; an admin should run `loradb check`")
         for module, m in adapter.modules.items():
             shape = (m.B.shape[0], m.A.shape[1])
-            if module in stored and stored[module] != shape:
+            if module in known and known[module] != shape:
                 raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {shape[0]}x{shape[1]} weight "
-                                        f"but the base model of its representation has {stored[module][0]}x{stored[module][1]} there")
+                                        f"but the base model of its representation has {known[module][0]}x{known[module][1]} there")
 
 def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
     """Refuse adapters that name one base layer differently (saved from different model
