@@ -44,6 +44,27 @@ def test_tampered_download_is_refused_by_pip_and_nothing_is_cached(tmp_path):
         pinned.fetch(cache, find_links=index)
 
 
+def test_a_tampered_sdist_is_refused_before_any_of_its_code_runs(tmp_path):
+    """pip checks the pinned hash before it unpacks an sdist or runs its build code: the
+    setup.py here would leave a marker file if it ever ran."""
+    import io
+    import tarfile
+
+    index, marker = tmp_path / "index", tmp_path / "setup-py-ran"
+    index.mkdir()
+    setup = f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='tinysdist', version='0.1')\n"
+    sdist = index / "tinysdist-0.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, text in (("setup.py", setup), ("PKG-INFO", "Metadata-Version: 2.1\nName: tinysdist\nVersion: 0.1\n")):
+            info = tarfile.TarInfo(f"tinysdist-0.1/{name}")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    with pytest.raises(LoradbError, match="does not have the pinned sha256"):
+        PinnedFile("tinysdist==0.1", sdist.name, "cd" * 32, sdist=True).fetch(tmp_path / "cache", find_links=index)
+    assert not marker.exists()
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
 def _rows(n, labels=("a", "b")):
     return [{"text": f"example {i}", "label": labels[i % len(labels)]} for i in range(n)]
 
