@@ -411,3 +411,40 @@ def test_an_upload_is_refused_when_a_damaged_peer_leaves_its_layers_unchecked(sh
         response = http.post("/records", **_upload_parts(adapters["finance"], doc, name="finance"))
         assert response.status_code == 400 and "missing or corrupt" in response.json()["error"], response.text
         assert snapshot(db) == before
+
+
+def test_rate_limit_per_token_and_a_health_check_that_tells_nothing(shared):
+    db, tokens, adapters, tmp = shared
+    with running_server(db, "--rate-limit", "1/min", log=tmp / "server.log") as url:
+        health = httpx.get(f"{url}/v1/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}  # no record count, no version
+        carol = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['carol']}"}, timeout=30)
+        assert carol.get("/records").status_code == 200
+        limited = carol.get("/records")
+        assert limited.status_code == 429 and 55 <= int(limited.headers["Retry-After"]) <= 60, limited.headers
+        assert "requests per second" in limited.json()["error"]
+        other = httpx.get(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['bob']}"})
+        assert other.status_code == 200  # each token has its own budget
+        assert httpx.get(f"{url}/v1/health").status_code == 200  # liveness is never limited
+
+
+def test_rate_limiter_refills_at_the_stated_rate():
+    from loradb.errors import LoradbError
+    from loradb.server.limits import RateLimited, RateLimiter, parse_rate
+
+    now = [0.0]
+    limiter = RateLimiter(parse_rate("4/s"), clock=lambda: now[0])
+    for _ in range(4):
+        limiter.take("a")  # a burst of up to one second's worth
+    with pytest.raises(RateLimited) as refused:
+        limiter.take("a")
+    assert refused.value.retry_after == pytest.approx(0.25)
+    limiter.take("b")
+    now[0] += 0.25
+    limiter.take("a")
+    with pytest.raises(RateLimited):
+        limiter.take("a")
+    assert parse_rate("600/min") == 10 and parse_rate("0.5/s") == 0.5
+    for bad in ("0/s", "fast", "10/h", "-1/s"):
+        with pytest.raises(LoradbError, match="--rate-limit"):
+            parse_rate(bad)

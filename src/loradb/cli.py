@@ -318,7 +318,8 @@ def cmd_serve(args) -> int:
 
     _local_only(args.db, "serve")
     serve(args.db, host=args.host, port=args.port, bases=args.base, max_upload_mb=args.max_upload_mb, max_dim=args.max_dim,
-          public_read=args.public_read, max_k=args.max_k, max_compose_mb=args.max_compose_mb, log_level=args.log_level)
+          public_read=args.public_read, max_k=args.max_k, max_compose_mb=args.max_compose_mb,
+          rate_limit=args.rate_limit, log_level=args.log_level)
     return 0
 
 
@@ -606,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-k", type=int, default=100, help="most adapters one search or compose may use (default 100)")
     p.add_argument("--max-compose-mb", type=float, default=1024,
                    help="working memory one compose may use, in MiB; larger ones are refused before work (default 1024)")
+    p.add_argument("--rate-limit", metavar="N/s", help="requests per token (anonymous reads: per address), e.g. 20/s or "
+                   "600/min; beyond it 429 with Retry-After (default unlimited)")
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
 
     keys = sub.add_parser("key", help="retrieval keys: list them, or choose a space's default on its records")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -38,7 +39,7 @@ from ..wire import (
     representation_from_doc,
     write_archive,
 )
-from .limits import BodyLimit
+from .limits import BodyLimit, RateLimited, RateLimiter
 
 log = logging.getLogger("loradb.server")
 
@@ -56,6 +57,7 @@ class ServerConfig(Schema):
     public_read: bool = False  # reads without a token
     max_k: int = 100  # most adapters one search or compose may retrieve or name
     max_compose_bytes: int = 1 << 30  # working memory one compose may use (compose.working_bytes)
+    rate_limit: float | None = None  # requests per second per token (None: unlimited)
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
 
@@ -86,7 +88,7 @@ class ComposeRequest(_Query):
 def _status(e: LoradbError) -> int:
     if isinstance(e, AccessDenied):
         return 403 if e.authenticated else 401
-    for kind, status in ((NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
+    for kind, status in ((RateLimited, 429), (NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
         if isinstance(e, kind):
             return status
     return 400
@@ -110,12 +112,18 @@ def create_app(config: ServerConfig):
 
     bearer = HTTPBearer(auto_error=False, description="a token made by `loradb token create` (the client sends LORADB_TOKEN)")
 
+    limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+
     def needs(scope: Scope):
-        def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
+        def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
             secret = credentials.credentials if credentials else None
             if scope is Scope.READ and config.public_read and not secret:
+                if limiter:
+                    limiter.take(f"address:{request.client.host if request.client else '?'}")
                 return None
             principal = authenticate(db(), secret)
+            if limiter:
+                limiter.take(f"token:{principal.token_id}")
             principal.require(scope)
             return principal
         return check
@@ -126,7 +134,10 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):
-        return _error(_status(e), str(e))
+        response = _error(_status(e), str(e))
+        if isinstance(e, RateLimited):
+            response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
@@ -147,7 +158,8 @@ def create_app(config: ServerConfig):
 
     @app.get(f"{API}/health")
     def health() -> dict:
-        return {"status": "ok", "records": db().index.count(), "version": _version()}
+        """Liveness only: answered without a token, so it tells nothing about the database."""
+        return {"status": "ok"}
 
     @app.get(f"{API}/records")
     def list_records(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000),
