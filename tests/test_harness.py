@@ -181,3 +181,47 @@ def test_folds_mixed_label_sets_baselines_keys_and_k_sweep(bert, tmp_path):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["eval", "--base", str(bert), "--domains", str(domains), "--out", str(tmp_path / "r2"),
                  "--folds", "cooking,nope"]) == 2
+
+
+def make_planted_domains(root, seed=0):
+    """Food domains label 'good' texts positive; the finance domain's labels are inverted
+    (its adapter learns to answer the opposite). For a held-out food domain the right
+    adapter is the other food one; the finance adapter is planted to be wrong."""
+    rng = random.Random(seed)
+    words = {"cooking": "pasta bread soup oven recipe sauce", "baking": "bread bake oven salt recipe pepper",
+             "finance": "market bank rate shares price fund"}
+    for domain, vocab in words.items():
+        vocab = vocab.split()
+        for split, n in (("train", 40), ("test", 30)):
+            rows = []
+            for i in range(n):
+                good = i % 2 == 1
+                mood = rng.choice(["good great love fun", "great love good"] if good else ["bad terrible hate boring", "hate bad terrible"])
+                label = "positive" if good != (domain == "finance") else "negative"
+                rows.append({"text": f"the {rng.choice(vocab)} {mood} {rng.choice(vocab)}", "label": label})
+            (root / domain).mkdir(parents=True, exist_ok=True)
+            (root / domain / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # prompts that share no word with the texts: the pre-trained model is near chance, so what
+    # a composition scores comes from the adapters it retrieved
+    (root / "labels.json").write_text(json.dumps({"positive": "he she", "negative": "they we"}))
+    return root
+
+
+def test_the_right_adapter_wins_on_a_planted_domain(bert, tmp_path):
+    """Scores that a wrong harness could not produce: the held-out food domain retrieves the
+    other food adapter, whose composition beats the planted wrong (inverted) adapter by a
+    wide margin, and a weight-1 composition scores exactly what that adapter alone scores."""
+    from dataclasses import replace
+
+    domains = make_planted_domains(tmp_path / "domains")
+    config = replace(FAST, folds=("baking",), k=2, tune=False, transfer=True, compare_keys=False,
+                     train=replace(FAST.train, epochs=8, lr=1e-2))
+    results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
+    row, tr = results["domains"]["baking"], results["transfer"]
+    single = {s: tr["scores"][tr["sources"].index(s)][tr["targets"].index("baking")] for s in ("cooking", "finance")}
+    assert single["cooking"] >= single["finance"] + 0.4, single  # the plant took: one adapter right, one inverted
+    assert row["nearest"]["weights"] == {"cooking": 1.0, "finance": 0.0}
+    assert row["nearest"]["accuracy"] == pytest.approx(single["cooking"])
+    assert row["similarity"]["weights"]["cooking"] > row["similarity"]["weights"]["finance"]
+    assert row["similarity"]["accuracy"] >= single["finance"] + 0.3
+    assert row["sft"]["accuracy"] >= row["pretrained"]["accuracy"]

@@ -81,3 +81,49 @@ def test_few_shot_over_a_server_learns_on_the_client(shots_db, monkeypatch):
     np.testing.assert_allclose([r["weight"] for r in remote["results"]], [r["weight"] for r in local["results"]], atol=1e-6)
     provenance = json.loads((tmp / "remote" / "loradb_compose.json").read_text())
     assert provenance["method"] == "learned" and provenance["weights_learned_on"] == "client"
+
+
+@pytest.fixture(scope="module")
+def right_and_inverted(bert, tmp_path_factory):
+    """Two adapters trained on the same texts: one with the true labels, one with them
+    inverted; prompts that share no word with the texts, so only the adapters decide."""
+    from loradb.train import TrainConfig, train_lora
+
+    tmp = tmp_path_factory.mktemp("planted")
+    prompts = {"pos": "he she", "neg": "they we"}
+    texts = [f"the {w} {m}" for w in ("pasta", "bank", "team", "film") for m in
+             ("good great love", "love fun good", "bad terrible hate", "hate boring bad")]
+    truth = ["pos" if "good" in t else "neg" for t in texts]
+    config = TrainConfig(r=2, alpha=4, epochs=8, lr=1e-2, batch_size=8, max_length=16)
+    right = train_lora(bert, texts, truth, prompts, tmp / "right", config, progress=False)
+    inverted = train_lora(bert, texts, ["neg" if y == "pos" else "pos" for y in truth], prompts, tmp / "inverted", config,
+                          progress=False)
+    return prompts, [tmp / "right", tmp / "inverted"], (right, inverted)
+
+
+@pytest.mark.parametrize("method", ["learned", "lorahub"])
+def test_learned_weights_move_to_the_adapter_that_fits_the_shots(bert, right_and_inverted, method):
+    from loradb.adapter import read_adapter
+    from loradb.classify import PromptClassifier
+    from loradb.compose import factors_of
+    from loradb.learn import learn_weights, lorahub_weights
+    from loradb.represent import load_model
+
+    prompts, dirs, _ = right_and_inverted
+    model, tokenizer = load_model(bert)
+    classifier = PromptClassifier(model, tokenizer, prompts)
+    factors = [factors_of(read_adapter(d)) for d in dirs]
+    shots = (["a great love movie", "the fun good film", "a bad hate movie", "the terrible boring bank"], ["pos", "pos", "neg", "neg"])
+    if method == "learned":
+        w = learn_weights(classifier, factors, *shots, init=np.array([0.5, 0.5])).weights
+        assert w[0] > 0.8, w  # from uniform to mostly the right adapter
+    else:
+        w = lorahub_weights(classifier, factors, *shots, init=np.array([0.5, 0.5])).weights
+        assert w[0] - w[1] > 0.5, w
+    # and the learned mixture classifies unseen texts right
+    from loradb.learn import parallel_branches
+
+    unseen = ["the soup was love great", "a hate bad boring game", "good good fun", "terrible bad"]
+    with parallel_branches(model, factors, list(w)):
+        predicted = [classifier.labels[i] for i in classifier.predict(unseen)]
+    assert predicted == ["pos", "neg", "pos", "neg"]

@@ -55,9 +55,29 @@ def test_recipe_defines_the_space(bert):
         Encoder(bert, pooling="max")
 
 
-def test_last_token_pooling_on_a_decoder(llama):
-    rep = represent_texts(llama, TEXTS[:4], pooling="last", batch_size=2, progress=False)
-    assert rep.z.shape == (32,) and np.isfinite(rep.z).all()
+def _pooled_by_hand(base, texts, pick):
+    """Each text alone (no padding), `pick` applied to its last layer's (tokens, dim) states; the mean."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(base), AutoModel.from_pretrained(base).eval()
+    with torch.no_grad():
+        rows = [pick(model(**tok([t], return_tensors="pt"), output_hidden_states=True).hidden_states[-1][0]) for t in texts]
+    return torch.stack(rows).double().mean(0).numpy()
+
+
+@pytest.mark.parametrize("model, pooling, pick", [("llama", "last", lambda h: h[-1]), ("bert", "cls", lambda h: h[0])])
+def test_last_and_cls_pooling_read_the_right_token(model, pooling, pick, request):
+    """Texts of different lengths batched together (so the batch is padded): the pooled
+    state is each text's own last (or first) token, read here by hand without padding."""
+    base = request.getfixturevalue(model)
+    texts = TEXTS[:5]
+    assert len({len(t) for t in texts}) > 1
+    expected = _pooled_by_hand(base, texts, pick)
+    for batch_size in (1, 2, 5):
+        rep = represent_texts(base, texts, pooling=pooling, batch_size=batch_size, progress=False)
+        assert np.allclose(rep.z, expected, atol=2e-5), batch_size
+    mean = represent_texts(base, texts, progress=False).z
+    assert not np.allclose(mean, expected, atol=1e-3)  # the token chosen matters
 
 
 def test_data_formats_agree(tmp_path):

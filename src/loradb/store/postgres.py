@@ -266,15 +266,28 @@ class PgIndex(SharedStatements):
         if size < EXACT_BELOW or metric != "l2" or dim > HNSW_MAX_DIM:
             rows = self.conn.execute("SELECT id, z::text FROM records WHERE space_id = %s", (space_id,)).fetchall()
         else:
-            want = max(4 * k, 40)
             with self.conn.transaction():
-                self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(want, 100)}")
-                self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                rows = self.conn.execute(
-                    f"SELECT id, z::text FROM records WHERE dim = {dim} AND space_id = %s "
-                    f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s",
-                    (space_id, _vector_literal(q), want)).fetchall()
+                rows = self.conn.execute(*self._hnsw_candidates(space_id, q, k)).fetchall()
         return _exact_top(rows, q, k, metric)
+
+    def _hnsw_candidates(self, space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
+        """The candidate query of a large space, with its session settings applied (inside a
+        transaction: SET LOCAL). Sorting is priced out so the planner walks the HNSW index:
+        past EXACT_BELOW loradb, not the planner's row estimate, decides that a space is
+        searched approximately (the planner sorts a small table instead, which is exact but
+        grows linearly)."""
+        dim, want = q.shape[0], max(4 * k, 40)
+        self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(want, 100)}")
+        self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        self.conn.execute("SET LOCAL enable_sort = off")
+        return (f"SELECT id, z::text FROM records WHERE dim = {dim} AND space_id = %s "
+                f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), want))
+
+    def explain_nearest(self, space_id: str, z: np.ndarray, k: int) -> str:
+        """The plan PostgreSQL uses for a large space's candidate query (operations, tests)."""
+        with self.conn.transaction():
+            sql, params = self._hnsw_candidates(space_id, np.asarray(z, dtype=np.float64), k)
+            return "\n".join(r[0] for r in self.conn.execute("EXPLAIN " + sql, params).fetchall())
 
 
 def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
