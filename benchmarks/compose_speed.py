@@ -10,7 +10,10 @@ memory of each operation (sampled from /proc/self/statm every millisecond).
 Then the demo's adaptation path (represent + search + weights + compose) against SFT
 training of the same domain (needs the demo's cached data; skip with --skip-adaptation).
 
-Run: python benchmarks/compose_speed.py [--repeats 3] [--skip-adaptation]
+PEFT's add_weighted_adapter also injects a new adapter into the model; that part is timed
+on its own and reported beside its total (see compose_benchmark).
+
+Run: python benchmarks/compose_speed.py [--repeats 3] [--skip-adaptation] [--out benchmarks/reports/compose-speed]
 """
 
 from __future__ import annotations
@@ -100,16 +103,28 @@ def rel_error(deltas: dict, reference: dict) -> float:
     return (num / den) ** 0.5
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, setup=None):
+    """Best wall time of `fn` over `repeats` runs; `setup` runs before each, untimed."""
     best, result = float("inf"), None
     for _ in range(repeats):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - t0)
     return best, result
 
 
-def compose_benchmark(repeats: int) -> None:
+def compose_benchmark(repeats: int) -> dict:
+    """Both merges timed on the same work. PEFT's add_weighted_adapter does two things: it
+    injects a new adapter into the model (new LoRA layers of the combined rank, allocated
+    and initialised) and then computes the combination into them. loradb computes the
+    combination only (writing it is a separate step). So PEFT's injection is timed on its
+    own (add_adapter with the same combined rank) and reported beside its total; the ratio
+    compares loradb's combination with PEFT's total minus that injection. Deleting the
+    previous result is untimed on PEFT's side (loradb has nothing to delete)."""
+    from peft import LoraConfig
+
     from loradb.compose import compose_exact, compress
 
     peft_model = build_peft_model()
@@ -121,39 +136,48 @@ def compose_benchmark(repeats: int) -> None:
     print(f"setup: Llama-style, hidden {HIDDEN}, {LAYERS} layers, {len(reference)} modules (q/k/v/o), "
           f"{N_ADAPTERS} adapters of rank {RANK} ({adapter_mb:.1f} MiB of factors)")
 
-    def ours_compressed():
-        return compress(compose_exact(factors, weights), rank=RANK)[0]
+    def drop(name):
+        return lambda: peft_model.delete_adapter(name) if name in peft_model.peft_config else None
 
-    def peft_svd():
-        if "svd16" in peft_model.peft_config:
-            peft_model.delete_adapter("svd16")
-        peft_model.add_weighted_adapter(names, weights, "svd16", combination_type="svd", svd_rank=RANK)
+    def inject(rank):
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(TARGETS))
+        return lambda: peft_model.add_adapter("probe", config)
 
-    def peft_cat():
-        if "cat" in peft_model.peft_config:
-            peft_model.delete_adapter("cat")
-        peft_model.add_weighted_adapter(names, weights, "cat", combination_type="cat")
-
-    rows = []
-    for label, ours, theirs, peft_name in (("compressed rank 16 vs PEFT svd", ours_compressed, peft_svd, "svd16"),
-                                           ("exact vs PEFT cat", lambda: compose_exact(factors, weights), peft_cat, "cat")):
+    cases = {
+        "compressed": ("compressed rank 16 vs PEFT svd", lambda: compress(compose_exact(factors, weights), rank=RANK)[0],
+                       lambda: peft_model.add_weighted_adapter(names, weights, "svd16", combination_type="svd", svd_rank=RANK),
+                       "svd16", RANK),
+        "exact": ("exact vs PEFT cat", lambda: compose_exact(factors, weights),
+                  lambda: peft_model.add_weighted_adapter(names, weights, "cat", combination_type="cat"), "cat", N_ADAPTERS * RANK),
+    }
+    results = {}
+    for key, (label, ours, theirs, peft_name, combined_rank) in cases.items():
         with PeakRSS() as mem_ours:
             t_ours, composed = timed(ours, repeats)
         with PeakRSS() as mem_peft:
-            t_peft, _ = timed(theirs, repeats)
+            t_peft, _ = timed(theirs, repeats, setup=drop(peft_name))
+        t_inject, _ = timed(inject(combined_rank), repeats, setup=drop("probe"))
+        drop("probe")()
         layers = lora_layers(peft_model)
         peft_deltas = {n: m.get_delta_weight(peft_name).detach() for n, m in layers.items()}
         ours_deltas = {n: B @ A for n, (A, B) in composed.items()}
-        rows.append((label, t_ours, t_peft, rel_error(ours_deltas, reference), rel_error(peft_deltas, reference),
-                     mem_ours.extra, mem_peft.extra))
-    print(f"\n{'':<32}{'loradb s':>10}{'PEFT s':>10}{'speed-up':>10}{'loradb err':>12}{'PEFT err':>12}"
-          f"{'loradb MiB':>12}{'PEFT MiB':>10}")
-    for label, t_o, t_p, e_o, e_p, m_o, m_p in rows:
-        print(f"{label:<32}{t_o:>10.4f}{t_p:>10.3f}{t_p / t_o:>9.0f}x{e_o:>12.3e}{e_p:>12.3e}{m_o / 2**20:>12.1f}{m_p / 2**20:>10.1f}")
-    print("(best of", repeats, "runs each; errors: relative Frobenius error against the exact weighted sum; "
-          "MiB: peak resident memory above the level before the operation)")
-    for label, _, _, e_o, e_p, _, _ in rows:
-        print(f"{label}: |loradb err - PEFT err| = {abs(e_o - e_p):.2e}")
+        results[key] = {"label": label, "loradb_s": t_ours, "peft_total_s": t_peft, "peft_inject_s": t_inject,
+                        "peft_combine_s": max(t_peft - t_inject, 0.0), "loradb_rel_error": rel_error(ours_deltas, reference),
+                        "peft_rel_error": rel_error(peft_deltas, reference), "loradb_peak_mib": mem_ours.extra / 2**20,
+                        "peft_peak_mib": mem_peft.extra / 2**20}
+        r = results[key]
+        r["speedup_total"] = t_peft / t_ours
+        r["speedup_combine"] = r["peft_combine_s"] / t_ours
+    print(f"\n{'':<32}{'loradb s':>10}{'PEFT s':>10}{'inject s':>10}{'x total':>9}{'x combine':>10}{'loradb err':>12}"
+          f"{'PEFT err':>12}{'loradb MiB':>12}{'PEFT MiB':>10}")
+    for r in results.values():
+        print(f"{r['label']:<32}{r['loradb_s']:>10.4f}{r['peft_total_s']:>10.3f}{r['peft_inject_s']:>10.3f}"
+              f"{r['speedup_total']:>8.0f}x{r['speedup_combine']:>9.0f}x{r['loradb_rel_error']:>12.3e}{r['peft_rel_error']:>12.3e}"
+              f"{r['loradb_peak_mib']:>12.1f}{r['peft_peak_mib']:>10.1f}")
+    print("(best of", repeats, "runs each; PEFT s: add_weighted_adapter, deleting the previous result untimed; inject s: "
+          "PEFT's add_adapter at the combined rank alone; x combine: (PEFT s - inject s) / loradb s; errors: relative "
+          "Frobenius error against the exact weighted sum; MiB: peak resident memory above the level before the operation)")
+    return results
 
 
 def adaptation_benchmark() -> None:
@@ -191,17 +215,31 @@ def adaptation_benchmark() -> None:
           f"search, weights, compose, write): {t_adapt:.2f} s")
     print(f"SFT training on its {sft.examples} labeled examples ({TrainConfig().epochs} epochs): {t_sft:.1f} s "
           f"-> adaptation is {t_sft / t_adapt:.0f}x faster")
+    return {"held_out": held.name, "unlabeled_texts": len(held.test_texts), "adapt_s": t_adapt, "sft_s": t_sft,
+            "sft_examples": sft.examples}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-adaptation", action="store_true")
+    parser.add_argument("--out", help="write results.json, RUN.md and run.json here (e.g. benchmarks/reports/compose-speed)")
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.manual_seed(0)
-    compose_benchmark(args.repeats)
+    results = {"repeats": args.repeats, "compose": compose_benchmark(args.repeats)}
     if not args.skip_adaptation:
-        adaptation_benchmark()
+        results["adaptation"] = adaptation_benchmark()
+    if args.out:
+        import json
+        from pathlib import Path
+
+        from runinfo import write_run_info
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_run_info(out, started)
 
 
 if __name__ == "__main__":
