@@ -327,3 +327,37 @@ def test_full_ids_win_and_legacy_lookalike_names_are_refused_as_ambiguous(filled
     _refused(db, "compose", db, "--weights", f"{prefix}=1", "--out", tmp / "c", match="use the full id")
     # an upper-case prefix is not an id prefix (SQLite's LIKE ignored case)
     _refused(db, "show", db, ids["finance"][:8].upper(), match="no record")
+
+
+def _strict(text: str):
+    """json.loads that refuses NaN / Infinity, as strict parsers (JavaScript, Go, jq) do."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_output_is_strict_json_and_weights_follow_the_printed_distances(filled):
+    db, dirs, tmp = filled
+    target = tmp / "cooking.jsonl"
+    outputs = {
+        "compose given": run("compose", db, "--weights", "cooking=0.5", "finance=0.5", "--out", tmp / "c1", "--json"),
+        "compose retrieved": run("compose", db, "--data", target, "-k", 2, "--out", tmp / "c2", "--json"),
+        "list": run("list", db, "--json"), "show": run("show", db, "cooking", "--json"), "check": run("check", db, "--json"),
+        "key list": run("key", "list", db, "--json"),
+    }
+    for key in ("raw-l2", "cosine", "centered-cosine", "whitened", "frechet"):
+        outputs[f"search {key}"] = run("search", db, "--data", target, "-k", 3, "--key", key, "--method", "similarity", "--json")
+    for what, (code, out, err) in outputs.items():
+        assert code == 0, (what, err)
+        _strict(out)
+    given = _strict(outputs["compose given"][1])
+    assert [r["distance"] for r in given["results"]] == [None, None]  # no distance for given weights: null, not NaN
+    assert "NaN" not in (tmp / "c1" / "loradb_compose.json").read_text()
+    _strict((tmp / "c1" / "loradb_compose.json").read_text())
+    for key in ("raw-l2", "cosine", "centered-cosine", "whitened", "frechet"):
+        doc = _strict(outputs[f"search {key}"][1])
+        d = np.array([r["distance"] for r in doc["results"]])
+        w = np.array([r["weight"] for r in doc["results"]])
+        expected = np.exp(-doc["params"]["temperature"] * (d - d.min()))
+        assert np.allclose(w, expected / expected.sum(), atol=1e-9), key  # the weights use the distances printed
+        assert list(d) == sorted(d), key

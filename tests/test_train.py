@@ -41,7 +41,17 @@ def test_train_writes_a_peft_adapter_with_the_base_fingerprint(bert, labeled, tm
 def test_train_refuses_bad_input(bert, labeled, tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"pos": "good", "meh": "so so"}))
     code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "a", "--labels", tmp_path / "labels.json")
-    assert code == 2 and "gives prompts for ['meh', 'pos'] but the data has labels" in err
+    assert code == 2 and "no prompt for label(s) 'neg' that the data uses (it gives 2 prompts" in err
+    # 77 prompts (a task's whole label set) for a sample that uses 2 of them: accepted; a missing
+    # one is named alone, not inside two long lists
+    many = {f"intent{i}": f"a request about topic {i}" for i in range(75)}
+    (tmp_path / "many.json").write_text(json.dumps({**many, "pos": "good", "neg": "bad"}))
+    code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "wide", "--labels", tmp_path / "many.json",
+                       "--epochs", 1, "--max-length", 16)
+    assert code == 0, err
+    (tmp_path / "many.json").write_text(json.dumps({**many, "pos": "good"}))
+    code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "a", "--labels", tmp_path / "many.json")
+    assert code == 2 and "label(s) 'neg'" in err and "intent7" not in err and "domains'" not in err and len(err) < 300, err
     (tmp_path / "nolabel.jsonl").write_text('{"text": "x"}\n')
     code, _, err = run("train", "--base", bert, "--data", tmp_path / "nolabel.jsonl", "--out", tmp_path / "a")
     assert code == 2 and "'label'" in err

@@ -22,9 +22,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _print_json(doc) -> None:
-    from .export import json_ready
+    from .export import to_json
 
-    print(json.dumps(doc, indent=2, default=json_ready, allow_nan=True))
+    print(to_json(doc))
 
 
 def _open(target):

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from .contribute import prepare_contribution
 from .db import DEFAULT_K, Hit, SearchResult
 from .errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
+from .export import to_json
 from .fewshot import learn_hit_weights, read_few_shot
 from .targets import resolve_target
 from .wire import (
@@ -25,7 +26,6 @@ from .wire import (
     TOKEN_ENV,
     RemoteRecord,
     extract_archive,
-    finite_or_none,
     representation_doc,
 )
 
@@ -185,7 +185,7 @@ class RemoteDB:
             if learned is not None:  # record how the weights came about, not just "given"
                 provenance.update({**learned.to_dict(), "compression": provenance.get("compression"),
                                    "weights_learned_on": "client"})
-                (unpacked / PROVENANCE_NAME).write_text(json.dumps(finite_or_none(provenance), indent=2) + "\n")
+                (unpacked / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
             if merged:
                 _merge_locally(unpacked, Path(out), provenance, base)
             else:

@@ -6,6 +6,7 @@ place at the end, so an interrupted compose never leaves a half-written --out.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -80,7 +81,7 @@ def write_composed_adapter(out: Path, composed: dict, *, fan_in_fan_out: bool, b
     adapter = LoraAdapter(modules=modules, fan_in_fan_out=fan_in_fan_out, base_model_name_or_path=base.name, task_type=task_type)
     with atomic_output_dir(out) as tmp:
         write_adapter(tmp, adapter, metadata={FINGERPRINT_KEY: base.fingerprint})
-        (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+        (tmp / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
     return Path(out)
 
 
@@ -113,8 +114,26 @@ def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base:
                 w = tensors[key]
                 tensors[key] = (w.to(torch.float32) + dense_delta(A, B, fan_in_fan_out=fan_in_fan_out)).to(w.dtype)
             save_file(tensors, str(tmp / wf.name), metadata={"format": "pt"})
-        (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+        (tmp / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
     return Path(out)
+
+
+def finite_or_none(value):
+    """JSON has no NaN or Infinity: non-finite numbers (e.g. the distance of a given weight)
+    become null, so strict parsers read every document loradb writes or prints."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def to_json(doc, *, indent: int | None = 2) -> str:
+    """`doc` as strict JSON (numpy values made plain, non-finite numbers as null)."""
+    plain = json.loads(json.dumps(doc, default=json_ready))  # numpy -> Python first, so NaN inside arrays is caught too
+    return json.dumps(finite_or_none(plain), indent=indent, allow_nan=False)
 
 
 def json_ready(value):

@@ -88,7 +88,8 @@ def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str]
     config.validate()
     unknown = sorted(set(labels) - set(prompts))
     if unknown:
-        raise LoradbError(f"labels {unknown} have no prompt; known labels: {sorted(prompts)}")
+        raise LoradbError(f"label(s) {', '.join(map(repr, unknown[:5]))}{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''} "
+                          f"of the training data have no prompt (of {len(prompts)} given)")
     if len(texts) != len(labels) or not texts:
         raise LoradbError("training needs at least one labeled example")
     started = time.perf_counter()

@@ -8,7 +8,6 @@ an allow-list of file names, never following a path in the archive.
 
 from __future__ import annotations
 
-import math
 import tarfile
 from pathlib import Path
 
@@ -48,17 +47,6 @@ def representation_from_doc(doc, *, max_dim: int) -> Representation:
     if not np.isfinite(values).all() or np.abs(values).max() > np.finfo(np.float32).max:
         raise LoradbError("representation.z contains NaN, infinite or out-of-range values")
     return representation_from_sidecar(values.astype(np.float32), {k: v for k, v in doc.items() if k != "z"}, "representation")
-
-
-def finite_or_none(value):
-    """JSON has no NaN: distances of given weights (NaN) travel as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 class RemoteRecord:

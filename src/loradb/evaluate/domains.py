@@ -137,6 +137,9 @@ def read_prompts(path: Path, labels: list[str] | None = None) -> dict[str, str]:
     prompts = {str(k): v for k, v in prompts.items()}
     if len(prompts) < 2:
         raise DataError(f"{path}: gives {len(prompts)} prompt; classification needs at least two labels")
-    if labels is not None and not set(labels) <= set(prompts):
-        raise DataError(f"{path}: gives prompts for {sorted(prompts)} but the data has labels {sorted(set(labels) - set(prompts))} too")
+    missing = sorted(set(labels or ()) - set(prompts))
+    if missing:
+        raise DataError(f"{path} has no prompt for label(s) {', '.join(map(repr, missing[:5]))}"
+                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''} that the data uses "
+                        f"(it gives {len(prompts)} prompts; it may name more labels than the data has, not fewer)")
     return prompts

@@ -3,7 +3,6 @@ and PNG plots (distance vs transfer, weights per method)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -284,11 +283,11 @@ def plot_few_shot(results: dict, path: Path) -> None:
 
 def write_report(results: dict, out: Path) -> None:
     """results.json, report.md and the plots into `out`."""
-    from ..export import json_ready
+    from ..export import to_json
 
     require_plotting()
 
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=json_ready) + "\n")
+    (out / "results.json").write_text(to_json(results) + "\n")
     plots = ["![weights](weights.png)", ""]
     if "transfer" in results:
         plot_transfer(results, out / "transfer.png")

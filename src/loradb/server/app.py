@@ -31,11 +31,11 @@ from starlette.exceptions import HTTPException
 from ..access import Principal, Scope, authenticate
 from ..db import LoraDB
 from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge
+from ..export import finite_or_none
 from ..fewshot import FEW_SHOT_METHODS
 from ..wire import (
     API,
     ARCHIVE_TYPE,
-    finite_or_none,
     representation_from_doc,
     write_archive,
 )
