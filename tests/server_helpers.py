@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,9 @@ def start_server(db: Path, *args, log: Path, env: dict | None = None) -> tuple[s
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}; log: {Path(log).read_text()[-2000:]}")
     url = match.group(0)
+    # what the server writes to stdout after its URL (uvicorn's access log at --log-level info)
+    # goes to the log too: an undrained pipe would fill and stall the server
+    threading.Thread(target=_drain, args=(proc.stdout, log), daemon=True).start()
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -37,6 +41,16 @@ def start_server(db: Path, *args, log: Path, env: dict | None = None) -> tuple[s
             proc.kill()
             raise RuntimeError(f"server at {url} never became healthy; log: {Path(log).read_text()[-2000:]}")
         time.sleep(0.05)
+
+
+def _drain(stream, log: Path) -> None:
+    try:
+        with open(log, "ab") as out:
+            for line in iter(stream.readline, b""):
+                out.write(line)
+                out.flush()
+    except (ValueError, OSError):  # the pipe was closed by stop_server
+        pass
 
 
 def stop_server(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:

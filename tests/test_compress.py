@@ -121,4 +121,4 @@ def test_compose_ties_and_dare_through_the_cli(tmp_path, bert):
         doc = json.loads(out)["compression"]
         assert doc["merge"] == merge and {m["rank"] for m in doc["modules"].values()} == {8}
     code, _, err = run("compose", db, "--weights", "a0=1", "--merge", "ties", "--density", 0, "--out", tmp_path / "x")
-    assert code == 2 and "--density" in err
+    assert code == 2 and "density must be in" in err

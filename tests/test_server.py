@@ -202,6 +202,11 @@ def test_bad_input_answered_4xx_and_nothing_changes(shared, bert, bert_other_wei
             "path trick in ref": http.delete("/records/..%2F..%2Findex.sqlite"),
             "unknown record": http.get("/records/does-not-exist"),
             "negative offset": http.get("/records", params={"offset": -1}),
+            "offset past 64 bits": http.get("/records", params={"offset": 2 ** 63}),
+            "density that underflows": http.post("/compose", json={"weights": {"cooking": 1.0}, "merge": "dare", "density": 1e-300}),
+            "z as a string": http.post("/search", json={"representation": {**doc, "z": "1,2"}}),
+            "z of booleans": http.post("/search", json={"representation": {**doc, "z": [True] * len(doc["z"])}}),
+            "unknown representation field": http.post("/search", json={"representation": {**doc, "extra": 1}}),
         }
         for what, response in cases.items():
             assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
@@ -213,6 +218,13 @@ def test_bad_input_answered_4xx_and_nothing_changes(shared, bert, bert_other_wei
         assert "at most 64" in cases["too many dimensions"].json()["error"]
         assert "loradb-upload" not in cases["weights not safetensors"].json()["error"]  # no server paths in messages
         assert cases["layers of another width"].status_code == 422
+        # a huge temperature is a valid request: the weights go to the nearest, not NaN
+        huge = http.post("/search", json={"representation": doc, "temperature": 1e308, "k": 1})
+        assert huge.status_code == 200 and huge.json()["results"][0]["weight"] == 1.0, huge.text
+        # an unsupported method: 405 listing every method the path has (GET and POST on /records)
+        options = http.request("OPTIONS", "/records")
+        assert options.status_code == 405 and options.headers["allow"] == "GET, POST", options.headers
+        assert http.request("PUT", "/records/cooking").headers["allow"] == "DELETE, GET"
         assert snapshot(db) == before
         assert http.get("/records").json()[0]["name"] == "cooking"  # and it still serves
     # a server that accepts one base model refuses the other one's representations
@@ -308,6 +320,15 @@ def test_openapi_schema_lists_the_api(shared):
     with running_server(db, "--public-read", log=tmp / "server.log") as url:
         schema = httpx.get(f"{url}/openapi.json").json()
         assert {"/v1/records", "/v1/search", "/v1/compose", "/v1/records/{ref}/adapter", "/v1/records/{ref}"} <= set(schema["paths"])
+        # every error status the API answers is declared, with the {"error": ...} body
+        for path, op in (("/v1/search", "post"), ("/v1/records", "post"), ("/v1/records/{ref}", "delete")):
+            responses = schema["paths"][path][op]["responses"]
+            assert {"400", "401", "403", "404", "409", "413", "422", "429"} <= set(responses), (path, sorted(responses))
+            assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+        # the representation is a real schema: fields, types and bounds, no free-form object
+        rep = schema["components"]["schemas"]["RepresentationDoc"]
+        assert rep["additionalProperties"] is False and {"space", "z"} <= set(rep["required"])
+        assert schema["components"]["schemas"]["SpaceDoc"]["properties"]["pooling"]["enum"] == ["mean", "cls", "last"]
         assert httpx.get(f"{url}/v1/records").status_code == 200  # public read
         assert httpx.post(f"{url}/v1/records").status_code == 401  # writes still need a token
 

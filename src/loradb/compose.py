@@ -149,6 +149,9 @@ def compress(composed: dict[str, tuple[torch.Tensor, torch.Tensor]], *, rank: in
 # ---- TIES and DARE: element-wise merges, which need each module's dense deltas ----------
 
 MERGE_MODES = ("exact", "ties", "dare")
+# the smallest density ties/dare take: dare rescales survivors by 1/density, and below this
+# float32 loses the update (1e-300 underflows to 0, then 0/0)
+MIN_DENSITY = 1e-6
 
 
 def ties_merge(deltas: Sequence[torch.Tensor], weights: Sequence[float], density: float) -> torch.Tensor:
@@ -224,8 +227,8 @@ def compose_merged(adapters: Sequence[Factors], weights: Sequence[float], *, mod
     """
     if mode not in ("ties", "dare"):
         raise ValueError(f"unknown merge {mode!r}")
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+    if not MIN_DENSITY <= density <= 1:
+        raise ValueError(f"density must be in [{MIN_DENSITY:g}, 1], got {density}")
     generator = torch.Generator().manual_seed(seed)
     out, modules, err2, norm2 = {}, {}, 0.0, 0.0
     for name in sorted({n for a in adapters for n in a}):

@@ -402,7 +402,7 @@ class LoraDB:
 
         spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
         if len(spaces) != 1:
-            raise LoradbError(f"{len(spaces)} representation spaces match; pass --space (`loradb list` shows them)"
+            raise LoradbError(f"{len(spaces)} representation spaces match; name one with space (`loradb list` shows them)"
                               if spaces or space is None else f"no records in representation space {space}")
         sid = spaces[0]["id"]
         records = sorted(self.index.in_space(sid), key=lambda r: r.name)  # the same choice on every copy of the records
@@ -445,27 +445,27 @@ class LoraDB:
             The SearchResult that was composed (for given weights: distances are NaN);
             its `compression` holds the per-module ranks and errors when compressed or merged.
         """
-        from .compose import MERGE_MODES
+        from .compose import MERGE_MODES, MIN_DENSITY
 
         if merge not in MERGE_MODES:
             raise LoradbError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
         if merge != "exact" and max_error is not None:
-            raise LoradbError("--rank auto --max-error works with --merge exact; give ties/dare a fixed --rank")
-        if not 0 < density <= 1:
-            raise LoradbError(f"--density must be in (0, 1], got {density}")
+            raise LoradbError("max_error (rank auto) works with the exact merge only; give ties/dare a fixed rank")
+        if not MIN_DENSITY <= density <= 1:
+            raise LoradbError(f"density must be in [{MIN_DENSITY:g}, 1], got {density}")
         if rank is not None and max_error is not None:
-            raise LoradbError("give --rank R or --rank auto --max-error E, not both")
+            raise LoradbError("give a rank or a max_error (rank auto), not both")
         if rank is not None and rank < 1:
-            raise LoradbError(f"--rank must be at least 1, got {rank}")
+            raise LoradbError(f"rank must be at least 1, got {rank}")
         if max_error is not None and not 0 <= max_error < 1:
-            raise LoradbError(f"--max-error must be in [0, 1), got {max_error}")
+            raise LoradbError(f"max_error must be in [0, 1), got {max_error}")
         method = search_args.get("method")
         few_shot = read_few_shot(method, shots, labels)
         if few_shot:
             search_args = {**search_args, "method": "similarity"}  # retrieval, and the weights learning starts from
         if weights is not None:
             if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
-                raise LoradbError("give either --weights or --data/--repr, not both")
+                raise LoradbError("give either weights or a target (data or representation), not both")
             result = self._given_weights(weights)
         else:
             result = self.search(progress=progress, **search_args)
@@ -525,7 +525,7 @@ class LoraDB:
 
     def _given_weights(self, weights: dict[str, float]) -> SearchResult:
         if not weights:
-            raise LoradbError("--weights needs at least one ID=W")
+            raise LoradbError("weights must name at least one record")
         hits = []
         seen = set()
         for ref, w in weights.items():
@@ -533,7 +533,7 @@ class LoraDB:
                 raise LoradbError(f"weight for {ref} must be a finite number, got {w}")
             record = self.index.get(ref)
             if record.id in seen:
-                raise LoradbError(f"record {record.name} is given twice in --weights")
+                raise LoradbError(f"record {record.name} is given twice in the weights")
             seen.add(record.id)
             hits.append(Hit(record, float("nan"), float(w)))
         return SearchResult(method="given", hits=hits, residual=None)

@@ -81,8 +81,8 @@ def similarity(z_trg: np.ndarray, Z: np.ndarray, temperature: float) -> np.ndarr
     """w_i = exp(-lambda_1 d_i^2) / sum_j exp(-lambda_1 d_j^2), computed stably."""
     if not np.isfinite(temperature) or temperature < 0:
         raise LoradbError(f"temperature must be a finite number >= 0, got {temperature}")
-    logits = -temperature * squared_distances(z_trg, Z)
-    e = np.exp(logits - logits.max())
+    d2 = squared_distances(z_trg, Z)
+    e = np.exp(-temperature * (d2 - d2.min()))  # shifted before scaling: a huge temperature cannot overflow to inf - inf
     return e / e.sum()
 
 
@@ -207,7 +207,7 @@ def sparse(z_trg: np.ndarray, Z: np.ndarray, l1: float) -> np.ndarray:
             return w
     if Q.shape[0] <= 8:
         return _sparse_by_enumeration(Q, l1)
-    raise LoradbError("the sparse weights could not be certified optimal; use fewer adapters (-k) or another --l1")
+    raise LoradbError("the sparse weights could not be certified optimal; use fewer adapters (k) or another l1")
 
 
 def _sparse_by_enumeration(Q: np.ndarray, l1: float) -> np.ndarray:
@@ -225,7 +225,7 @@ def _sparse_by_enumeration(Q: np.ndarray, l1: float) -> np.ndarray:
         if obj < best_obj:
             best, best_obj = w, obj
     if best is None:
-        raise LoradbError("the sparse weights could not be certified optimal; use another --l1")
+        raise LoradbError("the sparse weights could not be certified optimal; use another l1")
     return best
 
 

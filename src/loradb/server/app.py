@@ -22,6 +22,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field
@@ -32,6 +33,7 @@ from ..access import Principal, Scope, authenticate
 from ..db import LoraDB
 from ..errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge
 from ..export import finite_or_none
+from ..compose import MIN_DENSITY
 from ..fewshot import FEW_SHOT_METHODS
 from ..wire import (
     API,
@@ -40,11 +42,13 @@ from ..wire import (
     write_archive,
 )
 from .limits import BodyLimit, RateLimited, RateLimiter
+from .schema import ERROR_RESPONSES, RepresentationDoc
 
 log = logging.getLogger("loradb.server")
 
 MAX_CONFIG_BYTES = 1 << 20  # an adapter_config.json is a few KB
 MAX_META_KEYS = 64
+MAX_OFFSET = 1 << 40  # far past any database; bounded so it always fits the index's 64-bit integers
 
 
 class ServerConfig(Schema):
@@ -72,16 +76,16 @@ class _Query(Schema):
 
 
 class SearchRequest(_Query):
-    representation: dict = Field(description="the target's representation: its .npy.json sidecar plus z")
+    representation: RepresentationDoc = Field(description="the target's representation: its .npy.json sidecar plus z")
 
 
 class ComposeRequest(_Query):
-    representation: dict | None = Field(None, description="the target's representation (or give weights)")
+    representation: RepresentationDoc | None = Field(None, description="the target's representation (or give weights)")
     weights: dict[str, float] | None = Field(None, max_length=1000, description="record id or name -> weight")
     rank: int | None = Field(None, ge=1, le=65536)
     max_error: float | None = Field(None, ge=0, lt=1)
     merge: Literal["exact", "ties", "dare"] = "exact"
-    density: float = Field(0.5, gt=0, le=1)
+    density: float = Field(0.5, ge=MIN_DENSITY, le=1)
     seed: int = 0
 
 
@@ -130,7 +134,7 @@ def create_app(config: ServerConfig):
 
     app = FastAPI(title="loradb", version=_version(), description="A shared database of LoRA adapters: contribute adapters "
                   "with the representation of their training data; retrieve and merge them for new data. Raw data never "
-                  "reaches the server.", **_no_telemetry())
+                  "reaches the server.", responses=ERROR_RESPONSES, **_no_telemetry())
 
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):
@@ -149,7 +153,12 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException):
-        return _error(e.status_code, str(e.detail))
+        response = _error(e.status_code, str(e.detail))
+        response.headers.update(e.headers or {})
+        if e.status_code == 405:  # Starlette lists only the first matching route's methods; a path has several
+            response.headers["Allow"] = ", ".join(sorted({m for r in app.routes if isinstance(r, APIRoute)
+                                                          and r.path_regex.match(request.url.path) for m in r.methods}))
+        return response
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):  # a loradb bug: logged in full, reported in one line
@@ -162,7 +171,7 @@ def create_app(config: ServerConfig):
         return {"status": "ok"}
 
     @app.get(f"{API}/records")
-    def list_records(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000),
+    def list_records(offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(1000, ge=1, le=100_000),
                      who=Depends(needs(Scope.READ))) -> list[dict]:
         return [r.summary() for r in db().index.page(offset, limit)]
 
@@ -184,7 +193,7 @@ def create_app(config: ServerConfig):
         meta_doc = _json_field(meta.encode(), "meta", MAX_CONFIG_BYTES)
         if len(meta_doc) > MAX_META_KEYS or not all(isinstance(v, (str, int, float)) for v in meta_doc.values()):
             raise LoradbError(f"meta must be an object of at most {MAX_META_KEYS} string values")
-        rep = representation_from_doc(_json_field(representation.encode(), "representation", None), max_dim=config.max_dim)
+        rep = representation_from_doc(_representation_field(representation), max_dim=config.max_dim)
         with tempfile.TemporaryDirectory(prefix="loradb-upload-") as tmp:
             weights = Path(tmp) / "adapter_model.safetensors"
             with open(weights, "wb") as f:
@@ -223,7 +232,7 @@ def create_app(config: ServerConfig):
     @app.post(f"{API}/search")
     def search(body: SearchRequest, who=Depends(needs(Scope.READ))) -> dict:
         within_k(body)
-        rep = representation_from_doc(body.representation, max_dim=config.max_dim)
+        rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
         result = db().search(target=rep, progress=False, **_query_args(body))
         return finite_or_none(_result_doc(result))
 
@@ -244,7 +253,7 @@ def create_app(config: ServerConfig):
             if body.weights is not None:
                 db().compose(tmp / "adapter", weights=body.weights, progress=False, **shape)
             else:
-                rep = representation_from_doc(body.representation, max_dim=config.max_dim)
+                rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
                 db().compose(tmp / "adapter", target=rep, progress=False, **shape, **_query_args(body))
             out = tmp / "adapter"
             archive = write_archive(tmp / "composed.tar", {p.name: p for p in sorted(out.iterdir())})
@@ -284,6 +293,20 @@ def _result_doc(result) -> dict:
     for hit, row in zip(result.hits, doc["results"]):
         row["record"] = hit.record.summary()
     return doc
+
+
+def _representation_field(text: str) -> dict:
+    """The upload's representation form field, held to the same schema as search's body."""
+    from pydantic import ValidationError
+
+    try:
+        return RepresentationDoc.model_validate_json(text).as_doc()
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first.get("type") == "json_invalid":
+            raise LoradbError("representation is not valid JSON") from None
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise LoradbError(f"representation.{where}: {first.get('msg')}") from None
 
 
 def _json_field(raw: bytes, what: str, limit: int | None):
