@@ -56,7 +56,7 @@ def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: flo
     with running_server(db, "--log-level", "info", "--max-compose-mb", 256, log=server_log) as url:
         for scope in SCOPES:
             cmd = [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "-H", f"Authorization: Bearer {tokens[scope]}",
-                   "--max-examples", str(max_examples), "--seed", str(seed), "--max-time", str(max_seconds_per_scope),
+                   "--max-examples", str(max_examples), "--seed", str(seed), "--max-time", str(int(max_seconds_per_scope)),
                    "--request-timeout", "60", "--no-color", "--workers", "1"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             verdicts[scope] = {"exit_code": proc.returncode, "summary": _summary(proc.stdout + proc.stderr)}
