@@ -74,11 +74,11 @@ def test_domain_validation(tmp_path):
         load_domains(domains)
     domains = make_domains(tmp_path / "e")
     (domains / "finance" / "train.jsonl").write_text('{"text": "a", "label": "neutral"}\n')
-    with pytest.raises(DataError, match=r"the data has labels \['neutral'\] too"):
+    with pytest.raises(DataError, match=r"has no prompt for label\(s\) 'neutral' that the data uses"):
         load_domains(domains)
     domains = make_domains(tmp_path / "f")
     (domains / "labels.json").write_text(json.dumps({"positive": "good", "neutral": "so so"}))
-    with pytest.raises(DataError, match="labels.json: gives prompts"):
+    with pytest.raises(DataError, match=r"labels.json has no prompt for label\(s\) .negative."):
         load_domains(domains)
     two = tmp_path / "two"
     for name in ("a", "b"):
