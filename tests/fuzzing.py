@@ -58,7 +58,7 @@ def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: flo
             cmd = [st, "run", f"{url}/openapi.json", "--checks", CHECKS, "-H", f"Authorization: Bearer {tokens[scope]}",
                    "--max-examples", str(max_examples), "--seed", str(seed), "--max-time", str(int(max_seconds_per_scope)),
                    "--request-timeout", "60", "--no-color", "--workers", "1"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)  # its example database stays in root
             verdicts[scope] = {"exit_code": proc.returncode, "summary": _summary(proc.stdout + proc.stderr)}
             log(f"{scope}: schemathesis exit {proc.returncode}")
             if proc.returncode != 0:
