@@ -307,12 +307,16 @@ def save_representation(rep: Representation, path: str | os.PathLike) -> Path:
     with open(tmp, "wb") as f:
         np.save(f, rep.z.astype(np.float32))
     os.replace(tmp, out)
-    side = {"format": REPRESENTATION_FORMAT, "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict()}
-    side.update(key_fields(rep))
     tmp = out.with_name(out.name + SIDECAR_SUFFIX + ".tmp")
-    tmp.write_text(json.dumps(side, indent=2) + "\n")
+    tmp.write_text(json.dumps(description(rep), indent=2) + "\n")
     os.replace(tmp, out.with_name(out.name + SIDECAR_SUFFIX))
     return out
+
+
+def description(rep: Representation) -> dict:
+    """What describes z: the .npy.json sidecar, and the wire document without z."""
+    return {"format": REPRESENTATION_FORMAT, "base": rep.base_name, "n_samples": rep.n_samples, "space": rep.space.to_dict(),
+            **key_fields(rep)}
 
 
 def key_fields(rep: Representation) -> dict:

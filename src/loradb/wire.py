@@ -16,7 +16,7 @@ import numpy as np
 from .adapter import CONFIG_NAME, WEIGHTS_NAME
 from .errors import LoradbError
 from .export import PROVENANCE_NAME
-from .represent import REPRESENTATION_FORMAT, Representation, key_fields
+from .represent import Representation, description
 
 API = "/v1"
 TOKEN_ENV = "LORADB_TOKEN"
@@ -26,8 +26,7 @@ SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "cre
 
 
 def representation_doc(rep: Representation) -> dict:
-    return {"format": REPRESENTATION_FORMAT, "base": rep.base_name, "n_samples": rep.n_samples,
-            "space": rep.space.to_dict(), "z": [float(x) for x in rep.z], **key_fields(rep)}
+    return {**description(rep), "z": [float(x) for x in rep.z]}
 
 
 def representation_from_doc(doc, *, max_dim: int) -> Representation:

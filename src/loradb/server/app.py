@@ -145,11 +145,7 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
-        first = e.errors()[0]
-        if first.get("type") == "json_invalid":
-            return _error(422, "the request body is not valid JSON")
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return _error(422, f"{where}: {first.get('msg')}" + (f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""))
+        return _error(422, _validation_message(e.errors(), "the request body"))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException):
@@ -302,11 +298,17 @@ def _representation_field(text: str) -> dict:
     try:
         return RepresentationDoc.model_validate_json(text).as_doc()
     except ValidationError as e:
-        first = e.errors()[0]
-        if first.get("type") == "json_invalid":
-            raise LoradbError("representation is not valid JSON") from None
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise LoradbError(f"representation.{where}: {first.get('msg')}") from None
+        raise LoradbError(_validation_message(e.errors(), "representation", prefix="representation")) from None
+
+
+def _validation_message(errors: list, what: str, prefix: str = "") -> str:
+    """A pydantic validation failure in one line: where the first error is, and how many more."""
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"{what} is not valid JSON"
+    parts = [str(x) for x in first.get("loc", ()) if x != "body"]
+    where = ".".join([prefix, *parts] if prefix else parts)
+    return f"{where}: {first.get('msg')}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
 
 
 def _json_field(raw: bytes, what: str, limit: int | None):

@@ -8,9 +8,9 @@ import re
 import threading
 import time
 
-from ..errors import LoradbError
-
 from starlette.exceptions import HTTPException
+
+from ..errors import LoradbError
 
 
 class BodyLimit:
