@@ -125,7 +125,7 @@ def compose_benchmark(repeats: int) -> dict:
     previous result is untimed on PEFT's side (loradb has nothing to delete)."""
     from peft import LoraConfig
 
-    from loradb.compose import compose_exact, compress
+    from loradb.lora.compose import compose_exact, compress
 
     peft_model = build_peft_model()
     factors = our_factors(peft_model)
@@ -186,11 +186,11 @@ def adaptation_benchmark() -> None:
     from pathlib import Path
 
     from loradb.evaluate.datasets.vader import vader_domains
-    from loradb.db import LoraDB
-    from loradb.models import packaged_minilm
+    from loradb.db.database import LoraDB
+    from loradb.models.packaged import packaged_minilm
     from loradb.evaluate.domains import load_domains
-    from loradb.represent import Encoder, save_representation
-    from loradb.train import TrainConfig, train_lora
+    from loradb.retrieval.represent import Encoder, save_representation
+    from loradb.models.train import TrainConfig, train_lora
 
     base = packaged_minilm()
     domains = load_domains(vader_domains())

@@ -29,14 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from loradb.db import LoraDB
+from loradb.db.database import LoraDB
 from loradb.evaluate.datasets.docstrings import docstring_domains
 from loradb.evaluate.domains import load_generation_domains
 from loradb.evaluate.harness import EvalConfig, run_eval
 from loradb.evaluate.report import summary_lines
-from loradb.generate import Generator
-from loradb.models import load_gguf_causal_lm, packaged_smollm2, smollm2_gguf
-from loradb.train import DEFAULT_INSTRUCTION, GENERATION_TRAIN
+from loradb.models.generate import Generator
+from loradb.models.packaged import load_gguf_causal_lm, packaged_smollm2, smollm2_gguf
+from loradb.models.prompts import DEFAULT_INSTRUCTION
+from loradb.models.train import GENERATION_TRAIN
 
 # the paper's four report types, ROUGE-L: pre-trained, sparse, SFT (AAAI-26 version, Table 1)
 PAPER = {"CT head": (0.201, 0.225, 0.248), "CT abdomen": (0.126, 0.138, 0.139), "MR": (0.183, 0.190, 0.215),
@@ -94,7 +95,7 @@ def main() -> None:
     total = time.perf_counter() - started
 
     avg = results["average"]
-    print(f"\nfraction of the SFT gain recovered (ROUGE-L, averages): "
+    print("\nfraction of the SFT gain recovered (ROUGE-L, averages): "
           + ", ".join(f"{m} {avg[m]['gain_recovered_of_average']:.2f}" for m in ("nearest", "uniform", "similarity", "linear", "sparse")))
     per_type = {k: (s - p) / (t - p) for k, (p, s, t) in PAPER.items()}
     paper_of_average = sum(s - p for p, s, _ in PAPER.values()) / sum(t - p for p, _, t in PAPER.values())

@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from loradb.represent import Space  # noqa: E402
-from loradb.store.ann import ANN_MIN_RECORDS  # noqa: E402
-from loradb.store.protocol import Record  # noqa: E402
+from loradb.retrieval.represent import Space  # noqa: E402
+from loradb.db.store.ann import ANN_MIN_RECORDS  # noqa: E402
+from loradb.db.store.protocol import Record  # noqa: E402
 
 DIM, K = 384, 10
 
@@ -87,8 +87,8 @@ def du(path: Path) -> str:
 
 
 def embedded(args, root: Path, data) -> None:
-    from loradb.db import LoraDB
-    from loradb.represent import Representation
+    from loradb.db.database import LoraDB
+    from loradb.retrieval.represent import Representation
 
     vectors, ids, other, space, other_space, queries, truth = data
     db = LoraDB.init(root / "db")
@@ -127,7 +127,7 @@ def embedded(args, root: Path, data) -> None:
 def postgres(args, root: Path, data) -> None:
     import psycopg
 
-    from loradb.store.postgres import PgIndex, _vector_literal
+    from loradb.db.store.postgres import PgIndex, _vector_literal
     from services import Postgres
 
     vectors, ids, other, space, other_space, queries, truth = data

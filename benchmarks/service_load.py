@@ -31,11 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from server_helpers import start_server, stop_server  # noqa: E402
 
-from loradb.access import create_token  # noqa: E402
-from loradb.adapter import LoraAdapter, LoraModule, write_adapter  # noqa: E402
-from loradb.db import LoraDB  # noqa: E402
-from loradb.represent import Representation, Space  # noqa: E402
-from loradb.wire import representation_doc  # noqa: E402
+from loradb.db.access import create_token  # noqa: E402
+from loradb.lora.adapter import LoraAdapter, LoraModule, write_adapter  # noqa: E402
+from loradb.db.database import LoraDB  # noqa: E402
+from loradb.retrieval.represent import Representation, Space  # noqa: E402
+from loradb.service.wire import representation_doc  # noqa: E402
 
 DIM, CLUSTERS, ADAPTERS, K = 384, 50, 8, 5
 
@@ -62,7 +62,7 @@ def make_adapters(root: Path, rng) -> list[Path]:
 
 
 def fill(db: LoraDB, adapters: list[Path], space: Space, vectors: np.ndarray, prefix: str) -> None:
-    from loradb.adapter import CONFIG_NAME, WEIGHTS_NAME
+    from loradb.lora.adapter import CONFIG_NAME, WEIGHTS_NAME
 
     configs = [json.loads((a / CONFIG_NAME).read_text()) for a in adapters]
     for i, z in enumerate(vectors):

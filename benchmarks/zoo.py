@@ -22,11 +22,11 @@ from pathlib import Path
 
 from runinfo import write_run_info
 
-from loradb.demo import ZOO_EVAL
+from loradb.evaluate.demo import ZOO_EVAL
 from loradb.evaluate.datasets import collection_dir
 from loradb.evaluate.harness import run_eval
 from loradb.evaluate.report import summary_lines
-from loradb.models import packaged_minilm
+from loradb.models.packaged import packaged_minilm
 
 
 def main() -> None:

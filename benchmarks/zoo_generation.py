@@ -24,8 +24,8 @@ from runinfo import write_run_info
 from loradb.evaluate.datasets import collection_dir
 from loradb.evaluate.harness import EvalConfig, run_eval
 from loradb.evaluate.report import summary_lines
-from loradb.models import packaged_smollm2
-from loradb.train import GENERATION_TRAIN
+from loradb.models.packaged import packaged_smollm2
+from loradb.models.train import GENERATION_TRAIN
 
 # at this machine's speed (one SmolLM2 LoRA on 96 pairs: ~200 s) the pool trains on 96
 # pairs per domain and scores 40 test pairs; z comes from the same test inputs' sample

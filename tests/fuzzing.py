@@ -29,8 +29,8 @@ _ACCESS = re.compile(r'"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|TRACE|CONNECT|[A
 
 def seeded_database(root: Path) -> tuple[Path, dict]:
     """A database with two records on a tiny BERT and one token per scope."""
-    from loradb.access import create_token
-    from loradb.db import LoraDB
+    from loradb.db.access import create_token
+    from loradb.db.database import LoraDB
 
     base = make_bert(root / "bert")
     db_dir = root / "db"
@@ -46,7 +46,7 @@ def seeded_database(root: Path) -> tuple[Path, dict]:
 def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: float, log=print) -> dict:
     """Fuzz every operation once per token scope; returns the counts, the fuzzer's verdicts
     and whether `loradb check` is clean afterwards."""
-    from loradb.db import LoraDB
+    from loradb.db.database import LoraDB
 
     root.mkdir(parents=True, exist_ok=True)
     db, tokens = seeded_database(root)

@@ -10,7 +10,7 @@ from models import load_model, make_adapter
 from safetensors.numpy import load_file, save_file
 
 from loradb import read_adapter
-from loradb.adapter import WEIGHTS_NAME
+from loradb.lora.adapter import WEIGHTS_NAME
 from loradb.errors import AdapterError
 
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from loradb.arrow import arrow_scores, arrow_select, arrows
-from loradb.represent import load_model
+from loradb.retrieval.arrow import arrow_scores, arrow_select, arrows
+from loradb.models.loading import load_model
 from test_cli import TEXTS
 
 

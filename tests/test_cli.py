@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from models import make_adapter
 
-from loradb.cli import main
+from loradb.cli.main import main
 
 TEXTS = {
     "cooking": ["bake the bread in the oven", "stir the soup and add salt", "chop garlic and onion for the sauce",

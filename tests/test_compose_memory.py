@@ -9,9 +9,9 @@ def test_compose_peak_memory_is_a_small_multiple_of_the_adapters(tmp_path):
     script = textwrap.dedent(f"""
         import resource, torch
         from pathlib import Path
-        from loradb.compose import compose_exact
-        from loradb.export import write_composed_adapter
-        from loradb.base import BaseModel
+        from loradb.lora.compose import compose_exact
+        from loradb.lora.export import write_composed_adapter
+        from loradb.lora.base import BaseModel
 
         d, r, k, n_modules = 8192, 4, 3, 4
         g = torch.Generator().manual_seed(0)

@@ -7,9 +7,9 @@ import torch
 from models import load_model, make_adapter
 
 from loradb import LoraDB, compose_exact, read_adapter
-from loradb.compose import factors_of
-from loradb.export import write_composed_adapter
-from loradb.base import load_base
+from loradb.lora.compose import factors_of
+from loradb.lora.export import write_composed_adapter
+from loradb.lora.base import load_base
 
 
 def peft_deltas(base, adapter_dir) -> dict[str, torch.Tensor]:
@@ -89,7 +89,7 @@ def test_db_compose_adapter_and_merged_model_agree(bert, tmp_path):
     """Through the database: the adapter (in PEFT) and --merged give the exact merge."""
     import numpy as np
 
-    from loradb.represent import Representation, default_space, save_representation
+    from loradb.retrieval.represent import Representation, default_space, save_representation
 
     dirs = [make_adapter(bert, tmp_path / f"a{i}", seed=i, r=2 * (i + 1), targets=("query", "value", "dense")[: 2 + i % 2])
             for i in range(3)]

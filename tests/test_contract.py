@@ -71,7 +71,7 @@ def adapters(bert, tmp_path):
 
 def state(location) -> dict:
     """The database's logical content, backend-independent: every record's details and the blobs."""
-    from loradb.db import LoraDB
+    from loradb.db.database import LoraDB
 
     with LoraDB(location) as db:
         return {"records": sorted(json.dumps(r.details(), sort_keys=True) for r in db.list()),
@@ -173,7 +173,7 @@ def test_concurrent_adds_keep_every_acknowledged_record(location, adapters, tmp_
 
 
 def test_sigkill_during_add_leaves_nothing_half_written(location, adapters, tmp_path, bert):
-    from loradb.represent import represent_texts, save_representation
+    from loradb.retrieval.represent import represent_texts, save_representation
 
     save_representation(represent_texts(bert, TEXTS["sports"], progress=False), tmp_path / "z.npy")
     env = os.environ.copy()
@@ -218,8 +218,8 @@ def test_copy_from_embedded_to_postgres_and_s3(servers, adapters, tmp_path, monk
     target = write_jsonl(tmp_path / "target.jsonl", ["the bank raised rates"])
     results = [json.loads(run("search", loc, "--data", target, "-k", 3, "--json")[1])["results"] for loc in (embedded, url)]
     assert results[0] == results[1]
-    from loradb.access import authenticate
-    from loradb.db import LoraDB
+    from loradb.db.access import authenticate
+    from loradb.db.database import LoraDB
 
     with LoraDB(url) as db:
         assert authenticate(db, secret).name == "site-a"
@@ -237,10 +237,10 @@ def test_postgres_large_spaces_are_searched_through_hnsw(servers, monkeypatch):
 
     import numpy as np
 
-    from loradb.represent import Space
-    from loradb.store import postgres
-    from loradb.store.postgres import PgIndex
-    from loradb.store.protocol import Record
+    from loradb.retrieval.represent import Space
+    from loradb.db.store import postgres
+    from loradb.db.store.postgres import PgIndex
+    from loradb.db.store.protocol import Record
 
     pg, _ = servers
     url = pg.create_database("t" + uuid.uuid4().hex[:12])
@@ -273,7 +273,7 @@ def test_postgres_large_spaces_are_searched_through_hnsw(servers, monkeypatch):
 def test_check_reads_the_blob_store_itself_not_a_cached_copy(location, adapters, tmp_path):
     """A blob deleted or altered in the store is reported by `check`, naming the record and
     blob, even when this machine holds a good cached copy (S3's read cache)."""
-    from loradb.db import LoraDB
+    from loradb.db.database import LoraDB
 
     fill(location, adapters, tmp_path)
     assert run("export", location, "finance", "--out", tmp_path / "warm")[0] == 0  # caches the S3 object locally

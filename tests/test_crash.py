@@ -16,8 +16,8 @@ import time
 import numpy as np
 from models import make_adapter, make_bert
 
-from loradb.represent import Representation, default_space, save_representation
-from loradb.base import load_base
+from loradb.retrieval.represent import Representation, default_space, save_representation
+from loradb.lora.base import load_base
 
 
 def _cli(*argv, env):

@@ -12,7 +12,7 @@ from loradb.errors import LoradbError
 from loradb.evaluate.datasets import COLLECTIONS
 from loradb.evaluate.datasets.common import TEST_MIN, TRAIN_MIN, DomainData, split, write_domain
 from loradb.evaluate.domains import load_domains
-from loradb.pypi import PinnedFile
+from loradb.io.pypi import PinnedFile
 
 
 def _wheel(folder):

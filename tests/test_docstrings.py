@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from loradb.data import iter_texts
+from loradb.io.data import iter_texts
 from loradb.evaluate.datasets.docstrings import examples_from_source, examples_from_wheel, split_examples
 from loradb.errors import DataError, LoradbError
-from loradb.pypi import PinnedFile
+from loradb.io.pypi import PinnedFile
 
 MODULE = '''
 def shortest_path(G, source, target):

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from loradb.cli import main
+from loradb.cli.main import main
 from loradb.errors import DataError
 from loradb.evaluate.harness import ROWS, EvalConfig, run_eval
 from loradb.evaluate.metrics import rouge
-from loradb.train import TrainConfig
+from loradb.models.train import TrainConfig
 
 # each domain's inputs use its own words; its targets are one fixed phrase of them, so a
 # LoRA trained on a domain has something definite to learn and a metric to show it
@@ -90,11 +90,11 @@ def test_composed_adapter_loads_in_peft_and_generates_the_same(llama, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from loradb.db import LoraDB
-    from loradb.generate import generator_for
-    from loradb.inmemory import DeltaWeights
-    from loradb.compose import compose_exact, factors_of
-    from loradb.adapter import read_adapter
+    from loradb.db.database import LoraDB
+    from loradb.models.generate import generator_for
+    from loradb.lora.inmemory import DeltaWeights
+    from loradb.lora.compose import compose_exact, factors_of
+    from loradb.lora.adapter import read_adapter
 
     db = LoraDB.init(tmp_path / "db")
     for name in ("cooking", "finance"):

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from loradb.cli import main
+from loradb.cli.main import main
 from loradb.errors import DataError, LoradbError
 from loradb.evaluate.harness import ROWS, EvalConfig, run_eval
 from loradb.evaluate.domains import load_domains
-from loradb.train import TrainConfig
+from loradb.models.train import TrainConfig
 
 DOMAIN_WORDS = {"cooking": "pasta bread soup oven recipe sauce", "finance": "market bank rate shares price fund",
                 "sports": "team goal coach match score league"}

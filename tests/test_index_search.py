@@ -7,9 +7,9 @@ import uuid
 import numpy as np
 import pytest
 
-from loradb.represent import Space
-from loradb.store.protocol import Record
-from loradb.store.sqlite import SqliteIndex, migrate
+from loradb.retrieval.represent import Space
+from loradb.db.store.protocol import Record
+from loradb.db.store.sqlite import SqliteIndex, migrate
 
 
 def make_index(tmp_path) -> SqliteIndex:

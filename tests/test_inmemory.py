@@ -11,9 +11,9 @@ import torch
 from models import load_model, make_adapter
 
 from loradb import read_adapter
-from loradb.compose import compose_exact, factors_of
+from loradb.lora.compose import compose_exact, factors_of
 from loradb.errors import LoradbError
-from loradb.inmemory import DeltaWeights
+from loradb.lora.inmemory import DeltaWeights
 
 
 def _ids(n=4, length=9, seed=0):
@@ -85,7 +85,7 @@ def test_restores_theta0_and_refuses_a_misfit_without_changing_weights(gpt2, lla
 def test_generate_with_adapter_equals_the_peft_merged_model(gpt2, tmp_path):
     from peft import PeftModel
 
-    from loradb.generate import run_generate
+    from loradb.models.generate import run_generate
 
     adapter = make_adapter(gpt2, tmp_path / "a", seed=5, targets=("c_attn", "c_proj"))
     merged = tmp_path / "merged"
@@ -109,8 +109,8 @@ def test_generate_with_adapter_equals_the_peft_merged_model(gpt2, tmp_path):
 def test_a_bare_vector_lands_in_the_encoders_default_space(fixture, request):
     """A bare .npy is assumed to be `loradb represent`'s default recipe: the same layer (the
     last), whatever the config calls its layer count (GPT-2: n_layer)."""
-    from loradb.base import load_base
-    from loradb.represent import Encoder, default_space
+    from loradb.lora.base import load_base
+    from loradb.retrieval.represent import Encoder, default_space
 
     base = request.getfixturevalue(fixture)
     assert default_space(load_base(base)) == Encoder(base).space

@@ -9,10 +9,10 @@ import pytest
 from models import make_adapter
 from test_cli import TEXTS, run
 
-from loradb.db import LoraDB
+from loradb.db.database import LoraDB
 from loradb.errors import LoradbError
-from loradb.keys import KEYS, RAW_L2, KeyInputs, choose_key, key_distances
-from loradb.represent import represent_texts, save_representation, task_spec
+from loradb.retrieval.keys import KEYS, RAW_L2, KeyInputs, choose_key, key_distances
+from loradb.retrieval.represent import represent_texts, save_representation, task_spec
 
 DIM = 32  # the tiny BERT's hidden size
 
@@ -135,7 +135,7 @@ def test_key_choose_refuses_records_without_families(bert, tmp_path):
 
 
 def test_variance_is_the_per_feature_variance_of_the_examples(bert):
-    from loradb.represent import Encoder
+    from loradb.retrieval.represent import Encoder
 
     enc = Encoder(bert)
     rep = enc.represent(TEXTS["finance"], progress=False)

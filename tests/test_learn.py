@@ -7,7 +7,7 @@ import pytest
 from test_cli import db_with_adapters, run, write_jsonl
 
 from loradb.errors import LoradbError
-from loradb.learn import check_shots
+from loradb.fewshot.learn import check_shots
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_few_shot_over_a_server_learns_on_the_client(shots_db, monkeypatch):
 def right_and_inverted(bert, tmp_path_factory):
     """Two adapters trained on the same texts: one with the true labels, one with them
     inverted; prompts that share no word with the texts, so only the adapters decide."""
-    from loradb.train import TrainConfig, train_lora
+    from loradb.models.train import TrainConfig, train_lora
 
     tmp = tmp_path_factory.mktemp("planted")
     prompts = {"pos": "he she", "neg": "they we"}
@@ -103,11 +103,11 @@ def right_and_inverted(bert, tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["learned", "lorahub"])
 def test_learned_weights_move_to_the_adapter_that_fits_the_shots(bert, right_and_inverted, method):
-    from loradb.adapter import read_adapter
-    from loradb.classify import PromptClassifier
-    from loradb.compose import factors_of
-    from loradb.learn import learn_weights, lorahub_weights
-    from loradb.represent import load_model
+    from loradb.lora.adapter import read_adapter
+    from loradb.models.classify import PromptClassifier
+    from loradb.lora.compose import factors_of
+    from loradb.fewshot.learn import learn_weights, lorahub_weights
+    from loradb.models.loading import load_model
 
     prompts, dirs, _ = right_and_inverted
     model, tokenizer = load_model(bert)
@@ -121,7 +121,7 @@ def test_learned_weights_move_to_the_adapter_that_fits_the_shots(bert, right_and
         w = lorahub_weights(classifier, factors, *shots, init=np.array([0.5, 0.5])).weights
         assert w[0] - w[1] > 0.5, w
     # and the learned mixture classifies unseen texts right
-    from loradb.learn import parallel_branches
+    from loradb.fewshot.learn import parallel_branches
 
     unseen = ["the soup was love great", "a hate bad boring game", "good good fun", "terrible bad"]
     with parallel_branches(model, factors, list(w)):

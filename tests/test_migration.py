@@ -6,7 +6,7 @@ import sqlite3
 from test_cli import TEXTS, run, write_jsonl
 from models import make_adapter
 
-from loradb.store.sqlite import MIGRATIONS
+from loradb.db.store.sqlite import MIGRATIONS
 
 
 DROP_KEY_COLUMNS = "ALTER TABLE records DROP COLUMN z_var; ALTER TABLE records DROP COLUMN task; ALTER TABLE records DROP COLUMN task_z; "

@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, stats
 
 from loradb.errors import LoradbError
-from loradb.privacy import DPConfig, _privacy_loss_delta, clip_rows, gaussian_sigma, privatize_mean
+from loradb.retrieval.privacy import DPConfig, _privacy_loss_delta, clip_rows, gaussian_sigma, privatize_mean
 
 
 def hockey_stick_delta(sigma: float, sensitivity: float, epsilon: float) -> float:
@@ -69,8 +69,8 @@ def _released_doc(bert):
     """The wire document of a real DP release (and its sidecar twin written to disk)."""
     from test_cli import TEXTS
 
-    from loradb.represent import represent_texts
-    from loradb.wire import representation_doc
+    from loradb.retrieval.represent import represent_texts
+    from loradb.service.wire import representation_doc
 
     rep = represent_texts(bert, TEXTS["cooking"] * 20, progress=False, dp=DPConfig(2.0, 1e-4, 1.0))
     return representation_doc(rep)
@@ -81,7 +81,7 @@ def _tampered(doc, **privacy):
 
 
 def test_received_privacy_blocks_are_recomputed_not_trusted(bert):
-    from loradb.wire import representation_from_doc
+    from loradb.service.wire import representation_from_doc
 
     doc = _released_doc(bert)
     assert representation_from_doc(doc, max_dim=64).privacy == doc["privacy"]  # the real release passes
@@ -109,7 +109,7 @@ def test_received_privacy_blocks_are_recomputed_not_trusted(bert):
 def test_a_sidecar_with_a_forged_privacy_block_is_refused(bert, tmp_path):
     import json
 
-    from loradb.targets import representation_from_sidecar
+    from loradb.retrieval.targets import representation_from_sidecar
 
     doc = _released_doc(bert)
     z = np.asarray(doc["z"], dtype=np.float32)

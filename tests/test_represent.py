@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from loradb import represent_texts
-from loradb.data import iter_texts
+from loradb.io.data import iter_texts
 from loradb.errors import DataError, LoradbError
-from loradb.represent import Encoder
+from loradb.retrieval.represent import Encoder
 
 TEXTS = [f"the {w} and the {v} of the market" * (1 + i % 3) for i, (w, v) in
          enumerate(zip("bread soup team goal bank rate scan dose film plot".split(), "salt oven coach ball fund loss lung pain actor fun".split()))]

@@ -13,8 +13,8 @@ from models import make_adapter
 from server_helpers import running_server
 from test_cli import TEXTS, run, snapshot, write_jsonl
 
-from loradb.represent import represent_texts
-from loradb.wire import representation_doc
+from loradb.retrieval.represent import represent_texts
+from loradb.service.wire import representation_doc
 
 
 def token(db, name, scope) -> str:
@@ -80,7 +80,7 @@ def test_contribute_search_compose_by_two_token_holders(shared, bert, monkeypatc
         code, out, err = run("compose", url, "--data", target, "-k", 3, "--method", "linear", "--out", tmp / "remote-out")
         assert code == 0, err
         assert run("compose", db, "--data", target, "-k", 3, "--method", "linear", "--out", tmp / "local-out")[0] == 0
-        from loradb.adapter import read_adapter
+        from loradb.lora.adapter import read_adapter
 
         a, b = read_adapter(tmp / "remote-out"), read_adapter(tmp / "local-out")
         assert a.modules.keys() == b.modules.keys()
@@ -360,7 +360,7 @@ def test_server_composes_without_the_base_model_and_the_client_merges(shared, be
         # the merged model's weights are the base's plus the adapter's delta
         from safetensors.numpy import load_file
 
-        from loradb.adapter import read_adapter
+        from loradb.lora.adapter import read_adapter
 
         merged, original = load_file(tmp / "m2" / "model.safetensors"), load_file(bert / "model.safetensors")
         module = read_adapter(adapters["cooking"]).modules["encoder.layer.0.attention.self.query"]
@@ -388,8 +388,8 @@ def test_contributed_base_names_are_labels_never_paths_on_the_server(shared, ber
 def test_compose_work_is_bounded_before_it_starts(shared, bert):
     """--max-k caps adapters per request; --max-compose-mb refuses a ties/dare compose whose
     dense deltas would not fit (413), while the exact merge of the same adapters still runs."""
-    from loradb.adapter import read_adapter
-    from loradb.compose import factors_of, working_bytes
+    from loradb.lora.adapter import read_adapter
+    from loradb.lora.compose import factors_of, working_bytes
 
     db, tokens, adapters, tmp = shared
     doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
@@ -424,7 +424,7 @@ def test_an_upload_is_refused_when_a_damaged_peer_leaves_its_layers_unchecked(sh
         http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
         assert http.post("/records", **_upload_parts(adapters["cooking"], doc, name="cooking")).status_code == 201
         blob = http.get("/records/cooking").json()["blob_sha256"]
-        from loradb.db import LoraDB
+        from loradb.db.database import LoraDB
 
         with LoraDB(db) as handle:
             handle.blobs.path(blob).unlink()
@@ -451,7 +451,7 @@ def test_rate_limit_per_token_and_a_health_check_that_tells_nothing(shared):
 
 def test_rate_limiter_refills_at_the_stated_rate():
     from loradb.errors import LoradbError
-    from loradb.server.limits import RateLimited, RateLimiter, parse_rate
+    from loradb.service.limits import RateLimited, RateLimiter, parse_rate
 
     now = [0.0]
     limiter = RateLimiter(parse_rate("4/s"), clock=lambda: now[0])

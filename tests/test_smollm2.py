@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from loradb.cli import main
-from loradb.db import LoraDB
-from loradb.models import load_gguf_causal_lm, packaged_smollm2, smollm2_gguf
+from loradb.cli.main import main
+from loradb.db.database import LoraDB
+from loradb.models.packaged import load_gguf_causal_lm, packaged_smollm2, smollm2_gguf
 
 PROMPTS = ["def degree(G, nbunch, weight):\nThe node degree is the number of edges adjacent to the node.",
            "def simplify(expr, ratio, measure):\nSimplification is not a well defined term and the exact strategies",
@@ -38,7 +38,7 @@ def test_composed_adapter_in_peft_on_the_gguf_base_generates_what_loradb_does(sm
     from models import make_adapter
     from peft import PeftModel
 
-    from loradb.generate import Generator
+    from loradb.models.generate import Generator
 
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps({"input": p, "target": "x"}) + "\n" for p in PROMPTS))

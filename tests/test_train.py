@@ -7,8 +7,8 @@ import pytest
 from test_cli import run
 
 from loradb import read_adapter
-from loradb.adapter import FINGERPRINT_KEY
-from loradb.base import load_base
+from loradb.lora.adapter import FINGERPRINT_KEY
+from loradb.lora.base import load_base
 
 
 @pytest.fixture

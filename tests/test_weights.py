@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from loradb.errors import LoradbError
-from loradb.weights import METHODS, compute_weights, sparse_objective
+from loradb.retrieval.weights import METHODS, compute_weights, sparse_objective
 
 
 def _problem(seed, k, d):

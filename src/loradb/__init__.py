@@ -10,18 +10,18 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "adapter": ["LoraAdapter", "LoraModule", "read_adapter", "write_adapter"],
-    "base": ["BaseModel", "load_base"],
-    "compose": ["compose_exact", "dense_delta"],
-    "db": ["CheckReport", "Hit", "LoraDB", "SearchResult"],
-    "targets": ["represent_file"],
-    "client": ["RemoteDB"],
-    "privacy": ["DPConfig"],
+    "lora.adapter": ["LoraAdapter", "LoraModule", "read_adapter", "write_adapter"],
+    "lora.base": ["BaseModel", "load_base"],
+    "lora.compose": ["compose_exact", "dense_delta"],
+    "db.database": ["CheckReport", "Hit", "LoraDB", "SearchResult"],
+    "retrieval.targets": ["represent_file"],
+    "service.client": ["RemoteDB"],
+    "retrieval.privacy": ["DPConfig"],
     "errors": ["AccessDenied", "AdapterError", "BaseModelMismatch", "Conflict", "DataError", "LoradbError", "NotFound",
                "RemoteError", "StoreError"],
-    "represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent_texts", "save_representation"],
-    "store.protocol": ["Record"],
-    "weights": ["METHODS", "WeightResult", "compute_weights"],
+    "retrieval.represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent_texts", "save_representation"],
+    "db.store.protocol": ["Record"],
+    "retrieval.weights": ["METHODS", "WeightResult", "compute_weights"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

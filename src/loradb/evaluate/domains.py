@@ -15,9 +15,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..classify import default_prompts
-from ..data import read_labeled, read_pairs
-from ..errors import DataError
+from loradb.models.classify import default_prompts
+from loradb.io.data import read_labeled, read_pairs
+from loradb.errors import DataError
+from loradb.io.data import read_json
+from loradb.models.prompts import read_prompts
 
 MIN_DOMAINS = 3
 
@@ -62,20 +64,11 @@ def _read_domains(root: Path, read) -> list[Domain]:
             for f in folders]
 
 
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-
-
 def _family(folder: Path) -> str:
     path = folder / "domain.json"
     if not path.is_file():
         return folder.name
-    doc = _read_json(path)
+    doc = read_json(path)
     family = doc.get("family") if isinstance(doc, dict) else None
     if not isinstance(family, str) or not family.strip():
         raise DataError(f"{path}: needs a non-empty \"family\" string")
@@ -100,7 +93,7 @@ def load_generation_domains(root: str | Path, default_instruction: str) -> list[
 def _instruction(path: Path) -> str | None:
     if not path.is_file():
         return None
-    task = _read_json(path)
+    task = read_json(path)
     instruction = task.get("instruction") if isinstance(task, dict) else None
     if not isinstance(instruction, str) or not instruction.strip():
         raise DataError(f"{path}: needs a non-empty \"instruction\" string")
@@ -128,18 +121,3 @@ def load_domains(root: str | Path) -> list[Domain]:
     return domains
 
 
-def read_prompts(path: Path, labels: list[str] | None = None) -> dict[str, str]:
-    """A labels.json mapping each label to its prompt; with `labels`, refused unless it covers
-    all of those (it may name more: a task's whole label set, of which a sample lacks some)."""
-    prompts = _read_json(path)
-    if not isinstance(prompts, dict) or not all(isinstance(v, str) and v for v in prompts.values()):
-        raise DataError(f"{path}: must map each label to a non-empty prompt string")
-    prompts = {str(k): v for k, v in prompts.items()}
-    if len(prompts) < 2:
-        raise DataError(f"{path}: gives {len(prompts)} prompt; classification needs at least two labels")
-    missing = sorted(set(labels or ()) - set(prompts))
-    if missing:
-        raise DataError(f"{path} has no prompt for label(s) {', '.join(map(repr, missing[:5]))}"
-                        f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''} that the data uses "
-                        f"(it gives {len(prompts)} prompts; it may name more labels than the data has, not fewer)")
-    return prompts

@@ -28,20 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapter import read_adapter
-from ..arrow import arrow_scores, arrow_select
-from ..base import cache_dir, load_base
-from ..compose import compose_exact, factors_of
-from ..db import LoraDB
-from ..errors import LoradbError
-from ..generate import is_causal_lm
-from ..keys import KEYS, RAW_L2, KeyInputs, family_precision, get_key, key_features
-from ..represent import Encoder, save_representation, task_spec
-from ..train import DEFAULT_INSTRUCTION, GENERATION_TRAIN, TRAINING_INFO, TrainConfig, train_lora
-from ..weights import auto_l1, auto_temperature, compute_weights
-from .domains import Domain, load_domains, load_generation_domains
-from .metrics import scores
-from .tasks import ClassificationTask, GenerationTask
+from loradb.lora.adapter import read_adapter
+from loradb.retrieval.arrow import arrow_scores, arrow_select
+from loradb.io.files import cache_dir
+from loradb.lora.base import load_base
+from loradb.lora.compose import compose_exact, factors_of
+from loradb.db.database import LoraDB
+from loradb.errors import LoradbError
+from loradb.models.generate import is_causal_lm
+from loradb.retrieval.keys import KEYS, RAW_L2, KeyInputs, family_precision, get_key, key_features
+from loradb.retrieval.represent import Encoder, save_representation, task_spec
+from loradb.models.prompts import DEFAULT_INSTRUCTION
+from loradb.models.prompts import TRAINING_INFO
+from loradb.models.train import GENERATION_TRAIN, TrainConfig, train_lora
+from loradb.retrieval.weights import auto_l1, auto_temperature, compute_weights
+from loradb.evaluate.domains import Domain, load_domains, load_generation_domains
+from loradb.evaluate.metrics import scores
+from loradb.evaluate.tasks import ClassificationTask, GenerationTask
 
 ROWS = ("pretrained", "merge-all", "arrow", "nearest", "uniform", "similarity", "linear", "sparse", "sft")
 COMPOSED = ("nearest", "uniform", "similarity", "linear", "sparse")
@@ -49,7 +52,6 @@ BASELINES = ("merge-all", "arrow")  # retrieval baselines that use no data proto
 TASKS = ("classification", "generation")
 FULL_TRANSFER_UP_TO = 8  # domains: beyond this the N x N single-adapter matrix is only made when asked
 PRECISION_AT = 5  # family precision@5: how retrieval keys are compared and chosen
-
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -68,7 +70,7 @@ class EvalConfig:
     learn_steps: int = 40
     lorahub_evaluations: int = 60
     scratch_epochs: int = 20  # LoRA from scratch on the shots: many passes over a few examples
-    layer: int = -1  # representation recipe for z (see represent.py)
+    layer: int = -1  # representation recipe for z (see retrieval/represent.py)
     pooling: str = "mean"
     max_length: int = 256  # tokens per example for z
     seed: int = 0
@@ -166,7 +168,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     Returns:
         The results dictionary written to results.json.
     """
-    from .report import require_plotting, write_report
+    from loradb.evaluate.report import require_plotting, write_report
 
     require_plotting()
     _check_config(config)
@@ -503,7 +505,7 @@ def _few_shot(held: Domain, row: dict, db, model, base_path: Path, config: EvalC
     learned and lorahub start from the similarity weights of the retrieved adapters; the
     shots come from the held-out domain's training split, never its test set.
     """
-    from ..learn import learn_weights, lorahub_weights
+    from loradb.fewshot.learn import learn_weights, lorahub_weights
 
     names = list(row["similarity"]["weights"])
     init = np.array([row["similarity"]["weights"][n] for n in names])

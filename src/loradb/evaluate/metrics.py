@@ -48,7 +48,7 @@ def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float
     try:
         from rouge_score import rouge_scorer
     except ImportError:
-        from ..errors import LoradbError
+        from loradb.errors import LoradbError
 
         raise LoradbError("ROUGE needs rouge-score: `pip install 'loradb[causal]'`") from None
     if len(targets) != len(predictions) or not targets:

@@ -230,7 +230,7 @@ def plot_weights(results: dict, path: Path) -> None:
 
 def require_plotting() -> None:
     """Refuse up front, not after an hour of work, when the plots cannot be drawn."""
-    from ..errors import LoradbError
+    from loradb.errors import LoradbError
 
     try:
         import matplotlib  # noqa: F401
@@ -283,7 +283,7 @@ def plot_few_shot(results: dict, path: Path) -> None:
 
 def write_report(results: dict, out: Path) -> None:
     """results.json, report.md and the plots into `out`."""
-    from ..export import to_json
+    from loradb.io.files import to_json
 
     require_plotting()
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..inmemory import DeltaWeights
-from ..train import TrainConfig, TrainResult, train_causal_lora, train_lora
-from .domains import Domain
-from .metrics import ROUGE_METRICS, rouge, scores
+from loradb.lora.inmemory import DeltaWeights
+from loradb.models.train import TrainConfig, TrainResult, train_causal_lora, train_lora
+from loradb.evaluate.domains import Domain
+from loradb.evaluate.metrics import ROUGE_METRICS, rouge, scores
 
 
 class DeltaModel:
@@ -37,7 +37,7 @@ class AdaptedClassifier(DeltaModel):
     """The encoder with a label-prompt classifier per domain (each domain has its own labels)."""
 
     def __init__(self, base_path: Path, config: TrainConfig):
-        from ..represent import load_model
+        from loradb.models.loading import load_model
 
         model, tokenizer = load_model(base_path)
         model.eval()
@@ -47,7 +47,7 @@ class AdaptedClassifier(DeltaModel):
         self.config = config
 
     def classifier(self, domain: Domain):
-        from ..classify import PromptClassifier
+        from loradb.models.classify import PromptClassifier
 
         return PromptClassifier(self.model, self.tokenizer, domain.prompts, scale=self.config.scale,
                                 max_length=self.config.max_length)
@@ -59,7 +59,7 @@ class AdaptedClassifier(DeltaModel):
 
 class AdaptedGenerator(DeltaModel):
     def __init__(self, base_path: Path, config: TrainConfig, max_new_tokens: int):
-        from ..generate import generator_for
+        from loradb.models.generate import generator_for
 
         self.generator = generator_for(base_path, instruction="", max_input_tokens=config.max_length,
                                        max_new_tokens=max_new_tokens)
@@ -68,13 +68,12 @@ class AdaptedGenerator(DeltaModel):
         self.max_input_tokens = config.max_length
 
     def predict(self, texts: list[str], domain: Domain, *, progress: bool = False) -> list[str]:
-        from ..generate import PromptFormat
+        from loradb.models.generate import PromptFormat
 
         if self.generator.format.instruction != domain.instruction:
             self.generator.format = PromptFormat(self.tokenizer, domain.instruction,
                                                  max_input_tokens=self.max_input_tokens)
         return self.generator.generate(texts, progress=progress)
-
 
 @dataclass(frozen=True)
 class ClassificationTask:
@@ -94,7 +93,6 @@ class ClassificationTask:
 
     def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
         return scores(truth, predictions)
-
 
 @dataclass(frozen=True)
 class GenerationTask:

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...base import cache_dir
-from ...errors import registered
-from ...export import atomic_output_dir, replaced_dir
-from ...pypi import PinnedFile
-
+from loradb.io.files import cache_dir
+from loradb.errors import registered
+from loradb.io.files import atomic_output_dir, replaced_dir
+from loradb.io.pypi import PinnedFile
 
 @dataclass(frozen=True)
 class Collection:
@@ -33,13 +32,13 @@ class Collection:
 
 
 def _vader(cache: Path) -> Path:
-    from .vader import vader_domains
+    from loradb.evaluate.datasets.vader import vader_domains
 
     return vader_domains(cache)
 
 
 def _docstrings(cache: Path) -> Path:
-    from .docstrings import docstring_domains
+    from loradb.evaluate.datasets.docstrings import docstring_domains
 
     return docstring_domains(cache)
 
@@ -53,7 +52,7 @@ _BIGBENCH_NOTE = ("BIG-bench asks that its tasks never be used to train foundati
 
 def _built(out: Path, title: str, intro: str, domains_of, pinned, cache: Path) -> Path:
     """Build a collection's folder once: every domain written by common.write_domain, and SOURCE.md."""
-    from .common import source_md, write_domain
+    from loradb.evaluate.datasets.common import source_md, write_domain
 
     if (out / "SOURCE.md").is_file():  # written inside the temp folder that becomes `out`: present means complete
         return out
@@ -66,7 +65,7 @@ def _built(out: Path, title: str, intro: str, domains_of, pinned, cache: Path) -
 
 
 def _zoo(cache: Path) -> Path:
-    from .zoo import PINNED, zoo_domains
+    from loradb.evaluate.datasets.zoo import PINNED, zoo_domains
 
     return _built(cache / "data" / ZOO_VERSION, "zoo: text classification in many task families",
                   "Each with its own label set and label prompts (DOMAIN/labels.json) and its family (DOMAIN/domain.json), "
@@ -77,7 +76,7 @@ def _zoo(cache: Path) -> Path:
 
 
 def _zoo_generation(cache: Path) -> Path:
-    from .zoo_generation import PINNED, zoo_generation_domains
+    from loradb.evaluate.datasets.zoo_generation import PINNED, zoo_generation_domains
 
     return _built(cache / "data" / ZOO_GENERATION_VERSION, "zoo-generation: input -> target tasks for a causal LM",
                   "Each with its own instruction (DOMAIN/task.json) and family (DOMAIN/domain.json), converted by "

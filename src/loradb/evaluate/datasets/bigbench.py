@@ -15,9 +15,9 @@ import re
 import tarfile
 from pathlib import Path
 
-from ...errors import LoradbError
-from ...export import replaced_dir
-from ...pypi import PinnedFile
+from loradb.errors import LoradbError
+from loradb.io.files import replaced_dir
+from loradb.io.pypi import PinnedFile
 
 BIGBENCH = PinnedFile("bigbench==1.0.0", "bigbench-1.0.0.tar.gz",
                       "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2", sdist=True)

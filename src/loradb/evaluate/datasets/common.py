@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import LoradbError
-from ..domains import write_splits
+from loradb.errors import LoradbError
+from loradb.evaluate.domains import write_splits
 
 TRAIN_MAX, TEST_MAX = 600, 200  # examples per domain, at most
 TRAIN_MIN, TEST_MIN = 150, 60  # and at least (a source too small for this is not used)

@@ -27,11 +27,11 @@ import re
 import zipfile
 from pathlib import Path
 
-from ...base import cache_dir
-from ...errors import LoradbError
-from ..domains import write_splits
-from ...export import replaced_dir
-from ...pypi import PinnedFile
+from loradb.io.files import cache_dir
+from loradb.errors import LoradbError
+from loradb.evaluate.domains import write_splits
+from loradb.io.files import replaced_dir
+from loradb.io.pypi import PinnedFile
 
 SOURCES = {
     "graphs": PinnedFile("networkx==3.6.1", "networkx-3.6.1-py3-none-any.whl",

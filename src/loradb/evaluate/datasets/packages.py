@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ...errors import LoradbError
-from ...pypi import PinnedFile
-from .common import chunks, words
+from loradb.errors import LoradbError
+from loradb.io.pypi import PinnedFile
+from loradb.evaluate.datasets.common import chunks, words
 
 csv.field_size_limit(1 << 30)
 

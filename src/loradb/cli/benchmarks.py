@@ -1,0 +1,118 @@
+"""Commands of the evaluation harness: eval, the packaged dataset collections, the demo."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loradb.cli.common import BASE_NAMES, add_training_flags, base_dir, command, key_names, print_json, train_config
+from loradb.errors import LoradbError
+
+
+def _eval_flags(p) -> None:
+    p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
+    p.add_argument("--domains", required=True, help="folder with one folder per domain (train.jsonl, test.jsonl)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
+    p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
+    p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out "
+                   "tuning (generation never tunes: it would cost thousands of generations per fold)")
+    p.add_argument("--shots", help="few-shot rows at these examples per label, e.g. 1,4,16,32 (learned, lorahub, scratch)")
+    p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
+    p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
+    p.add_argument("--task", choices=("classification", "generation"), default="classification",
+                   help="classification (accuracy; domains with text, label) or generation (ROUGE-L on a causal LM; "
+                   "domains with input, target and an optional task.json instruction); default classification")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generation: longest output (default 32 tokens)")
+    p.add_argument("--folds", help="hold out only these domains, comma-separated (default: every domain); "
+                   "every other domain stays a reference")
+    p.add_argument("--key", choices=key_names(), help="retrieval key for every fold (default: each fold chooses "
+                   "by leave-one-out over its references, by domain.json families)")
+    p.add_argument("--no-compare-keys", action="store_true", help="skip scoring every retrieval key on each fold")
+    p.add_argument("--test-examples", type=int, help="score on a seeded sample of at most this many test examples per domain")
+    p.add_argument("--k-sweep", help="also run uniform, similarity and sparse at these k, e.g. 1,3,5,10")
+    p.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
+                   help="every single adapter on every domain (N^2 evaluations; default: only up to "
+                        "8 domains); needed for the Spearman figure")
+    add_training_flags(p)
+
+
+@command("eval", "leave-one-domain-out benchmark with a report", flags=_eval_flags, db=False)
+def cmd_eval(args) -> int:
+    from loradb.evaluate.harness import COMPOSED, EvalConfig, run_eval
+    from loradb.evaluate.report import summary_lines
+
+    methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
+    config = EvalConfig(k=args.k, methods=methods, task=args.task, train=train_config(args, args.task),
+                        tune=False if args.no_tune else None, layer=args.layer, pooling=args.pooling,
+                        shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens,
+                        folds=tuple(f for f in args.folds.split(",") if f) if args.folds else None, key=args.key,
+                        compare_keys=not args.no_compare_keys, k_sweep=_parse_counts(args.k_sweep, "--k-sweep"),
+                        transfer=args.transfer, test_examples=args.test_examples)
+    results = run_eval(args.base, args.domains, args.out, config)
+    print("\n".join(summary_lines(results)))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _parse_counts(text: str | None, flag: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers ('' or None: none)."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LoradbError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def _parse_shots(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    shots = _parse_counts(text, "--shots")
+    if not shots or any(not 1 <= n <= 32 for n in shots):
+        raise LoradbError(f"--shots counts must be between 1 and 32 examples per label, got {text!r}")
+    return shots
+
+
+def _data_flags(p) -> None:
+    p.add_argument("name", nargs="?", help="collection to write (see --list)")
+    p.add_argument("--list", action="store_true", help="list the collections")
+    p.add_argument("--out", help="domains folder to write (new or empty)")
+
+
+@command("data", "the packaged dataset collections: list them, or write one as a domains folder", flags=_data_flags,
+         db=False, json_flag=True)
+def cmd_data(args) -> int:
+    from loradb.evaluate.datasets import COLLECTIONS, describe, write_collection
+
+    if args.list == bool(args.name):
+        raise LoradbError("give --list, or a collection NAME with --out DIR")
+    if args.list:
+        infos = [describe(n) for n in COLLECTIONS]
+        if args.json:
+            print_json(infos)
+            return 0
+        for i in infos:
+            size = (f"{i['train']} train / {i['test']} test examples" if i["built"] else "examples counted once built")
+            print(f"{i['name']:<15} {i['task']:<15} {i['domains']} domains, {size}\n"
+                  f"{'':<15} {i['summary']}\n{'':<15} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
+        return 0
+    if not args.out:
+        raise LoradbError(f"give --out DIR to write collection {args.name}")
+    out = write_collection(args.name, args.out)
+    info = describe(args.name)
+    if args.json:
+        print_json({**info, "out": str(out)})
+    else:
+        print(f"wrote {info['domains']} domains ({info['train']} train / {info['test']} test examples) to {out}; "
+              f"{out / 'SOURCE.md'} says where each comes from")
+    return 0
+
+
+@command("demo", "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False,
+         flags=lambda p: p.add_argument("--out", default="loradb-demo", help="report directory (default loradb-demo)"))
+def cmd_demo(args) -> int:
+    from loradb.evaluate.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0

@@ -1,0 +1,194 @@
+"""What every `loradb` command shares: the command registry, flag groups used by several
+commands, opening a database or server, and printing.
+
+A command is a function decorated with `@command(...)`, its flags in a function right
+above it; `cli/main.py` builds the parser from the registry in the order the area
+modules are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loradb.errors import LoradbError
+
+EXIT_BAD_INPUT = 2
+DEFAULT_DP_DELTA = 1e-5
+BASE_NAMES = "a packaged model: minilm | smollm2"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise LoradbError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    fn: Callable[[argparse.Namespace], int]
+    help: str
+    flags: Callable[[argparse.ArgumentParser], None] | None
+    db: bool  # takes a DB argument first
+    url: bool  # ... which may also be a server URL
+    json_flag: bool  # has --json
+    group: str | None  # a subcommand of this group (`loradb key list`), or top level
+
+
+COMMANDS: list[Command] = []
+GROUPS = {"key": "retrieval keys: list them, or choose a space's default on its records",
+          "token": "access tokens for `loradb serve` (create, list, revoke)"}
+
+
+def command(name: str, help: str, *, flags=None, db: bool = True, url: bool = True, json_flag: bool = False,
+            group: str | None = None):
+    """Register the decorated function as `loradb [group] name`, with `flags(parser)` adding its options."""
+    if group is not None and group not in GROUPS:
+        raise ValueError(f"unknown command group {group!r}")
+
+    def register(fn):
+        COMMANDS.append(Command(name, fn, help, flags, db, url, json_flag, group))
+        return fn
+    return register
+
+
+def add_command(sub, c: Command) -> argparse.ArgumentParser:
+    """The subparser of one registered command."""
+    p = sub.add_parser(c.name, help=c.help)
+    if c.db:
+        p.add_argument("db", help="database directory or postgresql:// URL" + (", or a loradb server URL (http://host:port)" if c.url else ""))
+    if c.json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+    if c.flags is not None:
+        c.flags(p)
+    p.set_defaults(fn=c.fn)
+    return p
+
+
+# ---- opening and printing ----------------------------------------------------------------
+
+def print_json(doc) -> None:
+    from loradb.io.files import to_json
+
+    print(to_json(doc))
+
+
+def open_db(target):
+    """A database directory, or a server URL (http://host:port) used through the client."""
+    from loradb.service.client import RemoteDB, is_url
+
+    if is_url(target):
+        return RemoteDB(target)
+    from loradb.db.database import LoraDB
+
+    return LoraDB(target)
+
+
+def local_only(target, command: str) -> None:
+    from loradb.service.client import is_url
+
+    if is_url(target):
+        raise LoradbError(f"`loradb {command}` works on a database directory, on the machine that holds it, not on a URL")
+
+
+def print_privacy(privacy) -> None:
+    if privacy:
+        from loradb.retrieval.privacy import statement
+
+        print("z released " + statement(privacy))
+
+
+# ---- flags several commands share ------------------------------------------------------
+
+def base_dir(value: str) -> str:
+    """--base: a directory, or the name of a packaged model (made ready on first use)."""
+    from loradb.models.packaged import resolve_base
+
+    return resolve_base(value)
+
+
+def key_names() -> list[str]:
+    from loradb.retrieval.keys import KEYS
+
+    return list(KEYS)
+
+
+def add_task_flags(p, what: str) -> None:
+    g = p.add_argument_group(what)
+    g.add_argument("--prompts", metavar="LABELS_JSON", help="labels.json mapping each label to its prompt")
+    g.add_argument("--instruction", help="the task's instruction (generation)")
+
+
+def task_of(args):
+    """--prompts labels.json or --instruction TEXT: the task whose embedding the task keys compare."""
+    from loradb.retrieval.represent import task_spec
+
+    prompts = getattr(args, "prompts", None)
+    if prompts is None:
+        return task_spec(instruction=getattr(args, "instruction", None))
+    from loradb.models.prompts import read_prompts
+
+    return task_spec(prompts=read_prompts(Path(prompts)), instruction=getattr(args, "instruction", None))
+
+
+def add_dp_flags(p) -> None:
+    g = p.add_argument_group("differential privacy of z computed from --data (see README: privacy model)")
+    g.add_argument("--dp-epsilon", type=float, help="release z with (epsilon, delta)-differential privacy per example")
+    g.add_argument("--dp-delta", type=float, help=f"delta of the guarantee (default {DEFAULT_DP_DELTA:g}; must be below 1/n)")
+    g.add_argument("--dp-clip", type=float, help="clip each example's feature vector to this L2 norm (required with --dp-epsilon)")
+
+
+def dp_config(args):
+    """--dp-epsilon E [--dp-delta D] --dp-clip C as a privacy.DPConfig (None without --dp-epsilon)."""
+    from loradb.retrieval.privacy import DPConfig
+
+    if args.dp_epsilon is None:
+        if args.dp_delta is not None or args.dp_clip is not None:
+            raise LoradbError("--dp-delta and --dp-clip go with --dp-epsilon")
+        return None
+    if args.dp_clip is None:
+        raise LoradbError("--dp-epsilon needs --dp-clip C, the bound on each example's feature norm (fix it without "
+                          "looking at the private data; the README gives values for the packaged model)")
+    return DPConfig(args.dp_epsilon, args.dp_delta if args.dp_delta is not None else DEFAULT_DP_DELTA, args.dp_clip).validate()
+
+
+def add_recipe_flags(p, *, defaults: bool) -> None:
+    p.add_argument("--layer", type=int, default=-1 if defaults else None, help="hidden-state index (0 = embeddings, -1 = last)")
+    p.add_argument("--pooling", default="mean" if defaults else None, choices=("mean", "cls", "last"), help="token pooling (default mean)")
+    p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
+
+
+def add_training_flags(p) -> None:
+    """Training flags; unset ones take the task's defaults (classification / generation)."""
+    from loradb.models.train import GENERATION_TRAIN, TrainConfig
+
+    c, g = TrainConfig(), GENERATION_TRAIN
+
+    def both(name, show=lambda v: v):
+        a, b = getattr(c, name), getattr(g, name)
+        return f"default {show(a)}" if a == b else f"default {show(a)}; generation {show(b)}"
+
+    p.add_argument("--r", type=int, help=f"LoRA rank ({both('r')})")
+    p.add_argument("--alpha", type=float, help=f"LoRA alpha ({both('alpha', lambda v: f'{v:g}')})")
+    p.add_argument("--targets", help=f"target modules ({both('targets', ','.join)})")
+    p.add_argument("--epochs", type=int, help=both("epochs"))
+    p.add_argument("--lr", type=float, help=both("lr", lambda v: f"{v:g}"))
+    p.add_argument("--batch-size", type=int, help=both("batch_size"))
+    p.add_argument("--max-length", type=int, help=f"tokens per example, for generation of the input ({both('max_length')})")
+    p.add_argument("--max-examples", type=int, help="train on a seeded sample of at most this many examples")
+    p.add_argument("--seed", type=int, help=both("seed"))
+
+
+def train_config(args, task: str = "classification"):
+    """The task's default training settings with the flags the user gave on top."""
+    from dataclasses import replace
+
+    from loradb.models.train import GENERATION_TRAIN, TrainConfig
+
+    given = {k: getattr(args, k) for k in ("r", "alpha", "epochs", "lr", "batch_size", "max_length", "max_examples", "seed")
+             if getattr(args, k) is not None}
+    if args.targets is not None:
+        given["targets"] = tuple(t for t in args.targets.split(",") if t)
+    return replace(GENERATION_TRAIN if task == "generation" else TrainConfig(), **given).validate()

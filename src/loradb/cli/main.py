@@ -1,0 +1,50 @@
+"""The `loradb` command: the parser built from every registered command, and the entry point.
+
+Bad input prints one line on stderr and exits 2; `--json` prints one JSON document.
+Commands live beside their flags in one module per area (records, retrieve, service,
+models, benchmarks); a new command is one decorated function in the area it belongs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# importing an area registers its commands; the order here is the order of `loradb --help`
+from loradb.cli import records, retrieve, service, models, benchmarks  # noqa: F401, I001
+from loradb.cli.common import COMMANDS, EXIT_BAD_INPUT, GROUPS, Parser, add_command
+from loradb.errors import LoradbError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    group_subs: dict = {}
+    for c in COMMANDS:
+        if c.group is None:
+            add_command(sub, c)
+            continue
+        if c.group not in group_subs:
+            group = sub.add_parser(c.group, help=GROUPS[c.group])
+            group_subs[c.group] = group.add_subparsers(dest=f"{c.group}_command", required=True, parser_class=Parser)
+        add_command(group_subs[c.group], c)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except LoradbError as e:
+        print(f"loradb: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # an unwritable --out, a full disk: the user's to fix, not a loradb bug
+        print(f"loradb: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("loradb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Commands that keep the database: init, add, list, show, remove, export, check, gc, copy."""
+
+from __future__ import annotations
+
+import json
+
+from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
+                               local_only, open_db, print_json, print_privacy, task_of)
+
+
+def _init_flags(p) -> None:
+    p.add_argument("--blobs", metavar="s3://BUCKET/PREFIX", help="keep adapter files in S3-compatible object storage (required "
+                   "with PostgreSQL; endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+
+
+@command("init", "create an empty database (a directory, or a postgresql:// URL)", flags=_init_flags, url=False)
+def cmd_init(args) -> int:
+    from loradb.db.database import LoraDB
+
+    local_only(args.db, "init")
+    LoraDB.init(args.db, blobs=args.blobs).close()
+    print(f"created an empty loradb database at {args.db}")
+    return 0
+
+
+def _add_flags(p) -> None:
+    p.add_argument("adapter", help="PEFT LoRA adapter directory")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data", help="the adapter's training texts (z computed here)")
+    g.add_argument("--repr", help="z as a .npy vector")
+    p.add_argument("--name", help="unique record name (default: the directory name)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
+    p.add_argument("--base", type=base_dir, help=f"base model directory or {BASE_NAMES} (default: the adapter's base_model_name_or_path)")
+    add_recipe_flags(p, defaults=False)
+    add_task_flags(p, "the adapter's task, stored as its task key (default: what `loradb train` recorded beside it)")
+    add_dp_flags(p)
+
+
+@command("add", "store an adapter with the representation of its training data", flags=_add_flags, json_flag=True)
+def cmd_add(args) -> int:
+    from loradb.db.database import parse_meta
+
+    recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
+    with open_db(args.db) as db:
+        record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),
+                        base=args.base, recipe=recipe or None, dp=dp_config(args), task=task_of(args))
+    if args.json:
+        print_json(record.summary())
+    else:
+        print(f"added {record.name} as {record.id} (rank {record.rank}, space {record.space_id})")
+        print_privacy(record.privacy)
+    return 0
+
+
+@command("list", "list records", json_flag=True)
+def cmd_list(args) -> int:
+    with open_db(args.db) as db:
+        records = db.list()
+    if args.json:
+        print_json([r.summary() for r in records])
+        return 0
+    if not records:
+        print("no records")
+    for r in records:
+        print(f"{r.id[:12]}  {r.name:<24} rank {r.rank:<4} n={r.n_samples if r.n_samples is not None else '?':<7} "
+              f"space {r.space_id}  {r.created[:19]}")
+    return 0
+
+
+@command("show", "show one record", flags=lambda p: p.add_argument("id", help="record id, unique id prefix, or name"),
+         json_flag=True)
+def cmd_show(args) -> int:
+    with open_db(args.db) as db:
+        details = db.get(args.id).details()
+    if args.json:
+        print_json(details)
+    else:
+        for key, value in details.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 0
+
+
+@command("remove", "delete a record (and its blob if unshared)", flags=lambda p: p.add_argument("id"))
+def cmd_remove(args) -> int:
+    with open_db(args.db) as db:
+        record = db.remove(args.id)
+    print(f"removed {record.name} ({record.id})")
+    return 0
+
+
+def _export_flags(p) -> None:
+    p.add_argument("id")
+    p.add_argument("--out", required=True)
+
+
+@command("export", "write a stored adapter back out as a PEFT directory", flags=_export_flags)
+def cmd_export(args) -> int:
+    with open_db(args.db) as db:
+        out = db.export(args.id, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+@command("check", "verify every row and blob; report orphans (exit 1 if any problem)", json_flag=True)
+def cmd_check(args) -> int:
+    with open_db(args.db) as db:
+        report = db.check()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for p in report.problems:
+            print(f"problem: {p}")
+        for sha in report.orphans:
+            print(f"orphan blob: {sha} (`loradb gc` removes it)")
+        for t in report.temp_files:
+            print(f"stray temp file: {t} (`loradb gc` removes it)")
+        print(f"{report.records} records; " + ("clean" if report.clean else f"{len(report.problems)} problems"))
+    return 0 if report.clean else 1
+
+
+@command("gc", "remove orphan blobs and stray temp files", url=False)
+def cmd_gc(args) -> int:
+    with open_db(args.db) as db:
+        removed = db.gc()
+    print(f"removed {len(removed)} orphan files")
+    return 0
+
+
+@command("copy", "copy every record, adapter and token into another (initialised) database", url=False,
+         flags=lambda p: p.add_argument("target", help="the destination: a database directory or postgresql:// URL made "
+                                        "by `loradb init`"))
+def cmd_copy(args) -> int:
+    from loradb.db.database import LoraDB
+
+    local_only(args.db, "copy")
+    local_only(args.target, "copy")
+    with LoraDB(args.db) as source, LoraDB(args.target) as target:
+        n = source.copy_into(target)
+    print(f"copied {n} records with their adapters and tokens from {args.db} to {args.target}")
+    return 0

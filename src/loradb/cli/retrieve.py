@@ -1,0 +1,175 @@
+"""Commands that turn data into adapters: represent, search, compose, and the retrieval keys."""
+
+from __future__ import annotations
+
+from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
+                               key_names, local_only, open_db, print_json, print_privacy, task_of)
+from loradb.errors import LoradbError
+
+
+def _represent_flags(p) -> None:
+    p.add_argument("data")
+    p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
+    p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
+    add_recipe_flags(p, defaults=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    add_task_flags(p, "the dataset's task, for the task keys")
+    add_dp_flags(p)
+
+
+@command("represent", "compute z for a dataset under a base model", flags=_represent_flags, db=False)
+def cmd_represent(args) -> int:
+    from loradb.retrieval.represent import save_representation
+    from loradb.retrieval.targets import represent_file
+
+    rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
+                         batch_size=args.batch_size, dp=dp_config(args), task=task_of(args))
+    save_representation(rep, args.output)
+    print(f"wrote {args.output} (dim {rep.z.shape[0]}, {rep.n_samples} examples, space {rep.space.id})")
+    print_privacy(rep.privacy)
+    return 0
+
+
+def _target_flags(p, *, required_data: bool) -> None:
+    """The target (its data or z) and how to retrieve and weigh for it: search and compose."""
+    g = p.add_mutually_exclusive_group(required=required_data)
+    g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
+    g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
+    p.add_argument("-k", type=int, default=5, help="how many adapters to retrieve (default 5)")
+    p.add_argument("--method", default="similarity",
+                   help="uniform | nearest | similarity | linear | sparse (default similarity); compose also takes "
+                        "learned | lorahub with --shots")
+    p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
+    p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
+    p.add_argument("--key", choices=key_names(), help="retrieval key (default: the space's chosen key, else raw-l2; "
+                   "`loradb key list` describes them)")
+    p.add_argument("--base", type=base_dir, help=f"base model directory or {BASE_NAMES} (default: the database's only base model)")
+    p.add_argument("--space", help="representation space id (default: the only one in use)")
+    add_task_flags(p, "the target's task, for the task keys")
+    add_dp_flags(p)
+
+
+def _search_args(args) -> dict:
+    return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
+            "method": args.method, "temperature": args.temperature, "l1": args.l1, "key": args.key,
+            "task": task_of(args), "dp": dp_config(args)}
+
+
+def _print_result(result, out: str | None = None) -> None:
+    print(f"method {result.method}" + (f", residual {result.residual:.6g}" if result.residual is not None else "")
+          + "".join(f", {k} {v:.6g}" if isinstance(v, float) else f", {k} {v}" for k, v in result.params.items()))
+    for h in result.hits:
+        print(f"  {h.record.id[:12]}  {h.record.name:<24} distance {h.distance:<12.6g} weight {h.weight:+.6f}")
+    if getattr(result, "compression", None):
+        ranks = sorted({m["rank"] for m in result.compression["modules"].values()})
+        what = result.compression.get("merge")
+        print((f"{what} merge, factorised" if what else "compressed") + f" to rank {ranks[0]}"
+              + (f"..{ranks[-1]}" if len(ranks) > 1 else "") + f", relative Frobenius error {result.compression['rel_error']:.3g}"
+              + (" against the dense merge" if what else " against the exact merge"))
+    print_privacy(result.privacy)
+    if out:
+        print(f"wrote {out}")
+
+
+@command("search", "retrieve the nearest adapters and their weights", json_flag=True,
+         flags=lambda p: _target_flags(p, required_data=True))
+def cmd_search(args) -> int:
+    with open_db(args.db) as db:
+        result = db.search(**_search_args(args))
+    print_json(result.to_dict()) if args.json else _print_result(result)
+    return 0
+
+
+def _compose_flags(p) -> None:
+    _target_flags(p, required_data=False)
+    p.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
+    p.add_argument("--out", required=True, help="output directory (new or empty)")
+    p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
+    p.add_argument("--rank", help="write the optimal rank-R approximation (R, or 'auto' with --max-error)")
+    p.add_argument("--max-error", type=float, help="with --rank auto: relative Frobenius error allowed per module")
+    p.add_argument("--merge", default="exact", choices=("exact", "ties", "dare"),
+                   help="exact weighted sum (default), or TIES / DARE on each module's deltas, re-factorised")
+    p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of entries kept (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
+    p.add_argument("--shots", help="--method learned|lorahub: labeled .jsonl with 1-32 target examples per label")
+    p.add_argument("--labels", help="with --shots: labels.json mapping each label to its prompt")
+
+
+@command("compose", "merge retrieved (or given) adapters into one", flags=_compose_flags, json_flag=True)
+def cmd_compose(args) -> int:
+    from loradb.db.database import parse_weights
+
+    rank, max_error = _parse_rank(args)
+    shape = {"merged": args.merged, "rank": rank, "max_error": max_error, "merge": args.merge, "density": args.density,
+             "seed": args.seed, "shots": args.shots, "labels": args.labels}
+    with open_db(args.db) as db:
+        if args.weights:
+            if args.data or args.repr:
+                raise LoradbError("give either --weights or --data/--repr, not both")
+            result = db.compose(args.out, weights=parse_weights(args.weights), base=args.base, **shape)
+        else:
+            if not (args.data or args.repr):
+                raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")
+            result = db.compose(args.out, **shape, **_search_args(args))
+    if args.json:
+        print_json({**result.to_dict(), "out": str(args.out)})
+    else:
+        _print_result(result, str(args.out))
+    return 0
+
+
+def _parse_rank(args) -> tuple[int | None, float | None]:
+    """--rank R, or --rank auto with --max-error E."""
+    if args.rank is None:
+        if args.max_error is not None:
+            raise LoradbError("--max-error goes with --rank auto")
+        return None, None
+    if args.rank == "auto":
+        if args.max_error is None:
+            raise LoradbError("--rank auto needs --max-error E (the relative Frobenius error allowed per module)")
+        return None, args.max_error
+    if args.max_error is not None:
+        raise LoradbError("--max-error goes with --rank auto, not with a fixed rank")
+    try:
+        return int(args.rank), None
+    except ValueError:
+        raise LoradbError(f"--rank takes a whole number or 'auto', got {args.rank!r}") from None
+
+
+@command("list", "the retrieval keys, and each space's chosen one", group="key", url=False, json_flag=True)
+def cmd_key_list(args) -> int:
+    from loradb.retrieval.keys import KEYS
+
+    local_only(args.db, "key list")
+    with open_db(args.db) as db:
+        spaces = [{"space": sp["id"], "records": sp["records"], "default_key": db.default_key(sp["id"])}
+                  for sp in db.index.spaces()]
+    if args.json:
+        print_json({"keys": {k.name: k.help for k in KEYS.values()}, "spaces": spaces})
+        return 0
+    for k in KEYS.values():
+        print(f"{k.name:<16} {k.help}")
+    for sp in spaces:
+        print(f"space {sp['space']} ({sp['records']} records): default key {sp['default_key'] or 'raw-l2 (none chosen)'}")
+    return 0
+
+
+def _key_choose_flags(p) -> None:
+    p.add_argument("--by", default="family", metavar="META", help="metadata key naming each record's family (default family)")
+    p.add_argument("-k", type=int, default=5, help="precision at this many retrieved (default 5)")
+    p.add_argument("--space", help="representation space id (default: the only one in use)")
+
+
+@command("choose", "choose a space's default key by leave-one-out over its records", group="key", url=False,
+         json_flag=True, flags=_key_choose_flags)
+def cmd_key_choose(args) -> int:
+    local_only(args.db, "key choose")
+    with open_db(args.db) as db:
+        chosen = db.choose_key(family_meta=args.by, k=args.k, space=args.space)
+    if args.json:
+        print_json(chosen)
+        return 0
+    for name, p in chosen["precision"].items():
+        print(f"{name:<16} family precision@{args.k} {p:.3f}" + ("   <- chosen" if name == chosen["key"] else ""))
+    print(f"space {chosen['space']}: default retrieval key {chosen['key']} (leave-one-out over {chosen['records']} records)")
+    return 0

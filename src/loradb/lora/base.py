@@ -1,0 +1,157 @@
+"""The identity of a base model: a content fingerprint and the shapes of its weights.
+
+Records, representations and adapters are tied to the exact base model they were made
+for. The fingerprint is a sha256 over the model's config (minus bookkeeping fields) and
+the bytes of its safetensors weight files, so another architecture *or* other weights
+under the same name are told apart. File hashes are cached by (path, size, mtime) so a
+multi-GB model is hashed once per machine, not once per command.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from loradb.lora.adapter import FINGERPRINT_KEY, LoraAdapter
+from loradb.errors import BaseModelMismatch, LoradbError
+from loradb.io.files import file_sha256
+from loradb.lora.tensorfile import read_header
+
+# config fields that do not change what the model computes
+_VOLATILE_CONFIG = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "gradient_checkpointing"}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A local transformers model directory, identified by content."""
+
+    path: Path
+    fingerprint: str
+    config: dict
+    weight_shapes: dict  # tensor name -> shape tuple
+    tokenizer_hash: str
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def short(self) -> str:
+        return f"{self.path} (fingerprint {self.fingerprint[:12]})"
+
+    @property
+    def hidden_size(self) -> int | None:
+        return _config_attribute(self.config, "hidden_size")
+
+    @property
+    def num_layers(self) -> int | None:
+        """Transformer layers (hidden states are 0..num_layers), whatever the config calls them."""
+        return _config_attribute(self.config, "num_hidden_layers")
+
+
+def _config_attribute(config: dict, name: str):
+    """A standard config attribute read the way transformers reads it: each model family's
+    config class maps its own key to the standard name (GPT-2's n_layer is num_hidden_layers,
+    its n_embd is hidden_size). None when the config does not have it."""
+    from transformers import AutoConfig
+
+    try:
+        value = getattr(AutoConfig.for_model(**config), name, None)
+    except (ValueError, TypeError, KeyError):  # no or unknown model_type: only the standard key counts
+        value = config.get(name)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+@functools.lru_cache(maxsize=16)
+def _load_base(resolved: str) -> BaseModel:
+    path = Path(resolved)
+    if not path.is_dir():
+        raise LoradbError(f"base model {path} is not a directory; pass a local transformers model directory")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"base model {path} has no readable config.json ({e}); pass a transformers model directory") from None
+    weight_files = sorted(path.glob("*.safetensors"))
+    if not weight_files:
+        raise LoradbError(f"base model {path} has no .safetensors weights; loradb never unpickles .bin checkpoints, convert them first")
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in config.items() if k not in _VOLATILE_CONFIG}, sort_keys=True).encode())
+    shapes: dict[str, tuple] = {}
+    for wf in weight_files:
+        h.update(f"{wf.name}:{file_sha256(wf)}\n".encode())
+        header, _, _ = read_header(wf)
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items()})
+    tok = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (path / name).is_file():
+            tok.update(f"{name}:{file_sha256(path / name)}\n".encode())
+    return BaseModel(path=path, fingerprint=h.hexdigest(), config=config, weight_shapes=shapes, tokenizer_hash=tok.hexdigest())
+
+
+def load_base(path: str | os.PathLike) -> BaseModel:
+    """Identify the model in a local directory (cached per process)."""
+    return _load_base(str(Path(path).expanduser().resolve()))
+
+
+def match_by_suffix(names, dotted: str, tail: str = "") -> str | None:
+    """The one name in `names` that ends with the longest dotted suffix of `dotted` (+ tail).
+
+    PEFT names modules inside whatever class the adapter was trained on ("bert.encoder..."
+    in a classifier, "encoder..." in the bare model); the most specific unique suffix wins,
+    an ambiguous one stops the search, and a bare leaf name ("query") never matches alone.
+    """
+    parts = dotted.split(".")
+    for start in range(len(parts) - 1):
+        suffix = ".".join(parts[start:]) + tail
+        hits = [n for n in names if n == suffix or n.endswith("." + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            return None
+    return None
+
+
+def resolve_module(base: BaseModel, module: str) -> str | None:
+    """The base weight tensor a PEFT module name refers to, tolerating wrapper prefixes."""
+    return match_by_suffix(base.weight_shapes, module, ".weight")
+
+
+def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, where: str) -> None:
+    """Refuse an adapter made for another base model, naming both.
+
+    Raises:
+        BaseModelMismatch: the adapter's recorded fingerprint differs, or a module is
+            missing from the base or has another shape there.
+    """
+    recorded = adapter.metadata.get(FINGERPRINT_KEY)
+    if recorded and recorded != base.fingerprint:
+        raise BaseModelMismatch(
+            f"{where} was made for base model fingerprint {recorded[:12]} "
+            f"({adapter.base_model_name_or_path}) but the base model here is {base.short}"
+        )
+    for name, module in adapter.modules.items():
+        key = resolve_module(base, name)
+        if key is None:
+            raise BaseModelMismatch(
+                f"{where} adapts module {name!r}, which base model {base.short} does not have "
+                f"(adapter made for {adapter.base_model_name_or_path!r}); pass the base model it was trained on"
+            )
+        expected = module.weight_shape[::-1] if adapter.fan_in_fan_out else module.weight_shape
+        if tuple(base.weight_shapes[key]) != tuple(expected):
+            raise BaseModelMismatch(
+                f"{where} module {name!r} updates a {expected[0]}x{expected[1]} weight but {key} in base model "
+                f"{base.short} is {'x'.join(map(str, base.weight_shapes[key]))} (adapter made for "
+                f"{adapter.base_model_name_or_path!r})"
+            )
+
+
+def find_module(model, name: str):
+    """The in-memory module a PEFT module name refers to, tolerating wrapper prefixes."""
+    modules = dict(model.named_modules())
+    found = match_by_suffix(modules, name)
+    if found is None:
+        raise LoradbError(f"module {name} not found in the base model")
+    return modules[found]

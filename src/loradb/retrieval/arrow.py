@@ -1,0 +1,82 @@
+"""Arrow routing: choose adapters from their weights and the target's inputs, with no data
+prototypes (after "Towards Modular LLMs by Building and Reusing a Library of LoRAs",
+Ostapenko et al. 2024).
+
+Each adapter's "arrow" in a module is the top right-singular vector v of its update B A:
+the input direction the adapter changes most. An input h that points along v (either
+sign) is one the adapter was made for. The score of an adapter on a target dataset is
+the mean of |<h, v>| over the target's tokens and the adapter's modules, with h the
+module's input under the frozen base model. The original routes per token and layer;
+loradb uses the dataset-level mean to pick the top k adapters, which are then merged with
+uniform weights: the benchmark's weight-space baseline for retrieval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def arrows(adapter) -> dict[str, np.ndarray]:
+    """module -> unit top right-singular vector (in_features,) of B A, without forming B A:
+    with B = Q R, B A = Q (R A), so B A and the small R A share right-singular vectors."""
+    out = {}
+    for name, m in adapter.modules.items():
+        _, R = np.linalg.qr(np.asarray(m.B, dtype=np.float64))
+        _, _, vt = np.linalg.svd(R @ np.asarray(m.A, dtype=np.float64), full_matrices=False)
+        out[name] = vt[0]
+    return out
+
+
+def arrow_scores(model, tokenizer, texts: Sequence[str], adapters: Sequence, *, max_length: int = 128,
+                 batch_size: int = 32) -> np.ndarray:
+    """Mean |<h, v>| of each adapter over the texts' non-padding tokens and its modules.
+
+    Args:
+        model: the frozen base model (theta0: no delta set), as loaded by represent.load_model.
+        tokenizer: its tokenizer.
+        texts: the target's unlabeled inputs.
+        adapters: LoraAdapter objects on that base model.
+    Returns:
+        (len(adapters),) scores; larger means the adapter's directions are more present.
+    """
+    import torch
+
+    from loradb.lora.base import find_module
+
+    vectors = [arrows(a) for a in adapters]
+    modules = sorted({name for v in vectors for name in v})
+    sums = {name: np.zeros(len(adapters)) for name in modules}  # sum over tokens of |h . v_i|
+    tokens = 0
+    mask_now: dict = {}
+
+    def hook_for(name):
+        V = torch.tensor(np.stack([v.get(name, np.zeros_like(next(iter(v.values())))) for v in vectors], axis=1),
+                         dtype=torch.float32)  # (in, n); zero columns for adapters without this module
+
+        def hook(module, inputs, output):
+            h = inputs[0].reshape(-1, inputs[0].shape[-1])[mask_now["flat"]]
+            sums[name] += (h @ V).abs().sum(0).double().numpy()
+        return hook
+
+    handles = [find_module(model, name).register_forward_hook(hook_for(name)) for name in modules]
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt")
+                mask_now["flat"] = enc["attention_mask"].reshape(-1).bool()
+                tokens += int(mask_now["flat"].sum())
+                model(**enc)
+    finally:
+        for h in handles:
+            h.remove()
+    per_module = np.stack([sums[name] / max(tokens, 1) for name in modules])  # (modules, n)
+    has = np.array([[name in v for v in vectors] for name in modules])
+    return (per_module * has).sum(0) / np.maximum(has.sum(0), 1)
+
+
+def arrow_select(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest scores (ties: the earlier index)."""
+    return [int(i) for i in np.lexsort((np.arange(len(scores)), -scores))[:k]]

@@ -1,0 +1,258 @@
+"""A loradb server used like a local database: `loradb search http://host:8000 --data mine.jsonl`.
+
+RemoteDB offers the LoraDB methods the commands call. Everything that touches data runs
+here, on the client: z is computed locally from the client's own texts (optionally with
+differential privacy) and only the vector is sent; adapters are validated against the
+client's base model before upload. The token comes from LORADB_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from loradb.db.contribute import prepare_contribution
+from loradb.db.database import DEFAULT_K, Hit, SearchResult
+from loradb.errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
+from loradb.io.files import to_json
+from loradb.fewshot.compose import learn_hit_weights, read_few_shot
+from loradb.retrieval.targets import resolve_target
+from loradb.service.wire import API, TOKEN_ENV, RemoteRecord, extract_archive, representation_doc
+
+MAX_ARCHIVE_BYTES = 64 << 30  # what a client accepts from its server: bounded, but any real adapter fits
+
+
+def is_url(target) -> bool:
+    return isinstance(target, str) and target.startswith(("http://", "https://"))
+
+
+class RemoteDB:
+    """A database behind a loradb server."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 600.0):
+        try:
+            import httpx
+        except ImportError:
+            raise LoradbError("talking to a loradb server needs httpx: pip install 'loradb[server]'") from None
+        self.url = url.rstrip("/")
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._httpx = httpx
+        self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- transport -------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs):
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except self._httpx.HTTPError as e:
+            raise RemoteError(f"cannot reach the loradb server at {self.url} ({e})") from None
+        if response.status_code >= 400:
+            raise _error_from(response.status_code, response.content)
+        return response
+
+    def _download(self, method: str, path: str, into: Path, **kwargs) -> Path:
+        """Stream a response body (an archive) to a file."""
+        out = into / "download.tar"
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    raise _error_from(response.status_code, response.read())
+                with open(out, "wb") as f:
+                    for chunk in response.iter_bytes(1 << 20):
+                        f.write(chunk)
+        except self._httpx.HTTPError as e:
+            raise RemoteError(f"cannot reach the loradb server at {self.url} ({e})") from None
+        return out
+
+    # ---- reading -------------------------------------------------------------------
+
+    def list(self) -> list[RemoteRecord]:
+        records, offset, page = [], 0, 10_000
+        while True:
+            batch = self._request("GET", "/records", params={"offset": offset, "limit": page}).json()
+            records += [RemoteRecord(doc) for doc in batch]
+            if len(batch) < page:
+                return records
+            offset += page
+
+    def get(self, ref: str) -> RemoteRecord:
+        return RemoteRecord(self._request("GET", f"/records/{quote(ref, safe='')}").json())
+
+    def spaces(self) -> list[dict]:
+        return self._request("GET", "/spaces").json()
+
+    def check(self):
+        from loradb.db.database import CheckReport
+
+        doc = self._request("GET", "/check").json()
+        return CheckReport(problems=doc["problems"], orphans=doc["orphans"], temp_files=doc["temp_files"], records=doc["records"])
+
+    def export(self, ref: str, out) -> Path:
+        """Download a stored adapter as a PEFT directory, verified against its recorded sha256."""
+        from loradb.io.files import atomic_output_dir
+        from loradb.io.files import sha256_file
+
+        record = self.get(ref)
+        with tempfile.TemporaryDirectory(prefix="loradb-export-") as tmp, atomic_output_dir(Path(out)) as dst:
+            archive = self._download("GET", f"/records/{quote(record.id, safe='')}/adapter", Path(tmp))
+            extract_archive(archive, dst, max_bytes=MAX_ARCHIVE_BYTES)
+            from loradb.lora.adapter import WEIGHTS_NAME
+
+            if sha256_file(dst / WEIGHTS_NAME) != record.doc.get("blob_sha256"):
+                raise RemoteError(f"the adapter of {record.name} arrived with another sha256 than the server records")
+        return Path(out)
+
+    # ---- writing -------------------------------------------------------------------
+
+    def add(self, adapter_dir, *, data=None, repr=None, name=None, meta=None, base=None, recipe=None, dp=None,
+            task: dict | None = None, progress: bool = True) -> RemoteRecord:
+        """Validate the adapter against the local base model, compute z here, upload both."""
+        c = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base, recipe=recipe,
+                                 spaces=self.spaces(), dp=dp, task=task, progress=progress)
+        with open(c.weights, "rb") as weights:
+            doc = self._request("POST", "/records", files={
+                "adapter_config": ("adapter_config.json", json.dumps(c.adapter.config).encode(), "application/json"),
+                "adapter_model": ("adapter_model.safetensors", weights, "application/octet-stream"),
+            }, data={"representation": json.dumps(representation_doc(c.rep)), "name": c.name, "meta": json.dumps(c.meta)}).json()
+        return RemoteRecord({**doc, "privacy": c.rep.privacy})
+
+    def remove(self, ref: str) -> RemoteRecord:
+        return RemoteRecord(self._request("DELETE", f"/records/{quote(ref, safe='')}").json())
+
+    def gc(self):
+        raise LoradbError(f"gc runs where the database lives: `loradb gc DB` on the machine serving {self.url}")
+
+    # ---- retrieval and composition ----------------------------------------------------
+
+    def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = "similarity",
+               temperature=None, l1=None, key: str | None = None, task: dict | None = None, dp=None,
+               progress: bool = True) -> SearchResult:
+        """Compute the target's z (and task key) here and ask the server for the nearest adapters and weights."""
+        body = self._query(data=data, repr=repr, base=base, space=space, k=k, method=method, temperature=temperature,
+                           l1=l1, key=key, task=task, dp=dp, progress=progress)
+        return _result_from(self._request("POST", "/search", json=body).json())
+
+    def compose(self, out, *, weights: dict | None = None, merged: bool = False, rank=None, max_error=None,
+                merge: str = "exact", density: float = 0.5, seed: int = 0, shots=None, labels=None, progress: bool = True,
+                **search_args) -> SearchResult:
+        """Have the server merge the retrieved (or given) adapters; write the adapter, or with
+        merged=True the local base model with it merged in. Few-shot methods learn the
+        weights here (see _learn_here) and send only the weights."""
+        from loradb.io.files import atomic_output_dir
+
+        method = search_args.get("method")
+        few_shot = read_few_shot(method, shots, labels)
+        body = {"rank": rank, "max_error": max_error, "merge": merge, "density": density, "seed": seed}
+        base = search_args.get("base")
+        learned = None
+        if weights is not None:
+            if any(search_args.get(k) is not None for k in ("data", "repr")):
+                raise LoradbError("give either --weights or --data/--repr, not both")
+            body["weights"] = weights
+        elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
+            learned = self._learn_here(few_shot, method, progress=progress, **{**search_args, "method": "similarity"})
+            body["weights"] = {h.record.id: h.weight for h in learned.hits}
+        else:
+            body.update(self._query(progress=progress, **search_args))
+        with tempfile.TemporaryDirectory(prefix="loradb-compose-") as tmp:
+            archive = self._download("POST", "/compose", Path(tmp), json=body)
+            unpacked = Path(tmp) / "adapter"
+            unpacked.mkdir()
+            extract_archive(archive, unpacked, max_bytes=MAX_ARCHIVE_BYTES)
+            from loradb.lora.export import PROVENANCE_NAME
+
+            provenance = json.loads((unpacked / PROVENANCE_NAME).read_text())
+            if learned is not None:  # record how the weights came about, not just "given"
+                provenance.update({**learned.to_dict(), "compression": provenance.get("compression"),
+                                   "weights_learned_on": "client"})
+                (unpacked / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
+            if merged:
+                _merge_locally(unpacked, Path(out), provenance, base)
+            else:
+                with atomic_output_dir(Path(out)) as dst:
+                    for item in unpacked.iterdir():
+                        shutil.move(str(item), dst / item.name)
+        return _result_from(provenance)
+
+    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, **search_args) -> SearchResult:
+        """Retrieve on the server, download the retrieved adapters (sha256-verified), and learn
+        their few-shot weights on this machine's base model; the shots never leave it."""
+        from loradb.lora.adapter import read_adapter
+
+        result = self.search(progress=progress, **search_args)
+        first = self.get(result.hits[0].record.id).doc
+        base_model = _local_base(search_args.get("base"), first.get("base"), first.get("base_fingerprint"),
+                                 "few-shot composition over a server runs the base model here", "the retrieved adapters are")
+        with tempfile.TemporaryDirectory(prefix="loradb-fewshot-") as tmp:
+            adapters = [read_adapter(self.export(h.record.id, Path(tmp) / str(i))) for i, h in enumerate(result.hits)]
+        learn_hit_weights(result, adapters, learn_method, few_shot, base_model)
+        return result
+
+    def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress) -> dict:
+        target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, task=task,
+                                progress=progress)
+        return {"representation": representation_doc(target), "k": k, "method": method, "temperature": temperature,
+                "l1": l1, "key": key, "space": target.space.id}
+
+
+def _local_base(given, stored: str | None, fingerprint: str | None, need: str, subject: str):
+    """This machine's copy of the base model: --base, else the stored path if it exists here;
+    refused unless its fingerprint is the one the server's records name."""
+    from loradb.lora.base import load_base
+    from loradb.errors import BaseModelMismatch
+
+    if given is None and not (stored and Path(stored).is_dir()):
+        raise LoradbError(f"{need}: pass --base DIR")
+    base_model = load_base(given if given is not None else stored)
+    if base_model.fingerprint != fingerprint:
+        raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")
+    return base_model
+
+
+def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base) -> None:
+    """Write the local copy of the base model with a received composed adapter merged in."""
+    import torch
+
+    from loradb.lora.adapter import read_adapter
+    from loradb.lora.export import write_merged_model
+
+    base_model = _local_base(base, provenance.get("base"), provenance.get("base_fingerprint"),
+                             "--merged over a server needs your copy of the base model", "the composed adapter is")
+    adapter = read_adapter(adapter_dir)
+    composed = {name: (torch.from_numpy(m.A), torch.from_numpy(m.B) * m.scale) for name, m in adapter.modules.items()}
+    write_merged_model(out, composed, fan_in_fan_out=adapter.fan_in_fan_out, base=base_model, provenance=provenance)
+
+
+def _result_from(doc: dict) -> SearchResult:
+    hits = [Hit(RemoteRecord(row.get("record") or {"id": row["id"], "name": row["name"]}),
+                float("nan") if row.get("distance") is None else float(row["distance"]), float(row["weight"]))
+            for row in doc["results"]]
+    return SearchResult(method=doc["method"], hits=hits, residual=doc.get("residual"), params=doc.get("params") or {},
+                        space=doc.get("space"), compression=doc.get("compression"), privacy=doc.get("privacy"))
+
+
+def _error_from(status: int, body: bytes) -> LoradbError:
+    try:
+        message = json.loads(body).get("error") or body.decode(errors="replace")[:300]
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace")[:300] or "no details"
+    message = f"server: {message} (HTTP {status})"
+    if status == 401:
+        return AccessDenied(message, authenticated=False)
+    kinds = {403: AccessDenied, 404: NotFound, 409: Conflict}
+    return kinds.get(status, RemoteError)(message)
+

@@ -1,9 +1,0 @@
-"""LoRA-VecDB storage: an index of records (with their representations) and a blob store.
-
-Backends implement the two small protocols below; the embedded default is SQLite for
-the index and a content-addressed directory for the blobs (store/sqlite.py, store/blobs.py).
-"""
-
-from .protocol import BlobStore, IndexStore, Record, SearchHit
-
-__all__ = ["BlobStore", "IndexStore", "Record", "SearchHit"]
