@@ -32,7 +32,7 @@ from loradb.evaluate.domains import load_domains
 from loradb.models.packaged import packaged_minilm
 from loradb.retrieval.privacy import DPConfig, clip_rows, gaussian_sigma, privatize_mean
 from loradb.retrieval.represent import Encoder
-from loradb.retrieval.weights import compute_weights
+from loradb.weighting.registry import compute_weights
 
 DELTA = 1e-5
 EPSILONS = (0.5, 1, 2, 4, 8)

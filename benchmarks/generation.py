@@ -32,7 +32,8 @@ from pathlib import Path
 from loradb.db.database import LoraDB
 from loradb.evaluate.datasets.docstrings import docstring_domains
 from loradb.evaluate.domains import load_generation_domains
-from loradb.evaluate.harness import EvalConfig, run_eval
+from loradb.evaluate.config import EvalConfig
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.report import summary_lines
 from loradb.models.generate import Generator
 from loradb.models.packaged import load_gguf_causal_lm, packaged_smollm2, smollm2_gguf

@@ -22,7 +22,8 @@ from pathlib import Path
 from runinfo import write_run_info
 
 from loradb.evaluate.datasets import collection_dir
-from loradb.evaluate.harness import EvalConfig, run_eval
+from loradb.evaluate.config import EvalConfig
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.report import summary_lines
 from loradb.models.packaged import packaged_smollm2
 from loradb.models.train import GENERATION_TRAIN

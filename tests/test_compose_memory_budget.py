@@ -10,7 +10,8 @@ import pytest
 _MEASURE = r"""
 import ctypes, json, sys, torch
 from pathlib import Path
-from loradb.lora.compose import compose_exact, compose_merged, compress, working_bytes
+from loradb.lora.compose import compose_exact, compress
+from loradb.lora.merges import compose_merged, working_bytes
 
 def status(field):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))

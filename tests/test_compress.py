@@ -81,7 +81,7 @@ def test_stacked_rank_above_the_layer_size():
 def test_ties_and_dare_match_peft_merge_utils():
     from peft.utils.merge_utils import dare_linear, ties
 
-    from loradb.lora.compose import dare_merge, ties_merge
+    from loradb.lora.merges import dare_merge, ties_merge
 
     g = torch.Generator().manual_seed(1)
     deltas = [torch.randn(12, 9, generator=g) for _ in range(3)]
@@ -97,7 +97,7 @@ def test_ties_and_dare_match_peft_merge_utils():
 
 
 def test_compose_merged_factorises_the_merge():
-    from loradb.lora.compose import compose_merged, ties_merge
+    from loradb.lora.merges import compose_merged, ties_merge
 
     adapters = [{"m": (*_factors(i, out=16, inp=12, r=3), 2.0)} for i in range(3)]
     out, report = compose_merged(adapters, [0.5, 0.2, 0.3], mode="ties", density=0.5)

@@ -9,7 +9,8 @@ import pytest
 
 from loradb.cli.main import main
 from loradb.errors import DataError
-from loradb.evaluate.harness import ROWS, EvalConfig, run_eval
+from loradb.evaluate.config import ROWS, EvalConfig
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.metrics import rouge
 from loradb.models.train import TrainConfig
 

@@ -8,7 +8,8 @@ import pytest
 
 from loradb.cli.main import main
 from loradb.errors import DataError, LoradbError
-from loradb.evaluate.harness import ROWS, EvalConfig, run_eval
+from loradb.evaluate.config import ROWS, EvalConfig
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.domains import load_domains
 from loradb.models.train import TrainConfig
 
@@ -108,7 +109,7 @@ def test_few_shot_rows(bert, tmp_path):
     from dataclasses import replace
 
     domains = make_domains(tmp_path / "domains")
-    config = replace(FAST, shots=(1, 2), learn_steps=3, lorahub_evaluations=6, scratch_epochs=2, tune=False)
+    config = replace(FAST, shots=(1, 2), learner_budgets={"learned": 3, "lorahub": 6}, scratch_epochs=2, tune=False)
     results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
     for domain, per in results["few_shot"].items():
         assert set(per) == {"1", "2"}

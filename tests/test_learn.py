@@ -7,7 +7,7 @@ import pytest
 from test_cli import db_with_adapters, run, write_jsonl
 
 from loradb.errors import LoradbError
-from loradb.fewshot.learn import check_shots
+from loradb.weighting.learned import check_shots
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_learned_weights_move_to_the_adapter_that_fits_the_shots(bert, right_and
     from loradb.lora.adapter import read_adapter
     from loradb.models.classify import PromptClassifier
     from loradb.lora.compose import factors_of
-    from loradb.fewshot.learn import learn_weights, lorahub_weights
+    from loradb.weighting.learned import learn_weights, lorahub_weights
     from loradb.models.loading import load_model
 
     prompts, dirs, _ = right_and_inverted
@@ -121,7 +121,7 @@ def test_learned_weights_move_to_the_adapter_that_fits_the_shots(bert, right_and
         w = lorahub_weights(classifier, factors, *shots, init=np.array([0.5, 0.5])).weights
         assert w[0] - w[1] > 0.5, w
     # and the learned mixture classifies unseen texts right
-    from loradb.fewshot.learn import parallel_branches
+    from loradb.weighting.learned import parallel_branches
 
     unseen = ["the soup was love great", "a hate bad boring game", "good good fun", "terrible bad"]
     with parallel_branches(model, factors, list(w)):

@@ -389,7 +389,8 @@ def test_compose_work_is_bounded_before_it_starts(shared, bert):
     """--max-k caps adapters per request; --max-compose-mb refuses a ties/dare compose whose
     dense deltas would not fit (413), while the exact merge of the same adapters still runs."""
     from loradb.lora.adapter import read_adapter
-    from loradb.lora.compose import factors_of, working_bytes
+    from loradb.lora.compose import factors_of
+    from loradb.lora.merges import working_bytes
 
     db, tokens, adapters, tmp = shared
     doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
@@ -467,5 +468,5 @@ def test_rate_limiter_refills_at_the_stated_rate():
         limiter.take("a")
     assert parse_rate("600/min") == 10 and parse_rate("0.5/s") == 0.5
     for bad in ("0/s", "fast", "10/h", "-1/s"):
-        with pytest.raises(LoradbError, match="--rate-limit"):
+        with pytest.raises(LoradbError, match="`rate_limit` takes"):
             parse_rate(bad)

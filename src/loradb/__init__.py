@@ -21,7 +21,8 @@ _EXPORTS = {
                "RemoteError", "StoreError"],
     "retrieval.represent": ["Encoder", "Pooling", "Representation", "Space", "load_vector", "represent_texts", "save_representation"],
     "db.store.protocol": ["Record"],
-    "retrieval.weights": ["METHODS", "WeightResult", "compute_weights"],
+    "weighting.registry": ["METHODS", "compute_weights"],
+    "weighting.formulas": ["WeightResult"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

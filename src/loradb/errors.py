@@ -4,6 +4,9 @@ The CLI turns any LoradbError into one line on stderr and exit code 2. Anything 
 escaping the library is a bug in loradb, not a user error.
 """
 
+import re
+from collections.abc import Mapping
+
 
 class LoradbError(Exception):
     """Bad input or a refused operation; the database is left unchanged."""
@@ -67,3 +70,13 @@ def registered(registry: dict, name: str, what: str):
         return registry[name]
     except (KeyError, TypeError):
         raise LoradbError(f"unknown {what} {name!r}; choose one of {', '.join(registry)}") from None
+
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def in_terms(message: str, names: Mapping[str, str]) -> str:
+    """A library message in a front end's terms: the library names its parameters in
+    backticks (`max_k`); the CLI passes its flags (--max-k), the server its fields. A name
+    the front end does not know keeps its plain name."""
+    return _PARAMETER.sub(lambda m: names.get(m[1], m[1]), message)

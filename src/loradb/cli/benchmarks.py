@@ -7,17 +7,19 @@ from pathlib import Path
 
 from loradb.cli.common import BASE_NAMES, add_training_flags, base_dir, command, key_names, print_json, train_config
 from loradb.errors import LoradbError
+from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT
 
 
 def _eval_flags(p) -> None:
     p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("--domains", required=True, help="folder with one folder per domain (train.jsonl, test.jsonl)")
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--methods", help="comma-separated subset of nearest,uniform,similarity,linear,sparse (default all)")
+    p.add_argument("--methods", help=f"comma-separated subset of {','.join(ZERO_SHOT)} (default all)")
     p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
     p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out "
                    "tuning (generation never tunes: it would cost thousands of generations per fold)")
-    p.add_argument("--shots", help="few-shot rows at these examples per label, e.g. 1,4,16,32 (learned, lorahub, scratch)")
+    p.add_argument("--shots", help="few-shot rows at these examples per label, e.g. 1,4,16,32 "
+                   f"({', '.join(FEW_SHOT)}, scratch)")
     p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
     p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
     p.add_argument("--task", choices=("classification", "generation"), default="classification",
@@ -39,7 +41,8 @@ def _eval_flags(p) -> None:
 
 @command("eval", "leave-one-domain-out benchmark with a report", flags=_eval_flags, db=False)
 def cmd_eval(args) -> int:
-    from loradb.evaluate.harness import COMPOSED, EvalConfig, run_eval
+    from loradb.evaluate.config import COMPOSED, EvalConfig
+    from loradb.evaluate.harness import run_eval
     from loradb.evaluate.report import summary_lines
 
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED

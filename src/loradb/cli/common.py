@@ -9,10 +9,12 @@ modules are imported.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loradb.db.interface import Database
 from loradb.errors import LoradbError
 
 EXIT_BAD_INPUT = 2
@@ -75,7 +77,7 @@ def print_json(doc) -> None:
     print(to_json(doc))
 
 
-def open_db(target):
+def open_db(target) -> Database:
     """A database directory, or a server URL (http://host:port) used through the client."""
     from loradb.service.client import RemoteDB, is_url
 
@@ -192,3 +194,31 @@ def train_config(args, task: str = "classification"):
     if args.targets is not None:
         given["targets"] = tuple(t for t in args.targets.split(",") if t)
     return replace(GENERATION_TRAIN if task == "generation" else TrainConfig(), **given).validate()
+
+
+def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict, refusing malformed pairs."""
+    meta = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LoradbError(f"--meta expects KEY=VALUE, got {pair!r}")
+        meta[key] = value
+    return meta
+
+
+def parse_weights(pairs: Iterable[str]) -> dict[str, float]:
+    """ID=W strings -> dict, refusing malformed pairs and non-finite numbers."""
+    weights = {}
+    for pair in pairs:
+        ref, sep, value = pair.rpartition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = None
+        if not sep or not ref or w is None or not math.isfinite(w):
+            raise LoradbError(f"--weights expects ID=W with a finite number W, got {pair!r}")
+        if ref in weights:
+            raise LoradbError(f"{ref} is given twice in --weights")
+        weights[ref] = w
+    return weights

@@ -13,7 +13,7 @@ import sys
 # importing an area registers its commands; the order here is the order of `loradb --help`
 from loradb.cli import records, retrieve, service, models, benchmarks  # noqa: F401, I001
 from loradb.cli.common import COMMANDS, EXIT_BAD_INPUT, GROUPS, Parser, add_command
-from loradb.errors import LoradbError
+from loradb.errors import LoradbError, in_terms
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each parameter name (an option's dest) -> its flag, over every command: how the
+    library's `parameter` names are said on the command line (--max-k, -k)."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for dest, flag in flag_names(sub).items():
+                    flags.setdefault(dest, flag)
+        elif action.option_strings and action.dest != "help":
+            flags.setdefault(action.dest, max(action.option_strings, key=len))
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         return args.fn(args)
     except LoradbError as e:
-        print(f"loradb: error: {e}", file=sys.stderr)
+        print(f"loradb: error: {in_terms(str(e), flag_names(parser))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # an unwritable --out, a full disk: the user's to fix, not a loradb bug
         print(f"loradb: error: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               local_only, open_db, print_json, print_privacy, task_of)
+                               local_only, open_db, parse_meta, print_json, print_privacy, task_of)
 
 
 def _init_flags(p) -> None:
@@ -38,8 +38,6 @@ def _add_flags(p) -> None:
 
 @command("add", "store an adapter with the representation of its training data", flags=_add_flags, json_flag=True)
 def cmd_add(args) -> int:
-    from loradb.db.database import parse_meta
-
     recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     with open_db(args.db) as db:
         record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               key_names, local_only, open_db, print_json, print_privacy, task_of)
+                               key_names, local_only, open_db, parse_weights, print_json, print_privacy,
+                               task_of)
 from loradb.errors import LoradbError
+from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
+from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS, ZERO_SHOT, method_help
 
 
 def _represent_flags(p) -> None:
@@ -36,9 +39,9 @@ def _target_flags(p, *, required_data: bool) -> None:
     g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
     g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
     p.add_argument("-k", type=int, default=5, help="how many adapters to retrieve (default 5)")
-    p.add_argument("--method", default="similarity",
-                   help="uniform | nearest | similarity | linear | sparse (default similarity); compose also takes "
-                        "learned | lorahub with --shots")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), metavar="METHOD",
+                   help=f"{method_help(ZERO_SHOT)} (default {DEFAULT_METHOD}); compose also takes "
+                        f"{method_help(FEW_SHOT)} with --shots")
     p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
     p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
     p.add_argument("--key", choices=key_names(), help="retrieval key (default: the space's chosen key, else raw-l2; "
@@ -87,21 +90,22 @@ def _compose_flags(p) -> None:
     p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
     p.add_argument("--rank", help="write the optimal rank-R approximation (R, or 'auto' with --max-error)")
     p.add_argument("--max-error", type=float, help="with --rank auto: relative Frobenius error allowed per module")
-    p.add_argument("--merge", default="exact", choices=("exact", "ties", "dare"),
-                   help="exact weighted sum (default), or TIES / DARE on each module's deltas, re-factorised")
-    p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of entries kept (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
-    p.add_argument("--shots", help="--method learned|lorahub: labeled .jsonl with 1-32 target examples per label")
+    p.add_argument("--merge", default="exact", choices=list(MERGES),
+                   help="; ".join(f"{m.name}: {m.help}" for m in MERGES.values()) + " (default exact; element-wise "
+                   "merges are re-factorised to --rank, default the stacked rank)")
+    for param in MERGE_PARAMS.values():  # each merge mode's parameters, as declared in the registry
+        users = "/".join(m.name for m in MERGES.values() if param.name in m.params)
+        p.add_argument(f"--{param.name}", type=param.kind, default=param.default,
+                       help=f"{users}: {param.help} (default {param.default})")
+    p.add_argument("--shots", help=f"--method {'|'.join(FEW_SHOT)}: labeled .jsonl with 1-32 target examples per label")
     p.add_argument("--labels", help="with --shots: labels.json mapping each label to its prompt")
 
 
 @command("compose", "merge retrieved (or given) adapters into one", flags=_compose_flags, json_flag=True)
 def cmd_compose(args) -> int:
-    from loradb.db.database import parse_weights
-
     rank, max_error = _parse_rank(args)
-    shape = {"merged": args.merged, "rank": rank, "max_error": max_error, "merge": args.merge, "density": args.density,
-             "seed": args.seed, "shots": args.shots, "labels": args.labels}
+    spec = MergeSpec(args.merge, rank=rank, max_error=max_error, params={p: getattr(args, p) for p in MERGE_PARAMS})
+    shape = {"spec": spec, "merged": args.merged, "shots": args.shots, "labels": args.labels}
     with open_db(args.db) as db:
         if args.weights:
             if args.data or args.repr:

@@ -57,9 +57,9 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
             key; default: the label prompts or instruction `loradb train` recorded beside it.
     """
     if (data is None) == (repr is None):
-        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+        raise LoradbError("give exactly one of `data` FILE or `repr` Z.npy")
     if dp is not None and data is None:
-        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is stored as it was made")
+        raise LoradbError("`dp_epsilon` privatises z computed from `data`; a `repr` vector is stored as it was made")
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
@@ -97,13 +97,13 @@ def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
     stated_is_local = bool(stated) and Path(stated).is_dir()
     if base is None:
         if not stated_is_local:
-            raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass --base PATH")
+            raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass `base` PATH")
         return load_base(stated)
     chosen = load_base(base)
     trained_on = load_base(stated) if stated_is_local else None
     if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
         raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
-                                f"not on --base {chosen.short}")
+                                f"not on `base` {chosen.short}")
     return chosen
 
 

@@ -9,84 +9,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from loradb.db.clock import utc_now
 from pathlib import Path
 
 import numpy as np
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
-from loradb.lora.base import BaseModel, check_adapter_fits, load_base, resolve_module
+from loradb.lora.base import BaseModel, check_adapter_fits, load_base
 from loradb.db.contribute import Contribution, check_name, prepare_contribution
-from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError, TooLarge
-from loradb.fewshot.compose import learn_hit_weights, read_few_shot
+from loradb.db.results import DEFAULT_K, BaseRef, CheckReport, Hit, SearchResult
+from loradb.lora.merges import MergeSpec
+from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
 from loradb.retrieval.represent import Representation
 from loradb.db.store.protocol import Record
 from loradb.retrieval.targets import resolve_target
-from loradb.retrieval.weights import DEFAULT_METHOD, compute_weights, get_method
+from loradb.weighting.registry import DEFAULT_METHOD, compute_weights, zero_shot_method
 
-DEFAULT_K = 5
 DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
 
-
-@dataclass
-class Hit:
-    """A retrieved record with its distance to the target and its ensemble weight."""
-
-    record: Record
-    distance: float
-    weight: float
-
-    def to_dict(self) -> dict:
-        return {"id": self.record.id, "name": self.record.name, "distance": self.distance, "weight": self.weight}
-
-
-@dataclass
-class SearchResult:
-    method: str
-    hits: list[Hit]
-    residual: float | None
-    params: dict = field(default_factory=dict)
-    space: str | None = None
-    compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
-    privacy: dict | None = None  # the target z's differential privacy, when it was released with some
-
-    def to_dict(self) -> dict:
-        doc = {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
-               "params": self.params, "space": self.space}
-        if self.compression is not None:
-            doc["compression"] = self.compression
-        if self.privacy is not None:
-            doc["privacy"] = self.privacy
-        return doc
-
-
-@dataclass
-class CheckReport:
-    problems: list[str]
-    orphans: list[str]
-    temp_files: list[str]
-    records: int
-
-    @property
-    def clean(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {"clean": self.clean, "records": self.records, "problems": self.problems, "orphans": self.orphans,
-                "temp_files": self.temp_files}
-
-@dataclass(frozen=True)
-class BaseRef:
-    """A base model known only by name and fingerprint (a server composes without its weights)."""
-
-    name: str
-    fingerprint: str
-
-    @property
-    def short(self) -> str:
-        return f"{self.name} (fingerprint {self.fingerprint[:12]})"
 
 PEERS_CHECKED = 8  # stored adapters an upload's layer shapes are compared with
 
@@ -233,7 +173,7 @@ class LoraDB:
         )
         with self.write_lock():
             if self.index.name_taken(c.name):
-                raise Conflict(f"a record named {c.name!r} already exists; pass another --name")
+                raise Conflict(f"a record named {c.name!r} already exists; pass another `name`")
             record.blob_sha256 = self.blobs.put(c.weights)
             self.index.insert(record)
         return record
@@ -344,11 +284,11 @@ class LoraDB:
         """
         from loradb.retrieval.keys import RAW_L2, get_key
 
-        get_method(method)
+        zero_shot_method(method)
         if key is not None:
             get_key(key)
         if k < 1:
-            raise LoradbError(f"-k must be at least 1, got {k}")
+            raise LoradbError(f"`k` must be at least 1, got {k}")
         target = resolve_target(self.index.spaces(), data=data, repr=repr, target=target, base=base, space=space, dp=dp,
                                 task=task, progress=progress)
         key = key or self.default_key(target.space.id) or RAW_L2
@@ -378,7 +318,7 @@ class LoraDB:
         lacking = [(name, what) for name, what in lacking if what is not None]
         if lacking:
             raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
-                              f"here lack (e.g. {lacking[0][0]}); use --key raw-l2, cosine or centered-cosine, "
+                              f"here lack (e.g. {lacking[0][0]}); use `key` raw-l2, cosine or centered-cosine, "
                               "or add them again with their task")
         q, R = key_features(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
         d2 = ((R - q) ** 2).sum(axis=1)
@@ -408,7 +348,7 @@ class LoraDB:
         unlabeled = [r.name for r in records if family_meta not in r.meta]
         if unlabeled:
             raise LoradbError(f"{len(unlabeled)} records have no metadata {family_meta!r} (e.g. {unlabeled[0]}); "
-                              f"add it with --meta {family_meta}=... or name another key with --by")
+                              f"add it with `meta` {family_meta}=... or name another key with `by`")
         families = [r.meta[family_meta] for r in records]
         if len(set(families)) < 2:
             raise LoradbError(f"every record has {family_meta}={families[0]!r}; choosing a key needs at least two families")
@@ -417,112 +357,34 @@ class LoraDB:
             self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
         return {"space": sid, **chosen, "records": len(records)}
 
-    def compose(self, out: str | os.PathLike, *, weights: dict[str, float] | None = None, merged: bool = False,
-                rank: int | None = None, max_error: float | None = None, merge: str = "exact",
-                density: float = 0.5, seed: int = 0, shots: str | os.PathLike | None = None,
-                labels: str | os.PathLike | None = None, progress: bool = True, max_work_bytes: int | None = None,
-                **search_args) -> SearchResult:
+    def compose(self, out: str | os.PathLike, *, spec: MergeSpec | None = None, weights: dict[str, float] | None = None,
+                merged: bool = False, shots: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
+                progress: bool = True, max_work_bytes: int | None = None, **search_args) -> SearchResult:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
             out: output directory (new or empty): a PEFT adapter, or a full model with merged=True.
+            spec: the merge mode, its parameters and the output's rank (default: the exact
+                weighted sum, at the stacked rank).
             weights: record id or name -> weight, used as given (skips retrieval).
             merged: write base + delta as a full model instead of an adapter.
-            rank: write the optimal rank-`rank` approximation of each module instead of the exact merge.
-            max_error: instead of one rank, the smallest rank per module whose relative
-                Frobenius error is at most this.
-            merge: exact (the weighted sum), or ties / dare, which act on each module's dense
-                deltas and are re-factorised to `rank` (default: the stacked rank).
-            density: the fraction of entries ties keeps (by magnitude) or dare keeps (at random).
-            seed: dare's random masks.
-            shots: for method learned / lorahub: a labeled .jsonl of 1-32 target examples per label.
+            shots: for a few-shot method (learned, lorahub): a labeled .jsonl of 1-32 target examples per label.
             labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
-            max_work_bytes: refuse (TooLarge) a compose whose working memory (compose.working_bytes)
+            max_work_bytes: refuse (TooLarge) a compose whose working memory (merges.working_bytes)
                 would exceed this, before forming it.
             search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
             its `compression` holds the per-module ranks and errors when compressed or merged.
         """
-        from loradb.lora.compose import MERGE_MODES, MIN_DENSITY
+        from loradb.db.compose import run_compose
 
-        if merge not in MERGE_MODES:
-            raise LoradbError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
-        if merge != "exact" and max_error is not None:
-            raise LoradbError("max_error (rank auto) works with the exact merge only; give ties/dare a fixed rank")
-        if not MIN_DENSITY <= density <= 1:
-            raise LoradbError(f"density must be in [{MIN_DENSITY:g}, 1], got {density}")
-        if rank is not None and max_error is not None:
-            raise LoradbError("give a rank or a max_error (rank auto), not both")
-        if rank is not None and rank < 1:
-            raise LoradbError(f"rank must be at least 1, got {rank}")
-        if max_error is not None and not 0 <= max_error < 1:
-            raise LoradbError(f"max_error must be in [0, 1), got {max_error}")
-        method = search_args.get("method")
-        few_shot = read_few_shot(method, shots, labels)
-        if few_shot:
-            search_args = {**search_args, "method": "similarity"}  # retrieval, and the weights learning starts from
-        if weights is not None:
-            if any(v is not None for v in (search_args.get("data"), search_args.get("repr"))):
-                raise LoradbError("give either weights or a target (data or representation), not both")
-            result = self._given_weights(weights)
-        else:
-            result = self.search(progress=progress, **search_args)
-        loaded = {h.record.id: self.load_adapter(h.record) for h in result.hits}  # each blob verified once
-        if few_shot:
-            learn_hit_weights(result, [loaded[h.record.id] for h in result.hits], method, few_shot,
-                              self._stored_base(result.hits[0].record, given=search_args.get("base")))
-        # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
-        used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
-        records = [h.record for h in used]
-        fingerprints = {r.base_fingerprint for r in records}
-        if len(fingerprints) > 1:
-            a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
-            raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
-                                    f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
-        base_model = self._stored_base(records[0], required=merged, given=search_args.get("base"))
-        adapters = [loaded[r.id] for r in records]
-        _check_module_naming(base_model, records, adapters)
-        fan = {a.fan_in_fan_out for a in adapters}
-        if len(fan) > 1:
-            raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
-        from loradb.lora.compose import compose_exact, factors_of
-
-        factors = [factors_of(a) for a in adapters]
-        if max_work_bytes is not None:
-            from loradb.lora.compose import working_bytes
-
-            need = working_bytes(factors, merge=merge, compressed=rank is not None or max_error is not None)
-            if need > max_work_bytes:
-                raise TooLarge(f"this compose of {len(factors)} adapters (merge {merge}) needs about {need / 2**20:.0f} MiB "
-                               f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
-                               "adapters or the exact merge")
-        if merge != "exact":
-            from loradb.lora.compose import compose_merged
-
-            composed, result.compression = compose_merged(factors, [h.weight for h in used], mode=merge, density=density,
-                                                          rank=rank, seed=seed)
-        else:
-            composed = compose_exact(factors, [h.weight for h in used])
-        if merge == "exact" and (rank is not None or max_error is not None):
-            from loradb.lora.compose import compress
-
-            composed, result.compression = compress(composed, rank=rank, max_error=max_error)
-        task_types = {a.task_type for a in adapters}
-        provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
-                      **result.to_dict()}
-        from loradb.lora.export import write_composed_adapter, write_merged_model
-
-        if merged:
-            write_merged_model(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model, provenance=provenance)
-        else:
-            write_composed_adapter(Path(out), composed, fan_in_fan_out=fan.pop(), base=base_model,
-                                   task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance)
-        return result
+        return run_compose(self, out, spec or MergeSpec(), weights=weights, merged=merged, shots=shots, labels=labels,
+                           progress=progress, max_work_bytes=max_work_bytes, search_args=search_args)
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _given_weights(self, weights: dict[str, float]) -> SearchResult:
+    def given_weights(self, weights: dict[str, float]) -> SearchResult:
         if not weights:
             raise LoradbError("weights must name at least one record")
         hits = []
@@ -537,7 +399,7 @@ class LoraDB:
             hits.append(Hit(record, float("nan"), float(w)))
         return SearchResult(method="given", hits=hits, residual=None)
 
-    def _stored_base(self, record: Record, *, required: bool = True, given=None) -> BaseModel | BaseRef:
+    def stored_base(self, record: Record, *, required: bool = True, given=None) -> BaseModel | BaseRef:
         """The base model of a record, loaded from its stored path (or `given`, a directory
         the user names, e.g. after moving the model) and checked by fingerprint.
 
@@ -549,7 +411,7 @@ class LoraDB:
             base_model = load_base(given)
             if base_model.fingerprint != record.base_fingerprint:
                 raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]}, "
-                                        f"not for --base {base_model.short}")
+                                        f"not for `base` {base_model.short}")
             return base_model
         if self.base_models is not None:
             if record.base_fingerprint in self.base_models:
@@ -600,56 +462,7 @@ class LoraDB:
                                         f"but the base model of its representation has {known[module][0]}x{known[module][1]} there")
 
 
-def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
-    """Refuse adapters that name one base layer differently (saved from different model
-    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed.
-    Without the base model's weights (a BaseRef), a name that is a dotted suffix of
-    another adapter's name counts as the same layer."""
-    if isinstance(base_model, BaseRef):
-        names = {name for adapter in adapters for name in adapter.modules}
-        def layer_of(name):
-            return min((other for other in names if other == name or other.endswith("." + name) or name.endswith("." + other)),
-                       key=len)
-    else:
-        def layer_of(name):
-            return resolve_module(base_model, name)
-    named: dict[str, tuple[str, str]] = {}
-    for record, adapter in zip(records, adapters):
-        for name in adapter.modules:
-            key = layer_of(name)
-            other = named.setdefault(key, (name, record.name))
-            if other[0] != name:
-                raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
-                                  f"({other[0]!r} vs {name!r}); they were saved from different model classes")
-
-
 def _no_records(space_id: str) -> LoradbError:
     return LoradbError(f"no records in representation space {space_id}; add adapters with representations made the same way")
 
 
-def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
-    """KEY=VALUE strings -> dict, refusing malformed pairs."""
-    meta = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LoradbError(f"--meta expects KEY=VALUE, got {pair!r}")
-        meta[key] = value
-    return meta
-
-
-def parse_weights(pairs: Iterable[str]) -> dict[str, float]:
-    """ID=W strings -> dict, refusing malformed pairs and non-finite numbers."""
-    weights = {}
-    for pair in pairs:
-        ref, sep, value = pair.rpartition("=")
-        try:
-            w = float(value)
-        except ValueError:
-            w = None
-        if not sep or not ref or w is None or not np.isfinite(w):
-            raise LoradbError(f"--weights expects ID=W with a finite number W, got {pair!r}")
-        if ref in weights:
-            raise LoradbError(f"{ref} is given twice in --weights")
-        weights[ref] = w
-    return weights

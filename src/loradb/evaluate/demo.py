@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from loradb.evaluate.datasets import collection_dir
-from loradb.evaluate.harness import EvalConfig, run_eval
+from loradb.evaluate.config import EvalConfig
+from loradb.evaluate.harness import run_eval
 from loradb.evaluate.report import summary_lines
 from loradb.io.files import replaced_dir
 from loradb.models.packaged import packaged_minilm

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loradb.weighting.registry import FEW_SHOT
+
 LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "arrow": "Arrow (top-k, uniform)",
           "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
           "sft": "SFT (oracle)"}
@@ -238,7 +240,7 @@ def require_plotting() -> None:
         raise LoradbError("the report's plots need matplotlib: `pip install 'loradb[eval]'`") from None
 
 
-FEW_SHOT_METHODS = ("learned", "lorahub", "scratch")
+FEW_SHOT_ROWS = (*FEW_SHOT, "scratch")  # the registry's few-shot methods, and a LoRA trained on the shots
 
 
 def _few_shot_lines(results: dict) -> list[str]:
@@ -252,13 +254,13 @@ def _few_shot_lines(results: dict) -> list[str]:
              "(arXiv 2402.15414), lorahub = gradient-free box-constrained weights (LoraHub-style), scratch = a new "
              "LoRA trained on the same examples. Zero-shot rows for comparison: uniform "
              f"{results['average']['uniform']['accuracy']:.3f}, pre-trained {results['average']['pretrained']['accuracy']:.3f}.",
-             "", "| shots per label | " + " | ".join(FEW_SHOT_METHODS) + " |", "|---|" + "---|" * len(FEW_SHOT_METHODS)]
+             "", "| shots per label | " + " | ".join(FEW_SHOT_ROWS) + " |", "|---|" + "---|" * len(FEW_SHOT_ROWS)]
     for n in shots:
-        cells = [f"{np.mean([fs[d][n][m]['accuracy'] for d in fs]):.3f}" for m in FEW_SHOT_METHODS]
+        cells = [f"{np.mean([fs[d][n][m]['accuracy'] for d in fs]):.3f}" for m in FEW_SHOT_ROWS]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Per held-out domain:", ""]
     for d, per in fs.items():
-        lines.append(f"- {d}: " + "; ".join(f"{n} shots " + ", ".join(f"{m} {per[n][m]['accuracy']:.3f}" for m in FEW_SHOT_METHODS)
+        lines.append(f"- {d}: " + "; ".join(f"{n} shots " + ", ".join(f"{m} {per[n][m]['accuracy']:.3f}" for m in FEW_SHOT_ROWS)
                                            for n in shots))
     return lines + ["", "![few-shot](few_shot.png)", ""]
 
@@ -268,7 +270,7 @@ def plot_few_shot(results: dict, path: Path) -> None:
     fs = results["few_shot"]
     shots = list(next(iter(fs.values())))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m in FEW_SHOT_METHODS:
+    for m in FEW_SHOT_ROWS:
         ax.plot([int(n) for n in shots], [np.mean([fs[d][n][m]["accuracy"] for d in fs]) for n in shots], marker="o", label=m)
     for m, style in (("uniform", "--"), ("pretrained", ":"), ("sft", "-.")):
         ax.axhline(results["average"][m]["accuracy"], color="gray", ls=style, lw=1, label=f"{m} (zero-shot)" if m != "sft" else "SFT (full train)")

@@ -65,7 +65,7 @@ def atomic_output_dir(out: Path):
     """Yield a temp directory that becomes `out` only if the body finishes."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LoradbError(f"{out} already exists and is not empty; remove it or choose another --out")
+        raise LoradbError(f"{out} already exists and is not empty; remove it or choose another `out`")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -99,7 +99,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
     path = Path(path)
     if path.is_dir():
-        raise LoradbError(f"{path} is a directory; --out takes a file name")
+        raise LoradbError(f"{path} is a directory; `out` takes a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

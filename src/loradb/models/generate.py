@@ -145,7 +145,7 @@ def run_generate(base_path: str | Path, data: str | Path, out: str | Path, *, ad
         raise LoradbError(f"{base.path} is not a causal language model (architectures {base.config.get('architectures')}); "
                           "generation needs one")
     if max_input_tokens < 1:
-        raise LoradbError(f"--max-input-tokens must be at least 1, got {max_input_tokens}")
+        raise LoradbError(f"`max_input_tokens` must be at least 1, got {max_input_tokens}")
     texts = list(iter_texts(data, field))
     lora = None
     if adapter is not None:

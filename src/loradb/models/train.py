@@ -47,9 +47,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise LoradbError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or not self.alpha > 0:
-            raise LoradbError("--lr and --alpha must be positive")
+            raise LoradbError("`lr` and `alpha` must be positive")
         if self.max_examples is not None and self.max_examples < 1:
-            raise LoradbError(f"--max-examples must be at least 1, got {self.max_examples}")
+            raise LoradbError(f"`max_examples` must be at least 1, got {self.max_examples}")
         return self
 
 
@@ -171,7 +171,7 @@ def _peft(model, base, config: TrainConfig, task_type: str | None):
     names = [name for name, _ in model.named_modules()]
     missing = [t for t in config.targets if not any(n == t or n.endswith("." + t) for n in names)]  # PEFT's own rule
     if missing:
-        raise LoradbError(f"--targets {','.join(missing)}: no such module in {base.path}; "
+        raise LoradbError(f"`targets` {','.join(missing)}: no such module in {base.path}; "
                           f"linear layers there include {', '.join(sorted(_linear_names(model))[:12])}")
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,
                       bias="none", base_model_name_or_path=str(base.path), task_type=task_type)

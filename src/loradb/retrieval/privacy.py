@@ -40,9 +40,9 @@ class DPConfig:
         if not (math.isfinite(self.epsilon) and 0 < self.epsilon <= MAX_EPSILON):
             raise LoradbError(f"--dp-epsilon must be in (0, {MAX_EPSILON:g}], got {self.epsilon}")
         if not (math.isfinite(self.delta) and 0 < self.delta < 1):
-            raise LoradbError(f"--dp-delta must be in (0, 1), got {self.delta}")
+            raise LoradbError(f"`dp_delta` must be in (0, 1), got {self.delta}")
         if not (math.isfinite(self.clip) and self.clip > 0):
-            raise LoradbError(f"--dp-clip must be a positive feature norm, got {self.clip}")
+            raise LoradbError(f"`dp_clip` must be a positive feature norm, got {self.clip}")
         return self
 
 
@@ -90,7 +90,7 @@ def privatize_mean(clipped_sum: np.ndarray, n: int, config: DPConfig) -> tuple[n
     if n < 1:
         raise LoradbError("the dataset holds no examples")
     if config.delta >= 1.0 / n:
-        raise LoradbError(f"--dp-delta {config.delta:g} is not below 1/n = {1.0 / n:g}: at that delta the release could expose "
+        raise LoradbError(f"`dp_delta` {config.delta:g} is not below 1/n = {1.0 / n:g}: at that delta the release could expose "
                           "a whole example; choose a smaller delta")
     sensitivity = 2.0 * config.clip / n
     sigma = gaussian_sigma(sensitivity, config.epsilon, config.delta)

@@ -28,10 +28,10 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
     task key, computed here for data and repr (a received target must bring its own).
     """
     if sum(x is not None for x in (data, repr, target)) != 1:
-        raise LoradbError("give exactly one of --data FILE or --repr Z.npy")
+        raise LoradbError("give exactly one of `data` FILE or `repr` Z.npy")
     task = as_task(task)
     if dp is not None and data is None:
-        raise LoradbError("--dp-epsilon privatises z computed from --data; a --repr vector is used as it was made")
+        raise LoradbError("`dp_epsilon` privatises z computed from `data`; a `repr` vector is used as it was made")
     spaces = [s for s in spaces if s["records"] > 0]
     if base is not None:
         base_model = load_base(base)
@@ -52,7 +52,7 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
             matching = [s for s in spaces if s["dim"] == z.shape[0]]
             if len(matching) != 1:
                 raise LoradbError(f"{repr} has no {repr}.json sidecar and {len(matching)} spaces here have dimension {z.shape[0]}; "
-                                  "make the vector with `loradb represent` or pass --base/--space")
+                                  "make the vector with `loradb represent` or pass `base`/`space`")
             rep = Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
         if task is None or rep.task == task:
             return rep
@@ -61,10 +61,10 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
     if len(spaces) != 1:
         if not spaces:
             raise LoradbError("the database holds no records yet; add adapters first")
-        raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass --space (and --base)")
+        raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass `space` (and `base`)")
     target_space = Space.from_dict(spaces[0])
     if base is None and not Path(spaces[0]["base_name"]).is_dir():
-        raise LoradbError(f"the records' base model {spaces[0]['base_name']} is not a directory here; pass --base with your copy of it")
+        raise LoradbError(f"the records' base model {spaces[0]['base_name']} is not a directory here; pass `base` with your copy of it")
     base_model = load_base(base if base is not None else spaces[0]["base_name"])
     if base_model.fingerprint != target_space.base_fingerprint:
         raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
@@ -151,7 +151,7 @@ def with_task_key(rep: Representation, task: dict | None, base: BaseModel | None
     if rep.task is not None:
         raise LoradbError(f"the representation was made for the task {rep.task}, not {task}")
     if base is None or base.fingerprint != rep.space.base_fingerprint:
-        raise LoradbError("computing the task's key needs the representation's base model: pass --base")
+        raise LoradbError("computing the task's key needs the representation's base model: pass `base`")
     from loradb.retrieval.represent import Encoder
 
     encoder = Encoder(base.path, layer=rep.space.layer, pooling=rep.space.pooling, max_length=rep.space.max_length)

@@ -25,16 +25,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel as Schema
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from loradb.db.access import Principal, Scope, authenticate
 from loradb.db.database import LoraDB
-from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge
+from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, in_terms
 from loradb.io.files import finite_or_none
-from loradb.lora.compose import MIN_DENSITY
-from loradb.fewshot.compose import FEW_SHOT_METHODS
+from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
+from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
 from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
 from loradb.service.limits import BodyLimit, RateLimited, RateLimiter
 from loradb.service.schema import ERROR_RESPONSES, RepresentationDoc
@@ -63,7 +63,8 @@ class ServerConfig(Schema):
 class _Query(Schema):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     k: int = Field(5, ge=1, le=1000, description="how many adapters to retrieve")
-    method: str = Field("similarity", description="uniform | nearest | similarity | linear | sparse")
+    method: Literal[tuple(METHODS)] = Field(DEFAULT_METHOD, description="weighting method: " + "; ".join(
+        f"{m.name}: {m.help}" for m in METHODS.values()) + " (few-shot methods learn on the client, which sends weights)")
     temperature: float | None = Field(None, gt=0, description="lambda_1 of similarity (default automatic)")
     l1: float | None = Field(None, ge=0, description="lambda_2 of sparse (default automatic)")
     key: str | None = Field(None, max_length=64, description="retrieval key (default: the space's chosen key, else raw-l2)")
@@ -74,14 +75,26 @@ class SearchRequest(_Query):
     representation: RepresentationDoc = Field(description="the target's representation: its .npy.json sidecar plus z")
 
 
-class ComposeRequest(_Query):
+class _Compose(_Query):
     representation: RepresentationDoc | None = Field(None, description="the target's representation (or give weights)")
     weights: dict[str, float] | None = Field(None, max_length=1000, description="record id or name -> weight")
     rank: int | None = Field(None, ge=1, le=65536)
     max_error: float | None = Field(None, ge=0, lt=1)
-    merge: Literal["exact", "ties", "dare"] = "exact"
-    density: float = Field(0.5, ge=MIN_DENSITY, le=1)
-    seed: int = 0
+    merge: Literal[tuple(MERGES)] = Field("exact", description="; ".join(f"{m.name}: {m.help}" for m in MERGES.values()))
+
+    def merge_spec(self) -> MergeSpec:
+        return MergeSpec(self.merge, rank=self.rank, max_error=self.max_error,
+                         params={p: getattr(self, p) for p in MERGE_PARAMS})
+
+
+# one field per merge parameter of the registry, with its range
+ComposeRequest = create_model("ComposeRequest", __base__=_Compose, **{
+    p.name: (p.kind, Field(p.default, ge=p.minimum, le=p.maximum, description=f"{', '.join(users)}: {p.help}"))
+    for p, users in ((p, [m.name for m in MERGES.values() if p.name in m.params]) for p in MERGE_PARAMS.values())})
+
+
+# the library's parameter names that the API spells otherwise: a target is sent as its representation
+API_FIELDS = {"data": "representation", "repr": "representation", "target": "representation"}
 
 
 def _status(e: LoradbError) -> int:
@@ -133,7 +146,7 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):
-        response = _error(_status(e), str(e))
+        response = _error(_status(e), in_terms(str(e), API_FIELDS))
         if isinstance(e, RateLimited):
             response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
         return response
@@ -231,14 +244,13 @@ def create_app(config: ServerConfig):
               responses={200: {"content": {ARCHIVE_TYPE: {}}, "description": "the composed PEFT adapter (with "
                                "loradb_compose.json: hits, weights, compression) as a tar"}})
     def compose(body: ComposeRequest, who=Depends(needs(Scope.READ))):
-        if body.method in FEW_SHOT_METHODS:
+        if body.method in FEW_SHOT:
             raise LoradbError(f"method {body.method} learns weights from labeled examples, which stay with the client: "
                               "learn them there and send weights")
         if (body.representation is None) == (body.weights is None):
             raise LoradbError("give exactly one of representation or weights")
         within_k(body, body.weights)
-        shape = {"rank": body.rank, "max_error": body.max_error, "merge": body.merge, "density": body.density, "seed": body.seed,
-                 "max_work_bytes": config.max_compose_bytes}
+        shape = {"spec": body.merge_spec(), "max_work_bytes": config.max_compose_bytes}
         tmp = Path(tempfile.mkdtemp(prefix="loradb-compose-"))
         try:
             if body.weights is not None:

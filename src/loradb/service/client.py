@@ -16,10 +16,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from loradb.db.contribute import prepare_contribution
-from loradb.db.database import DEFAULT_K, Hit, SearchResult
+from loradb.db.results import DEFAULT_K, Hit, SearchResult
+from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
 from loradb.io.files import to_json
-from loradb.fewshot.compose import learn_hit_weights, read_few_shot
+from loradb.weighting.registry import DEFAULT_METHOD, METHODS
+from loradb.weighting.shots import learn_weights_on, read_few_shot
 from loradb.retrieval.targets import resolve_target
 from loradb.service.wire import API, TOKEN_ENV, RemoteRecord, extract_archive, representation_doc
 
@@ -96,7 +98,7 @@ class RemoteDB:
         return self._request("GET", "/spaces").json()
 
     def check(self):
-        from loradb.db.database import CheckReport
+        from loradb.db.results import CheckReport
 
         doc = self._request("GET", "/check").json()
         return CheckReport(problems=doc["problems"], orphans=doc["orphans"], temp_files=doc["temp_files"], records=doc["records"])
@@ -138,7 +140,7 @@ class RemoteDB:
 
     # ---- retrieval and composition ----------------------------------------------------
 
-    def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = "similarity",
+    def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = DEFAULT_METHOD,
                temperature=None, l1=None, key: str | None = None, task: dict | None = None, dp=None,
                progress: bool = True) -> SearchResult:
         """Compute the target's z (and task key) here and ask the server for the nearest adapters and weights."""
@@ -146,9 +148,8 @@ class RemoteDB:
                            l1=l1, key=key, task=task, dp=dp, progress=progress)
         return _result_from(self._request("POST", "/search", json=body).json())
 
-    def compose(self, out, *, weights: dict | None = None, merged: bool = False, rank=None, max_error=None,
-                merge: str = "exact", density: float = 0.5, seed: int = 0, shots=None, labels=None, progress: bool = True,
-                **search_args) -> SearchResult:
+    def compose(self, out, *, spec: MergeSpec | None = None, weights: dict | None = None, merged: bool = False,
+                shots=None, labels=None, progress: bool = True, **search_args) -> SearchResult:
         """Have the server merge the retrieved (or given) adapters; write the adapter, or with
         merged=True the local base model with it merged in. Few-shot methods learn the
         weights here (see _learn_here) and send only the weights."""
@@ -156,15 +157,15 @@ class RemoteDB:
 
         method = search_args.get("method")
         few_shot = read_few_shot(method, shots, labels)
-        body = {"rank": rank, "max_error": max_error, "merge": merge, "density": density, "seed": seed}
+        body = (spec or MergeSpec()).to_doc()
         base = search_args.get("base")
         learned = None
         if weights is not None:
             if any(search_args.get(k) is not None for k in ("data", "repr")):
-                raise LoradbError("give either --weights or --data/--repr, not both")
+                raise LoradbError("give either weights or a target (data or representation), not both")
             body["weights"] = weights
         elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
-            learned = self._learn_here(few_shot, method, progress=progress, **{**search_args, "method": "similarity"})
+            learned = self._learn_here(few_shot, method, progress=progress, **search_args)
             body["weights"] = {h.record.id: h.weight for h in learned.hits}
         else:
             body.update(self._query(progress=progress, **search_args))
@@ -193,14 +194,14 @@ class RemoteDB:
         their few-shot weights on this machine's base model; the shots never leave it."""
         from loradb.lora.adapter import read_adapter
 
-        result = self.search(progress=progress, **search_args)
+        result = self.search(progress=progress, **{**search_args, "method": METHODS[learn_method].starts_from})
         first = self.get(result.hits[0].record.id).doc
         base_model = _local_base(search_args.get("base"), first.get("base"), first.get("base_fingerprint"),
                                  "few-shot composition over a server runs the base model here", "the retrieved adapters are")
         with tempfile.TemporaryDirectory(prefix="loradb-fewshot-") as tmp:
             adapters = [read_adapter(self.export(h.record.id, Path(tmp) / str(i))) for i, h in enumerate(result.hits)]
-        learn_hit_weights(result, adapters, learn_method, few_shot, base_model)
-        return result
+        learned, params = learn_weights_on(learn_method, adapters, [h.weight for h in result.hits], few_shot, base_model)
+        return result.reweighted(learn_method, learned, params)
 
     def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress) -> dict:
         target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, task=task,
@@ -216,7 +217,7 @@ def _local_base(given, stored: str | None, fingerprint: str | None, need: str, s
     from loradb.errors import BaseModelMismatch
 
     if given is None and not (stored and Path(stored).is_dir()):
-        raise LoradbError(f"{need}: pass --base DIR")
+        raise LoradbError(f"{need}: pass `base` DIR")
     base_model = load_base(given if given is not None else stored)
     if base_model.fingerprint != fingerprint:
         raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")

@@ -63,7 +63,7 @@ def parse_rate(text: str) -> float:
     """`--rate-limit` as requests per second: "N/s" or "N/min"."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*/\s*(s|sec|second|m|min|minute)\s*", str(text))
     if not match or float(match.group(1)) <= 0:
-        raise LoradbError(f"--rate-limit takes N/s or N/min with N > 0, got {text!r}")
+        raise LoradbError(f"`rate_limit` takes N/s or N/min with N > 0, got {text!r}")
     per = 1.0 if match.group(2).startswith("s") else 60.0
     return float(match.group(1)) / per
 

@@ -34,13 +34,13 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: l
     from loradb.service.limits import parse_rate
 
     if not 0 < max_upload_mb <= 1 << 20:
-        raise LoradbError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+        raise LoradbError(f"`max_upload_mb` must be positive, got {max_upload_mb}")
     if max_dim < 1:
-        raise LoradbError(f"--max-dim must be at least 1, got {max_dim}")
+        raise LoradbError(f"`max_dim` must be at least 1, got {max_dim}")
     if max_k < 1:
-        raise LoradbError(f"--max-k must be at least 1, got {max_k}")
+        raise LoradbError(f"`max_k` must be at least 1, got {max_k}")
     if not max_compose_mb > 0:
-        raise LoradbError(f"--max-compose-mb must be positive, got {max_compose_mb}")
+        raise LoradbError(f"`max_compose_mb` must be positive, got {max_compose_mb}")
     accepted = {b.fingerprint: b for b in (load_base(path) for path in bases)}
     config = ServerConfig(db=str(db), bases=accepted, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_dim=max_dim,
                           public_read=public_read, max_k=max_k, max_compose_bytes=int(max_compose_mb * (1 << 20)),

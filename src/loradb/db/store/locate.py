@@ -35,12 +35,12 @@ def open_store(location):
 def init_store(location, blobs: str | None = None) -> None:
     """Create an empty database at `location`, its blobs in it or at `blobs`."""
     if blobs is not None and not blobs.startswith("s3://"):
-        raise StoreError(f"--blobs takes s3://bucket/prefix, got {blobs!r}; local blobs live in the database directory")
+        raise StoreError(f"`blobs` takes s3://bucket/prefix, got {blobs!r}; local blobs live in the database directory")
     if is_postgres(location):
         from loradb.db.store.postgres import PgIndex
 
         if blobs is None:
-            raise StoreError("a PostgreSQL database keeps its adapter files in object storage: pass --blobs s3://bucket/prefix")
+            raise StoreError("a PostgreSQL database keeps its adapter files in object storage: pass `blobs` s3://bucket/prefix")
         blob_store(blobs, default=None).create()
         PgIndex.create(location, blobs)
         return

@@ -9,15 +9,13 @@ then solving its KKT system, which is verified before the answer is returned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
 
-from loradb.errors import LoradbError, registered
+from loradb.errors import LoradbError
 
-DEFAULT_METHOD = "similarity"
 FLOAT32_RESOLUTION = float(np.finfo(np.float32).eps)  # z vectors are stored in float32
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class WeightResult:
     params: dict = field(default_factory=dict)  # the resolved hyper-parameters
 
 
-def _check_inputs(z_trg: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(z_trg: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z = np.asarray(z_trg, dtype=np.float64)
     Z = np.asarray(Z, dtype=np.float64)
     if z.ndim != 1 or Z.ndim != 2 or Z.shape[1] != z.shape[0] or Z.shape[0] == 0:
@@ -42,13 +40,13 @@ def _check_inputs(z_trg: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def squared_distances(z_trg: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """d_i^2 = ||z_i - z_trg||^2 for each row z_i of Z."""
-    z, Z = _check_inputs(z_trg, Z)
+    z, Z = check_inputs(z_trg, Z)
     return ((Z - z) ** 2).sum(axis=1)
 
 
 def residual(z_trg: np.ndarray, Z: np.ndarray, w: np.ndarray) -> float:
     """||z_trg - sum_i w_i z_i||."""
-    z, Z = _check_inputs(z_trg, Z)
+    z, Z = check_inputs(z_trg, Z)
     return float(np.linalg.norm(z - np.asarray(w, dtype=np.float64) @ Z))
 
 
@@ -87,7 +85,7 @@ def similarity(z_trg: np.ndarray, Z: np.ndarray, temperature: float) -> np.ndarr
 
 def _offsets(z_trg: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """Rows z_trg - z_i: with sum(w) = 1, z_trg - sum w_i z_i = sum w_i (z_trg - z_i)."""
-    z, Z = _check_inputs(z_trg, Z)
+    z, Z = check_inputs(z_trg, Z)
     return z[None, :] - Z
 
 
@@ -227,54 +225,4 @@ def _sparse_by_enumeration(Q: np.ndarray, l1: float) -> np.ndarray:
         raise LoradbError("the sparse weights could not be certified optimal; use another l1")
     return best
 
-@dataclass(frozen=True)
-class WeightMethod:
-    """A named weighting method and the hyper-parameters it takes."""
 
-    name: str
-    fn: Callable[..., np.ndarray]
-    takes_temperature: bool = False
-    takes_l1: bool = False
-    help: str = ""
-
-
-METHODS: dict[str, WeightMethod] = {
-    m.name: m
-    for m in (
-        WeightMethod("uniform", uniform, help="w_i = 1/k"),
-        WeightMethod("nearest", nearest, help="all weight on the closest adapter"),
-        WeightMethod("similarity", similarity, takes_temperature=True, help="softmax of -lambda_1 d_i^2"),
-        WeightMethod("linear", linear, help="least squares fit of z_trg, sum(w) = 1"),
-        WeightMethod("sparse", sparse, takes_l1=True, help="linear + lambda_2 ||w||_1"),
-    )
-}
-
-
-def get_method(name: str) -> WeightMethod:
-    """The registered method called `name`, or an error listing the valid names."""
-    return registered(METHODS, name, "weighting method")
-
-
-def compute_weights(method: str, z_trg: np.ndarray, Z: np.ndarray, *, temperature: float | None = None,
-                    l1: float | None = None) -> WeightResult:
-    """Weights for the retrieved adapters' representations Z (k, d) given the target z_trg (d,).
-
-    Args:
-        method: a name in METHODS.
-        z_trg: the target dataset's representation.
-        Z: the retrieved adapters' representations, one row each.
-        temperature: lambda_1 for `similarity`; None means auto_temperature.
-        l1: lambda_2 for `sparse`; None means auto_l1.
-    Returns:
-        WeightResult with the weights, the residual and the hyper-parameters used.
-    """
-    m = get_method(method)
-    z, Zf = _check_inputs(z_trg, Z)
-    d2 = squared_distances(z, Zf)
-    params: dict = {}
-    if m.takes_temperature:
-        params["temperature"] = auto_temperature(d2) if temperature is None else float(temperature)
-    if m.takes_l1:
-        params["l1"] = auto_l1(d2) if l1 is None else float(l1)
-    w = m.fn(z, Zf, **params)
-    return WeightResult(method=m.name, weights=w, residual=residual(z, Zf, w), params=params)

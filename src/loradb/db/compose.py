@@ -1,0 +1,124 @@
+"""The compose pipeline of LoraDB, as plain steps:
+
+    hits (retrieved and weighed, or given) -> weights (learned from shots, for a few-shot
+    method) -> compatibility (one base model, one layer naming, one layout) -> merge
+    (lora/merges.py, by the MergeSpec) -> write (an adapter, or the base with it merged)
+
+Each step returns a new value; nothing is overwritten in place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from loradb.db.results import BaseRef, SearchResult
+from loradb.db.store.protocol import Record
+from loradb.errors import BaseModelMismatch, LoradbError, TooLarge
+from loradb.lora.adapter import LoraAdapter
+from loradb.lora.base import BaseModel, resolve_module
+from loradb.lora.merges import MergeSpec, merge, working_bytes
+from loradb.weighting.registry import METHODS
+from loradb.weighting.shots import learn_weights_on, read_few_shot
+
+
+def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[str, float] | None, merged: bool,
+                shots, labels, progress: bool, max_work_bytes: int | None, search_args: dict) -> SearchResult:
+    """LoraDB.compose (see there for the arguments)."""
+    method = search_args.get("method")
+    few_shot = read_few_shot(method, shots, labels)
+    result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
+    loaded = {h.record.id: db.load_adapter(h.record) for h in result.hits}  # each blob verified once
+    if few_shot:
+        learned, params = learn_weights_on(method, [loaded[h.record.id] for h in result.hits],
+                                           [h.weight for h in result.hits], few_shot,
+                                           db.stored_base(result.hits[0].record, given=search_args.get("base")))
+        result = result.reweighted(method, learned, params)
+    # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
+    used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
+    records = [h.record for h in used]
+    base_model = _one_base(db, records, required=merged, given=search_args.get("base"))
+    adapters = [loaded[r.id] for r in records]
+    fan_in_fan_out = _compatible(base_model, records, adapters)
+    from loradb.lora.compose import factors_of
+
+    factors = [factors_of(a) for a in adapters]
+    if max_work_bytes is not None:
+        need = working_bytes(factors, merge=spec.merge, compressed=spec.compressed)
+        if need > max_work_bytes:
+            raise TooLarge(f"this compose of {len(factors)} adapters (merge {spec.merge}) needs about {need / 2**20:.0f} MiB "
+                           f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
+                           "adapters or the exact merge")
+    composed, compression = merge(factors, [h.weight for h in used], spec)
+    result = replace(result, compression=compression)
+    _write(Path(out), composed, result, base_model, adapters, fan_in_fan_out, merged=merged)
+    return result
+
+
+def _hits(db, weights, search_args: dict, *, few_shot_method: str | None, progress: bool) -> SearchResult:
+    """The given weights, or the retrieved hits weighed by the zero-shot method (for a
+    few-shot method: the one it starts from)."""
+    if weights is not None:
+        if any(v is not None for v in (search_args.get("data"), search_args.get("repr"), search_args.get("target"))):
+            raise LoradbError("give either weights or a target (data or representation), not both")
+        return db.given_weights(weights)
+    if few_shot_method is not None:
+        search_args = {**search_args, "method": METHODS[few_shot_method].starts_from}
+    return db.search(progress=progress, **search_args)
+
+
+def _one_base(db, records: list[Record], *, required: bool, given) -> BaseModel | BaseRef:
+    """The one base model every used record belongs to."""
+    fingerprints = {r.base_fingerprint for r in records}
+    if len(fingerprints) > 1:
+        a, b = records[0], next(r for r in records if r.base_fingerprint != records[0].base_fingerprint)
+        raise BaseModelMismatch(f"records {a.name} and {b.name} belong to different base models: {a.base_name} "
+                                f"(fingerprint {a.base_fingerprint[:12]}) and {b.base_name} (fingerprint {b.base_fingerprint[:12]})")
+    return db.stored_base(records[0], required=required, given=given)
+
+
+def _compatible(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> bool:
+    """Refuse adapters that cannot be summed layer by layer; returns their fan_in_fan_out."""
+    _check_module_naming(base_model, records, adapters)
+    fan = {a.fan_in_fan_out for a in adapters}
+    if len(fan) > 1:
+        raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
+    return fan.pop()
+
+
+def _write(out: Path, composed: dict, result: SearchResult, base_model, adapters: list[LoraAdapter], fan_in_fan_out: bool,
+           *, merged: bool) -> None:
+    from loradb.lora.export import write_composed_adapter, write_merged_model
+
+    provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
+                  **result.to_dict()}
+    if merged:
+        write_merged_model(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model, provenance=provenance)
+    else:
+        task_types = {a.task_type for a in adapters}
+        write_composed_adapter(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model,
+                               task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance)
+
+
+def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:
+    """Refuse adapters that name one base layer differently (saved from different model
+    classes, e.g. "bert.encoder..." vs "encoder..."): their factors would not be summed.
+    Without the base model's weights (a BaseRef), a name that is a dotted suffix of
+    another adapter's name counts as the same layer."""
+    if isinstance(base_model, BaseRef):
+        names = {name for adapter in adapters for name in adapter.modules}
+        def layer_of(name):
+            return min((other for other in names if other == name or other.endswith("." + name) or name.endswith("." + other)),
+                       key=len)
+    else:
+        def layer_of(name):
+            return resolve_module(base_model, name)
+    named: dict[str, tuple[str, str]] = {}
+    for record, adapter in zip(records, adapters):
+        for name in adapter.modules:
+            key = layer_of(name)
+            other = named.setdefault(key, (name, record.name))
+            if other[0] != name:
+                raise LoradbError(f"records {other[1]} and {record.name} name the same layer {key} differently "
+                                  f"({other[0]!r} vs {name!r}); they were saved from different model classes")

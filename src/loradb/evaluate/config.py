@@ -1,0 +1,78 @@
+"""What a benchmark run is configured by (EvalConfig) and the rows it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+from loradb.errors import LoradbError
+from loradb.retrieval.keys import get_key
+from loradb.models.train import TrainConfig
+from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT, get_method
+
+
+COMPOSED = ZERO_SHOT  # the z-based rows, from the weighting registry
+
+
+ROWS = ("pretrained", "merge-all", "arrow", *COMPOSED, "sft")
+
+
+BASELINES = ("merge-all", "arrow")  # retrieval baselines that use no data prototype
+
+
+TASKS = ("classification", "generation")
+
+
+FULL_TRANSFER_UP_TO = 8  # domains: beyond this the N x N single-adapter matrix is only made when asked
+
+
+PRECISION_AT = 5  # family precision@5: how retrieval keys are compared and chosen
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    k: int = 5
+    methods: tuple[str, ...] = COMPOSED
+    task: str = "classification"  # or "generation" (a causal LM, ROUGE-L)
+    train: TrainConfig | None = None  # None: the task's defaults (TrainConfig() or GENERATION_TRAIN)
+    # choose lambda_1 / lambda_2 by leave-one-out over the reference domains; None: for
+    # classification only (for generation it costs thousands of generations per fold)
+    tune: bool | None = None
+    max_new_tokens: int = 32  # generation: the longest target written
+    tune_examples: int = 160  # labeled reference examples scored per tuning candidate
+    temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
+    l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
+    shots: tuple[int, ...] = ()  # few-shot rows (learned, lorahub, scratch) at these examples per label
+    learner_budgets: dict = field(default_factory=dict)  # few-shot method -> its budget (default: the registry's)
+    scratch_epochs: int = 20  # LoRA from scratch on the shots: many passes over a few examples
+    layer: int = -1  # representation recipe for z (see retrieval/represent.py)
+    pooling: str = "mean"
+    max_length: int = 256  # tokens per example for z
+    seed: int = 0
+    folds: tuple[str, ...] | None = None  # the held-out domains (None: every domain); the rest stay references
+    key: str | None = None  # retrieval key; None: each fold's own choice on its references (LoraDB.choose_key)
+    compare_keys: bool = True  # also score every retrieval key on each fold (precision, and key_method's metric)
+    key_method: str = "similarity"  # the weighting each key is scored with
+    k_sweep: tuple[int, ...] = ()  # also run k_sweep_methods at these k
+    k_sweep_methods: tuple[str, ...] = ("uniform", "similarity", "sparse")
+    transfer: bool | None = None  # every single adapter on every domain; None: up to FULL_TRANSFER_UP_TO domains
+    arrow_texts: int = 64  # unlabeled target inputs the arrow router reads
+    test_examples: int | None = None  # score on a seeded sample of at most this many test examples (None: all)
+
+
+def check_config(config: EvalConfig) -> None:
+    for m in config.methods:
+        if m not in COMPOSED:
+            raise LoradbError(f"unknown method {m!r} for eval; choose from {', '.join(COMPOSED)}")
+    for m in config.k_sweep_methods:
+        if m not in COMPOSED:
+            raise LoradbError(f"unknown method {m!r} for the k sweep; choose from {', '.join(COMPOSED)}")
+    starts = sorted({get_method(m).starts_from for m in FEW_SHOT} - set(config.methods)) if config.shots else []
+    if starts:
+        raise LoradbError(f"few-shot rows start from {', '.join(starts)}: keep it in the methods")
+    if config.key_method not in COMPOSED:
+        raise LoradbError(f"unknown method {config.key_method!r} to score keys with; choose from {', '.join(COMPOSED)}")
+    if config.key is not None:
+        get_key(config.key)
+    if config.k < 1 or any(k < 1 for k in config.k_sweep):
+        raise LoradbError(f"`k` and `k_sweep` values must be at least 1, got {config.k} and {list(config.k_sweep)}")

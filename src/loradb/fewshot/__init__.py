@@ -1,1 +1,0 @@
-"""Weights learned from a few labeled target examples (learned, LoraHub) for a compose."""
