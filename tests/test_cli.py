@@ -242,7 +242,7 @@ def test_adapters_naming_one_layer_differently_are_not_merged(filled, bert):
 def test_bad_searches_and_composes_are_refused(filled, bert, bert_other_weights):
     db, dirs, tmp = filled
     data = tmp / "cooking.jsonl"
-    _refused(db, "search", db, "--data", data, "--method", "softmax", match="uniform, nearest, similarity, linear, sparse")
+    _refused(db, "search", db, "--data", data, "--method", "softmax", match="'nearest', 'uniform', 'similarity', 'linear', 'sparse'")
     _refused(db, "search", db, "--data", data, "-k", 0, match="at least 1")
     _refused(db, "search", db, match="one of the arguments --data --repr is required")
     assert run("represent", data, "--base", bert_other_weights, "-o", tmp / "other.npy")[0] == 0

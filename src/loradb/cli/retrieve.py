@@ -147,7 +147,7 @@ def cmd_key_list(args) -> int:
     local_only(args.db, "key list")
     with open_db(args.db) as db:
         spaces = [{"space": sp["id"], "records": sp["records"], "default_key": db.default_key(sp["id"])}
-                  for sp in db.index.spaces()]
+                  for sp in db.spaces()]
     if args.json:
         print_json({"keys": {k.name: k.help for k in KEYS.values()}, "spaces": spaces})
         return 0

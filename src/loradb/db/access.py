@@ -67,7 +67,7 @@ def create_token(db, name: str, scope: str) -> tuple[str, dict]:
     secret = PREFIX + secrets.token_urlsafe(32)
     row["secret_sha256"] = _digest(secret)
     with db.write_lock():
-        db.index.insert_token(row)
+        db.insert_token(row)
     return secret, public(row)
 
 
@@ -76,7 +76,7 @@ def public(row: dict) -> dict:
 
 
 def list_tokens(db) -> list[dict]:
-    return [public(r) for r in db.index.tokens()]
+    return [public(r) for r in db.tokens()]
 
 
 def revoke_tokens(db, ref: str) -> list[dict]:
@@ -84,12 +84,12 @@ def revoke_tokens(db, ref: str) -> list[dict]:
     from loradb.db.clock import utc_now
 
     with db.write_lock():
-        active = [r for r in db.index.tokens() if r["revoked"] is None]
+        active = [r for r in db.tokens() if r["revoked"] is None]
         by_id = [r for r in active if r["id"] == ref] or ([r for r in active if r["id"].startswith(ref)] if len(ref) >= 4 else [])
         matched = by_id if len(by_id) == 1 else [r for r in active if r["name"] == ref]
         if not matched:
             raise NotFound(f"no active token with id or name {ref!r}; `loradb token list DB` shows them")
-        db.index.revoke_tokens([r["id"] for r in matched], utc_now())
+        db.revoke_token_ids([r["id"] for r in matched], utc_now())
     return [public(r) for r in matched]
 
 
@@ -98,7 +98,7 @@ def authenticate(db, secret: str | None) -> Principal:
     if not secret:
         raise AccessDenied("this server needs a token: set LORADB_TOKEN (an admin makes one with `loradb token create`)",
                            authenticated=False)
-    row = db.index.token_by_secret(_digest(secret))
+    row = db.token_by_secret(_digest(secret))
     if row is None:
         raise AccessDenied("the token is unknown or revoked", authenticated=False)
     return Principal(name=row["name"], scope=Scope(row["scope"]), token_id=row["id"])

@@ -17,6 +17,7 @@ import numpy as np
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
 from loradb.db.contribute import Contribution, check_name, prepare_contribution
+from loradb.db import maintenance
 from loradb.db.results import DEFAULT_K, BaseRef, CheckReport, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
@@ -76,6 +77,28 @@ class LoraDB:
 
     def list(self) -> list[Record]:
         return self.index.all()
+
+    def page(self, offset: int, limit: int) -> list[Record]:
+        """Records in a stable order, `limit` of them from `offset` (how the server pages)."""
+        return self.index.page(offset, limit)
+
+    def spaces(self) -> list[dict]:
+        """Each representation space in use: id, base model, recipe, dimension, record count."""
+        return self.index.spaces()
+
+    # ---- access tokens (rows; db/access.py makes, checks and revokes them) ---------------
+
+    def tokens(self) -> list[dict]:
+        return self.index.tokens()
+
+    def insert_token(self, row: dict) -> None:
+        self.index.insert_token(row)
+
+    def revoke_token_ids(self, ids: list[str], when: str) -> None:
+        self.index.revoke_tokens(ids, when)
+
+    def token_by_secret(self, secret_sha256: str) -> dict | None:
+        return self.index.token_by_secret(secret_sha256)
 
     def get(self, ref: str) -> Record:
         return self.index.get(ref)
@@ -198,65 +221,16 @@ class LoraDB:
 
     def check(self) -> CheckReport:
         """Verify every row and blob; report orphan blobs and stray temp files."""
-        problems = self.index.integrity_problems()
-        records = self.index.all()
-        spaces = {s["id"]: s for s in self.index.spaces()}
-        for r in records:
-            label = f"record {r.name} ({r.id[:12]})"
-            blob_problem = self.blobs.problem(r.blob_sha256)
-            if blob_problem is not None:
-                problems.append(f"{label}: {blob_problem}")
-            if r.space_id not in spaces:
-                problems.append(f"{label}: its representation space {r.space_id} is missing")
-            elif spaces[r.space_id].get("dim") != r.z.shape[0]:
-                problems.append(f"{label}: z has {r.z.shape[0]} values, its space {spaces[r.space_id].get('dim')}")
-            if not np.isfinite(r.z).all():
-                problems.append(f"{label}: z contains NaN or infinite values")
-        refs = {r.blob_sha256 for r in records}
-        orphans = [sha for sha in self.blobs.list() if sha not in refs]
-        return CheckReport(problems=problems, orphans=orphans, records=len(records),
-                           temp_files=[str(p) for p in self.blobs.stray_temp_files()])
+        return maintenance.check(self)
 
     def copy_into(self, target: "LoraDB", *, progress: bool = True) -> int:
-        """Copy every record (same ids, vectors, owners, privacy) with its blob, and the access
-        tokens, into another database, e.g. from the embedded store to PostgreSQL + S3.
-
-        Refused before anything is written if a record id or name is already there; blobs
-        are verified on the way; rows go in one transaction at the end (all or none).
-        Returns:
-            How many records were copied.
-        """
-        from tqdm.auto import tqdm
-
-        records = self.index.all()
-        with target.write_lock():
-            held_ids = {r.id for r in target.index.all()}
-            clash = sorted({r.name for r in records if r.id in held_ids or target.index.name_taken(r.name)})
-            if clash:
-                raise Conflict(f"{target.location} already holds records like {', '.join(clash[:5])}; copy into an empty database")
-            for sha in tqdm(sorted({r.blob_sha256 for r in records}), desc="blobs", unit="blob",
-                            disable=None if progress else True, leave=False):
-                if target.blobs.put(self.blobs.fetch(sha)) != sha:
-                    raise StoreError(f"blob {sha[:12]} changed while copying")
-            target.index.insert_many(records)
-            known = {t["id"] for t in target.index.tokens()}
-            for token in self.index.tokens():
-                if token["id"] not in known:
-                    target.index.insert_token(token)
-        return len(records)
+        """Copy every record with its blob, and the access tokens, into another database
+        (see maintenance.copy_into). Returns how many records were copied."""
+        return maintenance.copy_into(self, target, progress=progress)
 
     def gc(self) -> list[str]:
         """Remove orphan blobs and stray temp files; returns what was removed."""
-        removed = []
-        with self.write_lock():
-            report = self.check()
-            for sha in report.orphans:
-                self.blobs.delete(sha)
-                removed.append(sha)
-            for tmp in report.temp_files:
-                Path(tmp).unlink(missing_ok=True)
-                removed.append(tmp)
-        return removed
+        return maintenance.gc(self)
 
     # ---- retrieval and composition ----------------------------------------------------
 

@@ -21,6 +21,9 @@ class Database(Protocol):
     def list(self) -> list[Any]:
         """Every record (id, name, base, space, rank, metadata, ...)."""
 
+    def spaces(self) -> list[dict]:
+        """Each representation space in use: id, base model, recipe, dimension, record count."""
+
     def get(self, ref: str) -> Any:
         """One record by id, unique id prefix, or name."""
 

@@ -177,11 +177,11 @@ def create_app(config: ServerConfig):
     @app.get(f"{API}/records")
     def list_records(offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(1000, ge=1, le=100_000),
                      who=Depends(needs(Scope.READ))) -> list[dict]:
-        return [r.summary() for r in db().index.page(offset, limit)]
+        return [r.summary() for r in db().page(offset, limit)]
 
     @app.get(f"{API}/spaces")
     def spaces(who=Depends(needs(Scope.READ))) -> list[dict]:
-        return db().index.spaces()
+        return db().spaces()
 
     @app.get(f"{API}/records/{{ref}}")
     def show(ref: str, who=Depends(needs(Scope.READ))) -> dict:
