@@ -128,3 +128,31 @@ def test_library_errors_name_parameters_and_each_front_end_says_them_its_way(tmp
     proc = subprocess.run([sys.executable, "-m", "loradb.cli", "serve", str(tmp_path), "--max-k", "0"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--max-k must be at least 1" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("protocol, cls", [
+    ("IndexStore", "loradb.db.store.sqlite:SqliteIndex"), ("IndexStore", "loradb.db.store.postgres:PgIndex"),
+    ("BlobStore", "loradb.db.store.blobs:LocalBlobStore"), ("BlobStore", "loradb.db.store.s3:S3BlobStore")])
+def test_both_backends_implement_the_store_protocols(protocol, cls):
+    """Every method of the store protocols (db/store/protocol.py), with its parameters, on
+    the embedded and the PostgreSQL/S3 backend; and LoraDB calls nothing else on them."""
+    import importlib
+    import inspect
+    import re
+
+    from loradb.db.store import protocol as protocols
+
+    declared = {n: inspect.signature(f) for n, f in vars(getattr(protocols, protocol)).items()
+                if callable(f) and not n.startswith("_")}
+    module, name = cls.split(":")
+    impl = getattr(importlib.import_module(module), name)
+    for method, wanted in declared.items():
+        assert hasattr(impl, method), f"{name} lacks {method}"
+        got = inspect.signature(getattr(impl, method)).parameters
+        for p in wanted.parameters.values():
+            assert p.name in got and got[p.name].default == p.default, f"{name}.{method}({p.name})"
+    attribute = "index" if protocol == "IndexStore" else "blobs"
+    called = set()
+    for path in (ROOT / "src" / "loradb").rglob("*.py"):
+        called |= set(re.findall(rf"\.{attribute}\.([a-z_]+)\(", path.read_text()))
+    assert called and called <= set(declared), f"called on .{attribute} but not declared: {called - set(declared)}"
