@@ -33,8 +33,9 @@ def cmd_represent(args) -> int:
     return 0
 
 
-def _target_flags(p, *, required_data: bool) -> None:
-    """The target (its data or z) and how to retrieve and weigh for it: search and compose."""
+def _target_flags(p, *, required_data: bool):
+    """The target (its data or z) and how to retrieve and weigh for it: search and compose.
+    Returns the group of mutually exclusive targets (compose adds --weights to it)."""
     g = p.add_mutually_exclusive_group(required=required_data)
     g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
     g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
@@ -50,6 +51,7 @@ def _target_flags(p, *, required_data: bool) -> None:
     p.add_argument("--space", help="representation space id (default: the only one in use)")
     add_task_flags(p, "the target's task, for the task keys")
     add_dp_flags(p)
+    return g
 
 
 def _search_args(args) -> dict:
@@ -84,8 +86,8 @@ def cmd_search(args) -> int:
 
 
 def _compose_flags(p) -> None:
-    _target_flags(p, required_data=False)
-    p.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
+    targets = _target_flags(p, required_data=False)
+    targets.add_argument("--weights", nargs="+", metavar="ID=W", help="use these records with these weights (skips retrieval)")
     p.add_argument("--out", required=True, help="output directory (new or empty)")
     p.add_argument("--merged", action="store_true", help="write the base model with the delta merged in")
     p.add_argument("--rank", help="write the optimal rank-R approximation (R, or 'auto' with --max-error)")
@@ -107,9 +109,7 @@ def cmd_compose(args) -> int:
     spec = MergeSpec(args.merge, rank=rank, max_error=max_error, params={p: getattr(args, p) for p in MERGE_PARAMS})
     shape = {"spec": spec, "merged": args.merged, "shots": args.shots, "labels": args.labels}
     with open_db(args.db) as db:
-        if args.weights:
-            if args.data or args.repr:
-                raise LoradbError("give either --weights or --data/--repr, not both")
+        if args.weights:  # argparse refuses --weights beside --data or --repr
             result = db.compose(args.out, weights=parse_weights(args.weights), base=args.base, **shape)
         else:
             if not (args.data or args.repr):

@@ -59,13 +59,18 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
 def _hits(db, weights, search_args: dict, *, few_shot_method: str | None, progress: bool) -> SearchResult:
     """The given weights, or the retrieved hits weighed by the zero-shot method (for a
     few-shot method: the one it starts from)."""
+    check_weights_or_target(weights, search_args)
     if weights is not None:
-        if any(v is not None for v in (search_args.get("data"), search_args.get("repr"), search_args.get("target"))):
-            raise LoradbError("give either weights or a target (data or representation), not both")
         return db.given_weights(weights)
     if few_shot_method is not None:
         search_args = {**search_args, "method": METHODS[few_shot_method].starts_from}
     return db.search(progress=progress, **search_args)
+
+
+def check_weights_or_target(weights, search_args: dict) -> None:
+    """A compose takes given weights or a target to retrieve for, not both (LoraDB and RemoteDB)."""
+    if weights is not None and any(search_args.get(k) is not None for k in ("data", "repr", "target")):
+        raise LoradbError("give either `weights` or a target (`data` or `repr`), not both")
 
 
 def _one_base(db, records: list[Record], *, required: bool, given) -> BaseModel | BaseRef:

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from loradb.db.contribute import prepare_contribution
+from loradb.db.compose import check_weights_or_target
 from loradb.db.results import DEFAULT_K, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
@@ -160,9 +161,8 @@ class RemoteDB:
         body = (spec or MergeSpec()).to_doc()
         base = search_args.get("base")
         learned = None
+        check_weights_or_target(weights, search_args)
         if weights is not None:
-            if any(search_args.get(k) is not None for k in ("data", "repr")):
-                raise LoradbError("give either weights or a target (data or representation), not both")
             body["weights"] = weights
         elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
             learned = self._learn_here(few_shot, method, progress=progress, **search_args)
