@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
-from loradb.lora.base import BaseModel, check_adapter_fits, load_base
-from loradb.db.contribute import Contribution, check_name, prepare_contribution
+from loradb.lora.base import BaseModel, load_base
+from loradb.db.contribute import Contribution, prepare_contribution
+from loradb.db.uploads import check_upload
 from loradb.db import maintenance
 from loradb.db.results import DEFAULT_K, BaseRef, CheckReport, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
@@ -27,9 +28,6 @@ from loradb.retrieval.targets import resolve_target
 from loradb.weighting.registry import DEFAULT_METHOD, compute_weights, zero_shot_method
 
 DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
-
-
-PEERS_CHECKED = 8  # stored adapters an upload's layer shapes are compared with
 
 
 class LoraDB:
@@ -156,34 +154,10 @@ class LoraDB:
 
     def add_uploaded(self, adapter_config: dict, weights: Path, rep: Representation, *, name: str, meta: dict,
                      owner: str | None, bases: dict | None = None) -> Record:
-        """Store an adapter sent by a client, validated without its base model's weights.
-
-        The client checked the adapter against its base model; here the adapter is parsed
-        and validated, its safetensors base fingerprint (if it has one) must match the
-        representation's space, its layer shapes must match the records already held for
-        that base, and with `bases` (fingerprint -> BaseModel) only those bases are accepted,
-        each checked layer by layer.
-        """
-        from loradb.lora.adapter import FINGERPRINT_KEY
-
-        adapter = adapter_from_files(adapter_config, weights, f"uploaded adapter {name!r}")
-        check_name(name)
-        fingerprint = rep.space.base_fingerprint
-        stated = adapter.metadata.get(FINGERPRINT_KEY)
-        if stated is not None and stated != fingerprint:
-            raise BaseModelMismatch(f"the adapter was written for base fingerprint {stated[:12]} but its representation "
-                                    f"was made with base fingerprint {fingerprint[:12]}")
-        if bases is not None:
-            if fingerprint not in bases:
-                raise BaseModelMismatch(f"this server accepts adapters for base models {', '.join(b.short for b in bases.values())}, "
-                                        f"not fingerprint {fingerprint[:12]}")
-            check_adapter_fits(bases[fingerprint], adapter, f"uploaded adapter {name!r}")
-        self._check_shapes_against_peers(adapter, fingerprint, name)
-        held = {s["id"]: s for s in self.index.spaces(with_counts=False)}
-        if rep.space.id not in held and any(s["base_fingerprint"] == fingerprint and s["dim"] != rep.space.dim for s in held.values()):
-            raise BaseModelMismatch(f"records for base fingerprint {fingerprint[:12]} have another feature dimension than {rep.space.dim}")
-        meta = {str(k): str(v) for k, v in (meta or {}).items()}
-        return self.store(Contribution(adapter=adapter, weights=weights, rep=rep, name=name, meta=meta), owner=owner)
+        """Store an adapter sent by a client, validated without its base model's weights
+        (see uploads.check_upload for what is checked)."""
+        contribution = check_upload(self.index, self.blobs, adapter_config, weights, rep, name=name, meta=meta, bases=bases)
+        return self.store(contribution, owner=owner)
 
     def store(self, c: Contribution, *, owner: str | None = None) -> Record:
         """Write a validated contribution: its blob first, then its index row, under the write lock."""
@@ -403,37 +377,6 @@ class LoraDB:
             raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]} "
                                     f"but {base_model.short} now holds other weights")
         return base_model
-
-    def _check_shapes_against_peers(self, adapter: LoraAdapter, fingerprint: str, name: str) -> None:
-        """Refuse an adapter whose layers have other shapes than stored adapters of the same
-        base model have for the same modules (a sign it was trained on another base). Reads
-        only the stored adapters' safetensors headers, from up to PEERS_CHECKED records,
-        until every uploaded module has a stored shape to compare with.
-
-        A peer whose blob is missing or corrupt cannot vouch for anything: if it leaves an
-        uploaded module unchecked the upload is refused (the check is never skipped)."""
-        from loradb.lora.adapter import module_shapes
-
-        known: dict = {}
-        damaged = []
-        for peer in self.index.all_for_base(fingerprint, limit=PEERS_CHECKED):
-            if all(module in known for module in adapter.modules):
-                break
-            try:
-                stored = module_shapes(self.blobs.fetch(peer.blob_sha256))
-            except StoreError:
-                damaged.append(peer)
-                continue
-            for module, shape in stored.items():
-                known.setdefault(module, shape)
-        if damaged and not all(module in known for module in adapter.modules):
-            raise StoreError(f"cannot check uploaded adapter {name!r} against the stored adapters of its base model: the "
-                             f"blob of record {damaged[0].name} is missing or corrupt; an admin should run `loradb check`")
-        for module, m in adapter.modules.items():
-            shape = (m.B.shape[0], m.A.shape[1])
-            if module in known and known[module] != shape:
-                raise BaseModelMismatch(f"uploaded adapter {name!r} module {module!r} updates a {shape[0]}x{shape[1]} weight "
-                                        f"but the base model of its representation has {known[module][0]}x{known[module][1]} there")
 
 
 def _no_records(space_id: str) -> LoradbError:
