@@ -39,3 +39,30 @@ def llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gpt2(tmp_path_factory) -> Path:
     return make_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+# ---- the service tests' shared database (test_server.py, test_server_limits.py) ----
+
+def token(db, name, scope) -> str:
+    from test_cli import run
+
+    code, out, err = run("token", "create", db, "--name", name, "--scope", scope)
+    assert code == 0, err
+    return out.strip()
+
+
+@pytest.fixture
+def shared(bert, tmp_path):
+    """An empty database with tokens for two contributors, a reader and an admin; adapters and data on disk."""
+    from models import make_adapter
+    from test_cli import TEXTS, run, write_jsonl
+
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    tokens = {name: token(db, name, scope) for name, scope in
+              (("alice", "write"), ("bob", "write"), ("carol", "read"), ("root", "admin"))}
+    adapters = {}
+    for i, domain in enumerate(TEXTS):
+        adapters[domain] = make_adapter(bert, tmp_path / f"ad-{domain}", seed=i, r=2 + 2 * i)
+        write_jsonl(tmp_path / f"{domain}.jsonl", TEXTS[domain])
+    return db, tokens, adapters, tmp_path

@@ -50,6 +50,25 @@ def test_no_module_imports_itself_back():
     assert cycles == []
 
 
+def test_package_type_checks(tmp_path):
+    """mypy on the package ([tool.mypy] in pyproject.toml): every method the code calls on a
+    Database, IndexStore or BlobStore is declared by that protocol, each backend LoraDB opens
+    implements its protocol, and None is handled wherever it can arrive."""
+    import importlib.util
+    import os
+
+    assert importlib.util.find_spec("mypy"), "mypy is not installed (pip install -e .[dev])"
+    mypy = [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")]
+    proc = subprocess.run(mypy, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    # the check can fail: a call on the index that IndexStore does not declare (the cache above keeps it quick)
+    probe = tmp_path / "probe.py"
+    probe.write_text("from loradb.db.database import LoraDB\n\nLoraDB('db').index.vacuum()\n")
+    proc = subprocess.run([*mypy, str(probe)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MYPYPATH": str(ROOT / "src")})
+    assert proc.returncode == 1 and '"IndexStore" has no attribute "vacuum"' in proc.stdout, proc.stdout[-3000:]
+
+
 @pytest.mark.parametrize("folder", ["cli", "service", "evaluate", "db", "weighting", "retrieval", "models", "lora", "io"])
 def test_each_folder_says_what_it_holds(folder):
     init = ROOT / "src" / "loradb" / folder / "__init__.py"

@@ -112,7 +112,7 @@ def cmd_data(args) -> int:
     return 0
 
 
-@command("demo", "the main job: the benchmark on the packaged all-MiniLM-L6-v2 and VADER domains", db=False,
+@command("demo", "the main job: the leave-one-out benchmark on 16 zoo domains with the packaged all-MiniLM-L6-v2", db=False,
          flags=lambda p: p.add_argument("--out", default="loradb-demo", help="report directory (default loradb-demo)"))
 def cmd_demo(args) -> int:
     from loradb.evaluate.demo import run_demo

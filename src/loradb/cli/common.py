@@ -13,9 +13,13 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loradb.db.interface import Database
 from loradb.errors import LoradbError
+
+if TYPE_CHECKING:
+    from loradb.db.database import LoraDB
 
 EXIT_BAD_INPUT = 2
 DEFAULT_DP_DELTA = 1e-5
@@ -95,6 +99,15 @@ def local_only(target, command: str) -> None:
         raise LoradbError(f"`loradb {command}` works on a database directory, on the machine that holds it, not on a URL")
 
 
+def open_local(target, command: str) -> LoraDB:
+    """A database directory (or postgresql:// URL) for a command that runs where the database
+    is: a server URL is refused as by local_only."""
+    local_only(target, command)
+    from loradb.db.database import LoraDB
+
+    return LoraDB(target)
+
+
 def print_privacy(privacy) -> None:
     if privacy:
         from loradb.retrieval.privacy import statement
@@ -136,7 +149,7 @@ def task_of(args):
 
 
 def add_dp_flags(p) -> None:
-    g = p.add_argument_group("differential privacy of z computed from --data (see README: privacy model)")
+    g = p.add_argument_group("differential privacy of z computed from --data (see docs/privacy.md)")
     g.add_argument("--dp-epsilon", type=float, help="release z with (epsilon, delta)-differential privacy per example")
     g.add_argument("--dp-delta", type=float, help=f"delta of the guarantee (default {DEFAULT_DP_DELTA:g}; must be below 1/n)")
     g.add_argument("--dp-clip", type=float, help="clip each example's feature vector to this L2 norm (required with --dp-epsilon)")
@@ -152,7 +165,7 @@ def dp_config(args):
         return None
     if args.dp_clip is None:
         raise LoradbError("--dp-epsilon needs --dp-clip C, the bound on each example's feature norm (fix it without "
-                          "looking at the private data; the README gives values for the packaged model)")
+                          "looking at the private data; docs/privacy.md gives values for the packaged model)")
     return DPConfig(args.dp_epsilon, args.dp_delta if args.dp_delta is not None else DEFAULT_DP_DELTA, args.dp_clip).validate()
 
 

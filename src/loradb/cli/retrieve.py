@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               key_names, local_only, open_db, parse_weights, print_json, print_privacy,
+                               key_names, open_db, open_local, parse_weights, print_json, print_privacy,
                                task_of)
 from loradb.errors import LoradbError
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
@@ -144,8 +144,7 @@ def _parse_rank(args) -> tuple[int | None, float | None]:
 def cmd_key_list(args) -> int:
     from loradb.retrieval.keys import KEYS
 
-    local_only(args.db, "key list")
-    with open_db(args.db) as db:
+    with open_local(args.db, "key list") as db:
         spaces = [{"space": sp["id"], "records": sp["records"], "default_key": db.default_key(sp["id"])}
                   for sp in db.spaces()]
     if args.json:
@@ -167,8 +166,7 @@ def _key_choose_flags(p) -> None:
 @command("choose", "choose a space's default key by leave-one-out over its records", group="key", url=False,
          json_flag=True, flags=_key_choose_flags)
 def cmd_key_choose(args) -> int:
-    local_only(args.db, "key choose")
-    with open_db(args.db) as db:
+    with open_local(args.db, "key choose") as db:
         chosen = db.choose_key(family_meta=args.by, k=args.k, space=args.space)
     if args.json:
         print_json(chosen)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from loradb.cli.common import base_dir, command, local_only, open_db, print_json
+from loradb.cli.common import base_dir, command, local_only, open_local, print_json
 
 
 def _serve_flags(p) -> None:
@@ -44,8 +44,7 @@ def _token_create_flags(p) -> None:
 def cmd_token_create(args) -> int:
     from loradb.db.access import create_token
 
-    local_only(args.db, "token create")
-    with open_db(args.db) as db:
+    with open_local(args.db, "token create") as db:
         secret, row = create_token(db, args.name, args.scope)
     if args.json:
         print_json({**row, "token": secret})
@@ -60,8 +59,7 @@ def cmd_token_create(args) -> int:
 def cmd_token_list(args) -> int:
     from loradb.db.access import list_tokens
 
-    local_only(args.db, "token list")
-    with open_db(args.db) as db:
+    with open_local(args.db, "token list") as db:
         rows = list_tokens(db)
     if args.json:
         print_json(rows)
@@ -79,8 +77,7 @@ def cmd_token_list(args) -> int:
 def cmd_token_revoke(args) -> int:
     from loradb.db.access import revoke_tokens
 
-    local_only(args.db, "token revoke")
-    with open_db(args.db) as db:
+    with open_local(args.db, "token revoke") as db:
         rows = revoke_tokens(db, args.ref)
     for r in rows:
         print(f"revoked token {r['id']} of {r['name']} ({r['scope']})")

@@ -14,8 +14,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from loradb.errors import AccessDenied, NotFound, parse_choice
+
+if TYPE_CHECKING:
+    from loradb.db.database import LoraDB
 
 PREFIX = "ldb_"  # makes a leaked token recognisable to secret scanners and people
 
@@ -56,7 +60,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(db, name: str, scope: str) -> tuple[str, dict]:
+def create_token(db: LoraDB, name: str, scope: str) -> tuple[str, dict]:
     """Make a token; returns (the secret, to be shown once, and the stored row without it)."""
     from loradb.db.contribute import check_name
     from loradb.db.clock import utc_now
@@ -75,11 +79,11 @@ def public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "secret_sha256"}
 
 
-def list_tokens(db) -> list[dict]:
+def list_tokens(db: LoraDB) -> list[dict]:
     return [public(r) for r in db.tokens()]
 
 
-def revoke_tokens(db, ref: str) -> list[dict]:
+def revoke_tokens(db: LoraDB, ref: str) -> list[dict]:
     """Revoke the active tokens with this id (or unique id prefix) or name."""
     from loradb.db.clock import utc_now
 
@@ -93,7 +97,7 @@ def revoke_tokens(db, ref: str) -> list[dict]:
     return [public(r) for r in matched]
 
 
-def authenticate(db, secret: str | None) -> Principal:
+def authenticate(db: LoraDB, secret: str | None) -> Principal:
     """The principal holding `secret`, or AccessDenied (unauthenticated) for none or an unknown one."""
     if not secret:
         raise AccessDenied("this server needs a token: set LORADB_TOKEN (an admin makes one with `loradb token create`)",

@@ -31,6 +31,7 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
     loaded = {h.record.id: db.load_adapter(h.record) for h in result.hits}  # each blob verified once
     if few_shot:
+        assert method is not None  # read_few_shot gives shots only for a few-shot method
         learned, params = learn_weights_on(method, [loaded[h.record.id] for h in result.hits],
                                            [h.weight for h in result.hits], few_shot,
                                            db.stored_base(result.hits[0].record, given=search_args.get("base")))

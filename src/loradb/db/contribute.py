@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
 from loradb.io.data import iter_texts
+from loradb.models.prompts import training_info
 from loradb.errors import BaseModelMismatch, LoradbError
 from loradb.retrieval.represent import Representation, as_task, represent_texts, task_spec
 from loradb.retrieval.targets import representation_from_file, with_task_key
@@ -44,7 +46,7 @@ class Contribution:
 
 
 def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
-                         meta: dict | None = None, base=None, recipe: dict | None = None, spaces: list[dict] = (),
+                         meta: dict | None = None, base=None, recipe: dict | None = None, spaces: Sequence[dict] = (),
                          dp=None, task: dict | None = None, progress: bool = True) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
@@ -76,38 +78,28 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
 
 def trained_task(adapter_dir) -> dict | None:
     """The task `loradb train` recorded beside an adapter (its label prompts or instruction), if any."""
-    import json
-
-    from loradb.models.prompts import TRAINING_INFO
-
-    path = Path(adapter_dir) / TRAINING_INFO
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LoradbError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(info, dict):
+    info = training_info(adapter_dir)
+    if info is None:
         return None
     return task_spec(prompts=info.get("prompts"), instruction=info.get("instruction"))
 
 
 def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
     stated = adapter.base_model_name_or_path
-    stated_is_local = bool(stated) and Path(stated).is_dir()
+    local = stated if stated and Path(stated).is_dir() else None  # the stated base, if it is a directory here
     if base is None:
-        if not stated_is_local:
+        if local is None:
             raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not a local directory; pass `base` PATH")
-        return load_base(stated)
+        return load_base(local)
     chosen = load_base(base)
-    trained_on = load_base(stated) if stated_is_local else None
+    trained_on = load_base(local) if local is not None else None
     if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
         raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
                                 f"not on `base` {chosen.short}")
     return chosen
 
 
-def _existing_recipe(spaces: list[dict], base_model: BaseModel) -> dict:
+def _existing_recipe(spaces: Sequence[dict], base_model: BaseModel) -> dict:
     """The recipe of the base model's one space in use, so new records land beside the old."""
     spaces = [s for s in spaces if s["base_fingerprint"] == base_model.fingerprint and s["records"]]
     if len(spaces) == 1:

@@ -7,8 +7,10 @@ directory; blobs are written before the index row that refers to them.
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
+from typing import Any, Protocol
 from loradb.db.clock import utc_now
 from pathlib import Path
 
@@ -22,10 +24,17 @@ from loradb.db import maintenance
 from loradb.db.results import DEFAULT_K, BaseRef, CheckReport, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
+from loradb.retrieval.privacy import DPConfig
 from loradb.retrieval.represent import Representation
 from loradb.db.store.protocol import Record
 from loradb.retrieval.targets import resolve_target
 from loradb.weighting.registry import DEFAULT_METHOD, compute_weights, zero_shot_method
+
+class Deleter(Protocol):
+    """Who asks to delete a record (access.Principal): may they delete this one?"""
+
+    def may_delete(self, record: Record) -> bool: ...
+
 
 DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
 
@@ -61,10 +70,10 @@ class LoraDB:
     def close(self) -> None:
         self.index.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "LoraDB":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def write_lock(self):
@@ -76,23 +85,23 @@ class LoraDB:
     def list(self) -> list[Record]:
         return self.index.all()
 
-    def page(self, offset: int, limit: int) -> list[Record]:
+    def page(self, offset: int, limit: int) -> builtins.list[Record]:
         """Records in a stable order, `limit` of them from `offset` (how the server pages)."""
         return self.index.page(offset, limit)
 
-    def spaces(self) -> list[dict]:
+    def spaces(self) -> builtins.list[dict]:
         """Each representation space in use: id, base model, recipe, dimension, record count."""
         return self.index.spaces()
 
     # ---- access tokens (rows; db/access.py makes, checks and revokes them) ---------------
 
-    def tokens(self) -> list[dict]:
+    def tokens(self) -> builtins.list[dict]:
         return self.index.tokens()
 
     def insert_token(self, row: dict) -> None:
         self.index.insert_token(row)
 
-    def revoke_token_ids(self, ids: list[str], when: str) -> None:
+    def revoke_token_ids(self, ids: builtins.list[str], when: str) -> None:
         self.index.revoke_tokens(ids, when)
 
     def token_by_secret(self, secret_sha256: str) -> dict | None:
@@ -129,7 +138,7 @@ class LoraDB:
 
     def add(self, adapter_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
             repr: str | os.PathLike | None = None, name: str | None = None, meta: dict | None = None,
-            base: str | os.PathLike | None = None, recipe: dict | None = None, dp=None, task: dict | None = None,
+            base: str | os.PathLike | None = None, recipe: dict | None = None, dp: DPConfig | None = None, task: dict | None = None,
             progress: bool = True) -> Record:
         """Validate an adapter and its data representation, then store both.
 
@@ -175,7 +184,7 @@ class LoraDB:
             self.index.insert(record)
         return record
 
-    def remove(self, ref: str, *, by=None) -> Record:
+    def remove(self, ref: str, *, by: Deleter | None = None) -> Record:
         """Delete a record; its blob goes too unless another record shares it.
 
         Args:
@@ -202,7 +211,7 @@ class LoraDB:
         (see maintenance.copy_into). Returns how many records were copied."""
         return maintenance.copy_into(self, target, progress=progress)
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         """Remove orphan blobs and stray temp files; returns what was removed."""
         return maintenance.gc(self)
 
@@ -211,19 +220,21 @@ class LoraDB:
     def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
                base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
                method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
-               key: str | None = None, task: dict | None = None, target: Representation | None = None, dp=None,
-               progress: bool = True) -> SearchResult:
+               key: str | None = None, task: dict | None = None, target: Representation | None = None, dp: DPConfig | None = None,
+               progress: bool = True) -> SearchResult[Record]:
         """Retrieve the k records nearest to the target data and weigh them.
 
         Args:
-            data / repr / target: the target dataset (unlabeled texts), its representation
-                file, or its representation in memory (see resolve_target).
+            data: the target dataset (unlabeled texts); or
+            repr: its representation file (made by `loradb represent`); or
+            target: its representation in memory (see resolve_target).
             dp: a privacy.DPConfig: z from `data` released with differential privacy.
             base: base model directory (default: the only base model in the database).
             space: representation space id (default: the only one for that base).
             k: how many adapters to retrieve.
             method: weighting method (uniform, nearest, similarity, linear, sparse).
-            temperature / l1: lambda_1 / lambda_2 (None: automatic, see retrieval/weights.py).
+            temperature: lambda_1 of similarity (None: automatic, see weighting/formulas.py).
+            l1: lambda_2 of sparse (None: automatic).
             key: the retrieval key (keys.KEYS; default: the space's chosen key, else raw-l2);
                 ranking and weights both use its geometry.
             task: the target's task (represent.task_spec), for the task keys.
@@ -307,7 +318,7 @@ class LoraDB:
 
     def compose(self, out: str | os.PathLike, *, spec: MergeSpec | None = None, weights: dict[str, float] | None = None,
                 merged: bool = False, shots: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                progress: bool = True, max_work_bytes: int | None = None, **search_args) -> SearchResult:
+                progress: bool = True, max_work_bytes: int | None = None, **search_args: Any) -> SearchResult[Record]:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
@@ -320,7 +331,7 @@ class LoraDB:
             labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
             max_work_bytes: refuse (TooLarge) a compose whose working memory (merges.working_bytes)
                 would exceed this, before forming it.
-            search_args: passed to `search` when weights is None.
+            **search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
             its `compression` holds the per-module ranks and errors when compressed or merged.
@@ -332,7 +343,7 @@ class LoraDB:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def given_weights(self, weights: dict[str, float]) -> SearchResult:
+    def given_weights(self, weights: dict[str, float]) -> SearchResult[Record]:
         if not weights:
             raise LoradbError("weights must name at least one record")
         hits = []

@@ -8,6 +8,7 @@ these parameters (names, kinds and defaults).
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,7 +22,7 @@ class Database(Protocol):
     def list(self) -> list[Any]:
         """Every record (id, name, base, space, rank, metadata, ...)."""
 
-    def spaces(self) -> list[dict]:
+    def spaces(self) -> builtins.list[dict]:
         """Each representation space in use: id, base model, recipe, dimension, record count."""
 
     def get(self, ref: str) -> Any:
@@ -50,7 +51,7 @@ class Database(Protocol):
     def check(self) -> CheckReport:
         """Verify every row and adapter file."""
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         """Remove orphan adapter files and stray temporary files."""
 
     def close(self) -> None: ...

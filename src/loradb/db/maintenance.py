@@ -3,15 +3,29 @@ into another database (e.g. from the embedded store to PostgreSQL + S3)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from loradb.db.results import CheckReport
+from loradb.db.store.protocol import BlobStore, IndexStore
 from loradb.errors import Conflict, StoreError
 
 
-def check(db) -> CheckReport:
+class Stores(Protocol):
+    """What these functions use of a LoraDB (which imports this module, so not LoraDB itself)."""
+
+    location: str
+    index: IndexStore
+    blobs: BlobStore
+
+    def write_lock(self) -> AbstractContextManager: ...
+    def check(self) -> CheckReport: ...
+
+
+def check(db: Stores) -> CheckReport:
     """Verify every row and blob; report orphan blobs and stray temp files."""
     problems = db.index.integrity_problems()
     records = db.index.all()
@@ -32,7 +46,7 @@ def check(db) -> CheckReport:
     return CheckReport(problems=problems, orphans=orphans, records=len(records),
                        temp_files=[str(p) for p in db.blobs.stray_temp_files()])
 
-def copy_into(db, target, *, progress: bool = True) -> int:
+def copy_into(db: Stores, target: Stores, *, progress: bool = True) -> int:
     """Copy every record (same ids, vectors, owners, privacy) with its blob, and the access
     tokens, into another database, e.g. from the embedded store to PostgreSQL + S3.
 
@@ -60,7 +74,7 @@ def copy_into(db, target, *, progress: bool = True) -> int:
                 target.index.insert_token(token)
     return len(records)
 
-def gc(db) -> list[str]:
+def gc(db: Stores) -> list[str]:
     """Remove orphan blobs and stray temp files; returns what was removed."""
     removed = []
     with db.write_lock():

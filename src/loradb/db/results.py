@@ -4,19 +4,29 @@ known only by name and fingerprint. Plain data, shared by LoraDB and RemoteDB.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-
-
-from loradb.db.store.protocol import Record
+from typing import Generic, Protocol, TypeVar
 
 
 DEFAULT_K = 5
 
 
+class Identified(Protocol):
+    """What a hit needs of its record: a Record (LoraDB) or a service.wire.RemoteRecord (RemoteDB)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=Identified)
+
+
 @dataclass
-class Hit:
+class Hit(Generic[R]):
     """A retrieved record with its distance to the target and its ensemble weight."""
 
-    record: Record
+    record: R
     distance: float
     weight: float
 
@@ -25,16 +35,16 @@ class Hit:
 
 
 @dataclass
-class SearchResult:
+class SearchResult(Generic[R]):
     method: str
-    hits: list[Hit]
+    hits: list[Hit[R]]
     residual: float | None
     params: dict = field(default_factory=dict)
     space: str | None = None
     compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
     privacy: dict | None = None  # the target z's differential privacy, when it was released with some
 
-    def reweighted(self, method: str, weights, params: dict) -> "SearchResult":
+    def reweighted(self, method: str, weights, params: dict) -> "SearchResult[R]":
         """The same hits with other weights (e.g. learned from shots), as a new result."""
         hits = [replace(h, weight=float(w)) for h, w in zip(self.hits, weights, strict=True)]
         return replace(self, method=method, hits=hits, params={**self.params, **params})

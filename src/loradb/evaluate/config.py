@@ -67,7 +67,7 @@ def check_config(config: EvalConfig) -> None:
     for m in config.k_sweep_methods:
         if m not in COMPOSED:
             raise LoradbError(f"unknown method {m!r} for the k sweep; choose from {', '.join(COMPOSED)}")
-    starts = sorted({get_method(m).starts_from for m in FEW_SHOT} - set(config.methods)) if config.shots else []
+    starts = sorted({s for m in FEW_SHOT if (s := get_method(m).starts_from)} - set(config.methods)) if config.shots else []
     if starts:
         raise LoradbError(f"few-shot rows start from {', '.join(starts)}: keep it in the methods")
     if config.key_method not in COMPOSED:

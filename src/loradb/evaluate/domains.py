@@ -12,6 +12,7 @@ in *_labels either way."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def write_splits(root: Path, name: str, train: list[dict], test: list[dict]) -> 
         (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _read_domains(root: Path, read) -> list[Domain]:
+def _read_domains(root: Path, read: Callable[[Path], tuple[list[str], list[str]]]) -> list[Domain]:
     """Every domain folder under root, sorted by name, its splits read by read(path) -> (inputs, labels)."""
     if not root.is_dir():
         raise DataError(f"{root}: not a directory; pass a folder holding one folder per domain")

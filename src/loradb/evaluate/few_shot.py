@@ -40,6 +40,7 @@ def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: E
     and their zero-shot weights); the shots come from the held-out domain's training
     split, never its test set.
     """
+    assert config.train is not None and held.prompts is not None  # resolved by the harness; a classification domain
     adapters = {n: factors_of(db.load_adapter(db.get(n)))
                 for n in {n for method in FEW_SHOT for n in row[get_method(method).starts_from]["weights"]}}
     out = {}
@@ -49,6 +50,7 @@ def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: E
         entry = {}
         for method in FEW_SHOT:
             m = get_method(method)
+            assert m.learner is not None  # a few-shot method
             budget = {m.budget[0]: config.learner_budgets.get(method, m.budget[1])} if m.budget else {}
             start = row[m.starts_from]["weights"]
             names = list(start)

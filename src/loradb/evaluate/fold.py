@@ -127,6 +127,7 @@ def precision_at(families: list[str], family: str, at: int = PRECISION_AT) -> fl
 
 def arrow_row(fold: Fold, model, held: Domain, refs: list[Domain], adapters: dict, config: EvalConfig) -> dict:
     """The top k references by arrow score on the held-out domain's unlabeled test inputs, merged uniformly."""
+    assert config.train is not None  # resolved by the harness (harness._task_for)
     t0 = time.perf_counter()
     rng = random.Random(config.seed)
     texts = rng.sample(held.test_texts, min(config.arrow_texts, len(held.test_texts)))

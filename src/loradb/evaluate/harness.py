@@ -90,6 +90,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     base = load_base(base_path)
     base_path = base.path
     task, domains, config = _task_for(base, domains_dir, config)
+    assert config.train is not None  # _task_for resolved the task's default
     metric = task.metrics[0]
     names = [d.name for d in domains]
     folds = list(config.folds) if config.folds else names
@@ -240,7 +241,7 @@ def _task_for(base, domains_dir, config: EvalConfig):
         if config.max_new_tokens < 1:
             raise LoradbError(f"`max_new_tokens` must be at least 1, got {config.max_new_tokens}")
         domains = load_generation_domains(domains_dir, DEFAULT_INSTRUCTION)
-        task = GenerationTask(max_new_tokens=config.max_new_tokens)
+        task: GenerationTask | ClassificationTask = GenerationTask(max_new_tokens=config.max_new_tokens)
         train = config.train or GENERATION_TRAIN
     else:
         if causal:

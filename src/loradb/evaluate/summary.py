@@ -27,8 +27,8 @@ def retrieval_summary(results: dict, metric: str) -> dict:
     precision; and, with a transfer matrix, the Spearman correlation of -d^2 with transfer."""
     folds = results["retrieval"]
     keys = sorted({k for f in folds.values() for k in f["keys"]}, key=list(KEYS).index)
-    summary = {"keys": {}, "chosen": {held: f["key"] for held, f in folds.items()},
-               "arrow_precision": float(np.mean([f["arrow_precision"] for f in folds.values()]))}
+    summary: dict = {"keys": {}, "chosen": {held: f["key"] for held, f in folds.items()},
+                     "arrow_precision": float(np.mean([f["arrow_precision"] for f in folds.values()]))}
     for k in keys:
         have = [f["keys"][k] for f in folds.values() if k in f["keys"]]
         summary["keys"][k] = {f"precision@{PRECISION_AT}": float(np.mean([e[f"precision@{PRECISION_AT}"] for e in have])),
@@ -75,7 +75,7 @@ def gain_recovered(rows: dict, methods, metric: str) -> dict:
 
 
 def averages(rows: dict, gains: dict, methods, metrics) -> dict:
-    avg = {}
+    avg: dict = {}  # method -> metric (or gain) -> its mean (None: no gain to recover)
     metric = metrics[0]
     for m in ("pretrained", *methods, "sft"):
         avg[m] = {k: float(np.mean([row[m][k] for row in rows.values()])) for k in metrics}

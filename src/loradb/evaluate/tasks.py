@@ -49,6 +49,7 @@ class AdaptedClassifier(DeltaModel):
     def classifier(self, domain: Domain):
         from loradb.models.classify import PromptClassifier
 
+        assert domain.prompts is not None  # a classification domain
         return PromptClassifier(self.model, self.tokenizer, domain.prompts, scale=self.config.scale,
                                 max_length=self.config.max_length)
 
@@ -70,6 +71,7 @@ class AdaptedGenerator(DeltaModel):
     def predict(self, texts: list[str], domain: Domain, *, progress: bool = False) -> list[str]:
         from loradb.models.generate import PromptFormat
 
+        assert domain.instruction is not None  # a generation domain
         if self.generator.format.instruction != domain.instruction:
             self.generator.format = PromptFormat(self.tokenizer, domain.instruction,
                                                  max_input_tokens=self.max_input_tokens)
@@ -86,6 +88,7 @@ class ClassificationTask:
         return {"prompts": domain.prompts}
 
     def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
+        assert domain.prompts is not None  # a classification domain
         return train_lora(base_path, domain.train_texts, domain.train_labels, domain.prompts, out, config, progress=progress)
 
     def model(self, base_path: Path, config: TrainConfig) -> AdaptedClassifier:
@@ -105,6 +108,7 @@ class GenerationTask:
         return {"instruction": domain.instruction}
 
     def train(self, base_path: Path, domain: Domain, out: Path, config: TrainConfig, *, progress: bool) -> TrainResult:
+        assert domain.instruction is not None  # a generation domain
         return train_causal_lora(base_path, domain.train_texts, domain.train_labels, out, config,
                                  instruction=domain.instruction, progress=progress)
 

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
-def _check_config(config: dict, where: Path) -> None:
+def _check_config(config: dict, where: str | Path) -> None:
     if config.get("peft_type") != "LORA":
         raise AdapterError(f"{where}: peft_type is {config.get('peft_type')!r}, not 'LORA'; loradb stores LoRA adapters only")
     if config.get("use_dora"):
@@ -112,8 +113,11 @@ def _check_config(config: dict, where: Path) -> None:
             raise AdapterError(f"{where}: {key} must be a positive number, got {config.get(key)!r}")
 
 
-def _group_factors(tensors: dict[str, np.ndarray], where: Path) -> dict[str, dict[str, np.ndarray]]:
-    factors: dict[str, dict[str, np.ndarray]] = {}
+_Factor = TypeVar("_Factor")  # a factor's array, or what a header says of it
+
+
+def _group_factors(tensors: dict[str, _Factor], where: str | Path) -> dict[str, dict[str, _Factor]]:
+    factors: dict[str, dict[str, _Factor]] = {}
     for key, value in tensors.items():
         for suffix, slot in ((A_SUFFIX, "A"), (B_SUFFIX, "B")):
             if key.startswith(KEY_PREFIX) and key.endswith(suffix):
@@ -134,7 +138,8 @@ def module_shapes(weights: Path) -> dict[str, tuple[int, int]]:
     from loradb.lora.tensorfile import read_header
 
     header, _, _ = read_header(weights)
-    pairs = _group_factors({k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items()}, weights)
+    shapes: dict[str, Any] = {k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items()}
+    pairs = _group_factors(shapes, weights)
     return {name: (int(p["B"][0]), int(p["A"][1])) for name, p in pairs.items()
             if isinstance(p.get("A"), list) and isinstance(p.get("B"), list) and len(p["A"]) == 2 and len(p["B"]) == 2}
 

@@ -118,7 +118,11 @@ def truncate(A: torch.Tensor, B: torch.Tensor, *, rank: int | None = None, max_e
     if (rank is None) == (max_error is None):
         raise ValueError("give exactly one of rank or max_error")
     hB, U, S, Vh, hA = _core_svd(A, B)
-    r = rank_for_error(S, max_error) if max_error is not None else min(rank, len(S))
+    if max_error is not None:
+        r = rank_for_error(S, max_error)
+    else:
+        assert rank is not None  # exactly one of them was given
+        r = min(rank, len(S))
     root = torch.sqrt(S[:r])
     B_r = _apply_q(hB, U[:, :r] * root, B.shape[0])
     A_r = _apply_q(hA, (root[:, None] * Vh[:r]).T, A.shape[1]).T.contiguous()

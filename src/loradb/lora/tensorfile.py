@@ -16,7 +16,7 @@ import numpy as np
 from loradb.errors import LoradbError
 
 # safetensors dtype name -> numpy dtype of the stored bytes
-_DTYPES = {
+_DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loradb.errors import DataError
+from loradb.errors import DataError, LoradbError
 from loradb.io.data import read_json
 
 
@@ -33,13 +33,23 @@ DEFAULT_INSTRUCTION = "Write a short summary of this text."
 TRAINING_INFO = "loradb_training.json"
 
 
-def adapter_instruction(adapter_dir: str | Path) -> str | None:
-    """The instruction an adapter was trained with, when loradb trained it (else None)."""
+def training_info(adapter_dir: str | Path) -> dict | None:
+    """What `loradb train` recorded beside an adapter (settings, losses, its label prompts or
+    instruction), or None for an adapter loradb did not train. A record that is there but
+    unreadable is refused, not ignored."""
     import json
 
     path = Path(adapter_dir) / TRAINING_INFO
-    try:
-        value = json.loads(path.read_text()).get("instruction")
-    except (OSError, ValueError, AttributeError):
+    if not path.is_file():
         return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LoradbError(f"{path}: cannot be read as JSON ({e})") from None
+    return info if isinstance(info, dict) else None
+
+
+def adapter_instruction(adapter_dir: str | Path) -> str | None:
+    """The instruction an adapter was trained with, when loradb trained it (else None)."""
+    value = (training_info(adapter_dir) or {}).get("instruction")
     return value if isinstance(value, str) and value else None

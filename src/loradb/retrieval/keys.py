@@ -37,8 +37,8 @@ class KeyInputs:
 
     @classmethod
     def of(cls, z, var=None, task=None) -> "KeyInputs":
-        as2d = (lambda a: None if a is None else np.atleast_2d(np.asarray(a, dtype=np.float64)))
-        return cls(as2d(z), as2d(var), as2d(task))
+        as2d = (lambda a: np.atleast_2d(np.asarray(a, dtype=np.float64)))
+        return cls(as2d(z), None if var is None else as2d(var), None if task is None else as2d(task))
 
     @classmethod
     def stacked(cls, items) -> "KeyInputs":
@@ -50,6 +50,11 @@ class KeyInputs:
 
         return cls.of(rows("z"), rows("var"), rows("task_z"))
 
+    def subset(self, index) -> "KeyInputs":
+        """The datasets at `index` (a list of row numbers or a slice)."""
+        return KeyInputs(self.z[index], None if self.var is None else self.var[index],
+                         None if self.task is None else self.task[index])
+
 @dataclass(frozen=True)
 class References:
     """Statistics of a space's reference records that some keys normalise by."""
@@ -60,6 +65,12 @@ class References:
     @classmethod
     def of(cls, refs: KeyInputs) -> "References":
         return cls(refs.z.mean(axis=0), None if refs.var is None else refs.var.mean(axis=0))
+
+
+def _needed(part: np.ndarray | None) -> np.ndarray:
+    """A part a key declares it needs (needs_var / needs_task): key_features refused its absence."""
+    assert part is not None
+    return part
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -81,23 +92,24 @@ def _centered_cosine(x: KeyInputs, refs: References) -> np.ndarray:
 def _whitened(x: KeyInputs, refs: References) -> np.ndarray:
     # Mahalanobis distance under the pooled within-dataset covariance (its diagonal): a
     # feature that varies a lot inside every dataset says little about which dataset it is
-    scale = np.sqrt(refs.within_var + 1e-6 * float(refs.within_var.mean()) + _EPS)
+    within_var = _needed(refs.within_var)
+    scale = np.sqrt(within_var + 1e-6 * float(within_var.mean()) + _EPS)
     return (x.z - refs.mean) / scale
 
 
 def _frechet(x: KeyInputs, refs: References) -> np.ndarray:
     # the Frechet (2-Wasserstein) distance between diagonal Gaussians N(z, var) is
     # ||z1 - z2||^2 + ||sqrt(var1) - sqrt(var2)||^2: squared L2 of [z, sqrt(var)]
-    return np.concatenate([x.z, np.sqrt(np.maximum(x.var, 0.0))], axis=1)
+    return np.concatenate([x.z, np.sqrt(np.maximum(_needed(x.var), 0.0))], axis=1)
 
 
 def _task(x: KeyInputs, refs: References) -> np.ndarray:
-    return _unit(x.task)
+    return _unit(_needed(x.task))
 
 
 def _task_centered(x: KeyInputs, refs: References) -> np.ndarray:
     # both parts unit vectors, so each contributes a squared distance in [0, 4]
-    return np.concatenate([_unit(x.task), _unit(x.z - refs.mean)], axis=1)
+    return np.concatenate([_unit(_needed(x.task)), _unit(x.z - refs.mean)], axis=1)
 
 @dataclass(frozen=True)
 class RetrievalKey:
@@ -196,8 +208,7 @@ def choose_key(inputs: KeyInputs, families: list[str], *, k: int = 5, candidates
         precisions = []
         for i in range(n):
             others = [j for j in range(n) if j != i]
-            sub = KeyInputs(*(None if a is None else a[others] for a in (inputs.z, inputs.var, inputs.task)))
-            one = KeyInputs(*(None if a is None else a[i:i + 1] for a in (inputs.z, inputs.var, inputs.task)))
+            sub, one = inputs.subset(others), inputs.subset(slice(i, i + 1))
             d2 = key_distances(name, one, sub)
             order = np.lexsort((np.arange(len(others)), d2))
             precisions.append(family_precision([families[others[j]] for j in order], families[i], k))

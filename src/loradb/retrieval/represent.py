@@ -22,6 +22,7 @@ import numpy as np
 from loradb.lora.base import BaseModel, load_base
 from loradb.errors import LoradbError, parse_choice
 from loradb.models.loading import load_model
+from loradb.retrieval.privacy import DPConfig
 
 DEFAULT_LAYER = -1
 DEFAULT_MAX_LENGTH = 256
@@ -197,7 +198,7 @@ class Encoder:
         return h[torch.arange(h.shape[0]), last]
 
     def represent(self, texts: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
-                  desc: str = "represent", dp=None) -> Representation:
+                  desc: str = "represent", dp: DPConfig | None = None) -> Representation:
         """Mean pooled feature over all texts (streamed, float64 accumulation).
 
         With dp (a privacy.DPConfig) each example's feature is clipped to norm dp.clip and
@@ -235,7 +236,7 @@ class Encoder:
 
 def represent_texts(base_path: str | os.PathLike, texts: Iterable[str], *, layer: int = DEFAULT_LAYER, pooling: str = "mean",
               max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
-              dp=None, task: dict | None = None) -> Representation:
+              dp: DPConfig | None = None, task: dict | None = None) -> Representation:
     """z(D) for a stream of texts under the frozen base model at `base_path`.
 
     Args:
@@ -290,7 +291,7 @@ def key_fields(rep: Representation) -> dict:
         doc["privacy"] = rep.privacy
     if rep.var is not None:
         doc["var"] = [float(x) for x in rep.var]
-    if rep.task is not None:
+    if rep.task is not None and rep.task_z is not None:  # they come together (with_task, targets.py)
         doc["task"] = rep.task
         doc["task_z"] = [float(x) for x in rep.task_z]
     return doc

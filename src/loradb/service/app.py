@@ -16,8 +16,9 @@ import math
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -63,8 +64,9 @@ class ServerConfig(Schema):
 class _Query(Schema):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     k: int = Field(5, ge=1, le=1000, description="how many adapters to retrieve")
-    method: Literal[tuple(METHODS)] = Field(DEFAULT_METHOD, description="weighting method: " + "; ".join(
-        f"{m.name}: {m.help}" for m in METHODS.values()) + " (few-shot methods learn on the client, which sends weights)")
+    method: Literal[tuple(METHODS)] = Field(  # type: ignore[valid-type]  # the registry's names, computed at import
+        DEFAULT_METHOD, description="weighting method: " + "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
+        + " (few-shot methods learn on the client, which sends weights)")
     temperature: float | None = Field(None, gt=0, description="lambda_1 of similarity (default automatic)")
     l1: float | None = Field(None, ge=0, description="lambda_2 of sparse (default automatic)")
     key: str | None = Field(None, max_length=64, description="retrieval key (default: the space's chosen key, else raw-l2)")
@@ -80,17 +82,21 @@ class _Compose(_Query):
     weights: dict[str, float] | None = Field(None, max_length=1000, description="record id or name -> weight")
     rank: int | None = Field(None, ge=1, le=65536)
     max_error: float | None = Field(None, ge=0, lt=1)
-    merge: Literal[tuple(MERGES)] = Field("exact", description="; ".join(f"{m.name}: {m.help}" for m in MERGES.values()))
+    merge: Literal[tuple(MERGES)] = Field(  # type: ignore[valid-type]  # the registry's names, computed at import
+        "exact", description="; ".join(f"{m.name}: {m.help}" for m in MERGES.values()))
 
     def merge_spec(self) -> MergeSpec:
         return MergeSpec(self.merge, rank=self.rank, max_error=self.max_error,
                          params={p: getattr(self, p) for p in MERGE_PARAMS})
 
 
-# one field per merge parameter of the registry, with its range
-ComposeRequest = create_model("ComposeRequest", __base__=_Compose, **{
-    p.name: (p.kind, Field(p.default, ge=p.minimum, le=p.maximum, description=f"{', '.join(users)}: {p.help}"))
-    for p, users in ((p, [m.name for m in MERGES.values() if p.name in m.params]) for p in MERGE_PARAMS.values())})
+# one field per merge parameter of the registry, with its range (made at runtime, so the type checker sees _Compose)
+if TYPE_CHECKING:
+    ComposeRequest = _Compose
+else:
+    ComposeRequest = create_model("ComposeRequest", __base__=_Compose, **{
+        p.name: (p.kind, Field(p.default, ge=p.minimum, le=p.maximum, description=f"{', '.join(users)}: {p.help}"))
+        for p, users in ((p, [m.name for m in MERGES.values() if p.name in m.params]) for p in MERGE_PARAMS.values())})
 
 
 # the library's parameter names that the API spells otherwise: a target is sent as its representation
@@ -161,7 +167,7 @@ def create_app(config: ServerConfig):
         response.headers.update(e.headers or {})
         if e.status_code == 405:  # Starlette lists only the first matching route's methods; a path has several
             response.headers["Allow"] = ", ".join(sorted({m for r in app.routes if isinstance(r, APIRoute)
-                                                          and r.path_regex.match(request.url.path) for m in r.methods}))
+                                                          and r.path_regex.match(request.url.path) for m in r.methods or ()}))
         return response
 
     @app.exception_handler(Exception)
@@ -250,10 +256,10 @@ def create_app(config: ServerConfig):
         if (body.representation is None) == (body.weights is None):
             raise LoradbError("give exactly one of representation or weights")
         within_k(body, body.weights)
-        shape = {"spec": body.merge_spec(), "max_work_bytes": config.max_compose_bytes}
+        shape: dict[str, Any] = {"spec": body.merge_spec(), "max_work_bytes": config.max_compose_bytes}
         tmp = Path(tempfile.mkdtemp(prefix="loradb-compose-"))
         try:
-            if body.weights is not None:
+            if body.representation is None:  # then weights were given
                 db().compose(tmp / "adapter", weights=body.weights, progress=False, **shape)
             else:
                 rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
@@ -308,7 +314,7 @@ def _representation_field(text: str) -> dict:
         raise LoradbError(_validation_message(e.errors(), "representation", prefix="representation")) from None
 
 
-def _validation_message(errors: list, what: str, prefix: str = "") -> str:
+def _validation_message(errors: Sequence, what: str, prefix: str = "") -> str:
     """A pydantic validation failure in one line: where the first error is, and how many more."""
     first = errors[0]
     if first.get("type") == "json_invalid":

@@ -8,6 +8,7 @@ client's base model before upload. The token comes from LORADB_TOKEN.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -50,10 +51,10 @@ class RemoteDB:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "RemoteDB":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     # ---- transport -------------------------------------------------------------------
@@ -95,7 +96,7 @@ class RemoteDB:
     def get(self, ref: str) -> RemoteRecord:
         return RemoteRecord(self._request("GET", f"/records/{quote(ref, safe='')}").json())
 
-    def spaces(self) -> list[dict]:
+    def spaces(self) -> builtins.list[dict]:
         return self._request("GET", "/spaces").json()
 
     def check(self):
@@ -143,14 +144,14 @@ class RemoteDB:
 
     def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = DEFAULT_METHOD,
                temperature=None, l1=None, key: str | None = None, task: dict | None = None, dp=None,
-               progress: bool = True) -> SearchResult:
+               progress: bool = True) -> SearchResult[RemoteRecord]:
         """Compute the target's z (and task key) here and ask the server for the nearest adapters and weights."""
         body = self._query(data=data, repr=repr, base=base, space=space, k=k, method=method, temperature=temperature,
                            l1=l1, key=key, task=task, dp=dp, progress=progress)
         return _result_from(self._request("POST", "/search", json=body).json())
 
     def compose(self, out, *, spec: MergeSpec | None = None, weights: dict | None = None, merged: bool = False,
-                shots=None, labels=None, progress: bool = True, **search_args) -> SearchResult:
+                shots=None, labels=None, progress: bool = True, **search_args) -> SearchResult[RemoteRecord]:
         """Have the server merge the retrieved (or given) adapters; write the adapter, or with
         merged=True the local base model with it merged in. Few-shot methods learn the
         weights here (see _learn_here) and send only the weights."""
@@ -165,6 +166,7 @@ class RemoteDB:
         if weights is not None:
             body["weights"] = weights
         elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
+            assert method is not None  # read_few_shot gives shots only for a few-shot method
             learned = self._learn_here(few_shot, method, progress=progress, **search_args)
             body["weights"] = {h.record.id: h.weight for h in learned.hits}
         else:
@@ -189,7 +191,7 @@ class RemoteDB:
                         shutil.move(str(item), dst / item.name)
         return _result_from(provenance)
 
-    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, **search_args) -> SearchResult:
+    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, **search_args) -> SearchResult[RemoteRecord]:
         """Retrieve on the server, download the retrieved adapters (sha256-verified), and learn
         their few-shot weights on this machine's base model; the shots never leave it."""
         from loradb.lora.adapter import read_adapter
@@ -216,9 +218,11 @@ def _local_base(given, stored: str | None, fingerprint: str | None, need: str, s
     from loradb.lora.base import load_base
     from loradb.errors import BaseModelMismatch
 
-    if given is None and not (stored and Path(stored).is_dir()):
-        raise LoradbError(f"{need}: pass `base` DIR")
-    base_model = load_base(given if given is not None else stored)
+    if given is None:
+        if not (stored and Path(stored).is_dir()):
+            raise LoradbError(f"{need}: pass `base` DIR")
+        given = stored
+    base_model = load_base(given)
     if base_model.fingerprint != fingerprint:
         raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")
     return base_model
@@ -238,7 +242,7 @@ def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base) -> None
     write_merged_model(out, composed, fan_in_fan_out=adapter.fan_in_fan_out, base=base_model, provenance=provenance)
 
 
-def _result_from(doc: dict) -> SearchResult:
+def _result_from(doc: dict) -> SearchResult[RemoteRecord]:
     hits = [Hit(RemoteRecord(row.get("record") or {"id": row["id"], "name": row["name"]}),
                 float("nan") if row.get("distance") is None else float(row["distance"]), float(row["weight"]))
             for row in doc["results"]]

@@ -8,7 +8,7 @@ guarantee, z's dimension equals the space's) stay in wire.representation_from_do
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt
@@ -80,7 +80,7 @@ class ErrorBody(Schema):
     error: str = Field(description="what was wrong, in one line")
 
 
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {  # FastAPI's `responses`
     status: {"model": ErrorBody, "description": what} for status, what in (
         (400, "bad input (the message says what)"), (401, "no valid token"), (403, "the token's scope or ownership does not allow it"),
         (404, "no such record"), (409, "a name already taken"), (413, "a body or a compose over this server's limits"),

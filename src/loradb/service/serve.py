@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: list[str] = (), max_upload_mb: float = 256,
+def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: Sequence[str] = (), max_upload_mb: float = 256,
           max_dim: int = 16384, public_read: bool = False, max_k: int = 100, max_compose_mb: float = 1024,
           rate_limit: str | None = None, log_level: str = "warning") -> None:
     """Serve a database until interrupted.

@@ -90,6 +90,7 @@ def extract_archive(archive: Path, into: Path, *, allowed=ARCHIVE_FILES, max_byt
                 if not m.isfile() or m.name not in allowed or m.name in written:
                     raise LoradbError(f"the archive holds {m.name!r}; only the files {', '.join(allowed)} are accepted, once each")
                 src = tar.extractfile(m)
+                assert src is not None  # a regular file
                 with open(into / m.name, "wb") as dst:
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)

@@ -106,7 +106,7 @@ def linear(z_trg: np.ndarray, Z: np.ndarray) -> np.ndarray:
     # Singular values are cut relative to D's scale, not M's: when the z_i coincide, M is
     # rounding noise and must count as zero. Representations are stored in float32, so
     # directions below float32 resolution carry no information and are treated as absent.
-    scale = np.linalg.norm(D, 2) if D.any() else 1.0
+    scale = float(np.linalg.norm(D, 2)) if D.any() else 1.0
     u = _min_norm_lstsq(M, -(D.T @ w0), cutoff=FLOAT32_RESOLUTION * scale)
     return w0 + N @ u
 

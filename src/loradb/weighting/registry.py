@@ -96,9 +96,10 @@ def compute_weights(method: str, z_trg: np.ndarray, Z: np.ndarray, *, temperatur
         WeightResult with the weights, the residual and the hyper-parameters used.
     """
     m = zero_shot_method(method)
+    assert m.formula is not None  # every zero-shot method has one
     z, Zf = check_inputs(z_trg, Z)
     d2 = squared_distances(z, Zf)
     given = {"temperature": temperature, "l1": l1}
-    params = {p: HYPERPARAMETERS[p](d2) if given[p] is None else float(given[p]) for p in m.params}
+    params = {p: HYPERPARAMETERS[p](d2) if (value := given[p]) is None else float(value) for p in m.params}
     w = m.formula(z, Zf, **params)
     return WeightResult(method=m.name, weights=w, residual=residual(z, Zf, w), params=params)

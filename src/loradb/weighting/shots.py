@@ -37,12 +37,13 @@ def learn_weights_on(method: str, adapters: list[LoraAdapter], init, shots: tupl
     from loradb.models.classify import PromptClassifier
     from loradb.models.loading import load_model
 
+    learner = METHODS[method].learner
+    assert learner is not None, f"{method} is not a few-shot method"  # callers pass one of FEW_SHOT
     texts, labels, prompts = shots
     model, tokenizer = load_model(base_model.path)
     model.eval()
     classifier = PromptClassifier(model, tokenizer, prompts)
-    learned = METHODS[method].learner(classifier, [factors_of(a) for a in adapters], texts, labels,
-                                      init=np.asarray(init, dtype=float))
+    learned = learner(classifier, [factors_of(a) for a in adapters], texts, labels, init=np.asarray(init, dtype=float))
     return learned.weights, {"shots": len(texts), "final_loss": learned.losses[-1] if learned.losses else None}
 
 

@@ -21,7 +21,7 @@ ANN_MIN_RECORDS = 50_000  # spaces at least this large are searched through the 
 ABSORB_FRACTION = 0.02  # fold recent rows into the graph past this share of its size
 REBUILD_STALE_FRACTION = 0.2  # rebuild when this share of the graph's keys were deleted
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 64, 128
-MIN_CANDIDATES, CANDIDATES_PER_RESULT = 600, 8  # graph neighbours re-ranked exactly (recall 0.97 at 1M, see README)
+MIN_CANDIDATES, CANDIDATES_PER_RESULT = 600, 8  # graph neighbours re-ranked exactly (recall 0.97 at 1M, see docs/scaling.md)
 
 _LOADED: dict[str, tuple[float, object, dict]] = {}  # graph file -> (mtime, index, meta), per process
 _LOCK = threading.Lock()
@@ -55,7 +55,9 @@ def load(graph: Path):
 
     meta = json.loads(_meta_path(graph).read_text())
     index = Index.restore(str(graph), view=False)
-    index.expansion_search = EXPANSION_SEARCH
+    if index is None:  # usearch found no metadata in it: rebuilt like a missing graph
+        return None
+    index.expansion_search = EXPANSION_SEARCH  # type: ignore[misc]  # usearch's setter is apart from its getter: mypy sees it read-only
     with _LOCK:
         _LOADED[str(graph)] = (mtime, index, meta)
     return index, meta

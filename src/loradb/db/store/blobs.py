@@ -7,6 +7,7 @@ orphan or a stray temp file, which `loradb check` reports and `loradb gc` remove
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import re
@@ -91,5 +92,5 @@ class LocalBlobStore:
             if p.is_file():
                 yield p.name
 
-    def stray_temp_files(self) -> list[Path]:
+    def stray_temp_files(self) -> builtins.list[Path]:
         return sorted(p for p in self.tmp.iterdir() if p.is_file()) if self.tmp.is_dir() else []

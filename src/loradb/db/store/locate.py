@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loradb.errors import StoreError
+
+if TYPE_CHECKING:
+    from loradb.db.store.protocol import BlobStore, IndexStore
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -16,12 +20,12 @@ def is_postgres(location) -> bool:
     return isinstance(location, str) and location.startswith(PG_SCHEMES)
 
 
-def open_store(location):
+def open_store(location) -> tuple[IndexStore, BlobStore]:
     """(index, blobs) of an existing database."""
     if is_postgres(location):
         from loradb.db.store.postgres import PgIndex
 
-        index = PgIndex(location)
+        index: IndexStore = PgIndex(location)
     else:
         index = _sqlite(Path(location))
     try:
@@ -64,7 +68,7 @@ def init_store(location, blobs: str | None = None) -> None:
     (root / SqliteIndex.MARKER).write_text("loradb database; see `loradb --help`\n")
 
 
-def blob_store(url: str | None, *, default: Path | None):
+def blob_store(url: str | None, *, default: Path | None) -> BlobStore:
     if url is None:
         if default is None:
             raise StoreError("this database names no blob store; it was not made by `loradb init`")
@@ -78,7 +82,7 @@ def blob_store(url: str | None, *, default: Path | None):
     raise StoreError(f"unknown blob store {url!r}")
 
 
-def _sqlite(root: Path):
+def _sqlite(root: Path) -> IndexStore:
     from loradb.db.store.sqlite import SqliteIndex, migrate
 
     if not (root / SqliteIndex.MARKER).is_file() or not (root / SqliteIndex.FILE).is_file():

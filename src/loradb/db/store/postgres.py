@@ -110,7 +110,7 @@ class PgIndex(SharedStatements):
 
     def __init__(self, url: str):
         self.url = url
-        self._sizes = None  # (generation, records per space)
+        self._sizes: tuple[int, dict[str, int]] | None = None  # (generation, records per space)
         self.conn = _connect(url)
         try:
             version = self._version()
@@ -152,7 +152,8 @@ class PgIndex(SharedStatements):
         for number in range(version + 1, len(MIGRATIONS) + 1):
             with self.conn.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                if self._version() >= number:  # another process migrated meanwhile
+                current = self._version()  # not None: __init__ found the schema table
+                if current is not None and current >= number:  # another process migrated meanwhile
                     continue
                 self.conn.execute(MIGRATIONS[number - 1])
                 self.conn.execute("UPDATE loradb_schema SET version = %s", (number,))

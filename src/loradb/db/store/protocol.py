@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -101,4 +102,4 @@ class BlobStore(Protocol):
     def problem(self, sha256: str) -> str | None: ...  # None, or what is wrong with the stored blob itself
     def delete(self, sha256: str) -> None: ...
     def list(self) -> Iterator[str]: ...
-    def stray_temp_files(self) -> list[Path]: ...
+    def stray_temp_files(self) -> builtins.list[Path]: ...

@@ -8,6 +8,7 @@ Reads download into the local cache and are verified against the sha256 in the n
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import tempfile
@@ -141,5 +142,5 @@ class S3BlobStore:
         except (self._errors.BotoCoreError, self._errors.ClientError) as e:
             raise StoreError(f"object storage {self.url}: listing failed ({e})") from None
 
-    def stray_temp_files(self) -> list[Path]:
+    def stray_temp_files(self) -> builtins.list[Path]:
         return []  # uploads are atomic: nothing half-written to clean up

@@ -4,8 +4,12 @@ one-line reads. Only the parameter placeholder differs (SQLite `?`, psycopg `%s`
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from loradb.errors import NotFound, StoreError
+
+if TYPE_CHECKING:
+    from loradb.db.store.protocol import Record
 
 # record ids are uuid4().hex: 32 lowercase hex digits; `list` shows the first 12
 ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
@@ -18,17 +22,22 @@ class SharedStatements:
     """Mixed into an index class that has `conn` (with .execute(sql, params)) and PARAM."""
 
     PARAM = "?"
+    if TYPE_CHECKING:  # what the index class provides
+        conn: Any  # a sqlite3 or psycopg connection
+        COLUMNS: str  # the record columns _row reads, in its order
+
+        def _row(self, row) -> Record: ...
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.PARAM)
 
-    def in_space(self, space_id: str) -> list:
+    def in_space(self, space_id: str) -> list[Record]:
         """Every record of a space, by id (what retrieval keys other than raw L2 scan)."""
         rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE space_id = ? ORDER BY id"),
                                  (space_id,)).fetchall()
         return [self._row(r) for r in rows]
 
-    def get(self, ref: str):
+    def get(self, ref: str) -> Record:
         """A record by full id, name, or unique id prefix (>= 4 hex digits), in that order.
 
         A full id always wins. A ref that is both a record's name and a prefix of another

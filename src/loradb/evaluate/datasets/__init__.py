@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loradb.io.files import cache_dir
 from loradb.errors import registered
@@ -89,7 +90,7 @@ def _zoo_pins(module: str) -> tuple[PinnedFile, ...]:
     return tuple(_pins(module, "PINNED")[0])
 
 
-def _pins(module: str, *names: str) -> tuple[PinnedFile, ...]:
+def _pins(module: str, *names: str) -> tuple[Any, ...]:
     import importlib
 
     mod = importlib.import_module(f"{__name__}.{module}")
@@ -100,11 +101,11 @@ COLLECTIONS: dict[str, Collection] = {
     c.name: c
     for c in (
         Collection("vader", "classification", "binary sentiment of tweets, movie, Amazon and NYT snippets (the demo's "
-                   "first benchmark)", "MIT", _pins("vader", "VADER"), 4, _vader, *_pins("vader", "FORMAT_VERSION"),
+                   "first benchmark)", "MIT", _pins("vader", "VADER"), 4, _vader, _pins("vader", "FORMAT_VERSION")[0],
                    "labels.json"),
         Collection("docstrings", "generation", "a function's one-line docstring summary from the rest of its documentation, "
                    "in five libraries", "BSD-3-Clause, Apache-2.0", tuple(_pins("docstrings", "SOURCES")[0].values()), 5,
-                   _docstrings, *_pins("docstrings", "FORMAT_VERSION"), "task.json"),
+                   _docstrings, _pins("docstrings", "FORMAT_VERSION")[0], "task.json"),
         Collection("zoo", "classification", "31 domains in 8 task families (sentiment, topic, intent, question type, spam, "
                    "fact checking, pragmatics, politics), each with its own labels", "mixed, per source in SOURCE.md",
                    _zoo_pins("zoo"), 31, _zoo, ZOO_VERSION, "SOURCE.md"),

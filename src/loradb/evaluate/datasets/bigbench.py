@@ -55,7 +55,9 @@ def _extract(sdist: Path, members: list[str], into: Path) -> list[str]:
                 if info.isfile() and info.name in want:
                     target = into / want[info.name]
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(tar.extractfile(info).read())
+                    member = tar.extractfile(info)
+                    assert member is not None  # a regular file
+                    target.write_bytes(member.read())
                     got.append(want[info.name])
                     if len(got) == len(want):
                         break

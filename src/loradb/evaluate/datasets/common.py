@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class DomainData:
     source: str  # one line for SOURCE.md: package, file, what was kept
     prompts: dict[str, str] | None = None  # classification: every label of the task -> its prompt
     instruction: str | None = None  # generation
-    groups: list[str] | None = None  # rows of one group go to one split (e.g. one movie's reviews)
+    groups: Sequence[str | None] | None = None  # rows of one group go to one split (e.g. one movie's reviews); None: alone
     notes: list[str] = field(default_factory=list)  # repairs and caveats, for SOURCE.md
 
 
@@ -58,7 +59,7 @@ def split(d: DomainData, *, seed: int = SPLIT_SEED, train_max: int = TRAIN_MAX, 
         if row[field_in] in seen or not row[field_in].strip():
             continue
         seen.add(row[field_in])
-        group = d.groups[i] if d.groups and d.groups[i] is not None else f"row-{i}"
+        group = g if d.groups and (g := d.groups[i]) is not None else f"row-{i}"
         groups.setdefault(group, []).append(row)
     n = sum(len(g) for g in groups.values())
     test_size = min(test_max, max(TEST_MIN, round(TEST_SHARE * n))) if n < train_max + test_max else test_max
@@ -66,7 +67,8 @@ def split(d: DomainData, *, seed: int = SPLIT_SEED, train_max: int = TRAIN_MAX, 
         raise LoradbError(f"{d.name}: {n} distinct examples, fewer than the {TRAIN_MIN} + {TEST_MIN} a domain needs")
     order = sorted(groups)
     random.Random(f"{seed}-{d.name}").shuffle(order)
-    test, train = [], []
+    test: list[dict] = []
+    train: list[dict] = []
     for key in order:
         (test if len(test) < test_size else train).extend(groups[key])
     return train[:train_max], test[:test_max]
@@ -111,7 +113,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 def chunks(text: str, max_words: int = 100, min_words: int = 8) -> list[str]:
     """Sentences packed greedily into pieces of at most max_words words (longer sentences cut);
     pieces under min_words dropped."""
-    out, current = [], []
+    out: list[str] = []
+    current: list[str] = []
     for sentence in _SENTENCE_END.split(words(text)):
         ws = sentence.split()
         if current and len(current) + len(ws) > max_words:

@@ -55,13 +55,21 @@ def fetch_vader(cache: Path | None = None) -> Path:
     return VADER.fetch(cache)
 
 
+def _file_in(tar: tarfile.TarFile, name: str) -> bytes:
+    """The bytes of a regular file in an archive; KeyError if it is missing or not a regular file."""
+    member = tar.extractfile(name)
+    if member is None:
+        raise KeyError(f"{name} is not a regular file")
+    return member.read()
+
+
 def read_ratings(sdist: Path) -> dict[str, list[tuple[str, float]]]:
     """(text, mean rating) per domain, read from the archive without extracting it to disk."""
     try:
         with tarfile.open(sdist, "r:gz") as outer:
-            inner_bytes = outer.extractfile(INNER_ARCHIVE).read()
+            inner_bytes = _file_in(outer, INNER_ARCHIVE)
         with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
-            raw = {domain: inner.extractfile(member).read() for domain, member in VADER_FILES.items()}
+            raw = {domain: _file_in(inner, member) for domain, member in VADER_FILES.items()}
     except (tarfile.TarError, KeyError, AttributeError, OSError, EOFError) as e:
         raise LoradbError(f"benchmark archive {sdist} does not hold the expected files ({e}); delete it and run again") from None
     out = {}

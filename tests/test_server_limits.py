@@ -1,0 +1,98 @@
+"""The service's limits against a real `loradb serve`: compose work bounded before it starts,
+uploads refused when their layers cannot be checked, per-token rate limits."""
+
+import httpx
+import pytest
+from server_helpers import running_server
+from test_cli import TEXTS, snapshot
+from test_server import upload_parts
+
+from loradb.retrieval.represent import represent_texts
+from loradb.service.wire import representation_doc
+
+
+def test_compose_work_is_bounded_before_it_starts(shared, bert):
+    """--max-k caps adapters per request; --max-compose-mb refuses a ties/dare compose whose
+    dense deltas would not fit (413), while the exact merge of the same adapters still runs."""
+    from loradb.lora.adapter import read_adapter
+    from loradb.lora.compose import factors_of
+    from loradb.lora.merges import working_bytes
+
+    db, tokens, adapters, tmp = shared
+    doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
+    factors = [factors_of(read_adapter(adapters[d])) for d in ("cooking", "finance")]
+    exact, ties = working_bytes(factors), working_bytes(factors, merge="ties")
+    assert exact < ties
+    budget_mb = (exact + ties) / 2 / 2**20
+    with running_server(db, "--max-k", 2, "--max-compose-mb", budget_mb, log=tmp / "server.log") as url:
+        http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
+        for domain in ("cooking", "finance", "sports"):
+            assert http.post("/records", **upload_parts(adapters[domain], doc, name=domain)).status_code == 201
+        before = snapshot(db)
+        over_k = http.post("/search", json={"representation": doc, "k": 3})
+        assert over_k.status_code == 422 and "at most 2" in over_k.json()["error"]
+        too_many = http.post("/compose", json={"weights": {"cooking": 1, "finance": 1, "sports": 1}})
+        assert too_many.status_code == 422
+        for merge in ("ties", "dare"):
+            response = http.post("/compose", json={"weights": {"cooking": 0.5, "finance": 0.5}, "merge": merge})
+            assert response.status_code == 413 and "MiB" in response.json()["error"], response.text
+        assert http.post("/compose", json={"weights": {"cooking": 0.5, "finance": 0.5}}).status_code == 200
+        assert http.post("/search", json={"representation": doc, "k": 2}).status_code == 200
+        assert snapshot(db) == before
+
+
+def test_an_upload_is_refused_when_a_damaged_peer_leaves_its_layers_unchecked(shared, bert):
+    """Without --base, an upload's layer shapes are checked against stored adapters of its
+    base model; a peer whose blob is gone cannot vouch for them, so the upload is refused
+    (before the fix the check was skipped and any shapes went in)."""
+    db, tokens, adapters, tmp = shared
+    doc = representation_doc(represent_texts(bert, TEXTS["cooking"], progress=False))
+    with running_server(db, log=tmp / "server.log") as url:
+        http = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
+        assert http.post("/records", **upload_parts(adapters["cooking"], doc, name="cooking")).status_code == 201
+        blob = http.get("/records/cooking").json()["blob_sha256"]
+        from loradb.db.database import LoraDB
+
+        with LoraDB(db) as handle:
+            handle.blobs.path(blob).unlink()
+        before = snapshot(db)
+        response = http.post("/records", **upload_parts(adapters["finance"], doc, name="finance"))
+        assert response.status_code == 400 and "missing or corrupt" in response.json()["error"], response.text
+        assert snapshot(db) == before
+
+
+def test_rate_limit_per_token_and_a_health_check_that_tells_nothing(shared):
+    db, tokens, adapters, tmp = shared
+    with running_server(db, "--rate-limit", "1/min", log=tmp / "server.log") as url:
+        health = httpx.get(f"{url}/v1/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}  # no record count, no version
+        carol = httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['carol']}"}, timeout=30)
+        assert carol.get("/records").status_code == 200
+        limited = carol.get("/records")
+        assert limited.status_code == 429 and 55 <= int(limited.headers["Retry-After"]) <= 60, limited.headers
+        assert "requests per second" in limited.json()["error"]
+        other = httpx.get(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['bob']}"})
+        assert other.status_code == 200  # each token has its own budget
+        assert httpx.get(f"{url}/v1/health").status_code == 200  # liveness is never limited
+
+
+def test_rate_limiter_refills_at_the_stated_rate():
+    from loradb.errors import LoradbError
+    from loradb.service.limits import RateLimited, RateLimiter, parse_rate
+
+    now = [0.0]
+    limiter = RateLimiter(parse_rate("4/s"), clock=lambda: now[0])
+    for _ in range(4):
+        limiter.take("a")  # a burst of up to one second's worth
+    with pytest.raises(RateLimited) as refused:
+        limiter.take("a")
+    assert refused.value.retry_after == pytest.approx(0.25)
+    limiter.take("b")
+    now[0] += 0.25
+    limiter.take("a")
+    with pytest.raises(RateLimited):
+        limiter.take("a")
+    assert parse_rate("600/min") == 10 and parse_rate("0.5/s") == 0.5
+    for bad in ("0/s", "fast", "10/h", "-1/s"):
+        with pytest.raises(LoradbError, match="`rate_limit` takes"):
+            parse_rate(bad)
