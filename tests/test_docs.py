@@ -57,8 +57,8 @@ def test_cli_reference_notices_a_changed_flag(tmp_path):
     pages = cli_reference.render()
     for name, text in pages.items():
         (tmp_path / name).write_text(text)
-    (tmp_path / "compose.md").write_text(pages["compose.md"].replace("--max-error", "--max-err"))
-    assert cli_reference.stale_pages(tmp_path) == ["compose.md"]
+    (tmp_path / "loradb-compose.md").write_text(pages["loradb-compose.md"].replace("--max-error", "--max-err"))
+    assert cli_reference.stale_pages(tmp_path) == ["loradb-compose.md"]
 
 
 @pytest.mark.parametrize("words", sorted(all_commands()), ids=" ".join)
@@ -68,9 +68,9 @@ def test_every_command_has_help_and_a_page(words):
         main([*words, "--help"])
     assert exit.value.code == 0
     assert out.getvalue().startswith("usage: loradb " + " ".join(words))
-    page = ROOT / "docs" / "cli" / f"{words[0]}.md"
+    page = ROOT / "docs" / "cli" / cli_reference.page_name(words[0])
     assert f"`loradb {' '.join(words)}`" in page.read_text()
-    assert f"cli/{words[0]}.md" in (ROOT / "mkdocs.yml").read_text()
+    assert f"cli/{page.name}" in (ROOT / "mkdocs.yml").read_text()
 
 
 def shell_commands(page: Path) -> list[list[str]]:
@@ -116,7 +116,7 @@ def test_docs_site_builds_offline_without_warnings(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert (tmp_path / "site" / "cli" / "compose" / "index.html").is_file()
+    assert (tmp_path / "site" / "cli" / "loradb-compose" / "index.html").is_file()
     assert (tmp_path / "site" / "reports" / "zoo" / "results.json").is_file()
     assert "class=\"doc doc-heading\"" in (tmp_path / "site" / "api" / "index.html").read_text()
 

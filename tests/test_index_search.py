@@ -77,6 +77,8 @@ def test_large_spaces_use_the_graph_and_stay_exactly_scored(tmp_path):
     vectors = centers[rng.integers(0, 20, 3000)] + rng.normal(size=(3000, 32))
     index.insert_many([record(space, z) for z in vectors])
     queries = centers[rng.integers(0, 20, 50)] + rng.normal(size=(50, 32))
+    [status] = index.build_index()  # ahead of time, as `loradb index build` does
+    assert status["graph"] == "ready" and status["graph_records"] == 3000
     hits_total = 0
     for q in queries:
         got = index.nearest(space.id, q.astype(np.float32), 10)
@@ -96,7 +98,11 @@ def test_large_spaces_use_the_graph_and_stay_exactly_scored(tmp_path):
     # many additions are absorbed into the graph, and search stays exact
     extra = [record(space, z) for z in centers[rng.integers(0, 20, 200)] + rng.normal(size=(200, 32))]
     index.insert_many(extra)
-    got = index.nearest(space.id, extra[5].z, 1)
+    assert index.index_status()[0]["graph"] == "needs absorb"
+    got = index.nearest(space.id, extra[5].z, 1)  # found by the exact scan of rows newer than the graph
+    assert got[0].record_id == extra[5].id and got[0].distance == 0.0
+    index.build_index(space.id)
+    got = index.nearest(space.id, extra[5].z, 1)  # and through the graph once absorbed
     assert got[0].record_id == extra[5].id and got[0].distance == 0.0
     import json
 

@@ -91,6 +91,11 @@ def command_section(prog: str, help: str, parser: argparse.ArgumentParser, level
     return lines
 
 
+def page_name(command: str) -> str:
+    """A command's page: prefixed, so that `loradb index` does not take the folder's index.md."""
+    return f"loradb-{command}.md"
+
+
 def render() -> dict[str, str]:
     """File name -> Markdown text of every CLI reference page."""
     root = build_parser()
@@ -100,7 +105,7 @@ def render() -> dict[str, str]:
              "changes nothing; `--json` prints one JSON document on stdout.", "",
              "| command | what it does |", "|---|---|"]
     for name, (help, parser) in subcommands(root).items():
-        index.append(f"| [`loradb {name}`]({name}.md) | {cell(help)} |")
+        index.append(f"| [`loradb {name}`]({page_name(name)}) | {cell(help)} |")
         nested = subcommands(parser)
         if nested:
             lines = [f"# `loradb {name}`", "", help[:1].upper() + help[1:] + ".", ""]
@@ -108,7 +113,7 @@ def render() -> dict[str, str]:
                 lines += command_section(f"loradb {name} {sub}", sub_help, sub_parser, "##")
         else:
             lines = command_section(f"loradb {name}", help, parser, "#")
-        pages[f"{name}.md"] = "\n".join(lines).rstrip() + "\n"
+        pages[page_name(name)] = "\n".join(lines).rstrip() + "\n"
     pages["index.md"] = "\n".join(index) + "\n"
     return pages
 

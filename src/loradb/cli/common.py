@@ -45,7 +45,8 @@ class Command:
 
 COMMANDS: list[Command] = []
 GROUPS = {"key": "retrieval keys: list them, or choose a space's default on its records",
-          "token": "access tokens for `loradb serve` (create, list, revoke)"}
+          "token": "access tokens for `loradb serve` (create, list, revoke)",
+          "index": "the approximate search index of large spaces: its state, or build it now"}
 
 
 def command(name: str, help: str, *, flags=None, db: bool = True, url: bool = True, json_flag: bool = False,

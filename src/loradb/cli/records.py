@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               local_only, open_db, parse_meta, print_json, print_privacy, task_of)
+                               local_only, open_db, open_local, parse_meta, print_json, print_privacy, task_of)
 
 
 def _init_flags(p) -> None:
@@ -111,12 +111,12 @@ def cmd_check(args) -> int:
         for sha in report.orphans:
             print(f"orphan blob: {sha} (`loradb gc` removes it)")
         for t in report.temp_files:
-            print(f"stray temp file: {t} (`loradb gc` removes it)")
+            print(f"stray file: {t} (`loradb gc` removes it)")
         print(f"{report.records} records; " + ("clean" if report.clean else f"{len(report.problems)} problems"))
     return 0 if report.clean else 1
 
 
-@command("gc", "remove orphan blobs and stray temp files", url=False)
+@command("gc", "remove orphan blobs and stray files (temp files, graphs of removed spaces)", url=False)
 def cmd_gc(args) -> int:
     with open_db(args.db) as db:
         removed = db.gc()
@@ -135,4 +135,46 @@ def cmd_copy(args) -> int:
     with LoraDB(args.db) as source, LoraDB(args.target) as target:
         n = source.copy_into(target)
     print(f"copied {n} records with their adapters and tokens from {args.db} to {args.target}")
+    return 0
+
+
+def _print_index_status(rows: list[dict]) -> None:
+    for row in rows:
+        size = f", {row['bytes'] / 2**20:.1f} MiB" if row.get("bytes") else ""
+        pending = f", {row['pending_rows']} newer rows scanned exactly" if row.get("pending_rows") else ""
+        builder = f" (process {row['builder_pid']})" if row.get("builder_pid") else ""
+        print(f"space {row['space']}: {row['records']} records, searched {row['search']}; "
+              f"index {row['graph']}{builder}{size}{pending}")
+
+
+@command("status", "each space's search path and its approximate index's state", group="index", url=False,
+         json_flag=True)
+def cmd_index_status(args) -> int:
+    with open_local(args.db, "index status") as db:
+        rows = db.index_status()
+    if args.json:
+        print_json({"spaces": rows})
+    elif rows:
+        _print_index_status(rows)
+    else:
+        print("no spaces yet")
+    return 0
+
+
+@command("build", "build the approximate index now (else the first search starts it in the background)",
+         group="index", url=False, json_flag=True,
+         flags=lambda p: p.add_argument("--space", help="representation space id (default: every space large enough)"))
+def cmd_index_build(args) -> int:
+    import time
+
+    started = time.perf_counter()
+    with open_local(args.db, "index build") as db:
+        rows = db.build_index(args.space)
+    if args.json:
+        print_json({"spaces": rows, "seconds": round(time.perf_counter() - started, 3)})
+    else:
+        _print_index_status(rows)
+        if not rows:
+            print("no spaces yet")
+        print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -13,7 +13,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from loradb.db.results import BaseRef, SearchResult
+import numpy as np
+
+from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import BaseModelMismatch, LoradbError, TooLarge
 from loradb.lora.adapter import LoraAdapter
@@ -62,10 +64,27 @@ def _hits(db, weights, search_args: dict, *, few_shot_method: str | None, progre
     few-shot method: the one it starts from)."""
     check_weights_or_target(weights, search_args)
     if weights is not None:
-        return db.given_weights(weights)
+        return given_hits(db, weights)
     if few_shot_method is not None:
         search_args = {**search_args, "method": METHODS[few_shot_method].starts_from}
     return db.search(progress=progress, **search_args)
+
+
+def given_hits(db, weights: dict[str, float]) -> SearchResult:
+    """The records named in `weights` (id, id prefix or name) with those weights, as given."""
+    if not weights:
+        raise LoradbError("weights must name at least one record")
+    hits = []
+    seen = set()
+    for ref, w in weights.items():
+        if not np.isfinite(w):
+            raise LoradbError(f"weight for {ref} must be a finite number, got {w}")
+        record = db.get(ref)
+        if record.id in seen:
+            raise LoradbError(f"record {record.name} is given twice in the weights")
+        seen.add(record.id)
+        hits.append(Hit(record, float("nan"), float(w)))
+    return SearchResult(method="given", hits=hits, residual=None)
 
 
 def check_weights_or_target(weights, search_args: dict) -> None:

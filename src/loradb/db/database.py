@@ -215,6 +215,15 @@ class LoraDB:
         """Remove orphan blobs and stray temp files; returns what was removed."""
         return maintenance.gc(self)
 
+    def index_status(self) -> builtins.list[dict]:
+        """Each space's search path (exact, or through an approximate index) and that index's state."""
+        return self.index.index_status()
+
+    def build_index(self, space: str | None = None) -> builtins.list[dict]:
+        """Build the approximate index of `space` (default: every space that needs one) now,
+        instead of in the background after the first search; returns the spaces' status."""
+        return self.index.build_index(space)  # under the graph's own build lock: writers go on
+
     # ---- retrieval and composition ----------------------------------------------------
 
     def search(self, *, data: str | os.PathLike | None = None, repr: str | os.PathLike | None = None,
@@ -342,21 +351,6 @@ class LoraDB:
                            progress=progress, max_work_bytes=max_work_bytes, search_args=search_args)
 
     # ---- helpers -----------------------------------------------------------------------
-
-    def given_weights(self, weights: dict[str, float]) -> SearchResult[Record]:
-        if not weights:
-            raise LoradbError("weights must name at least one record")
-        hits = []
-        seen = set()
-        for ref, w in weights.items():
-            if not np.isfinite(w):
-                raise LoradbError(f"weight for {ref} must be a finite number, got {w}")
-            record = self.index.get(ref)
-            if record.id in seen:
-                raise LoradbError(f"record {record.name} is given twice in the weights")
-            seen.add(record.id)
-            hits.append(Hit(record, float("nan"), float(w)))
-        return SearchResult(method="given", hits=hits, residual=None)
 
     def stored_base(self, record: Record, *, required: bool = True, given=None) -> BaseModel | BaseRef:
         """The base model of a record, loaded from its stored path (or `given`, a directory

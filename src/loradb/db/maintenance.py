@@ -26,7 +26,8 @@ class Stores(Protocol):
 
 
 def check(db: Stores) -> CheckReport:
-    """Verify every row and blob; report orphan blobs and stray temp files."""
+    """Verify every row and blob; report orphan blobs and stray files (temp files of
+    interrupted writes, index files of spaces that are gone)."""
     problems = db.index.integrity_problems()
     records = db.index.all()
     spaces = {s["id"]: s for s in db.index.spaces()}
@@ -43,8 +44,8 @@ def check(db: Stores) -> CheckReport:
             problems.append(f"{label}: z contains NaN or infinite values")
     refs = {r.blob_sha256 for r in records}
     orphans = [sha for sha in db.blobs.list() if sha not in refs]
-    return CheckReport(problems=problems, orphans=orphans, records=len(records),
-                       temp_files=[str(p) for p in db.blobs.stray_temp_files()])
+    stray = [*db.blobs.stray_temp_files(), *db.index.stale_files()]
+    return CheckReport(problems=problems, orphans=orphans, records=len(records), temp_files=[str(p) for p in stray])
 
 def copy_into(db: Stores, target: Stores, *, progress: bool = True) -> int:
     """Copy every record (same ids, vectors, owners, privacy) with its blob, and the access
@@ -75,7 +76,7 @@ def copy_into(db: Stores, target: Stores, *, progress: bool = True) -> int:
     return len(records)
 
 def gc(db: Stores) -> list[str]:
-    """Remove orphan blobs and stray temp files; returns what was removed."""
+    """Remove orphan blobs and stray files; returns what was removed."""
     removed = []
     with db.write_lock():
         report = db.check()

@@ -6,6 +6,8 @@ Keys are the records' `seq` numbers (unique, never reused). The graph lives in
 scans exactly the rows added since (by seq), and the graph absorbs them once they are
 more than a few percent, or is rebuilt when deletions have thinned it. Files are
 replaced atomically, so processes sharing a database see a whole graph or the old one.
+One process at a time builds a space's graph: it holds `ann/<space>.building` (its pid),
+created exclusively; a lock whose process is gone is stale and taken over.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from loradb.errors import StoreError
 
 ANN_MIN_RECORDS = 50_000  # spaces at least this large are searched through the graph
 ABSORB_FRACTION = 0.02  # fold recent rows into the graph past this share of its size
@@ -31,12 +36,65 @@ def _meta_path(graph: Path) -> Path:
     return graph.with_suffix(".json")
 
 
+def lock_path(graph: Path) -> Path:
+    return graph.with_suffix(".building")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def builder(graph: Path) -> int | None:
+    """The pid of the live process building this graph, or None (a stale lock is removed)."""
+    try:
+        pid = int(lock_path(graph).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid and alive(pid):
+        return pid
+    lock_path(graph).unlink(missing_ok=True)
+    return None
+
+
+class BuildRunning(StoreError):
+    def __init__(self, graph: Path, pid: int):
+        super().__init__(f"process {pid} is building the graph of space {graph.stem}; `loradb index status` shows "
+                         "when it is done")
+        self.pid = pid
+
+
+@contextmanager
+def build_lock(graph: Path):
+    """Hold the graph's build lock; BuildRunning if a live process holds it."""
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            fd = os.open(lock_path(graph), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            pid = builder(graph)
+            if pid is not None:
+                raise BuildRunning(graph, pid) from None
+    else:
+        raise BuildRunning(graph, builder(graph) or 0)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock_path(graph).unlink(missing_ok=True)
+
+
 def _new_index(dim: int):
     try:
         from usearch.index import Index
     except ImportError:
-        from loradb.errors import StoreError
-
         raise StoreError("searching a large embedded database needs usearch: pip install 'loradb[scale]'") from None
     return Index(ndim=dim, metric="l2sq", dtype="f32", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                  expansion_search=EXPANSION_SEARCH)

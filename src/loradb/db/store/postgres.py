@@ -71,10 +71,22 @@ MIGRATIONS: list[str] = [
 
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
 EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
+# HNSW search breadth of a large space: the graph walk keeps max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
+# neighbours (hnsw.ef_search); the nearest RERANK_PER_RESULT * k of them by pgvector's float32
+# distance (at least RERANK_MIN) are fetched and re-ranked exactly in float64. Chosen by the
+# settings sweep of benchmarks/retrieval_scale.py at 1M records (docs/scaling.md).
+EF_SEARCH, CANDIDATES_PER_RESULT = 100, 10
+RERANK_MIN, RERANK_PER_RESULT = 40, 4
 WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
 _COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
             "adapter_config, meta, blob_sha256, created, owner, privacy, z_var::text, task, task_z::text")
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
+
+
+def _hnsw_index_sql(dim: int) -> str:
+    """The HNSW index of one vector dimension: a partial expression index over z::vector(dim)."""
+    return (f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
+            f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
 
 
 def _vector_literal(z: np.ndarray) -> str:
@@ -204,8 +216,7 @@ class PgIndex(SharedStatements):
                         "ON CONFLICT (id) DO NOTHING",
                         (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
                     if dim <= HNSW_MAX_DIM:
-                        self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_hnsw_{dim} ON records USING hnsw "
-                                          f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
+                        self.conn.execute(_hnsw_index_sql(dim))
                     self.conn.execute(_BUMP)
                     self.conn.execute(
                         "INSERT INTO records (id, name, base_name, base_fingerprint, space_id, dim, z, n_samples, rank, "
@@ -273,16 +284,57 @@ class PgIndex(SharedStatements):
 
     def _hnsw_candidates(self, space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
         """The candidate query of a large space, with its session settings applied (inside a
-        transaction: SET LOCAL). Sorting is priced out so the planner walks the HNSW index:
-        past EXACT_BELOW loradb, not the planner's row estimate, decides that a space is
-        searched approximately (the planner sorts a small table instead, which is exact but
-        grows linearly)."""
-        dim, want = q.shape[0], max(4 * k, 40)
-        self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(want, 100)}")
+        transaction: SET LOCAL). The inner query walks the HNSW index for `breadth`
+        neighbours (iterative scan, so the space filter cannot starve it); only the nearest
+        `rerank` of them travel back, with their vectors, for the exact re-rank. Sorting is
+        priced out so the planner walks the index: past EXACT_BELOW loradb, not the planner's
+        row estimate, decides that a space is searched approximately (the planner sorts a
+        small table instead, which is exact but grows linearly)."""
+        dim = q.shape[0]
+        breadth = max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
+        rerank = min(breadth, max(RERANK_MIN, RERANK_PER_RESULT * k))
+        self.conn.execute(f"SET LOCAL hnsw.ef_search = {breadth}")
         self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         self.conn.execute("SET LOCAL enable_sort = off")
-        return (f"SELECT id, z::text FROM records WHERE dim = {dim} AND space_id = %s "
-                f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), want))
+        q_vec = f"%s::vector({dim})"
+        # relaxed_order may return the walk's neighbours slightly out of order: the materialised
+        # CTE and `d + 0` make PostgreSQL sort them again (pgvector's own advice) before the cut
+        return (f"WITH near AS MATERIALIZED (SELECT id, z, z::vector({dim}) <-> {q_vec} AS d FROM records "
+                f"WHERE dim = {dim} AND space_id = %s ORDER BY z::vector({dim}) <-> {q_vec} LIMIT %s) "
+                f"SELECT id, z::text FROM near ORDER BY d + 0 LIMIT %s",
+                (_vector_literal(q), space_id, _vector_literal(q), breadth, rerank))
+
+    def _index_rows(self) -> list[tuple[str, int, int]]:
+        return self.conn.execute("SELECT id, dim, (SELECT count(*) FROM records r WHERE r.space_id = s.id) FROM spaces s "
+                                 "ORDER BY id").fetchall()
+
+    def index_status(self) -> list[dict]:
+        """Each space's search path and its dimension's HNSW index (made with the first space
+        of that dimension and kept up to date by PostgreSQL on every write)."""
+        rows = []
+        for space_id, dim, size in self._index_rows():
+            name = f"records_hnsw_{dim}"
+            found = self.conn.execute("SELECT pg_relation_size(c.oid), i.indisvalid FROM pg_class c "
+                                      "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = %s", (name,)).fetchone()
+            hnsw = dim <= HNSW_MAX_DIM and size >= EXACT_BELOW
+            rows.append({"space": space_id, "records": size, "search": "hnsw" if hnsw else "exact",
+                         "index": name if found else None, "graph": "ready" if found and found[1] else "absent",
+                         "bytes": int(found[0]) if found else 0})
+        return rows
+
+    def build_index(self, space_id: str | None = None) -> list[dict]:
+        """Make sure each space's dimension has its HNSW index (PostgreSQL maintains it
+        afterwards, so there is nothing to rebuild); returns the spaces' status."""
+        known = {sid: dim for sid, dim, _ in self._index_rows()}
+        if space_id is not None and space_id not in known:
+            raise StoreError(f"no representation space {space_id} in this database")
+        for dim in sorted({d for sid, d in known.items() if space_id in (None, sid) and d <= HNSW_MAX_DIM}):
+            with self.conn.transaction():
+                self.conn.execute(_hnsw_index_sql(dim))
+        return [row for row in self.index_status() if space_id in (None, row["space"])]
+
+    def stale_files(self) -> list:
+        return []  # the index lives in the database: dropped with its rows
 
     def explain_nearest(self, space_id: str, z: np.ndarray, k: int) -> str:
         """The plan PostgreSQL uses for a large space's candidate query (operations, tests)."""

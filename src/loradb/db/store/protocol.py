@@ -90,6 +90,9 @@ class IndexStore(Protocol):
     def tokens(self) -> list[dict]: ...
     def token_by_secret(self, secret_sha256: str) -> dict | None: ...
     def revoke_tokens(self, ids: list[str], when: str) -> None: ...
+    def index_status(self) -> list[dict]: ...  # per space: how it is searched, its approximate index's state
+    def build_index(self, space_id: str | None = None) -> list[dict]: ...  # build it now; the spaces' status
+    def stale_files(self) -> list[Path]: ...  # index files that no space needs any more
 
 
 class BlobStore(Protocol):

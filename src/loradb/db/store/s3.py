@@ -3,7 +3,8 @@
 The client is boto3 configured the usual way: AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)
 for a non-AWS server, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION.
 An object appears whole or not at all (a PUT is atomic), so there are no temp files.
-Reads download into the local cache and are verified against the sha256 in the name.
+Reads download into the local read cache (bounded: blobcache.py) and are verified against
+the sha256 in the name.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import builtins
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +35,10 @@ class S3BlobStore:
         self._errors = __import__("botocore.exceptions", fromlist=["BotoCoreError", "ClientError"])
         self.client = boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                                    config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+        from loradb.db.store.blobcache import BlobCache
         from loradb.io.files import cache_dir
 
-        self.cache = cache_dir() / "blobs"
+        self.cache = BlobCache(cache_dir() / "blobs")
 
     def describe(self) -> str:
         return self.url
@@ -81,24 +82,20 @@ class S3BlobStore:
         return digest
 
     def fetch(self, sha256: str) -> Path:
-        """A local copy of the blob (cached), verified against its sha256."""
-        cached = self.cache / sha256
-        if cached.is_file() and sha256_file(cached) == sha256:
+        """A local copy of the blob, verified against its sha256, from the bounded read cache
+        (blobcache.py) or downloaded into it."""
+        self._key(sha256)
+        cached = self.cache.get(sha256)
+        if cached is not None:
             return cached
-        self.cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache, prefix=".fetch-", suffix=".tmp")
-        os.close(fd)
-        try:
+
+        def download(tmp: Path) -> None:
             try:
-                self.client.download_file(self.bucket, self._key(sha256), tmp)
+                self.client.download_file(self.bucket, self._key(sha256), str(tmp))
             except (self._errors.BotoCoreError, self._errors.ClientError) as e:
                 raise StoreError(f"blob {sha256[:12]} cannot be read from {self.url} ({e})") from None
-            if sha256_file(Path(tmp)) != sha256:
-                raise StoreError(f"blob {sha256[:12]} in {self.url} does not match its sha256; run `loradb check`")
-            os.replace(tmp, cached)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return cached
+
+        return self.cache.fill(sha256, download, self.url)
 
     def problem(self, sha256: str) -> str | None:
         """None when the object in the bucket is there and matches its sha256, else what is
@@ -128,7 +125,7 @@ class S3BlobStore:
 
     def delete(self, sha256: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(sha256))
-        (self.cache / sha256).unlink(missing_ok=True)
+        self.cache.discard(sha256)
 
     def list(self) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

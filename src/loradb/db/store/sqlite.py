@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from loradb.errors import StoreError
+from loradb.db.store import ann, graphs
 from loradb.db.store.protocol import Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
 
@@ -262,6 +263,9 @@ class SqliteIndex(SharedStatements):
         q = np.asarray(z, dtype=np.float64)
         if metric == "l2" and self.space_sizes().get(space_id, 0) >= self.ann_min_records:
             return self._nearest_by_graph(space_id, q, k)
+        return self._nearest_exact(space_id, q, k, metric)
+
+    def _nearest_exact(self, space_id: str, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
         ids, Z, row_norms = self._vectors(space_id)
         if not ids:
             return []
@@ -294,49 +298,44 @@ class SqliteIndex(SharedStatements):
         return sizes
 
     def _nearest_by_graph(self, space_id: str, q: np.ndarray, k: int) -> list[SearchHit]:
-        """Graph candidates plus the rows added since the graph was saved, re-ranked exactly."""
-        from loradb.db.store import ann
-
-        graph_file = self.root / "ann" / f"{space_id}.usearch"
-        size = self.space_sizes()[space_id]
-        loaded = ann.load(graph_file)
-        recent_count = 0 if loaded is None else self.conn.execute(
-            "SELECT count(*) FROM records WHERE space_id = ? AND seq > ?", (space_id, loaded[1]["max_seq"])).fetchone()[0]
-        if loaded is None or loaded[1]["dim"] != q.shape[0] or \
-                loaded[1]["size"] - (size - recent_count) > ann.REBUILD_STALE_FRACTION * loaded[1]["size"]:
-            keys, vectors = self._seq_vectors(space_id, after=0)
-            loaded, recent_count = ann.build(graph_file, keys, vectors), 0
+        """Through the space's graph, exactly re-ranked; a graph that needs work is refreshed
+        in the background (graphs.py) while this search answers from what there is: exactly,
+        until a graph of this dimension exists."""
+        graph = graphs.graph_file(self.root, space_id)
+        loaded = ann.load(graph)
+        if graphs.plan(self.conn, space_id, loaded, self.space_sizes()[space_id], q.shape[0]) is not None:
+            graphs.refresh_in_background(self.root, space_id)
+        if loaded is None or loaded[1]["dim"] != q.shape[0]:
+            return self._nearest_exact(space_id, q, k, "l2")
         index, meta = loaded
-        if recent_count > ann.ABSORB_FRACTION * meta["size"]:
-            keys, vectors = self._seq_vectors(space_id, after=meta["max_seq"])
-            index, meta = ann.absorb(graph_file, index, meta, keys, vectors)
-            recent_count = 0
-        # re-rank the graph's candidates with its own copy of their vectors (the same float32
-        # values as the rows), then look up ids only for the front-runners: few random reads
-        seqs = ann.candidates(index, q, k)
-        dist = ((ann.vectors(index, seqs).astype(np.float64) - q) ** 2).sum(axis=1)
-        ranked = sorted(zip(dist.tolist(), seqs.tolist()))
-        scored: list[tuple[float, str]] = []
-        for start in range(0, len(ranked), 2 * k):
-            window = ranked[start:start + 2 * k]
-            ids = dict(self.conn.execute(
-                f"SELECT seq, id FROM records WHERE space_id = ? AND seq IN ({','.join('?' * len(window))})",
-                (space_id, *[seq for _, seq in window])).fetchall())
-            scored += [(d, ids[seq]) for d, seq in window if seq in ids]  # a missing seq was deleted
-            if len(scored) >= k and (start + 2 * k >= len(ranked) or ranked[start + 2 * k][0] > sorted(scored)[k - 1][0]):
-                break
-        if recent_count:
-            for rid, z in self.conn.execute("SELECT id, z FROM records WHERE space_id = ? AND seq > ?",
-                                            (space_id, meta["max_seq"])).fetchall():
-                scored.append((float(((np.frombuffer(z, dtype="<f4").astype(np.float64) - q) ** 2).sum()), rid))
-        return [SearchHit(rid, d) for d, rid in sorted(scored)[:k]]
+        return graphs.search(self.conn, space_id, index, meta, q, k)
 
-    def _seq_vectors(self, space_id: str, *, after: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.conn.execute("SELECT seq, z FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
-                                 (space_id, after)).fetchall()
-        keys = np.array([r[0] for r in rows], dtype=np.int64)
-        dim = len(rows[0][1]) // 4 if rows else 0
-        return keys, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    def _space_dims(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT id, dim FROM spaces").fetchall())
+
+    def build_index(self, space_id: str | None = None, *, wait: bool = True) -> list[dict]:
+        """Build or bring up to date, here and now, the graph of `space_id` (default: every
+        space large enough to be searched through one, LORADB_ANN_MIN_RECORDS); returns
+        their index status. A build
+        another process is running is waited for (`wait`), else ann.BuildRunning."""
+        sizes, dims = self.space_sizes(), self._space_dims()
+        if space_id is not None and space_id not in dims:
+            raise StoreError(f"no representation space {space_id} in this database")
+        chosen = [space_id] if space_id is not None else sorted(s for s, n in sizes.items() if n >= self.ann_min_records)
+        for sid in chosen:  # a space named explicitly is built whatever its size
+            if sizes.get(sid, 0) > 0:
+                graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait)
+        return [row for row in self.index_status() if space_id in (None, row["space"])]
+
+    def index_status(self) -> list[dict]:
+        """Each space's search path and graph state (see graphs.status)."""
+        sizes, dims = self.space_sizes(), self._space_dims()
+        return [graphs.status(self.root, self.conn, sid, sizes.get(sid, 0), dims[sid], self.ann_min_records)
+                for sid in sorted(dims)]
+
+    def stale_files(self) -> list[Path]:
+        """Index files no space needs any more (graphs of removed spaces, unfinished saves)."""
+        return graphs.stale_files(self.root, set(self._space_dims()))
 
     def integrity_problems(self) -> list[str]:
         result = self.conn.execute("PRAGMA integrity_check").fetchall()

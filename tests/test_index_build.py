@@ -1,0 +1,119 @@
+"""The embedded graph is built in the background, never by the search that needs it: searches
+stay exact until it is ready; `loradb index build` builds it ahead of time and `index status`
+shows it; `gc` removes the graphs of spaces that are gone."""
+
+import json
+import os
+import secrets
+import time
+
+import numpy as np
+import pytest
+from test_cli import run
+from test_index_search import brute_force, record
+
+from loradb.db.store import ann, graphs
+from loradb.db.store.sqlite import SqliteIndex, migrate
+from loradb.retrieval.represent import Space
+
+THRESHOLD = 500  # records from which a space is searched through a graph
+
+
+def filled_index(root, n=3000, dim=32, seed=11):
+    rng = np.random.default_rng(seed)
+    space = Space(secrets.token_hex(32), secrets.token_hex(32), 1, "mean", 16, dim)
+    index = SqliteIndex(root, ann_min_records=THRESHOLD)
+    migrate(index.conn)
+    centers = rng.normal(size=(20, dim)) * 3
+    index.insert_many([record(space, z) for z in centers[rng.integers(0, 20, n)] + rng.normal(size=(n, dim))])
+    queries = (centers[rng.integers(0, 20, 30)] + rng.normal(size=(30, dim))).astype(np.float32)
+    return index, space, queries
+
+
+def assert_exact(index, space, queries, k=10):
+    for q in queries:
+        got = [(h.record_id, h.distance) for h in index.nearest(space.id, q, k)]
+        want = brute_force(index, space.id, q, k, "l2")
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-12, atol=1e-12)
+
+
+def test_a_search_during_a_build_is_exact_and_does_not_wait(tmp_path):
+    index, space, queries = filled_index(tmp_path)
+    graph = graphs.graph_file(tmp_path, space.id)
+    graph.parent.mkdir()
+    ann.lock_path(graph).write_text(str(os.getpid()))  # a live process holds the build lock
+    assert index.index_status()[0]["graph"] == "building"
+    started = time.perf_counter()
+    assert_exact(index, space, queries)  # no graph yet: every answer is the exact one
+    assert time.perf_counter() - started < 30
+    assert not graph.exists()  # the searches neither built a graph nor waited for one
+    with pytest.raises(ann.BuildRunning, match=f"process {os.getpid()} is building"):
+        index.build_index(space.id, wait=False)
+    ann.lock_path(graph).unlink()
+    [status] = index.build_index()
+    assert status["graph"] == "ready" and status["search"] == "graph" and status["graph_records"] == 3000
+
+
+def test_the_first_search_starts_a_background_build(tmp_path):
+    index, space, queries = filled_index(tmp_path)
+    assert index.index_status()[0]["search"] == "exact (until the graph is built)"
+    assert_exact(index, space, queries[:5])  # answered exactly, and a builder process started
+    deadline = time.time() + 120
+    while index.index_status()[0]["graph"] != "ready":
+        assert time.time() < deadline, (tmp_path / "ann" / f"{space.id}.log").read_text()
+        time.sleep(0.2)
+    log = (tmp_path / "ann" / f"{space.id}.log").read_text()
+    assert "graph of space" in log and "ready" in log
+    assert ann.builder(graphs.graph_file(tmp_path, space.id)) is None  # its lock went with it
+    hits = index.nearest(space.id, queries[0], 10)  # now through the graph, exactly scored
+    exact = dict(brute_force(index, space.id, queries[0], 3000, "l2"))
+    assert all(abs(h.distance - exact[h.record_id]) < 1e-9 for h in hits)
+
+
+def test_a_stale_lock_is_taken_over(tmp_path):
+    index, space, _ = filled_index(tmp_path, n=600)
+    graph = graphs.graph_file(tmp_path, space.id)
+    graph.parent.mkdir()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    ann.lock_path(graph).write_text(str(dead))  # left by a builder that died
+    assert index.build_index(space.id, wait=False)[0]["graph"] == "ready"
+
+
+def test_cli_index_build_status_and_gc_of_removed_spaces(tmp_path, monkeypatch):
+    from loradb import LoraDB
+
+    monkeypatch.setenv("LORADB_ANN_MIN_RECORDS", str(THRESHOLD))
+    db_dir = tmp_path / "db"
+    LoraDB.init(db_dir).close()
+    blob = tmp_path / "blob.safetensors"
+    blob.write_bytes(b"placeholder")
+    with LoraDB(db_dir) as db:
+        sha = db.blobs.put(blob)
+        kept, _, _ = filled_index(db_dir, n=600, seed=1)
+        gone, gone_space, _ = filled_index(db_dir, n=600, seed=2)
+        for index in (kept, gone):
+            index.conn.execute("UPDATE records SET blob_sha256 = ?", (sha,))
+            index.conn.commit()
+
+    code, out, err = run("index", "build", db_dir, "--json")
+    assert code == 0, err
+    assert [s["graph"] for s in json.loads(out)["spaces"]] == ["ready", "ready"]
+    code, out, _ = run("index", "status", db_dir)
+    assert out.count("searched graph; index ready") == 2
+
+    for rid, in gone.conn.execute("SELECT id FROM records WHERE space_id = ?", (gone_space.id,)).fetchall():
+        gone.delete(rid)  # the space goes with its last record; its graph files stay behind
+    stale = {p.name for p in (db_dir / "ann").iterdir() if p.stem == gone_space.id}
+    assert stale == {f"{gone_space.id}.usearch", f"{gone_space.id}.json"}
+    code, out, _ = run("check", db_dir)
+    assert code == 0 and out.count("stray file:") == 2 and gone_space.id in out
+    code, out, _ = run("gc", db_dir)
+    assert code == 0 and "removed 2" in out
+    left = {p.name for p in (db_dir / "ann").iterdir()}
+    assert left and not any(gone_space.id in name for name in left)  # the live space's graph stays
+    code, out, _ = run("index", "status", db_dir, "--json")
+    assert json.loads(out)["spaces"][0]["graph"] == "ready"
