@@ -117,3 +117,13 @@ def test_cli_index_build_status_and_gc_of_removed_spaces(tmp_path, monkeypatch):
     assert left and not any(gone_space.id in name for name in left)  # the live space's graph stays
     code, out, _ = run("index", "status", db_dir, "--json")
     assert json.loads(out)["spaces"][0]["graph"] == "ready"
+
+
+def test_a_damaged_graph_file_is_rebuilt_not_fatal(tmp_path):
+    index, space, queries = filled_index(tmp_path, n=800)
+    index.build_index(space.id)
+    graph = graphs.graph_file(tmp_path, space.id)
+    graph.write_bytes(graph.read_bytes()[:1000])  # cut short, as by a full disk
+    ann._LOADED.clear()  # as a new process would find it
+    assert_exact(index, space, queries[:3])  # answered exactly while it is rebuilt
+    assert index.build_index(space.id)[0]["graph"] == "ready"

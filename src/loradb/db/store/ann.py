@@ -111,8 +111,11 @@ def load(graph: Path):
             return cached[1], cached[2]
     from usearch.index import Index
 
-    meta = json.loads(_meta_path(graph).read_text())
-    index = Index.restore(str(graph), view=False)
+    try:
+        meta = json.loads(_meta_path(graph).read_text())
+        index = Index.restore(str(graph), view=False)
+    except (OSError, ValueError, RuntimeError):  # cut short or damaged: rebuilt like a missing graph
+        return None
     if index is None:  # usearch found no metadata in it: rebuilt like a missing graph
         return None
     index.expansion_search = EXPANSION_SEARCH  # type: ignore[misc]  # usearch's setter is apart from its getter: mypy sees it read-only
