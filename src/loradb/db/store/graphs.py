@@ -121,14 +121,15 @@ def status(root: Path, conn, space_id: str, size: int, dim: int, threshold: int)
     loaded = ann.load(graph)
     row: dict = {"space": space_id, "records": size, "search": "graph" if size >= threshold else "exact",
                  "graph": "absent", "graph_records": 0, "pending_rows": 0, "bytes": 0, "builder_pid": ann.builder(graph)}
-    if loaded is not None and loaded[1]["dim"] == dim:
+    usable = loaded is not None and loaded[1]["dim"] == dim  # what a search would go through
+    if usable:
         meta = loaded[1]
         work = plan(conn, space_id, loaded, size, dim)
         row.update(graph="ready" if work is None else f"needs {work}", graph_records=meta["size"],
                    pending_rows=_recent(conn, space_id, meta["max_seq"]), bytes=graph.stat().st_size)
     if row["builder_pid"] is not None:
         row["graph"] = "building"
-    if row["search"] == "graph" and row["graph"] in ("absent", "building") and loaded is None:
+    if row["search"] == "graph" and not usable:
         row["search"] = "exact (until the graph is built)"
     return row
 

@@ -316,8 +316,8 @@ class SqliteIndex(SharedStatements):
     def build_index(self, space_id: str | None = None, *, wait: bool = True) -> list[dict]:
         """Build or bring up to date, here and now, the graph of `space_id` (default: every
         space large enough to be searched through one, LORADB_ANN_MIN_RECORDS); returns
-        their index status. A build
-        another process is running is waited for (`wait`), else ann.BuildRunning."""
+        their index status. A build another process is running is waited for (`wait`),
+        else ann.BuildRunning."""
         sizes, dims = self.space_sizes(), self._space_dims()
         if space_id is not None and space_id not in dims:
             raise StoreError(f"no representation space {space_id} in this database")
