@@ -71,20 +71,26 @@ class BuildRunning(StoreError):
 
 @contextmanager
 def build_lock(graph: Path):
-    """Hold the graph's build lock; BuildRunning if a live process holds it."""
+    """Hold the graph's build lock; BuildRunning if a live process holds it.
+
+    The lock appears with its pid already in it (a hard link of a written temp file), so
+    another process never reads an empty lock and takes it for a dead builder's."""
     graph.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):  # a second try after removing a stale lock
-        try:
-            fd = os.open(lock_path(graph), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            pid = builder(graph)
-            if pid is not None:
-                raise BuildRunning(graph, pid) from None
-    else:
-        raise BuildRunning(graph, builder(graph) or 0)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+    tmp = graph.with_name(f".{lock_path(graph).name}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                os.link(tmp, lock_path(graph))
+                break
+            except FileExistsError:
+                pid = builder(graph)
+                if pid is not None:
+                    raise BuildRunning(graph, pid) from None
+        else:
+            raise BuildRunning(graph, builder(graph) or 0)
+    finally:
+        tmp.unlink(missing_ok=True)
     try:
         yield
     finally:
