@@ -139,6 +139,8 @@ def cmd_copy(args) -> int:
 
 
 def _print_index_status(rows: list[dict]) -> None:
+    if not rows:
+        print("no spaces yet")
     for row in rows:
         size = f", {row['bytes'] / 2**20:.1f} MiB" if row.get("bytes") else ""
         pending = f", {row['pending_rows']} newer rows scanned exactly" if row.get("pending_rows") else ""
@@ -154,10 +156,8 @@ def cmd_index_status(args) -> int:
         rows = db.index_status()
     if args.json:
         print_json({"spaces": rows})
-    elif rows:
-        _print_index_status(rows)
     else:
-        print("no spaces yet")
+        _print_index_status(rows)
     return 0
 
 
@@ -174,7 +174,5 @@ def cmd_index_build(args) -> int:
         print_json({"spaces": rows, "seconds": round(time.perf_counter() - started, 3)})
     else:
         _print_index_status(rows)
-        if not rows:
-            print("no spaces yet")
         print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
