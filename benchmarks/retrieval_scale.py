@@ -148,7 +148,7 @@ def postgres(args, root: Path, data) -> None:
     if n < len(vectors):  # truth must be over what PostgreSQL holds
         print(f"postgres: {n} of the {len(vectors)} records (--pg-records); truth recomputed for them")
         truth = exact_tops(vectors[:n], ids[:n], queries, K)
-    server = Postgres(root / "pg")
+    server = Postgres(root / "pg", shared_buffers=args.pg_shared_buffers)
     try:
         url = server.create_database("scale")
         PgIndex.create(url, "s3://placeholder/blobs")
@@ -177,7 +177,8 @@ def postgres(args, root: Path, data) -> None:
         build_s = time.perf_counter() - t
         print(f"postgres: HNSW index built in {build_s:.1f} s; database {size[0]} (index {size[1]})")
         RESULTS["postgres"].update(records=n + len(other), load_s=round(load_s, 1), build_s=round(build_s, 1),
-                                   database=size[0], hnsw_index=size[1], m=args.pg_m, ef_construction=args.pg_ef_construction)
+                                   database=size[0], hnsw_index=size[1], m=args.pg_m, ef_construction=args.pg_ef_construction,
+                                   shared_buffers=args.pg_shared_buffers)
         label = f"postgres, search (filter, HNSW, exact re-rank) over {n} of {n + len(other)}"
         for i, setting in enumerate(args.pg_settings.split(",")):
             ef, per_result, rerank_min, rerank_per = (int(v) for v in setting.split(":"))
@@ -206,6 +207,8 @@ def main() -> None:
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--pg-m", type=int, default=16, help="HNSW m at build (pgvector's default)")
     parser.add_argument("--pg-ef-construction", type=int, default=64, help="HNSW ef_construction at build (pgvector's default)")
+    parser.add_argument("--pg-shared-buffers", default="4GB",
+                        help="PostgreSQL shared_buffers: room for the HNSW index and the rows a search visits")
     parser.add_argument("--pg-settings", default="100:10:40:4,200:20:40:4,400:40:40:4,400:40:100:10,800:80:100:10",
                         help="search settings to sweep, EF:PER_RESULT:RERANK_MIN:RERANK_PER_RESULT, comma-separated "
                              "(postgres.py's EF_SEARCH, CANDIDATES_PER_RESULT, RERANK_MIN, RERANK_PER_RESULT)")

@@ -66,3 +66,20 @@ def shared(bert, tmp_path):
         adapters[domain] = make_adapter(bert, tmp_path / f"ad-{domain}", seed=i, r=2 + 2 * i)
         write_jsonl(tmp_path / f"{domain}.jsonl", TEXTS[domain])
     return db, tokens, adapters, tmp_path
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """PostgreSQL and SeaweedFS (S3) on 127.0.0.1 for this test session: (Postgres, SeaweedS3)."""
+    from services import Postgres, SeaweedS3
+
+    root = tmp_path_factory.mktemp("servers")
+    pg = Postgres(root / "pg")
+    try:
+        s3 = SeaweedS3(root / "s3")
+    except BaseException:
+        pg.stop()
+        raise
+    yield pg, s3
+    pg.stop()
+    s3.stop()

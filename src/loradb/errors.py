@@ -28,6 +28,11 @@ class StoreError(LoradbError):
     """A database that is missing, not a loradb database, or refers to unknown records."""
 
 
+class Unavailable(StoreError):
+    """A database server that cannot be reached right now (restarting, a network fault):
+    the same request may succeed when it is back (HTTP 503)."""
+
+
 class NotFound(StoreError):
     """A record (or token) that the database does not hold."""
 

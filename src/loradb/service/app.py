@@ -32,7 +32,9 @@ from starlette.exceptions import HTTPException
 
 from loradb.db.access import Principal, Scope, authenticate
 from loradb.db.database import LoraDB
-from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, in_terms
+from loradb.db.store.postgres import lost_connection
+from loradb.errors import (AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, Unavailable,
+                           in_terms)
 from loradb.io.files import finite_or_none
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
 from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
@@ -106,7 +108,7 @@ API_FIELDS = {"data": "representation", "repr": "representation", "target": "rep
 def _status(e: LoradbError) -> int:
     if isinstance(e, AccessDenied):
         return 403 if e.authenticated else 401
-    for kind, status in ((RateLimited, 429), (NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
+    for kind, status in ((Unavailable, 503), (RateLimited, 429), (NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
         if isinstance(e, kind):
             return status
     return 400
@@ -123,8 +125,16 @@ def create_app(config: ServerConfig):
     # base names in records come from contributors: only the server's own --base models are opened
     handles = threading.local()
 
+    # bumped when a request finds the database server gone: every thread's handle predates the
+    # loss and is reopened at its next use (one failed request, not one per worker thread)
+    connections = {"epoch": 0}
+
     def db() -> LoraDB:
+        if hasattr(handles, "db") and (handles.epoch != connections["epoch"] or handles.db.index.connection_lost()):
+            handles.db.close()
+            del handles.db
         if not hasattr(handles, "db"):
+            handles.epoch = connections["epoch"]
             handles.db = LoraDB(config.db, base_models=config.bases)
         return handles.db
 
@@ -155,6 +165,8 @@ def create_app(config: ServerConfig):
         response = _error(_status(e), in_terms(str(e), API_FIELDS))
         if isinstance(e, RateLimited):
             response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        if isinstance(e, Unavailable):
+            response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -172,6 +184,10 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):  # a loradb bug: logged in full, reported in one line
+        if lost_connection(e):  # the database server went away mid-request: not a bug, and worth a retry
+            connections["epoch"] += 1
+            log.warning("database connection lost on %s %s: %s", request.method, request.url.path, str(e).strip())
+            return await _loradb_error(request, Unavailable("the database server is unreachable right now; retry shortly"))
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(500, f"internal server error ({type(e).__name__}); the server log has the details")
 

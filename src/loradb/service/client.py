@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +30,17 @@ from loradb.retrieval.targets import resolve_target
 from loradb.service.wire import API, TOKEN_ENV, RemoteRecord, extract_archive, representation_doc
 
 MAX_ARCHIVE_BYTES = 64 << 30  # what a client accepts from its server: bounded, but any real adapter fits
+# a request that changes nothing is sent again after these pauses (about 16 s in all: a server or
+# database restart) when the server cannot be reached or answers 502/503/504; uploads and removals
+# are not: the first attempt may have landed
+RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RETRIED_POSTS = ("/search", "/compose")
+TRANSIENT_STATUS = (502, 503, 504)
+
+
+class _Transient(Exception):
+    def __init__(self, error: LoradbError, retry_after: float = 0.0):
+        self.error, self.retry_after = error, retry_after
 
 
 def is_url(target) -> bool:
@@ -37,7 +50,8 @@ def is_url(target) -> bool:
 class RemoteDB:
     """A database behind a loradb server."""
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 600.0):
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 600.0,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS):
         try:
             import httpx
         except ImportError:
@@ -46,6 +60,7 @@ class RemoteDB:
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._httpx = httpx
+        self.retry_delays = retry_delays
         self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -60,27 +75,63 @@ class RemoteDB:
     # ---- transport -------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs):
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except self._httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach the loradb server at {self.url} ({e})") from None
-        if response.status_code >= 400:
-            raise _error_from(response.status_code, response.content)
-        return response
+        def once():
+            with self._transport_errors():
+                response = self.http.request(method, path, **kwargs)
+            self._raise_for(response.status_code, response.content, response.headers)
+            return response
+        return self._retrying(method, path, once)
 
     def _download(self, method: str, path: str, into: Path, **kwargs) -> Path:
         """Stream a response body (an archive) to a file."""
         out = into / "download.tar"
-        try:
-            with self.http.stream(method, path, **kwargs) as response:
+
+        def once():
+            with self._transport_errors(), self.http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
-                    raise _error_from(response.status_code, response.read())
+                    self._raise_for(response.status_code, response.read(), response.headers)
                 with open(out, "wb") as f:
                     for chunk in response.iter_bytes(1 << 20):
                         f.write(chunk)
+            return out
+        return self._retrying(method, path, once)
+
+    def _retrying(self, method: str, path: str, once):
+        """once(), sent again after a pause while it fails transiently, if it changes nothing."""
+        delays = iter(self.retry_delays if method == "GET" or (method == "POST" and path in RETRIED_POSTS) else ())
+        while True:
+            try:
+                return once()
+            except _Transient as transient:
+                delay = next(delays, None)
+                if delay is None:
+                    raise transient.error from None
+                time.sleep(max(delay, min(transient.retry_after, 30.0)))
+
+    @contextmanager
+    def _transport_errors(self):
+        """Connection failures as _Transient (a read that timed out is not: the server was working)."""
+        try:
+            yield
+        except (self._httpx.ReadTimeout, self._httpx.WriteTimeout, self._httpx.PoolTimeout) as e:
+            raise RemoteError(f"the loradb server at {self.url} did not answer in time ({e})") from None
+        except self._httpx.TransportError as e:
+            raise _Transient(RemoteError(f"cannot reach the loradb server at {self.url} ({e})")) from None
         except self._httpx.HTTPError as e:
             raise RemoteError(f"cannot reach the loradb server at {self.url} ({e})") from None
-        return out
+
+    @staticmethod
+    def _raise_for(status: int, body: bytes, headers) -> None:
+        if status < 400:
+            return
+        error = _error_from(status, body)
+        if status in TRANSIENT_STATUS:
+            try:
+                wait = float(headers.get("retry-after", 0))
+            except ValueError:
+                wait = 0.0
+            raise _Transient(error, wait)
+        raise error
 
     # ---- reading -------------------------------------------------------------------
 

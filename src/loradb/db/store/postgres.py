@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from loradb.errors import StoreError
+from loradb.errors import StoreError, Unavailable
 from loradb.db.store.protocol import Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
 
@@ -90,11 +90,19 @@ def _hnsw_index_sql(dim: int) -> str:
 
 
 def _vector_literal(z: np.ndarray) -> str:
-    return "[" + ",".join(repr(float(x)) for x in np.asarray(z, dtype=np.float32)) + "]"
+    """pgvector's text form of z as float32; each value is written as the float64 equal to it
+    (exact, and str() of a list is one C call: the generator of reprs took 1 ms a query)."""
+    return str(np.asarray(z, dtype=np.float32).astype(np.float64).tolist()).replace(" ", "")
 
 
 def _parse_vector(text: str) -> np.ndarray:
     return np.array(text[1:-1].split(","), dtype=np.float32)
+
+
+def _unpack_vector(sent: bytes) -> np.ndarray:
+    """A vector as pgvector's vector_send writes it: int16 dim, int16 unused, big-endian float4s
+    (read by numpy in one go: parsing the text form took most of a search's client time)."""
+    return np.frombuffer(sent, dtype=">f4", offset=4).astype(np.float32)
 
 
 def _connect(url: str):
@@ -103,9 +111,20 @@ def _connect(url: str):
     except ImportError:
         raise StoreError("PostgreSQL needs psycopg: pip install 'loradb[scale]'") from None
     try:
-        return psycopg.connect(url, autocommit=True)
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        raise Unavailable(f"cannot connect to {_safe(url)} ({str(e).strip().splitlines()[0]})") from None
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to {_safe(url)} ({str(e).strip().splitlines()[0]})") from None
+
+
+def lost_connection(e: BaseException) -> bool:
+    """Whether e is psycopg's "the server went away" (a restart, a network fault): the
+    connection is unusable, and the same request may succeed on a new one."""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(e, psycopg.OperationalError)
 
 
 def _safe(url: str) -> str:
@@ -169,6 +188,10 @@ class PgIndex(SharedStatements):
                     continue
                 self.conn.execute(MIGRATIONS[number - 1])
                 self.conn.execute("UPDATE loradb_schema SET version = %s", (number,))
+
+    def connection_lost(self) -> bool:
+        """True once the server closed or lost this connection: open a new PgIndex."""
+        return bool(self.conn.broken or self.conn.closed)
 
     def close(self) -> None:
         self.conn.close()
@@ -276,33 +299,14 @@ class PgIndex(SharedStatements):
         if size == 0:
             return []
         if size < EXACT_BELOW or metric != "l2" or dim > HNSW_MAX_DIM:
-            rows = self.conn.execute("SELECT id, z::text FROM records WHERE space_id = %s", (space_id,)).fetchall()
+            rows = self.conn.execute("SELECT id, vector_send(z) FROM records WHERE space_id = %s", (space_id,)).fetchall()
         else:
-            with self.conn.transaction():
-                rows = self.conn.execute(*self._hnsw_candidates(space_id, q, k)).fetchall()
+            # one round trip: the settings, the walk and the commit travel together
+            with self.conn.pipeline(), self.conn.transaction():
+                self.conn.execute(*_hnsw_settings(k))
+                cursor = self.conn.execute(*_hnsw_candidates(space_id, q, k))
+            rows = cursor.fetchall()
         return _exact_top(rows, q, k, metric)
-
-    def _hnsw_candidates(self, space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
-        """The candidate query of a large space, with its session settings applied (inside a
-        transaction: SET LOCAL). The inner query walks the HNSW index for `breadth`
-        neighbours (iterative scan, so the space filter cannot starve it); only the nearest
-        `rerank` of them travel back, with their vectors, for the exact re-rank. Sorting is
-        priced out so the planner walks the index: past EXACT_BELOW loradb, not the planner's
-        row estimate, decides that a space is searched approximately (the planner sorts a
-        small table instead, which is exact but grows linearly)."""
-        dim = q.shape[0]
-        breadth = max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
-        rerank = min(breadth, max(RERANK_MIN, RERANK_PER_RESULT * k))
-        self.conn.execute(f"SET LOCAL hnsw.ef_search = {breadth}")
-        self.conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        self.conn.execute("SET LOCAL enable_sort = off")
-        q_vec = f"%s::vector({dim})"
-        # relaxed_order may return the walk's neighbours slightly out of order: the materialised
-        # CTE and `d + 0` make PostgreSQL sort them again (pgvector's own advice) before the cut
-        return (f"WITH near AS MATERIALIZED (SELECT id, z, z::vector({dim}) <-> {q_vec} AS d FROM records "
-                f"WHERE dim = {dim} AND space_id = %s ORDER BY z::vector({dim}) <-> {q_vec} LIMIT %s) "
-                f"SELECT id, z::text FROM near ORDER BY d + 0 LIMIT %s",
-                (_vector_literal(q), space_id, _vector_literal(q), breadth, rerank))
 
     def _index_rows(self) -> list[tuple[str, int, int]]:
         return self.conn.execute("SELECT id, dim, (SELECT count(*) FROM records r WHERE r.space_id = s.id) FROM spaces s "
@@ -336,17 +340,41 @@ class PgIndex(SharedStatements):
     def stale_files(self) -> list:
         return []  # the index lives in the database: dropped with its rows
 
-    def explain_nearest(self, space_id: str, z: np.ndarray, k: int) -> str:
+    def explain_nearest(self, space_id: str, z: np.ndarray, k: int, analyze: bool = False) -> str:
         """The plan PostgreSQL uses for a large space's candidate query (operations, tests)."""
         with self.conn.transaction():
-            sql, params = self._hnsw_candidates(space_id, np.asarray(z, dtype=np.float64), k)
-            return "\n".join(r[0] for r in self.conn.execute("EXPLAIN " + sql, params).fetchall())
+            self.conn.execute(*_hnsw_settings(k))
+            sql, params = _hnsw_candidates(space_id, np.asarray(z, dtype=np.float64), k)
+            explain = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+            return "\n".join(r[0] for r in self.conn.execute(explain + sql, params).fetchall())
+
+
+def _hnsw_settings(k: int) -> tuple[str, tuple]:
+    """The settings of a large space's walk, local to its transaction. hnsw.ef_search neighbours
+    are gathered (max(EF_SEARCH, CANDIDATES_PER_RESULT * k)); iterative scan in strict order, so
+    the space filter cannot starve the walk and what it adds comes in distance order too; sorting
+    is priced out so the planner walks the index: past EXACT_BELOW loradb, not the planner's row
+    estimate, decides that a space is searched approximately (the planner would sort a small
+    table instead, which is exact but grows linearly)."""
+    breadth = max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
+    return ("SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'strict_order', true), "
+            "set_config('enable_sort', 'off', true)", (str(breadth),))
+
+
+def _hnsw_candidates(space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
+    """The candidate query of a large space: the nearest `rerank` of the walk's neighbours by
+    pgvector's float32 distance (the walk returns them in that order), with their vectors for
+    the exact re-rank; only these rows are read from the table."""
+    dim = q.shape[0]
+    rerank = min(max(EF_SEARCH, CANDIDATES_PER_RESULT * k), max(RERANK_MIN, RERANK_PER_RESULT * k))
+    return (f"SELECT id, vector_send(z) FROM records WHERE dim = {dim} AND space_id = %s "
+            f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), rerank))
 
 
 def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
-    """Exact distances of candidate rows (id, z text), sorted by distance then id."""
+    """Exact distances of candidate rows (id, vector_send(z)), sorted by distance then id."""
     rows = sorted(rows, key=lambda r: r[0])
-    Z = np.stack([_parse_vector(r[1]) for r in rows]).astype(np.float64)
+    Z = np.stack([_unpack_vector(r[1]) for r in rows]).astype(np.float64)
     if metric == "l2":
         dist = ((Z - q) ** 2).sum(axis=1)
     else:

@@ -164,6 +164,9 @@ class SqliteIndex(SharedStatements):
     def close(self) -> None:
         self.conn.close()
 
+    def connection_lost(self) -> bool:
+        return False  # a file: nothing to lose
+
     def _row(self, row) -> Record:
         space_row = self.conn.execute("SELECT recipe FROM spaces WHERE id = ?", (row[4],)).fetchone()
         space = json.loads(space_row[0]) if space_row else {"id": row[4]}
