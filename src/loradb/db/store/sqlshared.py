@@ -3,6 +3,7 @@ one-line reads. Only the parameter placeholder differs (SQLite `?`, psycopg `%s`
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,26 @@ class SharedStatements:
         if len(rows) > 1:
             raise StoreError(f"{ref!r} matches {len(rows)} records; use the full id")
         return self._row(rows[0])
+
+    def get_many(self, ids: list[str]) -> list[Record]:
+        """Records by full id, in the order given, in one query (a search's hits)."""
+        rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE id IN ({', '.join('?' * len(ids))})"),
+                                 tuple(ids)).fetchall() if ids else []
+        by_id = {row[0]: row for row in rows}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise NotFound(f"no record with id {missing[0]!r} (removed meanwhile?)")
+        return [self._row(by_id[i]) for i in ids]
+
+    def _space_recipe(self, space_id: str) -> dict:
+        """A space's recipe for a record read; cached, since a space id is the hash of its recipe."""
+        cache = self.__dict__.setdefault("_recipes", {})
+        if space_id not in cache:
+            row = self.conn.execute(self._sql("SELECT recipe FROM spaces WHERE id = ?"), (space_id,)).fetchone()
+            if row is None:
+                return {"id": space_id}
+            cache[space_id] = json.loads(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL JSONB
+        return dict(cache[space_id])
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]

@@ -86,6 +86,15 @@ def _zoo_generation(cache: Path) -> Path:
                   zoo_generation_domains, PINNED, cache)
 
 
+SITES_VERSION = "sites-v1"
+
+
+def _sites(cache: Path) -> Path:
+    from loradb.evaluate.datasets.sites import sites_collection
+
+    return sites_collection(cache, cache / "data" / SITES_VERSION)
+
+
 def _zoo_pins(module: str) -> tuple[PinnedFile, ...]:
     return tuple(_pins(module, "PINNED")[0])
 
@@ -113,6 +122,9 @@ COLLECTIONS: dict[str, Collection] = {
                    "docstring summaries, data-to-text, string mappings, question answering) for a causal LM",
                    "mixed, per source in SOURCE.md", _zoo_pins("zoo_generation"), 18, _zoo_generation,
                    ZOO_GENERATION_VERSION, "SOURCE.md"),
+        Collection("sites", "segmentation", "semi-synthetic multi-site segmentation: 9 sites in 3 scanner families, "
+                   "real textures and digit outlines with per-site acquisition shifts (generated; not real scans)",
+                   "CC0 textures; UCI digits; see SOURCE.md", _zoo_pins("sites"), 9, _sites, SITES_VERSION, "SOURCE.md"),
     )
 }
 
@@ -143,9 +155,12 @@ def describe(name: str, cache: Path | None = None) -> dict:
     built = _cached_folder(c, cache or cache_dir())
     if built is not None:
         folders = [p for p in built.iterdir() if p.is_dir()]
-        count = (lambda f: sum(1 for line in f.open() if line.strip()))
+        def count(folder: Path, split: str) -> int:  # rows of split.jsonl, or images of split/
+            if (folder / split).is_dir():
+                return sum(1 for _ in (folder / split).glob("*.png"))
+            return sum(1 for line in (folder / f"{split}.jsonl").open() if line.strip())
         info.update(domains=len(folders), built=str(built),
-                    train=sum(count(p / "train.jsonl") for p in folders), test=sum(count(p / "test.jsonl") for p in folders))
+                    train=sum(count(p, "train") for p in folders), test=sum(count(p, "test") for p in folders))
     return info
 
 
