@@ -119,7 +119,7 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float image to (height, width)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BILINEAR),
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR),
                       dtype=np.float64)
 
 
