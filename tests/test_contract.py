@@ -280,6 +280,14 @@ def test_postgres_large_spaces_are_searched_through_hnsw(servers, monkeypatch):
     wide = index.nearest(space.id, vectors[0], 300)
     assert len(wide) == 300 and len({h.record_id for h in wide}) == 300
     assert {h.record_id for h in wide} <= {i for i, _ in mine}
+    # a walk that gives up before k rows of the space (as at hnsw.max_scan_tuples): exact instead
+    settings = postgres._hnsw_settings
+    monkeypatch.setattr(postgres, "_hnsw_settings", lambda k: (settings(k)[0] + ", set_config('hnsw.iterative_scan', "
+                                                               "'off', true), set_config('hnsw.ef_search', '1', true)",
+                                                               settings(k)[1]))
+    d = np.array([((z.astype(np.float64) - vectors[0]) ** 2).sum() for _, z in mine])
+    exact = [mine[i][0] for i in np.lexsort(([m[0] for m in mine], d))[:20]]
+    assert [h.record_id for h in index.nearest(space.id, vectors[0], 20)] == exact
     index.close()
 
 

