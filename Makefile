@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,docs,models,parquet,eval,server,scale,causal]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,docs,models,parquet,eval,server,scale,causal,vision]'
 	touch $@
 
 demo: $(STAMP)

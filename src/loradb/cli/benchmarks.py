@@ -22,9 +22,11 @@ def _eval_flags(p) -> None:
                    f"({', '.join(FEW_SHOT)}, scratch)")
     p.add_argument("--layer", type=int, default=-1, help="hidden state for z (default -1, the last)")
     p.add_argument("--pooling", default="mean", choices=("mean", "cls", "last"), help="token pooling for z (default mean)")
-    p.add_argument("--task", choices=("classification", "generation"), default="classification",
-                   help="classification (accuracy; domains with text, label) or generation (ROUGE-L on a causal LM; "
-                   "domains with input, target and an optional task.json instruction); default classification")
+    p.add_argument("--task", choices=("classification", "generation", "segmentation"), default="classification",
+                   help="classification (accuracy; domains with text, label), generation (ROUGE-L on a causal LM; "
+                   "domains with input, target and an optional task.json instruction) or segmentation (Dice with "
+                   "--base litemedsam; sites with train/ and test/ images and masks/, e.g. `loradb data sites`); "
+                   "default classification")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generation: longest output (default 32 tokens)")
     p.add_argument("--folds", help="hold out only these domains, comma-separated (default: every domain); "
                    "every other domain stays a reference")
@@ -46,6 +48,8 @@ def cmd_eval(args) -> int:
     from loradb.evaluate.report import summary_lines
 
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else COMPOSED
+    if args.task == "segmentation":
+        return _eval_segmentation(args, methods if args.methods else None)
     config = EvalConfig(k=args.k, methods=methods, task=args.task, train=train_config(args, args.task),
                         tune=False if args.no_tune else None, layer=args.layer, pooling=args.pooling,
                         shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens,
@@ -54,6 +58,22 @@ def cmd_eval(args) -> int:
                         transfer=args.transfer, test_examples=args.test_examples)
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _eval_segmentation(args, methods: tuple[str, ...] | None) -> int:
+    from loradb.evaluate.segmentation import COMPOSED, SegmentationConfig, run_segmentation_eval
+
+    unsupported = [flag for flag, value in (("--shots", args.shots), ("--k-sweep", args.k_sweep), ("--key", args.key),
+                                            ("--folds", args.folds)) if value]
+    if unsupported:
+        raise LoradbError(f"--task segmentation does not take {', '.join(unsupported)} yet")
+    if methods is not None and set(methods) - set(COMPOSED):
+        raise LoradbError(f"--task segmentation composes with {', '.join(COMPOSED)}; got {','.join(methods)}")
+    config = SegmentationConfig(k=args.k, methods=methods or COMPOSED, max_test=args.test_examples)
+    results = run_segmentation_eval(args.base, args.domains, args.out, config)
+    print("mean Dice: " + "  ".join(f"{row} {dice:.3f}" for row, dice in results["mean"].items()))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

