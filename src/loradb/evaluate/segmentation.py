@@ -140,7 +140,7 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
     weights_model = DeltaWeights(model)
     factors = {name: factors_of(read_adapter(path)) for name, path in adapters.items()}
     results: dict = {"config": {"k": config.k, "methods": list(config.methods), "train": asdict(config.train)},
-                     "sites": {}}
+                     "adapters": {name: str(path) for name, path in adapters.items()}, "sites": {}}
     for held in sites:
         test_paths = held.split("test")[:config.max_test]
         test, pooled = data.load(test_paths)
@@ -174,6 +174,11 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
         log(f"held out {held.name} ({held.family}): " + "  ".join(f"{r} {v['dice']:.3f}" for r, v in rows.items()))
     labels = list(next(iter(results["sites"].values()))["rows"])
     results["mean"] = {r: round(float(np.mean([s["rows"][r]["dice"] for s in results["sites"].values()])), 4) for r in labels}
+    pre, sft = results["mean"]["pretrained"], results["mean"]["sft"]
+    results["answers"] = {m: {"vs_zero_shot": round(results["mean"][m] - pre, 4),
+                              "vs_merge_all": round(results["mean"][m] - results["mean"]["merge-all"], 4),
+                              "sft_gain_recovered": round((results["mean"][m] - pre) / (sft - pre), 3) if sft != pre else None}
+                          for m in config.methods}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -187,6 +192,11 @@ def report_md(results: dict) -> str:
     rows = "".join(f"| {name} ({s['family']}) | " + " | ".join(f"{s['rows'][r]['dice']:.3f}" for r in labels) + " |\n"
                    for name, s in results["sites"].items())
     mean = "| **mean** | " + " | ".join(f"**{results['mean'][r]:.3f}**" for r in labels) + " |\n"
+    answers = "".join(f"| {m} | {a['vs_zero_shot']:+.3f} | {a['vs_merge_all']:+.3f} | "
+                      f"{'n/a' if a['sft_gain_recovered'] is None else format(a['sft_gain_recovered'], '.2f')} |\n"
+                      for m, a in results["answers"].items())
     return ("# Leave-one-site-out segmentation (LiteMedSAM, Dice)\n\nBox prompts from the ground-truth masks; "
             f"k = {results['config']['k']}; decoder LoRAs of rank {results['config']['train']['rank']}.\n\n"
-            + head + rows + mean)
+            + head + rows + mean
+            + "\n| composed row | mean Dice vs zero-shot | vs merge-all | share of SFT's gain |\n|---|---|---|---|\n"
+            + answers)
