@@ -191,3 +191,4 @@ def test_leave_one_site_out_eval_retrieves_the_sibling_site(model, tmp_path):
     assert a1["sft"]["weights"] == {"a1": 1.0} and set(a1["merge-all"]["weights"]) == {"a2", "b1", "c1"}
     assert all(0.0 <= row["dice"] <= 1.0 for site in results["sites"].values() for row in site["rows"].values())
     assert (tmp_path / "report" / "report.md").read_text().count("| a1 (scanner-a) |") == 1
+    assert (tmp_path / "report" / "masks.png").stat().st_size > 1000  # the panel of example masks

@@ -181,8 +181,11 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
                           for m in config.methods}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # adapters by their cache folder's name: absolute paths would tie the report to this machine
+    (out / "results.json").write_text(json.dumps({**results, "adapters": {n: Path(p).name for n, p in results["adapters"].items()}},
+                                                 indent=2) + "\n")
     (out / "report.md").write_text(report_md(results))
+    masks_panel(results, Path(domains_dir), base.path, out)
     return results
 
 
@@ -200,3 +203,56 @@ def report_md(results: dict) -> str:
             + head + rows + mean
             + "\n| composed row | mean Dice vs zero-shot | vs merge-all | share of SFT's gain |\n|---|---|---|---|\n"
             + answers)
+
+
+def masks_panel(results: dict, sites_dir: Path, base: Path, out: Path, row: str = "sparse") -> None:
+    """masks.png: one row per family (its first held-out site's first test image): the image,
+    the ground truth, the zero-shot mask, `row`'s mixture and the site's own LoRA, Dice in the titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from PIL import Image
+
+    from loradb.models.segment import decode, dice
+
+    encoder = ImageEncoder(base)
+    model = encoder.model
+    weights = DeltaWeights(model)
+    adapters = results["adapters"]
+    if row not in next(iter(results["sites"].values()))["rows"]:
+        row = "similarity" if "similarity" in next(iter(results["sites"].values()))["rows"] else "sft"
+    picked: dict[str, str] = {}
+    for name, site in results["sites"].items():
+        picked.setdefault(site["family"], name)
+    fig, axes = plt.subplots(len(picked), 5, figsize=(12, 2.6 * len(picked)), squeeze=False)
+    for line, (family, name) in enumerate(sorted(picked.items())):
+        image_path = sorted((sites_dir / name / "test").glob("*.png"))[0]
+        with Image.open(image_path.parent / "masks" / image_path.name) as m:
+            truth = np.asarray(m.convert("L")) > 127
+        emb = encoder.embeddings(image_input(image_path)[None])
+        box = torch.from_numpy(box_of(truth)[None])
+        truth256 = resized_mask(truth)
+        panels: list[tuple[str, dict | None]] = [("image", None), ("ground truth", None), ("zero-shot", {}),
+                  (f"{row} mixture", results["sites"][name]["rows"][row]["weights"]), ("SFT (own LoRA)", {name: 1.0})]
+        for col, (title, mix) in enumerate(panels):
+            ax = axes[line][col]
+            ax.axis("off")
+            if col == 0:
+                ax.imshow(image_input(image_path)[0], cmap="gray")
+                ax.set_title(f"{name} ({family})", fontsize=9)
+                continue
+            if col == 1:
+                ax.imshow(truth256, cmap="gray")
+                ax.set_title(title, fontsize=9)
+                continue
+            composed = compose_exact([factors_of(read_adapter(adapters[n])) for n in mix], list(mix.values())) if mix else None
+            weights.set(composed)
+            with torch.no_grad():
+                pred = (decode(model, emb, box)[0, 0] > 0).numpy()
+            ax.imshow(pred, cmap="gray")
+            ax.set_title(f"{title}: Dice {dice(pred, truth256):.2f}", fontsize=9)
+    weights.set(None)
+    fig.tight_layout()
+    fig.savefig(out / "masks.png", dpi=80)
