@@ -25,17 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from loradb.errors import LoradbError
-from loradb.io.files import cache_dir
+from loradb.io.files import cache_dir, sha256_file
 from loradb.lora.adapter import read_adapter
 from loradb.lora.base import load_base
 from loradb.lora.compose import compose_exact, factors_of
 from loradb.lora.inmemory import DeltaWeights
 from loradb.models import litemedsam
 from loradb.models.segment import DecoderLoraConfig, Segmentations, box_of, mean_dice, resized_mask, train_decoder_lora
-from loradb.retrieval.images import ImageEncoder, image_files, image_input
+from loradb.retrieval.images import ImageEncoder, image_files, image_input, load_cached, save_atomic
 from loradb.retrieval.represent import Representation, default_space, save_representation
 
 COMPOSED = ("nearest", "uniform", "similarity", "linear", "sparse")
+EMBEDDING_SHAPE = (litemedsam.FEATURE_DIM, 64, 64)  # the image encoder's output for one image
 
 
 @dataclass
@@ -80,7 +81,7 @@ class SiteData:
         import torch
         from PIL import Image
 
-        embeddings = [self._embedding(p) for p in paths]
+        embeddings = [self.embedding(p) for p in paths]
         masks, boxes = [], []
         for p in paths:
             with Image.open(p.parent / "masks" / p.name) as m:
@@ -91,19 +92,13 @@ class SiteData:
         pooled = emb.mean(dim=(2, 3)).double().numpy()
         return Segmentations(emb, torch.from_numpy(np.stack(boxes)), torch.from_numpy(np.stack(masks)).float()), pooled
 
-    def _embedding(self, path: Path) -> np.ndarray:
-        key = hashlib.sha256(path.read_bytes()).hexdigest()
-        file = self.cache / f"{key}.npy"
-        if file.is_file():
-            try:
-                return np.load(file)
-            except (OSError, ValueError):
-                pass
-        emb = self.encoder.embeddings(image_input(path)[None])[0].numpy().astype(np.float16)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".{key}.tmp.npy"
-        np.save(tmp, emb)
-        tmp.replace(file)
+    def embedding(self, path: Path) -> np.ndarray:
+        """The encoder's output for one image, (256, 64, 64) float16, from the cache or the encoder."""
+        file = self.cache / f"{sha256_file(path)}.npy"
+        emb = load_cached(file, EMBEDDING_SHAPE)
+        if emb is None:
+            emb = self.encoder.embeddings(image_input(path)[None])[0].numpy().astype(np.float16)
+            save_atomic(file, emb)
         return emb
 
 
@@ -127,8 +122,7 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
     adapters, reps = {}, {}
     for site in sites:
         train, pooled = data.load(site.split("train"))
-        key = hashlib.sha256(json.dumps({"base": base.fingerprint, "images": [hashlib.sha256(p.read_bytes()).hexdigest()
-                                                                              for p in site.split("train")],
+        key = hashlib.sha256(json.dumps({"base": base.fingerprint, "images": [sha256_file(p) for p in site.split("train")],
                                           "config": asdict(config.train)}, sort_keys=True).encode()).hexdigest()[:24]
         folder = cache / "adapters" / f"segmentation-{key}"
         if not (folder / "adapter_config.json").is_file():
@@ -185,7 +179,7 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
     (out / "results.json").write_text(json.dumps({**results, "adapters": {n: Path(p).name for n, p in results["adapters"].items()}},
                                                  indent=2) + "\n")
     (out / "report.md").write_text(report_md(results))
-    masks_panel(results, Path(domains_dir), base.path, out)
+    masks_panel(results, Path(domains_dir), data, out)
     return results
 
 
@@ -205,7 +199,7 @@ def report_md(results: dict) -> str:
             + answers)
 
 
-def masks_panel(results: dict, sites_dir: Path, base: Path, out: Path, row: str = "sparse") -> None:
+def masks_panel(results: dict, sites_dir: Path, data: SiteData, out: Path, row: str = "sparse") -> None:
     """masks.png: one row per family (its first held-out site's first test image): the image,
     the ground truth, the zero-shot mask, `row`'s mixture and the site's own LoRA, Dice in the titles."""
     import matplotlib
@@ -217,8 +211,7 @@ def masks_panel(results: dict, sites_dir: Path, base: Path, out: Path, row: str 
 
     from loradb.models.segment import decode, dice
 
-    encoder = ImageEncoder(base)
-    model = encoder.model
+    model = data.encoder.model  # the eval's own model and embedding cache: nothing loaded or encoded twice
     weights = DeltaWeights(model)
     adapters = results["adapters"]
     if row not in next(iter(results["sites"].values()))["rows"]:
@@ -231,7 +224,7 @@ def masks_panel(results: dict, sites_dir: Path, base: Path, out: Path, row: str 
         image_path = sorted((sites_dir / name / "test").glob("*.png"))[0]
         with Image.open(image_path.parent / "masks" / image_path.name) as m:
             truth = np.asarray(m.convert("L")) > 127
-        emb = encoder.embeddings(image_input(image_path)[None])
+        emb = torch.from_numpy(data.embedding(image_path)[None].astype(np.float32))
         box = torch.from_numpy(box_of(truth)[None])
         truth256 = resized_mask(truth)
         panels: list[tuple[str, dict | None]] = [("image", None), ("ground truth", None), ("zero-shot", {}),

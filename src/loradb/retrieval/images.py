@@ -10,7 +10,6 @@ on a CPU).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loradb.errors import DataError
-from loradb.io.files import cache_dir
+from loradb.io.files import cache_dir, sha256_file
 from loradb.lora.base import load_base
 from loradb.models import litemedsam
 
@@ -77,7 +76,7 @@ class ImageEncoder:
         """One pooled feature vector (float64) per image, from the cache or the encoder."""
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            keys = [hashlib.sha256(p.read_bytes()).hexdigest() for p in chunk]
+            keys = [sha256_file(p) for p in chunk]
             cached = {k: self._cached(k) for k in keys}
             todo = [(p, k) for p, k in zip(chunk, keys) if cached[k] is None]
             if todo:
@@ -91,18 +90,27 @@ class ImageEncoder:
                 yield vector
 
     def _cached(self, key: str) -> np.ndarray | None:
-        path = self.cache / f"{key}.npy"
-        try:
-            vector = np.load(path)
-        except (OSError, ValueError):
-            return None
-        return vector if vector.shape == (litemedsam.FEATURE_DIM,) and np.isfinite(vector).all() else None
+        return load_cached(self.cache / f"{key}.npy", (litemedsam.FEATURE_DIM,))
 
     def _store(self, key: str, vector: np.ndarray) -> None:
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".{key}.{os.getpid()}.npy"
-        np.save(tmp, vector)
-        os.replace(tmp, self.cache / f"{key}.npy")
+        save_atomic(self.cache / f"{key}.npy", vector)
+
+
+def load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A cached array, or None when it is missing, unreadable, of another shape or not finite."""
+    try:
+        array = np.load(path)
+    except (OSError, ValueError):
+        return None
+    return array if array.shape == shape and np.isfinite(array).all() else None
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save whole or not at all (readers never meet half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def represent_images(base_path: str | os.PathLike, folder: str | os.PathLike, *, progress: bool = True):
