@@ -372,10 +372,9 @@ def _hnsw_candidates(space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
     """The candidate query of a large space: the nearest `rerank` of the walk's neighbours by
     pgvector's float32 distance (the walk returns them in that order), with their vectors for
     the exact re-rank; only these rows are read from the table."""
-    dim = q.shape[0]
-    rerank = max(RERANK_MIN, RERANK_PER_RESULT * k)  # past ef_search, the strict-order iterative scan goes on
+    dim = q.shape[0]  # past ef_search, the strict-order iterative scan goes on
     return (f"SELECT id, vector_send(z) FROM records WHERE dim = {dim} AND space_id = %s "
-            f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), rerank))
+            f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), _reranked(k)))
 
 
 def _exact_candidates(space_id: str, q: np.ndarray, k: int, metric: str) -> tuple[str, tuple]:
@@ -385,7 +384,12 @@ def _exact_candidates(space_id: str, q: np.ndarray, k: int, metric: str) -> tupl
     Sending the whole space instead cost 15 MB and ~0.8 s a search at 10k records."""
     operator = "<->" if metric == "l2" else "<=>"
     return (f"SELECT id, vector_send(z) FROM records WHERE space_id = %s ORDER BY z {operator} %s::vector, id LIMIT %s",
-            (space_id, _vector_literal(q), max(RERANK_MIN, RERANK_PER_RESULT * k)))
+            (space_id, _vector_literal(q), _reranked(k)))
+
+
+def _reranked(k: int) -> int:
+    """How many candidate rows travel back for the exact float64 re-rank of a top k."""
+    return max(RERANK_MIN, RERANK_PER_RESULT * k)
 
 
 def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
