@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test docs clean
+.PHONY: demo test docs clean chromium
 
 # torch first, pinned: the CPU build of 2.13.0 is on this machine's disk, while a bare
 # `torch` requirement would pull a multi-GB CUDA build
@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/loradb demo --out loradb-demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest -q
+
+# the catalogue's browser tests drive Debian's Chromium (Playwright downloads no browser here);
+# installed when missing, unless LORADB_CHROMIUM names another build
+chromium:
+	@[ -n "$$LORADB_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium for the browser tests"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # the CLI reference pages are generated from the parsers first, so the site never shows stale flags
 docs: $(STAMP)

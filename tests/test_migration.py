@@ -9,7 +9,8 @@ from models import make_adapter
 from loradb.db.store.sqlite import MIGRATIONS
 
 
-DROP_KEY_COLUMNS = "ALTER TABLE records DROP COLUMN z_var; ALTER TABLE records DROP COLUMN task; ALTER TABLE records DROP COLUMN task_z; "
+DROP_CATALOGUE_INDEX = "DROP INDEX records_created; "  # migration 6
+DROP_KEY_COLUMNS = DROP_CATALOGUE_INDEX + "ALTER TABLE records DROP COLUMN z_var; ALTER TABLE records DROP COLUMN task; ALTER TABLE records DROP COLUMN task_z; "
 
 
 def test_schema_1_database_upgrades_and_keeps_records(bert, tmp_path):

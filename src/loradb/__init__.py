@@ -10,6 +10,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "api": ["adapt"],
     "lora.adapter": ["LoraAdapter", "LoraModule", "read_adapter", "write_adapter"],
     "lora.base": ["BaseModel", "load_base"],
     "lora.compose": ["compose_exact", "dense_delta"],

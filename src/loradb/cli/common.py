@@ -83,14 +83,11 @@ def print_json(doc) -> None:
 
 
 def open_db(target) -> Database:
-    """A database directory, or a server URL (http://host:port) used through the client."""
-    from loradb.service.client import RemoteDB, is_url
+    """A database directory or postgresql:// URL, or a server URL (http://host:port) used
+    through the client: api.open_database, which `loradb.adapt` opens its `db` with too."""
+    from loradb.api import open_database
 
-    if is_url(target):
-        return RemoteDB(target)
-    from loradb.db.database import LoraDB
-
-    return LoraDB(target)
+    return open_database(target)
 
 
 def local_only(target, command: str) -> None:

@@ -39,6 +39,7 @@ from loradb.io.files import finite_or_none
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
 from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
 from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
+from loradb.service.catalogue import add_catalogue
 from loradb.service.limits import BodyLimit, RateLimited, RateLimiter
 from loradb.service.schema import ERROR_RESPONSES, RepresentationDoc
 
@@ -291,6 +292,8 @@ def create_app(config: ServerConfig):
     @app.get(f"{API}/check")
     def check(who=Depends(needs(Scope.ADMIN))) -> dict:
         return db().check().to_dict()
+
+    add_catalogue(app, db, needs)
 
     return BodyLimit(app, config.max_upload_bytes)
 

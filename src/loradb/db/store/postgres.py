@@ -74,6 +74,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE records ALTER COLUMN z SET STORAGE MAIN;
     """,
+    # 4: the catalogue's table pages newest first (db/catalogue.py)
+    """
+    CREATE INDEX records_created ON records(created, id);
+    """,
 ]
 
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
@@ -143,6 +147,8 @@ class PgIndex(SharedStatements):
 
     COLUMNS = _COLUMNS
     PARAM = "%s"
+    META_EQUALS = "meta ->> ? = ?"
+    META_TEXT = "meta::text"
 
     def __init__(self, url: str):
         self.url = url

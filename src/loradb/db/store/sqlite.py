@@ -91,6 +91,10 @@ MIGRATIONS.append(
     ALTER TABLE records ADD COLUMN task_z BLOB;
     """
 )
+MIGRATIONS.append(
+    # 6: the catalogue's table pages newest first (db/catalogue.py)
+    "CREATE INDEX records_created ON records(created, id);"
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"

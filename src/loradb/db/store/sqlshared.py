@@ -83,6 +83,41 @@ class SharedStatements:
             cache[space_id] = json.loads(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL JSONB
         return dict(cache[space_id])
 
+    # the catalogue's filters; the two dialects spell a metadata lookup and its text differently
+    META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
+    META_TEXT = "meta"
+
+    def find(self, *, base: str | None = None, space: str | None = None, meta: tuple[str, str] | None = None,
+             text: str | None = None, offset: int = 0, limit: int = 50) -> tuple[int, list[Record]]:
+        """(how many records match, `limit` of them from `offset`), newest first: the catalogue's
+        table. `base` is a base model's name or fingerprint, `meta` a (key, value) pair, and
+        `text` a case-insensitive substring of the name, owner or metadata, or an id prefix."""
+        where, params = [], []
+        if base:
+            where.append("(base_name = ? OR base_fingerprint = ?)")
+            params += [base, base]
+        if space:
+            where.append("space_id = ?")
+            params.append(space)
+        if meta:
+            where.append(self.META_EQUALS)
+            params += list(meta)
+        if text:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.lower()) + "%"
+            where.append(f"(lower(name) LIKE ? ESCAPE '\\' OR lower(coalesce(owner, '')) LIKE ? ESCAPE '\\' "
+                         f"OR lower({self.META_TEXT}) LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
+            params += [pattern, pattern, pattern, pattern[1:]]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self.conn.execute(self._sql(f"SELECT count(*) FROM records{clause}"), tuple(params)).fetchone()[0]
+        rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records{clause} "
+                                           "ORDER BY created DESC, id DESC LIMIT ? OFFSET ?"),
+                                 (*params, limit, offset)).fetchall()
+        return total, [self._row(r) for r in rows]
+
+    def ids_in_space(self, space_id: str) -> list[str]:
+        """A space's record ids (from an index, without reading the records)."""
+        return [r[0] for r in self.conn.execute(self._sql("SELECT id FROM records WHERE space_id = ?"), (space_id,)).fetchall()]
+
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
 

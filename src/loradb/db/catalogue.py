@@ -1,0 +1,131 @@
+"""What the browser catalogue reads: a filtered page of records, a record's neighbours, and a
+2-D map of one space's prototypes.
+
+The map is a PCA of the space's z vectors (raw, as stored), fitted on a seeded random sample
+of at most `sample` records: a large space is shown by its sample, and the answer says how
+many of how many are drawn. The page projects a dropped target with the same mean and
+components, so the target lands where it belongs among the prototypes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from loradb.errors import LoradbError, NotFound
+
+if TYPE_CHECKING:
+    from loradb.db.database import LoraDB
+
+MAP_SAMPLE = 20_000  # prototypes drawn by default: a PCA of 20k x 384 is a fraction of a second
+MAP_SAMPLE_MAX = 100_000
+MAX_CATEGORIES = 12  # colours on the map; rarer values are drawn as "other"
+READ_CHUNK = 500  # records fetched per query while sampling
+
+
+def browse(db: LoraDB, *, base: str | None = None, space: str | None = None, meta: str | None = None,
+           text: str | None = None, offset: int = 0, limit: int = 50) -> dict:
+    """A page of the records table; `meta` is "key=value" (a bare key is refused: say which value)."""
+    pair = None
+    if meta:
+        key, eq, value = meta.partition("=")
+        if not eq or not key:
+            raise LoradbError(f"metadata filter {meta!r} must be KEY=VALUE")
+        pair = (key, value)
+    total, records = db.index.find(base=base or None, space=space or None, meta=pair, text=text or None,
+                                   offset=offset, limit=limit)
+    # modules by their kind (query, value), not each layer's path: the record page lists those
+    rows = [{**r.summary(), "modules": sorted({m.rsplit(".", 1)[-1] for m in r.target_modules}), "privacy": r.privacy}
+            for r in records]
+    return {"total": total, "offset": offset, "limit": limit, "records": rows}
+
+
+def neighbours(db: LoraDB, ref: str, k: int) -> list[dict]:
+    """The k records nearest to `ref` in its space by squared L2 between their z (itself left out)."""
+    record = db.get(ref)
+    hits = [h for h in db.index.nearest(record.space_id, record.z, k + 1) if h.record_id != record.id][:k]
+    found = db.index.get_many([h.record_id for h in hits])
+    return [{**r.summary(), "distance": h.distance} for h, r in zip(hits, found)]
+
+
+@dataclass
+class _Fitted:
+    """One space's sample, its PCA and its coordinates: cached until the database changes."""
+
+    total: int
+    ids: list[str]
+    names: list[str]
+    metas: list[dict]
+    mean: np.ndarray
+    components: np.ndarray  # (2, dim)
+    explained: list[float]
+    xy: np.ndarray  # (n, 2)
+
+
+_FITS: dict[tuple, _Fitted] = {}
+_FITS_LOCK = threading.Lock()
+
+
+def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int = MAP_SAMPLE) -> dict:
+    """The prototypes of `space` in 2-D, each with its category under the metadata key `colour`."""
+    if not 2 <= sample <= MAP_SAMPLE_MAX:
+        raise LoradbError(f"sample must be between 2 and {MAP_SAMPLE_MAX}")
+    fitted = _fit(db, space, sample)
+    values = [str(m[colour]) if colour and colour in m else None for m in fitted.metas]
+    counts: dict[str, int] = {}
+    for v in values:
+        if v is not None:
+            counts[v] = counts.get(v, 0) + 1
+    categories = sorted(counts, key=lambda v: (-counts[v], v))[:MAX_CATEGORIES]
+    slot = {v: i for i, v in enumerate(categories)}
+    other = len(categories) if len(counts) > len(categories) else None
+    keys = sorted({k for m in fitted.metas for k in m})
+    return {"space": space, "total": fitted.total, "shown": len(fitted.ids), "sampled": len(fitted.ids) < fitted.total,
+            "mean": fitted.mean.tolist(), "components": fitted.components.tolist(), "explained": fitted.explained,
+            "x": np.round(fitted.xy[:, 0], 5).tolist(), "y": np.round(fitted.xy[:, 1], 5).tolist(),
+            "ids": fitted.ids, "names": fitted.names, "keys": keys, "colour": colour,
+            "categories": categories + (["other"] if other is not None else []),
+            "category": [slot.get(v, other) if v is not None else None for v in values]}
+
+
+def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
+    if not any(s["id"] == space for s in db.spaces()):
+        raise NotFound(f"no representation space {space!r}; `loradb list DB` shows the spaces in use")
+    key = (db.location, space, sample, db.index.generation())
+    with _FITS_LOCK:
+        if key in _FITS:
+            return _FITS[key]
+    ids = sorted(db.index.ids_in_space(space))
+    total = len(ids)
+    if total > sample:  # seeded, so the same database always draws the same map
+        picks = np.random.default_rng(0).choice(len(ids), size=sample, replace=False)
+        ids = [ids[i] for i in sorted(picks)]
+    records = [r for s in range(0, len(ids), READ_CHUNK) for r in db.index.get_many(ids[s:s + READ_CHUNK])]
+    Z = np.stack([r.z for r in records]).astype(np.float64)
+    mean = Z.mean(axis=0)
+    components, explained = _principal_axes(Z - mean)
+    fitted = _Fitted(total=total, ids=ids, names=[r.name for r in records], metas=[r.meta for r in records], mean=mean,
+                     components=components, explained=explained, xy=(Z - mean) @ components.T)
+    with _FITS_LOCK:
+        for stale in [k for k in _FITS if k[:2] == key[:2]]:
+            del _FITS[stale]
+        _FITS[key] = fitted
+    return fitted
+
+
+def _principal_axes(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """The two leading principal axes of centred rows X (2, dim), sign-fixed so a map does not
+    flip between runs, and the share of variance each explains."""
+    cov = X.T @ X
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:2]
+    axes = vectors[:, order].T
+    if axes.shape[0] < 2:  # a one-dimensional space: the second axis is flat
+        axes = np.vstack([axes, np.zeros_like(axes)])
+    axes *= np.where(axes[np.arange(2), np.abs(axes).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    total = float(values.sum())
+    explained = [float(values[i] / total) if total > 0 else 0.0 for i in order] + [0.0] * (2 - len(order))
+    return axes, explained

@@ -1,0 +1,191 @@
+"""The catalogue's reads without a browser: filters and paging on both backends, a record's
+neighbours, the 2-D map (planted clusters must come out apart), the page's headers and token
+rules, and hostile query strings answered with 4xx, never 5xx, with nothing changed."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from test_contract import BACKENDS, embedded_db, postgres_db
+
+from loradb.db import catalogue
+from loradb.db.database import LoraDB
+from loradb.db.store.protocol import Record
+from loradb.retrieval.represent import Space
+
+DIM = 16
+FAMILIES = ("alpha", "beta", "gamma")
+
+
+def planted(location: str, per_family: int = 10) -> tuple[Space, dict[str, list[str]]]:
+    """Three families of records around far-apart centres; names say the family and index."""
+    rng = np.random.default_rng(1)
+    space = Space(secrets.token_hex(32), secrets.token_hex(32), 1, "mean", 64, DIM)
+    centres = {f: rng.normal(size=DIM) * 20 for f in FAMILIES}
+    ids: dict[str, list[str]] = {f: [] for f in FAMILIES}
+    records = []
+    with LoraDB(location) as db:
+        blob = db.blobs.put(_blob_file())
+        for i in range(per_family * len(FAMILIES)):
+            family = FAMILIES[i % len(FAMILIES)]
+            rid = uuid.uuid4().hex
+            ids[family].append(rid)
+            records.append(Record(id=rid, name=f"{family}_{i:03d}", base_name="tiny-base", base_fingerprint=space.base_fingerprint,
+                                  space=space.to_dict(), z=(centres[family] + rng.normal(size=DIM)).astype(np.float32),
+                                  n_samples=10 + i, rank=4, target_modules=["layer.0.query", "layer.1.value"],
+                                  adapter_config={"r": 4}, blob_sha256=blob, meta={"family": family, "size": i % 2},
+                                  owner="alice" if i % 2 else None, created=f"2026-01-01T00:00:{i:02d}"))
+        db.index.insert_many(records)
+    return space, ids
+
+
+def _blob_file():
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "blob"
+    path.write_bytes(b"not an adapter: the catalogue's reads never open it")
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request, tmp_path, monkeypatch):
+    if request.param == "embedded":
+        return embedded_db(tmp_path)
+    return postgres_db(request.getfixturevalue("servers"), monkeypatch)
+
+
+def names(page: dict) -> list[str]:
+    return [r["name"] for r in page["records"]]
+
+
+def test_filters_and_paging_agree_on_both_backends(location):
+    space, ids = planted(location)
+    with LoraDB(location) as db:
+        everything = catalogue.browse(db, limit=1000)
+        assert everything["total"] == 30 and names(everything)[0] == "gamma_029"  # newest first
+        assert names(catalogue.browse(db, offset=25, limit=10)) == [f"{FAMILIES[i % 3]}_{i:03d}" for i in (4, 3, 2, 1, 0)]
+        beta = catalogue.browse(db, meta="family=beta", limit=1000)
+        assert beta["total"] == 10 and all(n.startswith("beta_") for n in names(beta))
+        assert catalogue.browse(db, meta="size=1", limit=1000)["total"] == 15  # a number compared as its text
+        assert catalogue.browse(db, meta="family=delta")["total"] == 0
+        assert names(catalogue.browse(db, text="ALPHA_00")) == [f"alpha_00{i}" for i in (9, 6, 3, 0)]
+        # LIKE's wildcards are literal: "a_p" would match "alp" if "_" were a wildcard
+        assert catalogue.browse(db, text="a_p")["total"] == 0 and catalogue.browse(db, text="%")["total"] == 0
+        assert catalogue.browse(db, text="alice")["total"] == 15  # the owner
+        assert names(catalogue.browse(db, text=ids["beta"][0][:10])) == ["beta_001"]  # an id prefix
+        assert catalogue.browse(db, base="tiny-base")["total"] == 30
+        assert catalogue.browse(db, base=space.base_fingerprint, space=space.id)["total"] == 30
+        assert catalogue.browse(db, base="other")["total"] == 0
+        row = catalogue.browse(db, text="beta_001")["records"][0]
+        assert row["modules"] == ["query", "value"] and row["owner"] == "alice"
+
+
+def test_neighbours_and_map_separate_the_planted_families(location):
+    space, ids = planted(location)
+    with LoraDB(location) as db:
+        near = catalogue.neighbours(db, ids["alpha"][0], 5)
+        assert len(near) == 5 and all(n["name"].startswith("alpha_") for n in near)
+        assert ids["alpha"][0] not in [n["id"] for n in near]
+        assert [n["distance"] for n in near] == sorted(n["distance"] for n in near)
+
+        doc = catalogue.space_map(db, space.id, colour="family")
+        assert doc["total"] == doc["shown"] == 30 and not doc["sampled"]
+        assert sorted(doc["categories"]) == sorted(FAMILIES) and sorted(doc["keys"]) == ["family", "size"]
+        xy = np.column_stack([doc["x"], doc["y"]])
+        family = [doc["categories"][c] for c in doc["category"]]
+        centres = {f: xy[[i for i, g in enumerate(family) if g == f]].mean(axis=0) for f in FAMILIES}
+        spread = max(np.linalg.norm(xy[i] - centres[f]) for i, f in enumerate(family))
+        gaps = [np.linalg.norm(centres[a] - centres[b]) for a in FAMILIES for b in FAMILIES if a < b]
+        assert min(gaps) > 3 * spread  # the clusters come out apart on the map
+        # the page projects a dropped target with mean and components: a record's own z lands on its point
+        record = db.get(ids["gamma"][3])
+        at = (record.z - np.array(doc["mean"])) @ np.array(doc["components"]).T
+        assert at == pytest.approx(xy[doc["ids"].index(record.id)], abs=1e-4)
+
+        small = catalogue.space_map(db, space.id, sample=7)
+        assert small["shown"] == 7 and small["total"] == 30 and small["sampled"]
+        assert catalogue.space_map(db, space.id, sample=7)["ids"] == small["ids"]  # seeded: the same map every time
+
+
+def test_map_categories_beyond_the_palette_are_other(tmp_path):
+    location = embedded_db(tmp_path)
+    space, _ = planted(location, per_family=10)
+    with LoraDB(location) as db:
+        doc = catalogue.space_map(db, space.id, colour="family")
+        assert doc["categories"] == sorted(FAMILIES)  # three values, equal counts: by name
+        with pytest.raises(Exception, match="no representation space"):
+            catalogue.space_map(db, "0" * 16)
+        with pytest.raises(Exception, match="KEY=VALUE"):
+            catalogue.browse(db, meta="family")
+
+
+# ---- over HTTP ------------------------------------------------------------------------
+
+@pytest.fixture
+def served(location):
+    from fastapi.testclient import TestClient
+
+    from loradb.service.app import ServerConfig, create_app
+
+    space, ids = planted(location)
+    from test_cli import run
+
+    code, secret, err = run("token", "create", location, "--name", "reader", "--scope", "read")
+    assert code == 0, err
+    client = TestClient(create_app(ServerConfig(db=location)), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {secret.strip()}"
+    return client, location, space, ids
+
+
+def test_page_is_served_with_a_strict_policy_and_reads_need_the_token(served):
+    client, location, space, ids = served
+    page = client.get("/", headers={"Authorization": ""})
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
+    assert client.get("/catalogue/app.js").status_code == 200
+    for bad in ("/catalogue/../app.py", "/catalogue/index.html", "/catalogue/%2e%2e%2fapp.py"):
+        assert client.get(bad).status_code == 404
+    anonymous = client.get("/v1/catalogue/records", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    listed = client.get("/v1/catalogue/records", params={"limit": 5})
+    assert listed.status_code == 200 and listed.json()["total"] == 30 and len(listed.json()["records"]) == 5
+    assert client.get(f"/v1/spaces/{space.id}/map").json()["shown"] == 30
+    assert len(client.get(f"/v1/records/{ids['beta'][0]}/neighbours", params={"k": 3}).json()) == 3
+    methods = client.get("/v1/methods").json()
+    assert {"similarity", "linear", "sparse", "uniform"} <= {m["name"] for m in methods["methods"]}
+    assert methods["default"] == "similarity" and "few-shot" not in json.dumps(methods)
+
+
+HOSTILE = ["", "\x00", "a\x00b", "%", "_", "\\", "'", "\"", "'; DROP TABLE records; --", "é\u202e\ud7ff", "x" * 201,
+           "=", "=v", "k=", "\x00=\x00", "<script>alert(1)</script>", "%00", "$.family", "family=beta=1", "../../etc/passwd"]
+
+
+def test_hostile_input_gets_4xx_never_5xx_and_changes_nothing(served):
+    client, location, space, ids = served
+    from test_contract import state
+
+    before = state(location)
+    for value in HOSTILE:
+        for params in ({"q": value}, {"meta": value}, {"base": value}, {"space": value}, {"offset": value},
+                       {"limit": value}, {"colour": value}):
+            path = f"/v1/spaces/{space.id}/map" if "colour" in params else "/v1/catalogue/records"
+            response = client.get(path, params=params)
+            assert response.status_code < 500, (path, params, response.text)
+            assert response.status_code == 200 or set(response.json()) == {"error"}
+        quoted = quote(value, safe="") or "x"
+        for path in (f"/v1/spaces/{quoted}/map", f"/v1/records/{quoted}/neighbours", f"/catalogue/{quoted}"):
+            response = client.get(path)
+            assert response.status_code < 500, (path, response.text)
+    for params in ({"sample": 1}, {"sample": 100_001}, {"sample": "x"}, {"k": 0}):
+        assert client.get(f"/v1/spaces/{space.id}/map", params=params).status_code == 422 or "k" in params
+    assert client.get(f"/v1/records/{ids['beta'][0]}/neighbours", params={"k": 0}).status_code == 422
+    assert client.get("/v1/catalogue/records", params={"limit": 1001}).status_code == 422
+    assert state(location) == before
+    assert json.loads(client.get("/v1/catalogue/records", params={"meta": "k"}).text)["error"].endswith("KEY=VALUE")
