@@ -68,6 +68,16 @@ def shared(bert, tmp_path):
     return db, tokens, adapters, tmp_path
 
 
+@pytest.fixture(params=["embedded", "postgres+s3"])
+def location(request, tmp_path, monkeypatch):
+    """A fresh, initialised database of each backend in turn (SQLite + local blobs, PostgreSQL + S3); its location."""
+    from test_contract import embedded_db, postgres_db
+
+    if request.param == "embedded":
+        return embedded_db(tmp_path)
+    return postgres_db(request.getfixturevalue("servers"), monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
     """PostgreSQL and SeaweedFS (S3) on 127.0.0.1 for this test session: (Postgres, SeaweedS3)."""

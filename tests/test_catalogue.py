@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-from test_contract import BACKENDS, embedded_db, postgres_db
+from test_contract import embedded_db
 
 from loradb.db import catalogue
 from loradb.db.database import LoraDB
@@ -29,8 +31,10 @@ def planted(location: str, per_family: int = 10) -> tuple[Space, dict[str, list[
     centres = {f: rng.normal(size=DIM) * 20 for f in FAMILIES}
     ids: dict[str, list[str]] = {f: [] for f in FAMILIES}
     records = []
-    with LoraDB(location) as db:
-        blob = db.blobs.put(_blob_file())
+    with LoraDB(location) as db, tempfile.TemporaryDirectory() as tmp:
+        placeholder = Path(tmp) / "blob"
+        placeholder.write_bytes(b"not an adapter: the catalogue's reads never open it")
+        blob = db.blobs.put(placeholder)
         for i in range(per_family * len(FAMILIES)):
             family = FAMILIES[i % len(FAMILIES)]
             rid = uuid.uuid4().hex
@@ -42,22 +46,6 @@ def planted(location: str, per_family: int = 10) -> tuple[Space, dict[str, list[
                                   owner="alice" if i % 2 else None, created=f"2026-01-01T00:00:{i:02d}"))
         db.index.insert_many(records)
     return space, ids
-
-
-def _blob_file():
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp()) / "blob"
-    path.write_bytes(b"not an adapter: the catalogue's reads never open it")
-    return path
-
-
-@pytest.fixture(params=BACKENDS)
-def location(request, tmp_path, monkeypatch):
-    if request.param == "embedded":
-        return embedded_db(tmp_path)
-    return postgres_db(request.getfixturevalue("servers"), monkeypatch)
 
 
 def names(page: dict) -> list[str]:
@@ -113,12 +101,23 @@ def test_neighbours_and_map_separate_the_planted_families(location):
         assert catalogue.space_map(db, space.id, sample=7)["ids"] == small["ids"]  # seeded: the same map every time
 
 
-def test_map_categories_beyond_the_palette_are_other(tmp_path):
+def test_map_refits_when_records_change_and_folds_rare_values_into_other(tmp_path):
     location = embedded_db(tmp_path)
-    space, _ = planted(location, per_family=10)
+    space, ids = planted(location, per_family=10)
     with LoraDB(location) as db:
-        doc = catalogue.space_map(db, space.id, colour="family")
-        assert doc["categories"] == sorted(FAMILIES)  # three values, equal counts: by name
+        before = catalogue.space_map(db, space.id, colour="family")
+        assert before["categories"] == sorted(FAMILIES)  # three values, equal counts: by name
+        template = db.get(ids["alpha"][0])
+        rng = np.random.default_rng(2)
+        db.index.insert_many([Record(**{**template.__dict__, "id": uuid.uuid4().hex, "name": f"site_{i}",
+                                        "z": template.z + rng.normal(size=DIM).astype(np.float32),
+                                        "meta": {"site": f"s{i:02d}", "family": "alpha"}}) for i in range(14)])
+        after = catalogue.space_map(db, space.id, colour="site")
+        assert after["total"] == 44 and len(after["ids"]) == 44  # the cached fit of 30 was not reused
+        assert len(after["categories"]) == catalogue.MAX_CATEGORIES + 1 and after["categories"][-1] == "other"
+        sites = [c for c in after["category"] if c is not None]
+        assert len(sites) == 14 and sites.count(catalogue.MAX_CATEGORIES) == 2  # the two beyond the palette
+        assert after["category"].count(None) == 30  # records without the key are uncoloured
         with pytest.raises(Exception, match="no representation space"):
             catalogue.space_map(db, "0" * 16)
         with pytest.raises(Exception, match="KEY=VALUE"):

@@ -79,6 +79,7 @@ def page(browser, catalogue):
 def signed_in(page, catalogue, hash_: str = "#/records"):
     """Open the catalogue, type the token, and wait for the view to render."""
     page.goto(catalogue["url"] + "/" + hash_)
+    page.wait_for_function("() => document.body.dataset.ready")  # the tokenless visit has answered (refused)
     page.fill("#token", catalogue["token"])
     page.click("#token-form button[type=submit]")
     ready(page, hash_.lstrip("#"))

@@ -17,7 +17,6 @@ import pytest
 from models import make_adapter
 from test_cli import TEXTS, run, write_jsonl
 
-BACKENDS = ["embedded", "postgres+s3"]
 
 
 def embedded_db(tmp_path) -> str:
@@ -36,14 +35,6 @@ def postgres_db(servers, monkeypatch) -> str:
     code, _, err = run("init", url, "--blobs", f"s3://{name}/adapters")
     assert code == 0, err
     return url
-
-
-@pytest.fixture(params=BACKENDS)
-def location(request, tmp_path, monkeypatch):
-    """A fresh, initialised database of the backend under test; its location string."""
-    if request.param == "embedded":
-        return embedded_db(tmp_path)
-    return postgres_db(request.getfixturevalue("servers"), monkeypatch)
 
 
 @pytest.fixture

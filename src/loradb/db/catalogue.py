@@ -24,6 +24,7 @@ MAP_SAMPLE = 20_000  # prototypes drawn by default: a PCA of 20k x 384 is a frac
 MAP_SAMPLE_MAX = 100_000
 MAX_CATEGORIES = 12  # colours on the map; rarer values are drawn as "other"
 READ_CHUNK = 500  # records fetched per query while sampling
+MAX_FITS = 8  # maps cached per process (a 100k-point fit holds a few tens of MB)
 
 
 def browse(db: LoraDB, *, base: str | None = None, space: str | None = None, meta: str | None = None,
@@ -109,9 +110,10 @@ def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
     components, explained = _principal_axes(Z - mean)
     fitted = _Fitted(total=total, ids=ids, names=[r.name for r in records], metas=[r.meta for r in records], mean=mean,
                      components=components, explained=explained, xy=(Z - mean) @ components.T)
-    with _FITS_LOCK:
-        for stale in [k for k in _FITS if k[:2] == key[:2]]:
-            del _FITS[stale]
+    with _FITS_LOCK:  # fits of an older generation are stale; of the rest, the few most recent are kept
+        older = [k for k in _FITS if k[:2] == key[:2] and k[3] != key[3]]
+        for stale in older + list(_FITS)[:-(MAX_FITS - 1)]:
+            _FITS.pop(stale, None)
         _FITS[key] = fitted
     return fitted
 
