@@ -18,7 +18,6 @@ from models import make_adapter
 from test_cli import TEXTS, run, write_jsonl
 
 
-
 def embedded_db(tmp_path) -> str:
     db = str(tmp_path / "db")
     assert run("init", db)[0] == 0
