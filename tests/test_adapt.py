@@ -241,6 +241,8 @@ def test_bad_input_is_refused_as_the_cli_refuses_it(tiny, bert_other_weights, tm
         loradb.adapt(model, ["fine", 3], db=db)
     with pytest.raises(LoradbError, match="^`data` must be texts"):
         loradb.adapt(model, {"text": "a dict"}, db=db)
+    with pytest.raises(LoradbError, match=r"got generator \(pass texts as a list"):  # a table iterates its column names
+        loradb.adapt(model, (t for t in ["a", "b"]), db=db)
     with pytest.raises(LoradbError, match=r"^give the target `data`"):
         loradb.adapt(model, db=db)
     with pytest.raises(LoradbError, match=re.escape("give either `weights` or a target (`data` or `repr`), not both")):

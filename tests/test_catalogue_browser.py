@@ -13,6 +13,8 @@ import json
 import tarfile
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +50,8 @@ def catalogue(bert, tmp_path_factory):
     target_texts = write_jsonl(root / "target.jsonl", TEXTS["finance"][::-1])
     code, out, err = run("represent", target_texts, "--base", bert, "-o", root / "target.npy")
     assert code == 0, err
+    code, out, err = run("represent", target_texts, "--base", bert, "--max-length", "16", "-o", root / "elsewhere.npy")
+    assert code == 0, err  # another recipe, so another space
     with running_server(db, log=root / "server.log") as url:
         yield {"db": db, "url": url, "token": reader.strip(), "root": root, "bert": bert, "adapters": adapters}
 
@@ -172,6 +176,13 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
     assert shown[0][0] == "finance" and [n for n, _ in shown] == [n for n, _ in expected]
     assert [w for _, w in shown] == pytest.approx([w for _, w in expected], abs=1e-4)
     assert page.evaluate("document.getElementById('map').toDataURL()") != blank  # the target was drawn
+    # the star sits where the server's PCA puts z: the page projected it with the map's mean and components
+    space = json.loads(run("show", catalogue["db"], "finance", "--json")[1])["space"]
+    fitted = httpx.get(f"{catalogue['url']}/v1/spaces/{space}/map",
+                       headers={"Authorization": f"Bearer {catalogue['token']}"}).json()
+    expected = (np.load(root / "target.npy") - np.array(fitted["mean"])) @ np.array(fitted["components"]).T
+    star = page.eval_on_selector("#map", "c => [Number(c.dataset.targetX), Number(c.dataset.targetY)]")
+    assert star == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)
 
     page.select_option("#method", "uniform")
     page.wait_for_function("() => [...document.querySelectorAll('#weights .weight')].every(c => c.textContent === '0.2500')")
@@ -199,6 +210,13 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
     from_page, from_cli = hidden(composed), hidden(reference)
     torch.testing.assert_close(from_page, from_cli, rtol=0, atol=1e-6)
     assert (from_page - hidden(None)).abs().max() > 1e-3  # the adapter really changes the model
+
+
+def test_map_refuses_a_representation_of_another_space(page, catalogue):
+    signed_in(page, catalogue, "#/map")
+    drop_representation(page, catalogue["root"] / "elsewhere.npy")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('this representation is of space')")
+    assert page.locator("#weights").count() == 0
 
 
 def test_public_read_opens_the_catalogue_without_a_token(browser, catalogue):

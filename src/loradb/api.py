@@ -14,7 +14,6 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,12 +112,12 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         model, base_model = _model_and_base(model, base)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loradb-adapt-")))
         out = tmp / "adapter"
-        shape: dict[str, Any] = {"spec": spec, "shots": shots, "labels": labels, "progress": progress}
+        options: dict[str, Any] = {"spec": spec, "shots": shots, "labels": labels, "progress": progress}
         if weights is not None:  # as `loradb compose --weights`
-            result = handle.compose(out, weights=weights, base=str(base_model.path), **shape)
+            result = handle.compose(out, weights=weights, base=str(base_model.path), **options)
         else:
             target = _target(data, handle, tmp)
-            result = handle.compose(out, **shape, **target, base=str(base_model.path), space=space, k=k, method=method,
+            result = handle.compose(out, **options, **target, base=str(base_model.path), space=space, k=k, method=method,
                                     temperature=temperature, l1=l1, key=key, task=task, dp=dp)
         from peft import PeftModel
 
@@ -150,9 +149,9 @@ def _model_and_base(model, base) -> tuple[Any, BaseModel]:
         from loradb.models.generate import is_causal_lm
         from loradb.models.loading import load_model
 
-        if base is not None and load_base(resolve_base(str(base))).fingerprint != model.fingerprint:
-            raise BaseModelMismatch(f"`model` is base model {model.short} but `base` is "
-                                    f"{load_base(resolve_base(str(base))).short}")
+        stated = load_base(resolve_base(str(base))) if base is not None else None
+        if stated is not None and stated.fingerprint != model.fingerprint:
+            raise BaseModelMismatch(f"`model` is base model {model.short} but `base` is {stated.short}")
         return load_model(model.path, causal=is_causal_lm(model.config))[0], model
     if not callable(getattr(model, "state_dict", None)):
         raise LoradbError(f"`model` must be a loaded model (transformers, torch) or a loradb BaseModel, not {type(model).__name__}")
@@ -185,19 +184,22 @@ def _check_weights(model, base: BaseModel) -> None:
     for wf in sorted(base.path.glob("*.safetensors")):
         with safe_open(str(wf), framework="pt") as f:
             for name in f.keys():
-                mine = state[name] if name in state else state.get(match_by_suffix(state, name) or "")
+                exact = name in state
+                mine = state[name] if exact else state.get(match_by_suffix(state, name) or "")
                 stored = f.get_slice(name)
                 shape = tuple(stored.get_shape())
                 if mine is None or not mine.is_floating_point() or not shape:  # not in the model, or quantized, or a scalar
+                    continue
+                if tuple(mine.shape) != shape and not exact:  # a suffix that names another tensor: not evidence
                     continue
                 if tuple(mine.shape) != shape:
                     raise BaseModelMismatch(f"`model` has {name} of shape {tuple(mine.shape)}, but base model {base.short} "
                                             f"has {shape}; pass the model loaded from that directory, or its `base`")
                 rows = [slice(None)] if len(shape) == 1 else [slice(0, 1), slice(shape[0] - 1, shape[0])]
+                if not stored[rows[0]].is_floating_point():  # quantized on disk: not comparable row by row
+                    continue
                 for rows_ in rows:
                     theirs = stored[rows_]
-                    if not theirs.is_floating_point():
-                        break
                     if not torch.equal(mine[rows_].detach().cpu(), theirs.to(mine.dtype)):
                         raise BaseModelMismatch(f"`model` holds other weights than base model {base.short} ({name} "
                                                 "differs): the adapters were made for those exact weights; pass the model "
@@ -223,8 +225,9 @@ def _target(data, handle: Database, tmp: Path) -> dict:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         return {"data": None, "repr": path} if path.suffix.lower() == ".npy" else {"data": path, "repr": None}
-    if isinstance(data, (bytes, bytearray, Mapping)) or not isinstance(data, Iterable):
-        raise LoradbError(f"`data` must be {DATA_KINDS}; got {type(data).__name__}")
+    if not isinstance(data, (list, tuple)):  # a DataFrame iterates over its column names, a dict over its keys
+        raise LoradbError(f"`data` must be {DATA_KINDS}; got {type(data).__name__} (pass texts as a list, e.g. "
+                          "df['text'].tolist())")
     texts = tmp / "texts.jsonl"
     count = 0
     with open(texts, "w", encoding="utf-8") as f:

@@ -23,7 +23,7 @@ def _serve_flags(p) -> None:
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
 
 
-@command("serve", "serve the database over HTTP (contribute, search, compose, download)", flags=_serve_flags, url=False)
+@command("serve", "serve the database over HTTP (contribute, search, compose, download) and its catalogue in the browser at /", flags=_serve_flags, url=False)
 def cmd_serve(args) -> int:
     from loradb.service.serve import serve
 

@@ -2,7 +2,8 @@
 2-D map of one space's prototypes.
 
 The map is a PCA of the space's z vectors (raw, as stored), fitted on a seeded random sample
-of at most `sample` records: a large space is shown by its sample, and the answer says how
+of about `sample` records (rounded up to one of SAMPLE_STEPS, so that the few fits a reader
+can ask for are all cached): a large space is shown by its sample, and the answer says how
 many of how many are drawn. The page projects a dropped target with the same mean and
 components, so the target lands where it belongs among the prototypes.
 """
@@ -10,6 +11,7 @@ components, so the target lands where it belongs among the prototypes.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 MAP_SAMPLE = 20_000  # prototypes drawn by default: a PCA of 20k x 384 is a fraction of a second
 MAP_SAMPLE_MAX = 100_000
+SAMPLE_STEPS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)  # the sample sizes a map is drawn at
 MAX_CATEGORIES = 12  # colours on the map; rarer values are drawn as "other"
 READ_CHUNK = 500  # records fetched per query while sampling
 MAX_FITS = 8  # maps cached per process (a 100k-point fit holds a few tens of MB)
@@ -66,14 +69,21 @@ class _Fitted:
     xy: np.ndarray  # (n, 2)
 
 
-_FITS: dict[tuple, _Fitted] = {}
+_FITS: OrderedDict[tuple, _Fitted] = OrderedDict()  # least recently used first
+_FITTING: dict[tuple, threading.Lock] = {}  # one fit per key at a time; the others wait for it
 _FITS_LOCK = threading.Lock()
+
+
+def drawn(sample: int, total: int) -> int:
+    """How many prototypes a map of `sample` draws: `sample` rounded up to SAMPLE_STEPS, at most
+    all. A reader can so cause at most len(SAMPLE_STEPS) fits per space and database state."""
+    if not 1 <= sample <= MAP_SAMPLE_MAX:
+        raise LoradbError(f"sample must be between 1 and {MAP_SAMPLE_MAX}")
+    return min(total, next(step for step in SAMPLE_STEPS if step >= sample))
 
 
 def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int = MAP_SAMPLE) -> dict:
     """The prototypes of `space` in 2-D, each with its category under the metadata key `colour`."""
-    if not 2 <= sample <= MAP_SAMPLE_MAX:
-        raise LoradbError(f"sample must be between 2 and {MAP_SAMPLE_MAX}")
     fitted = _fit(db, space, sample)
     values = [str(m[colour]) if colour and colour in m else None for m in fitted.metas]
     counts: dict[str, int] = {}
@@ -84,9 +94,13 @@ def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int 
     slot = {v: i for i, v in enumerate(categories)}
     other = len(categories) if len(counts) > len(categories) else None
     keys = sorted({k for m in fitted.metas for k in m})
+    # six significant digits of the map's extent: plenty for a plot, a third of the bytes of full floats
+    scale = float(np.abs(fitted.xy).max()) if fitted.xy.size else 0.0
+    decimals = 6 - int(np.floor(np.log10(scale))) if scale > 0 else 6
+    xy = np.round(fitted.xy, decimals)
     return {"space": space, "total": fitted.total, "shown": len(fitted.ids), "sampled": len(fitted.ids) < fitted.total,
             "mean": fitted.mean.tolist(), "components": fitted.components.tolist(), "explained": fitted.explained,
-            "x": np.round(fitted.xy[:, 0], 5).tolist(), "y": np.round(fitted.xy[:, 1], 5).tolist(),
+            "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
             "ids": fitted.ids, "names": fitted.names, "keys": keys, "colour": colour,
             "categories": categories + (["other"] if other is not None else []),
             "category": [slot.get(v, other) if v is not None else None for v in values]}
@@ -95,26 +109,32 @@ def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int 
 def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
     if not any(s["id"] == space for s in db.spaces()):
         raise NotFound(f"no representation space {space!r}; `loradb list DB` shows the spaces in use")
-    key = (db.location, space, sample, db.index.generation())
-    with _FITS_LOCK:
-        if key in _FITS:
-            return _FITS[key]
     ids = sorted(db.index.ids_in_space(space))
-    total = len(ids)
-    if total > sample:  # seeded, so the same database always draws the same map
-        picks = np.random.default_rng(0).choice(len(ids), size=sample, replace=False)
-        ids = [ids[i] for i in sorted(picks)]
-    records = [r for s in range(0, len(ids), READ_CHUNK) for r in db.index.get_many(ids[s:s + READ_CHUNK])]
-    Z = np.stack([r.z for r in records]).astype(np.float64)
-    mean = Z.mean(axis=0)
-    components, explained = _principal_axes(Z - mean)
-    fitted = _Fitted(total=total, ids=ids, names=[r.name for r in records], metas=[r.meta for r in records], mean=mean,
-                     components=components, explained=explained, xy=(Z - mean) @ components.T)
-    with _FITS_LOCK:  # fits of an older generation are stale; of the rest, the few most recent are kept
-        older = [k for k in _FITS if k[:2] == key[:2] and k[3] != key[3]]
-        for stale in older + list(_FITS)[:-(MAX_FITS - 1)]:
-            _FITS.pop(stale, None)
-        _FITS[key] = fitted
+    total, n = len(ids), drawn(sample, len(ids))
+    key = (db.location, space, n, db.index.generation())
+    with _FITS_LOCK:
+        fitting = _FITTING.setdefault(key, threading.Lock())
+    with fitting:  # a second request for the same map waits for the first one's fit
+        with _FITS_LOCK:
+            if key in _FITS:
+                _FITS.move_to_end(key)
+                return _FITS[key]
+        if total > n:  # seeded, so the same database always draws the same map
+            picks = np.random.default_rng(0).choice(total, size=n, replace=False)
+            ids = [ids[i] for i in sorted(picks)]
+        rows = [row for s in range(0, len(ids), READ_CHUNK) for row in db.index.prototypes(ids[s:s + READ_CHUNK])]
+        Z = np.stack([row[3] for row in rows]).astype(np.float64)
+        mean = Z.mean(axis=0)
+        components, explained = _principal_axes(Z - mean)
+        fitted = _Fitted(total=total, ids=ids, names=[row[1] for row in rows], metas=[row[2] for row in rows], mean=mean,
+                         components=components, explained=explained, xy=(Z - mean) @ components.T)
+        with _FITS_LOCK:  # fits of the database's older states are stale; of the rest, the most recently used are kept
+            for stale in [k for k in _FITS if k[0] == key[0] and k[3] != key[3]]:
+                del _FITS[stale]
+            _FITS[key] = fitted
+            while len(_FITS) > MAX_FITS:
+                _FITS.popitem(last=False)
+            _FITTING.pop(key, None)
     return fitted
 
 

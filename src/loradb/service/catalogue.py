@@ -1,6 +1,6 @@
 """The browser catalogue: a static page at `/` (vanilla JS, shipped in the package, no build
-step) and the three JSON reads it needs beyond the API: a filtered page of records, a record's
-neighbours, and a space's 2-D map.
+step) and the four JSON reads it needs beyond the API: a filtered page of records, a record's
+neighbours, a space's 2-D map, and the menus of weighting methods and retrieval keys.
 
 The page holds no data of its own: every read goes through the API with the token the user
 typed (kept in the tab's session storage), so the catalogue obeys the same token rules as
@@ -79,13 +79,14 @@ def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
 
     @app.get(f"{API}/spaces/{{space}}/map")
     def space_map(space: str, colour: str | None = Query(None, description="metadata key to colour by"),
-                  sample: int = Query(catalogue.MAP_SAMPLE, ge=2, le=catalogue.MAP_SAMPLE_MAX),
+                  sample: int = Query(catalogue.MAP_SAMPLE, ge=1, le=catalogue.MAP_SAMPLE_MAX,
+                                      description=f"prototypes to draw, rounded up to one of {catalogue.SAMPLE_STEPS}"),
                   who=Depends(needs(Scope.READ))) -> dict:
         """The space's prototypes projected to 2-D by PCA (a seeded sample of at most `sample`)."""
         return catalogue.space_map(db(), _text(space, "space") or "", colour=_text(colour, "colour"), sample=sample)
 
     @app.get(f"{API}/methods")
-    def methods() -> dict:
+    def methods() -> dict:  # the library's own names, no records: open to all, like /health
         """The zero-shot weighting methods and the retrieval keys a search or compose takes (the page's menus)."""
         return {"default": DEFAULT_METHOD, "methods": [{"name": m, "help": METHODS[m].help} for m in ZERO_SHOT],
                 "keys": [{"name": k.name, "help": k.help} for k in KEYS.values()]}

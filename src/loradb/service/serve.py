@@ -61,7 +61,7 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: S
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"loradb serving {db} at http://{shown}:{bound} (API docs at /docs)", flush=True)
+    print(f"loradb serving {db} at http://{shown}:{bound} (catalogue at /, API docs at /docs)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print("loradb: listening beyond this machine; put TLS in front of it (tokens travel in a header)", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"))).run(sockets=[sock])

@@ -148,7 +148,12 @@ class PgIndex(SharedStatements):
     COLUMNS = _COLUMNS
     PARAM = "%s"
     META_EQUALS = "meta ->> ? = ?"
-    META_TEXT = "meta::text"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM jsonb_each_text(records.meta) WHERE lower(value) LIKE ? ESCAPE '!')"
+    LOWER = "lower"
+    Z_COLUMN = "vector_send(z)"
+
+    def _vector(self, raw) -> np.ndarray:
+        return _unpack_vector(raw)
 
     def __init__(self, url: str):
         self.url = url

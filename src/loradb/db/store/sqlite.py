@@ -119,6 +119,8 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
     conn.execute("PRAGMA foreign_keys=ON")
+    # Unicode-aware lower() for the catalogue's text filter (SQLite's own folds ASCII only)
+    conn.create_function("loradb_lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True)
     return conn
 
 

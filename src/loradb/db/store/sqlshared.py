@@ -7,6 +7,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from loradb.errors import NotFound, StoreError
 
 if TYPE_CHECKING:
@@ -83,15 +85,21 @@ class SharedStatements:
             cache[space_id] = json.loads(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL JSONB
         return dict(cache[space_id])
 
-    # the catalogue's filters; the two dialects spell a metadata lookup and its text differently
+    # the catalogue's filters; the two dialects spell a metadata lookup differently, and SQLite's
+    # own lower() folds ASCII only (sqlite.connect registers loradb_lower, Python's str.lower)
     META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
-    META_TEXT = "meta"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE loradb_lower(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
+    LOWER = "loradb_lower"
+    Z_COLUMN = "z"  # how a record's z is selected (PostgreSQL: in binary)
+
+    def _vector(self, raw) -> np.ndarray:  # a selected Z_COLUMN as float32
+        return np.frombuffer(raw, dtype="<f4").copy()
 
     def find(self, *, base: str | None = None, space: str | None = None, meta: tuple[str, str] | None = None,
              text: str | None = None, offset: int = 0, limit: int = 50) -> tuple[int, list[Record]]:
         """(how many records match, `limit` of them from `offset`), newest first: the catalogue's
         table. `base` is a base model's name or fingerprint, `meta` a (key, value) pair, and
-        `text` a case-insensitive substring of the name, owner or metadata, or an id prefix."""
+        `text` a case-insensitive substring of the name, owner or a metadata value, or an id prefix."""
         where, params = [], []
         if base:
             where.append("(base_name = ? OR base_fingerprint = ?)")
@@ -102,10 +110,10 @@ class SharedStatements:
         if meta:
             where.append(self.META_EQUALS)
             params += list(meta)
-        if text:
-            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.lower()) + "%"
-            where.append(f"(lower(name) LIKE ? ESCAPE '\\' OR lower(coalesce(owner, '')) LIKE ? ESCAPE '\\' "
-                         f"OR lower({self.META_TEXT}) LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
+        if text:  # '!' escapes LIKE's wildcards: the same in both dialects, whatever PostgreSQL's string settings
+            pattern = "%" + re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
+            where.append(f"({self.LOWER}(name) LIKE ? ESCAPE '!' OR {self.LOWER}(coalesce(owner, '')) LIKE ? ESCAPE '!' "
+                         f"OR {self.META_VALUE_LIKE} OR id LIKE ? ESCAPE '!')")
             params += [pattern, pattern, pattern, pattern[1:]]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(self._sql(f"SELECT count(*) FROM records{clause}"), tuple(params)).fetchone()[0]
@@ -117,6 +125,18 @@ class SharedStatements:
     def ids_in_space(self, space_id: str) -> list[str]:
         """A space's record ids (from an index, without reading the records)."""
         return [r[0] for r in self.conn.execute(self._sql("SELECT id FROM records WHERE space_id = ?"), (space_id,)).fetchall()]
+
+    def prototypes(self, ids: list[str]) -> list[tuple[str, str, dict, np.ndarray]]:
+        """(id, name, meta, z) of records by full id, in that order: what the catalogue's map reads
+        (not the rest of a record, which a 100k-point map would decode for nothing)."""
+        rows = self.conn.execute(self._sql(f"SELECT id, name, meta, {self.Z_COLUMN} FROM records "
+                                           f"WHERE id IN ({', '.join('?' * len(ids))})"), tuple(ids)).fetchall() if ids else []
+        by_id = {row[0]: row for row in rows}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise NotFound(f"no record with id {missing[0]!r} (removed meanwhile?)")
+        return [(i, by_id[i][1], json.loads(by_id[i][2]) if isinstance(by_id[i][2], str) else by_id[i][2],
+                 self._vector(by_id[i][3])) for i in ids]
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]

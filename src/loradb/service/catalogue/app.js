@@ -101,7 +101,7 @@ function guarded(fn) {  // an action's failure is shown, never thrown into the c
 
 // ---- the records table -----------------------------------------------------------------
 
-async function viewRecords(params) {
+async function viewRecords(params, current) {
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   const filters = {base: params.get("base") || "", space: params.get("space") || "", meta: params.get("meta") || "",
                    q: params.get("q") || ""};
@@ -136,6 +136,7 @@ async function viewRecords(params) {
     el("button", {class: "plain", id: "prev", disabled: offset === 0, onclick: go(Math.max(0, offset - PAGE_SIZE))}, "‹ Previous"),
     el("span", {id: "range"}, page.total ? (offset + 1).toLocaleString() + "–" + last.toLocaleString() + " of " + page.total.toLocaleString() : "no records match"),
     el("button", {class: "plain", id: "next", disabled: last >= page.total, onclick: go(offset + PAGE_SIZE)}, "Next ›"));
+  if (!current()) return;
   main.replaceChildren(
     el("h1", {}, "Records"), form, pager,
     el("table", {id: "records"},
@@ -146,11 +147,12 @@ async function viewRecords(params) {
 
 // ---- one record ------------------------------------------------------------------------
 
-async function viewRecord(ref) {
+async function viewRecord(ref, current) {
   const main = document.getElementById("main");
   const [r, near] = await Promise.all([getJSON("/records/" + encodeURIComponent(ref)),
                                        getJSON("/records/" + encodeURIComponent(ref) + "/neighbours?k=10")]);
   const fact = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
+  if (!current()) return;
   main.replaceChildren(
     el("h1", {id: "record-name"}, r.name),
     el("p", {}, el("button", {id: "download", onclick: guarded(() => download("/records/" + encodeURIComponent(r.id) + "/adapter", {}, r.name + ".tar"))},
@@ -201,9 +203,11 @@ function parseNpy(buffer) {
 
 async function readRepresentation(fileList) {
   const files = Array.from(fileList);
-  const npy = files.find(f => f.name.endsWith(".npy"));
-  const sidecar = files.find(f => f.name.endsWith(".npy.json"));
-  if (!npy || !sidecar) throw new Error("drop both files `loradb represent` wrote: the .npy and its .npy.json");
+  const vectors = files.filter(f => f.name.endsWith(".npy"));
+  if (vectors.length !== 1) throw new Error("drop one representation: its .npy and its .npy.json, as `loradb represent` wrote them");
+  const npy = vectors[0];
+  const sidecar = files.find(f => f.name === npy.name + ".json");
+  if (!sidecar) throw new Error("drop " + npy.name + ".json beside " + npy.name + ": it says which space z is in");
   const z = parseNpy(await npy.arrayBuffer());
   let doc;
   try { doc = JSON.parse(await sidecar.text()); } catch (e) { throw new Error(sidecar.name + " is not valid JSON"); }
@@ -254,15 +258,16 @@ function drawMap(canvas, data, target, hits) {
   };
 }
 
-async function viewMap(params) {
+async function viewMap(params, current) {
   const main = document.getElementById("main");
   const [spaces, methods] = await Promise.all([getJSON("/spaces"), getJSON("/methods")]);
+  if (!current()) return;
   if (!spaces.length) { main.replaceChildren(el("h1", {}, "Map"), el("p", {class: "muted"}, "the database is empty")); return; }
   const space = params.get("space") || spaces.slice().sort((a, b) => b.records - a.records)[0].id;
   const colour = params.get("colour") || "";
   const sample = params.get("sample") || "";  // how many prototypes to draw (the server's default when empty)
   const data = await getJSON("/spaces/" + encodeURIComponent(space) + "/map" + query({colour: colour, sample: sample}));
-  const state = {target: null, hits: []};
+  const state = {target: null, hits: [], asked: 0};
   const canvas = el("canvas", {id: "map", width: 760, height: 540});
   const redraw = () => drawMap(canvas, data, state.target, state.hits);
   canvas.addEventListener("click", (e) => {
@@ -284,7 +289,8 @@ async function viewMap(params) {
   const fileInput = el("input", {type: "file", id: "repr-files", multiple: true, accept: ".npy,.json"});
   const drop = el("div", {id: "drop"},
     el("strong", {}, "Where does my data land?"),
-    el("p", {class: "muted"}, "Drop the two files `loradb represent DATA --base … -o target.npy` wrote (target.npy and target.npy.json) here, or choose them. Only the mean vector is sent to the server."),
+    el("p", {class: "muted"}, "Drop the two files `loradb represent DATA --base … -o target.npy` wrote (target.npy and target.npy.json) here, or choose them. " +
+      "The server receives z and its sidecar (the space, the number of examples, and any task or variance it holds), never the data."),
     fileInput,
     el("p", {}, el("label", {}, "method ", methodSelect), " ", el("label", {}, "k ", kInput), " ",
        el("label", {}, "key ", keySelect)),
@@ -292,9 +298,12 @@ async function viewMap(params) {
 
   const retrieve = guarded(async () => {
     if (!state.rep) return;
-    const body = {representation: state.doc, k: parseInt(kInput.value, 10) || 5, method: methodSelect.value, space: state.rep.space.id};
+    // the map's space: the server refuses a representation of another one
+    const body = {representation: state.doc, k: parseInt(kInput.value, 10) || 5, method: methodSelect.value, space: space};
     if (keySelect.value) body.key = keySelect.value;
+    const asked = ++state.asked;
     const result = await (await api("/search", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
+    if (asked !== state.asked) return;  // a newer choice of method, k or key is on its way
     state.hits = result.results.map(r => ({id: r.record.id, name: r.record.name, weight: r.weight, distance: r.distance}));
     redraw();
     results.replaceChildren(
@@ -322,6 +331,8 @@ async function viewMap(params) {
     state.doc = Object.assign({}, rep);
     delete state.doc.name;
     state.target = {x: dot(data.components[0]), y: dot(data.components[1])};
+    canvas.dataset.targetX = state.target.x;  // where the star is, in the map's coordinates
+    canvas.dataset.targetY = state.target.y;
     redraw();
     await retrieve();
   });
@@ -333,6 +344,7 @@ async function viewMap(params) {
   keySelect.addEventListener("change", retrieve);
   kInput.addEventListener("change", retrieve);
 
+  if (!current()) return;
   main.replaceChildren(
     el("h1", {}, "Map of a space"),
     el("form", {class: "filters", onsubmit: (e) => e.preventDefault()},
@@ -349,20 +361,26 @@ async function viewMap(params) {
 
 // ---- routing ---------------------------------------------------------------------------
 
+let routing = 0;  // how many views were asked for: only the latest may render
+
 async function route() {
   const hash = location.hash.replace(/^#/, "") || "/records";
   const [path, search] = hash.split("?");
   const params = new URLSearchParams(search || "");
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", path.startsWith("/" + a.id.slice(4)));
   status("");
+  const mine = ++routing;
+  const current = () => mine === routing;  // a view whose reads finish after the user moved on is dropped
   try {
-    if (path.startsWith("/record/")) await viewRecord(decodeURIComponent(path.slice("/record/".length)));
-    else if (path === "/map") await viewMap(params);
-    else await viewRecords(params);
+    if (path.startsWith("/record/")) await viewRecord(decodeURIComponent(path.slice("/record/".length)), current);
+    else if (path === "/map") await viewMap(params, current);
+    else await viewRecords(params, current);
+    if (!current()) return;
     document.body.dataset.ready = hash;  // what the browser tests wait for
     // two frames later the view has been painted: benchmarks/catalogue.py reads this mark
     requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("loradb-view-painted")));
   } catch (e) {
+    if (!current()) return;
     document.getElementById("main").replaceChildren(el("p", {class: "muted"}, "Nothing to show."));
     status(e.message);
     document.body.dataset.ready = "error";
