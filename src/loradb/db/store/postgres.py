@@ -148,8 +148,8 @@ class PgIndex(SharedStatements):
     COLUMNS = _COLUMNS
     PARAM = "%s"
     META_EQUALS = "meta ->> ? = ?"
-    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM jsonb_each_text(records.meta) WHERE lower(value) LIKE ? ESCAPE '!')"
-    LOWER = "lower"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM jsonb_each_text(records.meta) WHERE {lower}(value) LIKE ? ESCAPE '!')"
+    UNICODE_LOWER = "lower"  # PostgreSQL's lower() follows the database's locale
     Z_COLUMN = "vector_send(z)"
 
     def _vector(self, raw) -> np.ndarray:

@@ -86,10 +86,11 @@ class SharedStatements:
         return dict(cache[space_id])
 
     # the catalogue's filters; the two dialects spell a metadata lookup differently, and SQLite's
-    # own lower() folds ASCII only (sqlite.connect registers loradb_lower, Python's str.lower)
+    # own lower() folds ASCII only: a non-ASCII filter goes through loradb_lower (Python's
+    # str.lower, registered by sqlite.connect), an ASCII one through the faster built-in
     META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
-    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE loradb_lower(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
-    LOWER = "loradb_lower"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE {lower}(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
+    UNICODE_LOWER = "loradb_lower"
     Z_COLUMN = "z"  # how a record's z is selected (PostgreSQL: in binary)
 
     def _vector(self, raw) -> np.ndarray:  # a selected Z_COLUMN as float32
@@ -112,8 +113,9 @@ class SharedStatements:
             params += list(meta)
         if text:  # '!' escapes LIKE's wildcards: the same in both dialects, whatever PostgreSQL's string settings
             pattern = "%" + re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
-            where.append(f"({self.LOWER}(name) LIKE ? ESCAPE '!' OR {self.LOWER}(coalesce(owner, '')) LIKE ? ESCAPE '!' "
-                         f"OR {self.META_VALUE_LIKE} OR id LIKE ? ESCAPE '!')")
+            lower = "lower" if text.isascii() else self.UNICODE_LOWER
+            where.append(f"({lower}(name) LIKE ? ESCAPE '!' OR {lower}(coalesce(owner, '')) LIKE ? ESCAPE '!' "
+                         f"OR {self.META_VALUE_LIKE.format(lower=lower)} OR id LIKE ? ESCAPE '!')")
             params += [pattern, pattern, pattern, pattern[1:]]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(self._sql(f"SELECT count(*) FROM records{clause}"), tuple(params)).fetchone()[0]
