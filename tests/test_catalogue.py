@@ -8,6 +8,7 @@ import json
 import secrets
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -126,9 +127,9 @@ def test_map_refits_when_records_change_and_folds_rare_values_into_other(tmp_pat
         assert before["categories"] == sorted(FAMILIES)  # three values, equal counts: by name
         template = db.get(ids["alpha"][0])
         rng = np.random.default_rng(2)
-        db.index.insert_many([Record(**{**template.__dict__, "id": uuid.uuid4().hex, "name": f"site_{i}",
-                                        "z": template.z + rng.normal(size=DIM).astype(np.float32),
-                                        "meta": {"site": f"s{i:02d}", "family": "alpha"}}) for i in range(14)])
+        db.index.insert_many([replace(template, id=uuid.uuid4().hex, name=f"site_{i}",
+                                      z=template.z + rng.normal(size=DIM).astype(np.float32),
+                                      meta={"site": f"s{i:02d}", "family": "alpha"}) for i in range(14)])
         after = catalogue.space_map(db, space.id, colour="site")
         assert after["total"] == 44 and len(after["ids"]) == 44  # the cached fit of 30 was not reused
         assert len(after["categories"]) == catalogue.MAX_CATEGORIES + 1 and after["categories"][-1] == "other"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from browser_helpers import drop_representation, find_chromium, launch
+from browser_helpers import drop_representation, launch
 from models import load_model, make_adapter
 from server_helpers import running_server
 from test_cli import TEXTS, run, write_jsonl
@@ -60,10 +60,11 @@ def catalogue(bert, tmp_path_factory):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if find_chromium() is None:
-        pytest.fail("no Chromium found: `apt-get install chromium` (make test does this) or set LORADB_CHROMIUM")
     with sync_playwright() as p:
-        chromium = launch(p)
+        try:
+            chromium = launch(p)
+        except RuntimeError as e:  # no Chromium: the message says how to get one
+            pytest.fail(str(e))
         yield chromium
         chromium.close()
 

@@ -11,7 +11,7 @@ components, so the target lands where it belongs among the prototypes.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,8 +39,7 @@ def browse(db: LoraDB, *, base: str | None = None, space: str | None = None, met
         if not eq or not key:
             raise LoradbError(f"metadata filter {meta!r} must be KEY=VALUE")
         pair = (key, value)
-    total, records = db.index.find(base=base or None, space=space or None, meta=pair, text=text or None,
-                                   offset=offset, limit=limit)
+    total, records = db.index.find(base=base, space=space, meta=pair, text=text, offset=offset, limit=limit)
     # modules by their kind (query, value), not each layer's path: the record page lists those
     rows = [{**r.summary(), "modules": sorted({m.rsplit(".", 1)[-1] for m in r.target_modules}), "privacy": r.privacy}
             for r in records]
@@ -86,10 +85,7 @@ def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int 
     """The prototypes of `space` in 2-D, each with its category under the metadata key `colour`."""
     fitted = _fit(db, space, sample)
     values = [str(m[colour]) if colour and colour in m else None for m in fitted.metas]
-    counts: dict[str, int] = {}
-    for v in values:
-        if v is not None:
-            counts[v] = counts.get(v, 0) + 1
+    counts = Counter(v for v in values if v is not None)
     categories = sorted(counts, key=lambda v: (-counts[v], v))[:MAX_CATEGORIES]
     slot = {v: i for i, v in enumerate(categories)}
     other = len(categories) if len(counts) > len(categories) else None
@@ -107,10 +103,12 @@ def space_map(db: LoraDB, space: str, *, colour: str | None = None, sample: int 
 
 
 def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
-    if not any(s["id"] == space for s in db.spaces()):
-        raise NotFound(f"no representation space {space!r}; `loradb list DB` shows the spaces in use")
-    ids = sorted(db.index.ids_in_space(space))
-    total, n = len(ids), drawn(sample, len(ids))
+    # the space's size from its count (kept per database state by both stores): a cached map
+    # is found without reading the space's ids
+    total = next((s["records"] for s in db.spaces() if s["id"] == space), 0)
+    if not total:
+        raise _no_space(space)
+    n = drawn(sample, total)
     key = (db.location, space, n, db.index.generation())
     with _FITS_LOCK:
         fitting = _FITTING.setdefault(key, threading.Lock())
@@ -119,15 +117,20 @@ def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
             if key in _FITS:
                 _FITS.move_to_end(key)
                 return _FITS[key]
+        ids = sorted(db.index.ids_in_space(space))
+        total = len(ids)  # as read now, should a write have come in between
+        if not total:
+            raise _no_space(space)
         if total > n:  # seeded, so the same database always draws the same map
             picks = np.random.default_rng(0).choice(total, size=n, replace=False)
             ids = [ids[i] for i in sorted(picks)]
         rows = [row for s in range(0, len(ids), READ_CHUNK) for row in db.index.prototypes(ids[s:s + READ_CHUNK])]
         Z = np.stack([row[3] for row in rows]).astype(np.float64)
         mean = Z.mean(axis=0)
-        components, explained = _principal_axes(Z - mean)
+        centred = Z - mean
+        components, explained = _principal_axes(centred)
         fitted = _Fitted(total=total, ids=ids, names=[row[1] for row in rows], metas=[row[2] for row in rows], mean=mean,
-                         components=components, explained=explained, xy=(Z - mean) @ components.T)
+                         components=components, explained=explained, xy=centred @ components.T)
         with _FITS_LOCK:  # fits of the database's older states are stale; of the rest, the most recently used are kept
             for stale in [k for k in _FITS if k[0] == key[0] and k[3] != key[3]]:
                 del _FITS[stale]
@@ -136,6 +139,10 @@ def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
                 _FITS.popitem(last=False)
             _FITTING.pop(key, None)
     return fitted
+
+
+def _no_space(space: str) -> NotFound:
+    return NotFound(f"no representation space {space!r}; `loradb list DB` shows the spaces in use")
 
 
 def _principal_axes(X: np.ndarray) -> tuple[np.ndarray, list[float]]:

@@ -36,13 +36,16 @@ def _asset(name: str) -> bytes:
     return files("loradb.service").joinpath("catalogue").joinpath(name).read_bytes()
 
 
-def _text(value: str | None, what: str) -> str | None:
-    """A filter from the query string: bounded, and without NUL (PostgreSQL refuses it in text)."""
-    if value is None:
-        return None
+def _text(value: str, what: str) -> str:
+    """A string from the request: bounded, and without NUL (PostgreSQL refuses it in text)."""
     if len(value) > MAX_TEXT or "\x00" in value:
         raise LoradbError(f"{what} must be at most {MAX_TEXT} characters, without NUL")
     return value
+
+
+def _filter(value: str | None, what: str) -> str | None:
+    """An optional filter from the query string (absent: no filter), checked as _text."""
+    return None if value is None else _text(value, what)
 
 
 def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
@@ -69,13 +72,13 @@ def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
                 q: str | None = Query(None, description="text in the name, owner or metadata, or an id prefix"),
                 who=Depends(needs(Scope.READ))) -> dict:
         """The catalogue's table: records newest first, filtered, with the total that match."""
-        return catalogue.browse(db(), base=_text(base, "base"), space=_text(space, "space"), meta=_text(meta, "meta"),
-                                text=_text(q, "q"), offset=offset, limit=limit)
+        return catalogue.browse(db(), base=_filter(base, "base"), space=_filter(space, "space"),
+                                meta=_filter(meta, "meta"), text=_filter(q, "q"), offset=offset, limit=limit)
 
     @app.get(f"{API}/records/{{ref}}/neighbours")
     def neighbours(ref: str, k: int = Query(10, ge=1, le=100), who=Depends(needs(Scope.READ))) -> list[dict]:
         """The k records nearest to this one in its space (squared L2 between their z)."""
-        return catalogue.neighbours(db(), _text(ref, "ref") or "", k)
+        return catalogue.neighbours(db(), _text(ref, "ref"), k)
 
     @app.get(f"{API}/spaces/{{space}}/map")
     def space_map(space: str, colour: str | None = Query(None, description="metadata key to colour by"),
@@ -83,7 +86,7 @@ def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
                                       description=f"prototypes to draw, rounded up to one of {catalogue.SAMPLE_STEPS}"),
                   who=Depends(needs(Scope.READ))) -> dict:
         """The space's prototypes projected to 2-D by PCA (a seeded sample of at most `sample`)."""
-        return catalogue.space_map(db(), _text(space, "space") or "", colour=_text(colour, "colour"), sample=sample)
+        return catalogue.space_map(db(), _text(space, "space"), colour=_filter(colour, "colour"), sample=sample)
 
     @app.get(f"{API}/methods")
     def methods() -> dict:  # the library's own names, no records: open to all, like /health

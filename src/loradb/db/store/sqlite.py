@@ -110,8 +110,12 @@ def _blob_or_none(v: np.ndarray | None) -> bytes | None:
     return None if v is None else np.ascontiguousarray(v, dtype="<f4").tobytes()
 
 
+def _unpack_vector(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4").copy()
+
+
 def _vector_or_none(b: bytes | None) -> np.ndarray | None:
-    return None if b is None else np.frombuffer(b, dtype="<f4").copy()
+    return None if b is None else _unpack_vector(b)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -138,6 +142,12 @@ class SqliteIndex(SharedStatements):
     """Records and spaces in `root/index.sqlite`; writers lock `root/LORADB`."""
 
     COLUMNS = _COLUMNS
+    # the catalogue's filters: SQLite's own lower() folds ASCII only, so a non-ASCII filter goes
+    # through loradb_lower (Python's str.lower, registered by connect)
+    META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE {lower}(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
+    UNICODE_LOWER = "loradb_lower"
+    Z_COLUMN = "z"
     FILE = "index.sqlite"
     MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file
 
@@ -173,10 +183,13 @@ class SqliteIndex(SharedStatements):
     def connection_lost(self) -> bool:
         return False  # a file: nothing to lose
 
+    def _vector(self, raw: bytes) -> np.ndarray:
+        return _unpack_vector(raw)
+
     def _row(self, row) -> Record:
         return Record(
             id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3], space=self._space_recipe(row[4]),
-            z=np.frombuffer(row[5], dtype="<f4").copy(), n_samples=row[6], rank=row[7],
+            z=self._vector(row[5]), n_samples=row[6], rank=row[7],
             target_modules=json.loads(row[8]), adapter_config=json.loads(row[9]), meta=json.loads(row[10]),
             blob_sha256=row[11], created=row[12], owner=row[13], privacy=json.loads(row[14]) if row[14] else None,
             var=_vector_or_none(row[15]), task=json.loads(row[16]) if row[16] else None, task_z=_vector_or_none(row[17]),

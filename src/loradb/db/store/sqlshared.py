@@ -28,8 +28,15 @@ class SharedStatements:
     if TYPE_CHECKING:  # what the index class provides
         conn: Any  # a sqlite3 or psycopg connection
         COLUMNS: str  # the record columns _row reads, in its order
+        # the catalogue's filters in the backend's dialect: a metadata key equal to a value, a
+        # metadata value LIKE a pattern (with {lower} the case folding), Unicode case folding
+        META_EQUALS: str
+        META_VALUE_LIKE: str
+        UNICODE_LOWER: str
+        Z_COLUMN: str  # how a record's z is selected, for _vector
 
         def _row(self, row) -> Record: ...
+        def _vector(self, raw) -> np.ndarray: ...  # a selected Z_COLUMN as float32
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.PARAM)
@@ -67,13 +74,18 @@ class SharedStatements:
 
     def get_many(self, ids: list[str]) -> list[Record]:
         """Records by full id, in the order given, in one query (a search's hits)."""
-        rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE id IN ({', '.join('?' * len(ids))})"),
+        return [self._row(row) for row in self._rows_by_id(self.COLUMNS, ids)]
+
+    def _rows_by_id(self, columns: str, ids: list[str]) -> list:
+        """Rows of `columns` (the first being id) for full ids, in the order given, in one query;
+        an id no longer there is refused."""
+        rows = self.conn.execute(self._sql(f"SELECT {columns} FROM records WHERE id IN ({', '.join('?' * len(ids))})"),
                                  tuple(ids)).fetchall() if ids else []
         by_id = {row[0]: row for row in rows}
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise NotFound(f"no record with id {missing[0]!r} (removed meanwhile?)")
-        return [self._row(by_id[i]) for i in ids]
+        return [by_id[i] for i in ids]
 
     def _space_recipe(self, space_id: str) -> dict:
         """A space's recipe for a record read; cached, since a space id is the hash of its recipe."""
@@ -84,17 +96,6 @@ class SharedStatements:
                 return {"id": space_id}
             cache[space_id] = json.loads(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL JSONB
         return dict(cache[space_id])
-
-    # the catalogue's filters; the two dialects spell a metadata lookup differently, and SQLite's
-    # own lower() folds ASCII only: a non-ASCII filter goes through loradb_lower (Python's
-    # str.lower, registered by sqlite.connect), an ASCII one through the faster built-in
-    META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
-    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE {lower}(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
-    UNICODE_LOWER = "loradb_lower"
-    Z_COLUMN = "z"  # how a record's z is selected (PostgreSQL: in binary)
-
-    def _vector(self, raw) -> np.ndarray:  # a selected Z_COLUMN as float32
-        return np.frombuffer(raw, dtype="<f4").copy()
 
     def find(self, *, base: str | None = None, space: str | None = None, meta: tuple[str, str] | None = None,
              text: str | None = None, offset: int = 0, limit: int = 50) -> tuple[int, list[Record]]:
@@ -113,7 +114,7 @@ class SharedStatements:
             params += list(meta)
         if text:  # '!' escapes LIKE's wildcards: the same in both dialects, whatever PostgreSQL's string settings
             pattern = "%" + re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
-            lower = "lower" if text.isascii() else self.UNICODE_LOWER
+            lower = "lower" if text.isascii() else self.UNICODE_LOWER  # the built-in is the faster where it is enough
             where.append(f"({lower}(name) LIKE ? ESCAPE '!' OR {lower}(coalesce(owner, '')) LIKE ? ESCAPE '!' "
                          f"OR {self.META_VALUE_LIKE.format(lower=lower)} OR id LIKE ? ESCAPE '!')")
             params += [pattern, pattern, pattern, pattern[1:]]
@@ -131,14 +132,8 @@ class SharedStatements:
     def prototypes(self, ids: list[str]) -> list[tuple[str, str, dict, np.ndarray]]:
         """(id, name, meta, z) of records by full id, in that order: what the catalogue's map reads
         (not the rest of a record, which a 100k-point map would decode for nothing)."""
-        rows = self.conn.execute(self._sql(f"SELECT id, name, meta, {self.Z_COLUMN} FROM records "
-                                           f"WHERE id IN ({', '.join('?' * len(ids))})"), tuple(ids)).fetchall() if ids else []
-        by_id = {row[0]: row for row in rows}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise NotFound(f"no record with id {missing[0]!r} (removed meanwhile?)")
-        return [(i, by_id[i][1], json.loads(by_id[i][2]) if isinstance(by_id[i][2], str) else by_id[i][2],
-                 self._vector(by_id[i][3])) for i in ids]
+        return [(rid, name, json.loads(meta) if isinstance(meta, str) else meta, self._vector(z))  # SQLite text, PostgreSQL JSONB
+                for rid, name, meta, z in self._rows_by_id(f"id, name, meta, {self.Z_COLUMN}", ids)]
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]

@@ -50,6 +50,8 @@ async function api(path, options) {
 
 async function getJSON(path) { return (await api(path)).json(); }
 
+function postJSON(body) { return {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}; }
+
 function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, v);
@@ -65,6 +67,8 @@ function baseText(base) {  // a base stored as a path is shown by its last two p
 }
 
 function baseLabel(base) { return el("span", {title: base}, baseText(base)); }
+
+function spaceText(s) { return short(s.id) + " · " + baseText(s.base_name) + " · " + s.records + " records"; }
 
 function when(created) { return el("span", {title: created}, String(created || "").replace("T", " ").slice(0, 16)); }
 
@@ -119,7 +123,7 @@ async function viewRecords(params, current) {
       location.hash = "#/records" + query(Object.fromEntries(data.entries()));
     }},
     field("base", "base model", select("base", bases.map(b => [b, baseText(b)]), filters.base)),
-    field("space", "space", select("space", spaces.map(s => [s.id, short(s.id) + " · " + baseText(s.base_name) + " · " + s.records]), filters.space)),
+    field("space", "space", select("space", spaces.map(s => [s.id, spaceText(s)]), filters.space)),
     field("meta", "metadata", el("input", {name: "meta", id: "filter-meta", placeholder: "key=value", value: filters.meta})),
     field("q", "text", el("input", {name: "q", id: "filter-q", placeholder: "name, owner, metadata, id", value: filters.q})),
     el("button", {type: "submit", id: "filter-apply"}, "Filter"),
@@ -215,12 +219,13 @@ async function readRepresentation(fileList) {
   return Object.assign({}, doc, {z: z, name: npy.name});
 }
 
-function drawMap(canvas, data, target, hits) {
+function drawMap(canvas, data, target, circled) {  // circled: indices of the points to ring
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 18;
-  const xs = data.x.concat(target ? [target.x] : []), ys = data.y.concat(target ? [target.y] : []);
-  let x0 = Math.min(...xs.slice(0, 1)), x1 = x0, y0 = Math.min(...ys.slice(0, 1)), y1 = y0;
-  for (let i = 0; i < xs.length; i++) { x0 = Math.min(x0, xs[i]); x1 = Math.max(x1, xs[i]); y0 = Math.min(y0, ys[i]); y1 = Math.max(y1, ys[i]); }
+  let x0 = target ? target.x : data.x[0], x1 = x0, y0 = target ? target.y : data.y[0], y1 = y0;
+  for (let i = 0; i < data.x.length; i++) {
+    x0 = Math.min(x0, data.x[i]); x1 = Math.max(x1, data.x[i]); y0 = Math.min(y0, data.y[i]); y1 = Math.max(y1, data.y[i]);
+  }
   const sx = (w - 2 * pad) / ((x1 - x0) || 1), sy = (h - 2 * pad) / ((y1 - y0) || 1);
   const px = (x) => pad + (x - x0) * sx, py = (y) => h - pad - (y - y0) * sy;
   ctx.clearRect(0, 0, w, h);
@@ -230,11 +235,8 @@ function drawMap(canvas, data, target, hits) {
     ctx.fillStyle = c === null ? "#c0c6d0" : COLOURS[c % COLOURS.length];
     ctx.fillRect(px(data.x[i]) - size / 2, py(data.y[i]) - size / 2, size, size);
   }
-  const index = new Map(data.ids.map((id, i) => [id, i]));
   ctx.lineWidth = 2;
-  for (const hit of hits || []) {
-    const i = index.get(hit.id);
-    if (i === undefined) continue;
+  for (const i of circled) {
     ctx.strokeStyle = "#101828";
     ctx.beginPath(); ctx.arc(px(data.x[i]), py(data.y[i]), 7, 0, 2 * Math.PI); ctx.stroke();
   }
@@ -268,14 +270,15 @@ async function viewMap(params, current) {
   const sample = params.get("sample") || "";  // how many prototypes to draw (the server's default when empty)
   const data = await getJSON("/spaces/" + encodeURIComponent(space) + "/map" + query({colour: colour, sample: sample}));
   const state = {target: null, hits: [], asked: 0};
+  const point = new Map(data.ids.map((id, i) => [id, i]));  // a record's point on the map (if drawn)
   const canvas = el("canvas", {id: "map", width: 760, height: 540});
-  const redraw = () => drawMap(canvas, data, state.target, state.hits);
+  const redraw = () => drawMap(canvas, data, state.target, state.hits.map(h => point.get(h.id)).filter(i => i !== undefined));
   canvas.addEventListener("click", (e) => {
     const i = canvas.pick(e.offsetX * canvas.width / canvas.clientWidth, e.offsetY * canvas.height / canvas.clientHeight);
     if (i >= 0) location.hash = "#/record/" + encodeURIComponent(data.ids[i]);
   });
   const spaceSelect = el("select", {id: "map-space", onchange: (e) => { location.hash = "#/map" + query({space: e.target.value, colour: colour, sample: sample}); }},
-    spaces.map(s => el("option", {value: s.id, selected: s.id === space}, short(s.id) + " · " + baseText(s.base_name) + " · " + s.records + " records")));
+    spaces.map(s => el("option", {value: s.id, selected: s.id === space}, spaceText(s))));
   const colourSelect = el("select", {id: "map-colour", onchange: (e) => { location.hash = "#/map" + query({space: space, colour: e.target.value, sample: sample}); }},
     el("option", {value: ""}, "(none)"), data.keys.map(k => el("option", {value: k, selected: k === colour}, k)));
   const legend = el("div", {class: "legend", id: "legend"},
@@ -302,7 +305,7 @@ async function viewMap(params, current) {
     const body = {representation: state.doc, k: parseInt(kInput.value, 10) || 5, method: methodSelect.value, space: space};
     if (keySelect.value) body.key = keySelect.value;
     const asked = ++state.asked;
-    const result = await (await api("/search", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
+    const result = await (await api("/search", postJSON(body))).json();
     if (asked !== state.asked) return;  // a newer choice of method, k or key is on its way
     state.hits = result.results.map(r => ({id: r.record.id, name: r.record.name, weight: r.weight, distance: r.distance}));
     redraw();
@@ -315,8 +318,8 @@ async function viewMap(params, current) {
           el("td", {}, el("a", {href: "#/record/" + encodeURIComponent(hh.id)}, hh.name)),
           el("td", {class: "num"}, Number(hh.distance).toPrecision(5)),
           el("td", {class: "num weight"}, Number(hh.weight).toFixed(4)))))),
-      el("p", {}, el("button", {id: "compose", onclick: guarded(() => download("/compose", {method: "POST",
-        headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}, "composed.tar"))}, "Download composed adapter (.tar)")));
+      el("p", {}, el("button", {id: "compose", onclick: guarded(() => download("/compose", postJSON(body), "composed.tar"))},
+                     "Download composed adapter (.tar)")));
     status("retrieved " + state.hits.length + " adapters", true);
   });
   const take = guarded(async (fileList) => {
