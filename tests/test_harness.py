@@ -109,8 +109,13 @@ def test_few_shot_rows(bert, tmp_path):
     from dataclasses import replace
 
     domains = make_domains(tmp_path / "domains")
+    # built from a partial collection: the report must say which domain is missing and why
+    (domains / "missing.json").write_text(json.dumps({"gone-domain": "could not download made-up==1.0 with pip"}))
     config = replace(FAST, shots=(1, 2), learner_budgets={"learned": 3, "lorahub": 6}, scratch_epochs=2, tune=False)
     results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
+    assert results["missing_domains"] == {"gone-domain": "could not download made-up==1.0 with pip"}
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "**A partial collection:** 1 domain(s) left out" in report and "- gone-domain: could not download made-up" in report
     for domain, per in results["few_shot"].items():
         assert set(per) == {"1", "2"}
         for entry in per.values():

@@ -85,3 +85,7 @@ def in_terms(message: str, names: Mapping[str, str]) -> str:
     backticks (`max_k`); the CLI passes its flags (--max-k), the server its fields. A name
     the front end does not know keeps its plain name."""
     return _PARAMETER.sub(lambda m: names.get(m[1], m[1]), message)
+
+
+class SourceUnavailable(LoradbError):
+    """A pinned file could not be had from its registry (gone, unreachable, or not the pinned file)."""

@@ -98,38 +98,103 @@ def _parse_shots(text: str | None) -> tuple[int, ...]:
 
 
 def _data_flags(p) -> None:
-    p.add_argument("name", nargs="?", help="collection to write (see --list)")
-    p.add_argument("--list", action="store_true", help="list the collections")
+    p.add_argument("name", nargs="*", help="collection to write (see --list); with --check: collections, packaged models "
+                   "(minilm, smollm2, litemedsam) or demo (what `loradb demo` needs); default everything")
+    p.add_argument("--list", action="store_true", help="list the collections and their families")
+    p.add_argument("--check", action="store_true", help="ask the registries whether every pinned file of NAME... is still "
+                   "offered, without downloading it: one line per file (ok / gone / hash changed); exit 1 if any is not ok")
     p.add_argument("--out", help="domains folder to write (new or empty)")
+    p.add_argument("--domains", help="comma-separated domains of the collection to write (default all): only their "
+                   "sources are fetched")
 
 
-@command("data", "the packaged dataset collections: list them, or write one as a domains folder", flags=_data_flags,
-         db=False, json_flag=True)
+@command("data", "the packaged dataset collections: list them, check their sources, or write one as a domains folder",
+         flags=_data_flags, db=False, json_flag=True)
 def cmd_data(args) -> int:
-    from loradb.evaluate.datasets import COLLECTIONS, describe, write_collection
+    from loradb.evaluate.datasets import COLLECTIONS
 
-    if args.list == bool(args.name):
-        raise LoradbError("give --list, or a collection NAME with --out DIR")
+    if args.check:
+        return _check_sources(args.name, args.json)
+    if args.list == bool(args.name) or len(args.name) > 1:
+        raise LoradbError("give --list, --check [NAME ...], or one collection NAME with --out DIR")
     if args.list:
-        infos = [describe(n) for n in COLLECTIONS]
-        if args.json:
-            print_json(infos)
-            return 0
-        for i in infos:
-            size = (f"{i['train']} train / {i['test']} test examples" if i["built"] else "examples counted once built")
-            print(f"{i['name']:<15} {i['task']:<15} {i['domains']} domains, {size}\n"
-                  f"{'':<15} {i['summary']}\n{'':<15} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
+        return _list_collections(list(COLLECTIONS), args.json)
+    return _write_collection(args.name[0], args.out, args.domains, args.json)
+
+
+def _list_collections(names: list[str], as_json: bool) -> int:
+    from loradb.evaluate.datasets import describe
+
+    infos = [describe(n) for n in names]
+    if as_json:
+        print_json(infos)
         return 0
-    if not args.out:
-        raise LoradbError(f"give --out DIR to write collection {args.name}")
-    out = write_collection(args.name, args.out)
-    info = describe(args.name)
-    if args.json:
-        print_json({**info, "out": str(out)})
-    else:
-        print(f"wrote {info['domains']} domains ({info['train']} train / {info['test']} test examples) to {out}; "
-              f"{out / 'SOURCE.md'} says where each comes from")
+    for i in infos:
+        size = (f"{i['train']} train / {i['test']} test examples" if i["built"] else "examples counted once built")
+        print(f"{i['name']:<15} {i['task']:<15} {i['domains']} domains, {size}\n"
+              f"{'':<15} {i['summary']}\n{'':<15} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
+        if "families" in i:
+            print(f"{'':<15} families: " + ", ".join(f"{f['family']} {f['domains']}" + (" (siblings: one label set)"
+                                                      if f["siblings"] else "") for f in i["families"]))
     return 0
+
+
+def _write_collection(name: str, out: str | None, domains: str | None, as_json: bool) -> int:
+    import sys
+
+    from loradb.evaluate.datasets import describe, write_collection
+
+    if not out:
+        raise LoradbError(f"give --out DIR to write collection {name}")
+    subset = [d.strip() for d in domains.split(",") if d.strip()] if domains else None
+    built = write_collection(name, out, domains=subset)
+    written = sorted(p.name for p in built.folder.iterdir() if p.is_dir())
+    info = describe(name)
+    if as_json:
+        print_json({**info, "out": str(built.folder), "domains": len(written), "missing": built.missing})
+    else:
+        print(f"wrote {len(written)} domains of {name} to {built.folder}; {built.folder / 'SOURCE.md'} says where each "
+              "comes from and under which licence")
+    if built.missing:
+        print(f"loradb: {name} is incomplete: {len(built.missing)} domains left out ({', '.join(sorted(built.missing))}) "
+              "because a source could not be had", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_targets() -> dict[str, tuple]:
+    """Every name `loradb data --check` takes -> the pinned files it stands for."""
+    from loradb.evaluate.datasets import COLLECTIONS
+    from loradb.evaluate.demo import DEMO_DOMAINS
+    from loradb.models.litemedsam import MEDSAM_LITE
+    from loradb.models.packaged import MINILM, SMOLLM2
+
+    zoo = COLLECTIONS["zoo"].recipes
+    assert zoo is not None
+    return {**{name: c.pinned for name, c in COLLECTIONS.items()}, "minilm": (MINILM,), "smollm2": (SMOLLM2,),
+            "litemedsam": (MEDSAM_LITE,), "demo": (MINILM, *zoo.needs_of(DEMO_DOMAINS))}
+
+
+def _check_sources(names: list[str], as_json: bool) -> int:
+    from loradb.io.offered import offered
+
+    targets = check_targets()
+    unknown = [n for n in names if n not in targets]
+    if unknown:
+        raise LoradbError(f"--check takes {', '.join(targets)}; not {', '.join(unknown)}")
+    pins = {p.requirement + " " + p.filename: p for n in (names or targets) for p in targets[n]}
+    offers = [offered(p) for p in pins.values()]
+    if as_json:
+        print_json([{"requirement": o.pinned.requirement, "file": o.pinned.filename, "registry": o.pinned.registry,
+                     "sha256": o.pinned.sha256, "status": o.status, "detail": o.detail} for o in offers])
+    else:
+        for o in offers:
+            print(f"{o.status:<12} {o.pinned.requirement:<32} {o.pinned.registry:<5} {o.pinned.filename}"
+                  + (f"  ({o.detail})" if o.detail else ""))
+        bad = [o for o in offers if not o.ok]
+        print(f"{len(offers) - len(bad)} of {len(offers)} pinned files are offered as pinned"
+              + (f"; not ok: {', '.join(o.pinned.requirement for o in bad)}" if bad else ""))
+    return 0 if all(o.ok for o in offers) else 1
 
 
 @command("demo", "the main job: the leave-one-out benchmark on 16 zoo domains with the packaged all-MiniLM-L6-v2", db=False,

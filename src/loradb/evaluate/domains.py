@@ -122,3 +122,18 @@ def load_domains(root: str | Path) -> list[Domain]:
     return domains
 
 
+
+
+MISSING_FILE = "missing.json"  # in a domains folder built from a partial collection: domain -> why it is not there
+
+
+def missing_domains(root: Path) -> dict[str, str]:
+    """The domains a collection's folder lacks because a source could not be had (none: {})."""
+    path = Path(root) / MISSING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        missing = json.loads(path.read_text())
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}

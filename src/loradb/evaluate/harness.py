@@ -40,7 +40,7 @@ from loradb.models.prompts import DEFAULT_INSTRUCTION
 from loradb.models.prompts import TRAINING_INFO
 from loradb.models.train import GENERATION_TRAIN, TrainConfig
 from loradb.weighting.formulas import auto_l1, auto_temperature
-from loradb.evaluate.domains import Domain, load_domains, load_generation_domains
+from loradb.evaluate.domains import Domain, load_domains, load_generation_domains, missing_domains
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
 from loradb.evaluate.config import (BASELINES, FULL_TRANSFER_UP_TO, ROWS, TASKS, EvalConfig,
                                     check_config)
@@ -142,7 +142,11 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                      "tasks": {d.name: d.task for d in domains},
                      **({"instruction": domains[0].instruction}  # one instruction for every domain: say it once
                         if task.name == "generation" and len({d.instruction for d in domains}) == 1 else {}),
+                     **({"missing_domains": missing} if (missing := missing_domains(Path(domains_dir))) else {}),
                      "domains": {}, "hyperparameters": {}, "retrieval": {}, "k_sweep": {}}
+    if missing:
+        log(f"a partial collection: {len(missing)} domains left out because a source could not be had "
+            f"({', '.join(sorted(missing))}); the report says so")
     scorer = Scorer(task, model, adapters, config)
     for held_name in folds:
         held = by_name[held_name]

