@@ -285,3 +285,40 @@ def test_every_source_the_readme_commands_need_is_still_offered():
     code, out, err = run("data", "--check")
     assert code == 0, out + err
     assert "demo" in __import__("loradb.cli.benchmarks", fromlist=["check_targets"]).check_targets()
+
+
+def test_po_reader_keeps_translated_singular_entries_only():
+    from loradb.evaluate.datasets.gettext import po_pairs
+
+    po = '''msgid ""
+msgstr ""
+"Language: fr\\n"
+
+#: a.py:1
+msgid "Save"
+msgstr "Enregistrer"
+
+#, fuzzy
+msgid "Delete"
+msgstr "Supprimer"
+
+msgid "one page"
+msgid_plural "%(n)s pages"
+msgstr[0] "une page"
+msgstr[1] "%(n)s pages"
+
+msgctxt "menu"
+msgid ""
+"Open the "
+"\\"file\\""
+msgstr "Ouvrir le « fichier »\\n"
+
+msgid "Untranslated"
+msgstr ""
+
+#~ msgid "Old"
+#~ msgstr "Ancien"
+'''
+    assert po_pairs(po) == [("Save", "Enregistrer"), ('Open the "file"', "Ouvrir le « fichier »")]
+    with pytest.raises(LoradbError, match="line 2: cannot parse"):
+        po_pairs('msgid "x"\nnot po at all\n')

@@ -134,8 +134,9 @@ def _list_collections(names: list[str], as_json: bool) -> int:
         print(f"{i['name']:<15} {i['task']:<15} {i['domains']} domains, {size}\n"
               f"{'':<15} {i['summary']}\n{'':<15} sources: {', '.join(i['sources'])}; licence: {i['licence']}")
         if "families" in i:
-            print(f"{'':<15} families: " + ", ".join(f"{f['family']} {f['domains']}" + (" (siblings: one label set)"
-                                                      if f["siblings"] else "") for f in i["families"]))
+            shared = " (siblings: one instruction)" if i["task"] == "generation" else " (siblings: one label set)"
+            print(f"{'':<15} families: " + ", ".join(f"{f['family']} {f['domains']}" + (shared if f["siblings"] else "")
+                                                      for f in i["families"]))
     return 0
 
 
