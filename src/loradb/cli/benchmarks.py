@@ -154,7 +154,7 @@ def _write_collection(name: str, out: str | None, domains: str | None, as_json: 
     if as_json:
         print_json({**info, "out": str(built.folder), "domains": len(written), "missing": built.missing})
     else:
-        print(f"wrote {len(written)} domains of {name} to {built.folder}; {built.folder / 'SOURCE.md'} says where each "
+        print(f"wrote {len(written)} domain{'s' * (len(written) != 1)} of {name} to {built.folder}; {built.folder / 'SOURCE.md'} says where each "
               "comes from and under which licence")
     if built.missing:
         print(f"loradb: {name} is incomplete: {len(built.missing)} domains left out ({', '.join(sorted(built.missing))}) "

