@@ -190,3 +190,14 @@ def test_a_domain_task_json_overrides_the_root_one(tmp_path):
     (domains / first / "task.json").write_text(json.dumps({"instruction": ""}))
     with pytest.raises(DataError, match="needs a non-empty \"instruction\""):
         load_generation_domains(domains, "default")
+
+
+def test_generation_early_stopping_scores_the_held_out_loss(llama, tmp_path, capsys):
+    data = write_pairs(tmp_path / "train.jsonl", *DOMAINS["cooking"], n=48, seed=0)
+    adapter = tmp_path / "cooking"
+    assert main(["train", "--task", "generation", "--base", str(llama), "--data", str(data), "--out", str(adapter),
+                 "--instruction", "summary", *_train_args(TINY), "--validation", "0.25", "--patience", "1"]) == 0
+    v = json.loads((adapter / "loradb_training.json").read_text())["validation"]
+    assert v["metric"] == "-loss" and v["examples"] == 12 and v["best_epoch"] >= 1
+    assert v["best"] == max(v["scores"]) and v["gain"] > 0  # the held-out targets' loss fell: the adapter learned them
+    assert "held-out -loss on 12 examples" in capsys.readouterr().out

@@ -58,3 +58,65 @@ def test_train_refuses_bad_input(bert, labeled, tmp_path):
     code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "a", "--epochs", 0)
     assert code == 2 and "--epochs must be at least 1" in err
     assert not (tmp_path / "a").exists()
+
+
+def _planted_sentiment(n=80, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    words = {"pos": ["good", "great", "lovely", "tasty"], "neg": ["bad", "terrible", "awful", "bland"]}
+    labels = ["pos" if i % 2 else "neg" for i in range(n)]
+    texts = [f"the {rng.choice(['pasta', 'soup', 'bread'])} is {rng.choice(words[y])}" for y in labels]
+    return texts, labels, {"pos": "good great lovely tasty", "neg": "bad terrible awful bland"}
+
+
+def _held_out_accuracy(bert, adapter_dir, texts, labels, prompts, config):
+    """The saved adapter's accuracy on the examples training held out, measured anew."""
+    from peft import PeftModel
+
+    from loradb.models.classify import PromptClassifier
+    from loradb.models.loading import load_model
+    from loradb.models.train import _seeded_order, _split_validation
+
+    _, held = _split_validation(_seeded_order(len(texts), config), config)
+    model, tokenizer = load_model(bert)
+    clf = PromptClassifier(PeftModel.from_pretrained(model, adapter_dir).eval(), tokenizer, prompts, max_length=16)
+    return float(np.mean(clf.predict([texts[i] for i in held]) == np.array([list(prompts).index(labels[i]) for i in held])))
+
+
+def test_early_stopping_keeps_the_best_epoch_and_never_the_worse_adapter(bert, tmp_path):
+    from loradb.models.train import TrainConfig, train_lora
+
+    texts, labels, prompts = _planted_sentiment()
+    # lr 3: the first epoch helps (0.60 -> 0.75 held out), the next ones overshoot; training stops
+    # after `patience` epochs without improvement and the first epoch's weights are what is saved
+    config = TrainConfig(r=2, alpha=4, epochs=6, lr=3.0, batch_size=8, max_length=16, validation=0.25, patience=2)
+    v = train_lora(bert, texts, labels, prompts, tmp_path / "peaks", config, progress=False).validation
+    assert v["best_epoch"] == 1 and v["epochs_run"] == 3 and v["examples"] == 20
+    assert v["best"] > v["base"] and v["gain"] == pytest.approx(v["best"] - v["base"]) and v["scores"][-1] < v["best"]
+    assert _held_out_accuracy(bert, tmp_path / "peaks", texts, labels, prompts, config) == pytest.approx(v["best"])
+    # lr 0.5: every epoch is worse than the base on held-out data: the saved adapter is a no-op
+    worse = TrainConfig(r=2, alpha=4, epochs=6, lr=0.5, batch_size=8, max_length=16, validation=0.25, patience=2)
+    v = train_lora(bert, texts, labels, prompts, tmp_path / "worse", worse, progress=False).validation
+    assert v["best_epoch"] == 0 and v["gain"] == 0 and max(v["scores"][1:]) < v["base"]
+    assert all(np.abs(m.B).max() == 0 for m in read_adapter(tmp_path / "worse").modules.values())
+
+
+def test_train_cli_records_the_held_out_gain_and_add_keeps_it(bert, tmp_path):
+    texts, labels, prompts = _planted_sentiment()
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    (tmp_path / "labels.json").write_text(json.dumps(prompts))
+    code, out, err = run("train", "--base", bert, "--data", tmp_path / "train.jsonl", "--labels", tmp_path / "labels.json",
+                         "--out", tmp_path / "a", "--r", 2, "--alpha", 4, "--epochs", 6, "--lr", 3.0, "--batch-size", 8,
+                         "--max-length", 16, "--validation", 0.25)
+    assert code == 0, err
+    assert "held-out accuracy on 20 examples: base 0.600, adapter 0.750 (gain +0.150; best epoch 1 of 3 run)" in out
+    assert run("init", tmp_path / "db")[0] == 0
+    assert run("add", tmp_path / "db", tmp_path / "a", "--data", tmp_path / "train.jsonl")[0] == 0
+    code, out, _ = run("list", tmp_path / "db", "--json")
+    meta = json.loads(out)[0]["meta"]
+    assert meta["validation_gain"] == "+0.1500" and meta["validation_score"] == "0.7500" and meta["validation_metric"] == "accuracy"
+    code, _, err = run("train", "--base", bert, "--data", tmp_path / "train.jsonl", "--out", tmp_path / "b", "--validation", 0.6)
+    assert code == 2 and "--validation is the share" in err
+    code, _, err = run("train", "--base", bert, "--data", tmp_path / "train.jsonl", "--out", tmp_path / "b", "--validation", 0.05)
+    assert code == 2 and "early stopping needs at least 10" in err and not (tmp_path / "b").exists()

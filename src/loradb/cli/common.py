@@ -192,6 +192,10 @@ def add_training_flags(p) -> None:
     p.add_argument("--max-length", type=int, help=f"tokens per example, for generation of the input ({both('max_length')})")
     p.add_argument("--max-examples", type=int, help="train on a seeded sample of at most this many examples")
     p.add_argument("--seed", type=int, help=both("seed"))
+    p.add_argument("--validation", type=float, help="early stopping: hold out this share of the training examples, score "
+                   "the adapter on it after every epoch, keep the best epoch (never worse than the base) and stop after "
+                   "--patience epochs without improvement; --epochs is then the budget (default 0: off)")
+    p.add_argument("--patience", type=int, help=f"epochs without improvement before early stopping ({both('patience')})")
 
 
 def train_config(args, task: str = "classification"):
@@ -200,8 +204,8 @@ def train_config(args, task: str = "classification"):
 
     from loradb.models.train import GENERATION_TRAIN, TrainConfig
 
-    given = {k: getattr(args, k) for k in ("r", "alpha", "epochs", "lr", "batch_size", "max_length", "max_examples", "seed")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("r", "alpha", "epochs", "lr", "batch_size", "max_length", "max_examples", "seed",
+                                           "validation", "patience") if getattr(args, k, None) is not None}
     if args.targets is not None:
         given["targets"] = tuple(t for t in args.targets.split(",") if t)
     return replace(GENERATION_TRAIN if task == "generation" else TrainConfig(), **given).validate()

@@ -53,6 +53,10 @@ def cmd_train(args) -> int:
         result = train_lora(args.base, texts, labels, prompts, args.out, train_config(args))
     print(f"wrote {result.out} ({result.examples} examples, {result.seconds:.1f} s, loss per epoch "
           + ", ".join(f"{x:.3f}" for x in result.losses) + ")")
+    if result.validation:
+        v = result.validation
+        print(f"held-out {v['metric']} on {v['examples']} examples: base {v['base']:.3f}, adapter {v['best']:.3f} "
+              f"(gain {v['gain']:+.3f}; best epoch {v['best_epoch']} of {v['epochs_run']} run)")
     return 0
 
 

@@ -71,8 +71,18 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
     name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
-    meta = {str(k): str(v) for k, v in (meta or {}).items()}
+    meta = {**validation_meta(adapter_dir), **{str(k): str(v) for k, v in (meta or {}).items()}}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
+
+
+def validation_meta(adapter_dir) -> dict[str, str]:
+    """What `loradb train --validation` measured, kept as the record's metadata: the adapter's
+    own held-out score and its gain over the base (what it has to give a composition)."""
+    v = (training_info(adapter_dir) or {}).get("validation")
+    if not isinstance(v, dict) or not {"metric", "best", "gain", "examples"} <= set(v):
+        return {}
+    return {"validation_metric": str(v["metric"]), "validation_score": f"{float(v['best']):.4f}",
+            "validation_gain": f"{float(v['gain']):+.4f}", "validation_examples": str(int(v["examples"]))}
 
 
 def trained_task(adapter_dir) -> dict | None:

@@ -57,8 +57,11 @@ def _log(msg: str) -> None:
 def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, cache: Path,
                  progress: bool) -> tuple[Path, float, bool]:
     """The domain's LoRA, trained once per (base, data, task, config): (dir, train seconds, reused)."""
+    settings = {**asdict(config), "targets": list(config.targets)}
+    if not config.validation:  # without early stopping the key stays as it was, so earlier caches still hit
+        settings.pop("validation"), settings.pop("patience")
     spec = {"base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
-            **task.spec(domain), "config": {**asdict(config), "targets": list(config.targets)}}
+            **task.spec(domain), "config": settings}
     if task.name != "classification":  # classification keys stay as they were, so earlier caches still hit
         spec["task"] = task.name
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]

@@ -17,6 +17,8 @@ import json
 import os
 import random
 import time
+
+import numpy as np
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,11 +43,19 @@ class TrainConfig:
     scale: float = DEFAULT_SCALE
     max_examples: int | None = None  # use at most this many (a seeded sample) of the training set
     seed: int = 0
+    # early stopping: this share of the training examples (a seeded sample) is held out; after
+    # every epoch the adapter is scored on it, training stops once `patience` epochs in a row
+    # bring no improvement, and the best epoch's weights are kept (`epochs` is then the budget).
+    # 0 trains for `epochs` on every example, as before.
+    validation: float = 0.0
+    patience: int = 2
 
     def validate(self) -> "TrainConfig":
-        for name in ("r", "epochs", "batch_size", "max_length"):
+        for name in ("r", "epochs", "batch_size", "max_length", "patience"):
             if getattr(self, name) < 1:
                 raise LoradbError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.validation < 0.5:
+            raise LoradbError(f"--validation is the share of the training examples held out, in [0, 0.5); got {self.validation}")
         if not self.lr > 0 or not self.alpha > 0:
             raise LoradbError("`lr` and `alpha` must be positive")
         if self.max_examples is not None and self.max_examples < 1:
@@ -65,6 +75,7 @@ class TrainResult:
     seconds: float
     examples: int
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
+    validation: dict | None = None  # early stopping's record (see _fit), when config.validation > 0
 
 
 def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str], prompts: dict[str, str],
@@ -91,17 +102,23 @@ def train_lora(base_path: str | os.PathLike, texts: list[str], labels: list[str]
         raise LoradbError("training needs at least one labeled example")
     started = time.perf_counter()
     base = load_base(base_path)
-    order = _seeded_order(len(texts), config)
+    order, held = _split_validation(_seeded_order(len(texts), config), config)
+    label_ids = list(prompts)
+    val_texts, val_y = [texts[i] for i in held], np.array([label_ids.index(labels[i]) for i in held])
     texts = [texts[i] for i in order]
-    y_all = torch.tensor([list(prompts).index(labels[i]) for i in order])
+    y_all = torch.tensor([label_ids.index(labels[i]) for i in order])
 
     model, tokenizer = load_model(base.path)
     peft_model = _peft(model, base, config, task_type=None)
     clf = PromptClassifier(peft_model, tokenizer, prompts, scale=config.scale, max_length=config.max_length)
-    losses = _fit(peft_model, len(texts), config, progress,
-                  lambda idx: torch.nn.functional.cross_entropy(clf.logits([texts[j] for j in idx]), y_all[idx]))
-    _save(peft_model, out, base, {"task": "classification", "prompts": prompts}, config, len(texts), losses, started)
-    return TrainResult(out=Path(out), seconds=time.perf_counter() - started, examples=len(texts), losses=losses)
+    score = (lambda: float(np.mean(clf.predict(val_texts) == val_y))) if held else None
+    losses, validation = _fit(peft_model, len(texts), config, progress,
+                              lambda idx: torch.nn.functional.cross_entropy(clf.logits([texts[j] for j in idx]), y_all[idx]),
+                              score=score, metric="accuracy", held_out=len(held))
+    _save(peft_model, out, base, {"task": "classification", "prompts": prompts}, config, len(texts), losses, started,
+          validation)
+    return TrainResult(out=Path(out), seconds=time.perf_counter() - started, examples=len(texts), losses=losses,
+                       validation=validation)
 
 
 def train_causal_lora(base_path: str | os.PathLike, inputs: list[str], targets: list[str], out: str | os.PathLike,
@@ -129,14 +146,15 @@ def train_causal_lora(base_path: str | os.PathLike, inputs: list[str], targets: 
         raise LoradbError("training needs at least one (input, target) pair")
     started = time.perf_counter()
     base = load_base(base_path)
-    order = _seeded_order(len(inputs), config)
+    order, held = _split_validation(_seeded_order(len(inputs), config), config)
     model, tokenizer = load_causal_lm(base.path)
     fmt = PromptFormat(tokenizer, instruction, max_input_tokens=config.max_length)
     encoded = [fmt.training_ids(inputs[i], targets[i]) for i in order]
+    val_encoded = [fmt.training_ids(inputs[i], targets[i]) for i in held]
     peft_model = _peft(model, base, config, task_type="CAUSAL_LM")
 
-    def batch_loss(idx):
-        ids, labels = zip(*(encoded[j] for j in idx))
+    def batch_loss(idx, pairs=encoded):
+        ids, labels = zip(*(pairs[j] for j in idx))
         width = max(map(len, ids))
         pad = [width - len(x) for x in ids]
         input_ids = torch.tensor([x + [fmt.pad_id] * p for x, p in zip(ids, pad)])
@@ -144,9 +162,18 @@ def train_causal_lora(base_path: str | os.PathLike, inputs: list[str], targets: 
         label_ids = torch.tensor([y + [-100] * p for y, p in zip(labels, pad)])
         return peft_model(input_ids=input_ids, attention_mask=mask, labels=label_ids).loss
 
-    losses = _fit(peft_model, len(encoded), config, progress, batch_loss)
-    _save(peft_model, out, base, {"task": "generation", "instruction": instruction}, config, len(encoded), losses, started)
-    return TrainResult(out=Path(out), seconds=time.perf_counter() - started, examples=len(encoded), losses=losses)
+    def score() -> float:  # minus the mean teacher-forced loss of the held-out targets: higher is better
+        with torch.no_grad():
+            batches = [list(range(i, min(i + config.batch_size, len(val_encoded))))
+                       for i in range(0, len(val_encoded), config.batch_size)]
+            return -sum(batch_loss(b, val_encoded).item() * len(b) for b in batches) / len(val_encoded)
+
+    losses, validation = _fit(peft_model, len(encoded), config, progress, batch_loss, score=score if held else None,
+                              metric="-loss", held_out=len(held))
+    _save(peft_model, out, base, {"task": "generation", "instruction": instruction}, config, len(encoded), losses, started,
+          validation)
+    return TrainResult(out=Path(out), seconds=time.perf_counter() - started, examples=len(encoded), losses=losses,
+                       validation=validation)
 
 
 def _seeded_order(n: int, config: TrainConfig) -> list[int]:
@@ -161,6 +188,21 @@ def _seeded_order(n: int, config: TrainConfig) -> list[int]:
     if config.max_examples is not None and n > config.max_examples:
         order = sorted(random.Random(config.seed).sample(order, config.max_examples))
     return order
+
+
+MIN_VALIDATION = 10  # held-out examples below which a validation score means nothing
+
+
+def _split_validation(order: list[int], config: TrainConfig) -> tuple[list[int], list[int]]:
+    """(training, held-out) indices: a seeded sample of config.validation of the examples held out."""
+    if config.validation == 0:
+        return order, []
+    n_held = round(config.validation * len(order))
+    if n_held < MIN_VALIDATION or len(order) - n_held < 1:
+        raise LoradbError(f"--validation {config.validation:g} of {len(order)} examples holds out {n_held}; "
+                          f"early stopping needs at least {MIN_VALIDATION} (more data, or --validation 0)")
+    held = set(random.Random(f"validation-{config.seed}").sample(order, n_held))
+    return [i for i in order if i not in held], [i for i in order if i in held]
 
 
 def _peft(model, base, config: TrainConfig, task_type: str | None):
@@ -185,19 +227,33 @@ def _linear_names(model) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-def _fit(peft_model, n: int, config: TrainConfig, progress: bool, batch_loss) -> list[float]:
-    """AdamW over shuffled batches for config.epochs; the mean loss of each epoch."""
+def _fit(peft_model, n: int, config: TrainConfig, progress: bool, batch_loss, *, score=None, metric: str = "",
+         held_out: int = 0) -> tuple[list[float], dict | None]:
+    """AdamW over shuffled batches; (mean loss of each epoch, the early-stopping record or None).
+
+    With `score` (the adapter's score on the held-out examples, higher is better) the base
+    model is scored first (the LoRA starts as a no-op), then the adapter after every epoch;
+    training stops after config.patience epochs without improvement and the best weights are
+    restored, the base's own (all-zero update) when no epoch beats it, so the adapter is never
+    worse than the base on held-out data.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    optim = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(trainable, lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
-    losses = []
-    peft_model.train()
+    losses: list[float] = []
+    scores: list[float] = []
+    if score is not None:
+        peft_model.eval()
+        scores.append(score())
+        best, best_epoch, kept = scores[0], 0, [p.detach().clone() for p in trainable]
     with tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="step", disable=None if progress else True,
               leave=False) as bar:
-        for _ in range(config.epochs):
+        for epoch in range(1, config.epochs + 1):
+            peft_model.train()
             perm = torch.randperm(n, generator=generator).tolist()
             total = 0.0
             for i in range(0, n, config.batch_size):
@@ -210,12 +266,26 @@ def _fit(peft_model, n: int, config: TrainConfig, progress: bool, batch_loss) ->
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             losses.append(total / n)
+            if score is None:
+                continue
+            peft_model.eval()
+            scores.append(score())
+            if scores[-1] > best:
+                best, best_epoch, kept = scores[-1], epoch, [p.detach().clone() for p in trainable]
+            elif epoch - best_epoch >= config.patience:
+                break
     peft_model.eval()
-    return losses
+    if score is None:
+        return losses, None
+    with torch.no_grad():
+        for p, value in zip(trainable, kept):
+            p.copy_(value)
+    return losses, {"metric": metric, "examples": held_out, "base": scores[0], "best": best, "gain": best - scores[0],
+                    "best_epoch": best_epoch, "epochs_run": len(losses), "scores": scores}
 
 
 def _save(peft_model, out, base, task_info: dict, config: TrainConfig, examples: int, losses: list[float],
-          started: float) -> None:
+          started: float, validation: dict | None = None) -> None:
     """The PEFT adapter, stamped with the base's fingerprint, and what made it, written atomically."""
     from loradb.io.files import atomic_output_dir
 
@@ -224,7 +294,8 @@ def _save(peft_model, out, base, task_info: dict, config: TrainConfig, examples:
         _stamp_fingerprint(tmp / WEIGHTS_NAME, base.fingerprint)
         info = {**task_info, "config": {**asdict(config), "targets": list(config.targets)},
                 "examples": examples, "losses": losses, "seconds": time.perf_counter() - started,
-                "base": base.name, "base_fingerprint": base.fingerprint}
+                "base": base.name, "base_fingerprint": base.fingerprint,
+                **({"validation": validation} if validation is not None else {})}
         (tmp / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
