@@ -129,6 +129,54 @@ def test_sparse_pulls_negative_weights_to_zero():
     assert compute_weights("sparse", z, Z, l1=0.0).weights == pytest.approx(lin)
 
 
+def _convex_reference(z, Z):
+    """Brute force: the best non-negative equality-constrained minimiser over every support."""
+    D = z[None] - Z
+    Q = D @ D.T
+    k = len(Z)
+    best, best_obj = None, np.inf
+    for pattern in product((False, True), repeat=k):
+        idx = np.flatnonzero(pattern)
+        if idx.size == 0:
+            continue
+        m = idx.size
+        kkt = np.block([[2 * Q[np.ix_(idx, idx)], -np.ones((m, 1))], [np.ones((1, m)), np.zeros((1, 1))]])
+        sol = np.linalg.lstsq(kkt, np.concatenate([np.zeros(m), [1.0]]), rcond=None)[0]
+        w = np.zeros(k)
+        w[idx] = sol[:m]
+        if w.min() < -1e-12 or abs(w.sum() - 1) > 1e-9:
+            continue
+        obj = float(w @ Q @ w)
+        if obj < best_obj - 1e-15:
+            best, best_obj = w, obj
+    return best, best_obj
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_convex_matches_reference_qp_and_never_extrapolates(seed):
+    rng = np.random.default_rng(seed)
+    k, d = int(rng.integers(2, 8)), 10
+    Z = rng.normal(size=(k, d))
+    z = 1.6 * Z[0] - 0.6 * Z[1] + 0.2 * rng.normal(size=d) if seed % 2 else rng.normal(size=d)  # outside the hull
+    ours = compute_weights("convex", z, Z).weights
+    ref, ref_obj = _convex_reference(z, Z)
+    D = z[None] - Z
+    assert ours.min() >= 0 and np.isclose(ours.sum(), 1.0)
+    assert float(ours @ (D @ D.T) @ ours) <= ref_obj + 1e-9 and np.abs(ours - ref).max() < 1e-6
+    assert compute_weights("linear", z, Z).weights.min() < 0 or seed % 2 == 0  # the paper's linear extrapolates here
+
+
+def test_convex_recovers_a_planted_mixture_of_three():
+    rng = np.random.default_rng(3)
+    Z = rng.normal(size=(8, 16))
+    truth = np.zeros(8)
+    truth[[1, 4, 6]] = [0.5, 0.3, 0.2]
+    w = compute_weights("convex", truth @ Z, Z).weights
+    assert np.abs(w - truth).max() < 1e-8  # the relatives carry the weight, the five others exactly none
+    far = compute_weights("convex", 3.0 * Z[2] - 2.0 * Z[5], Z).weights  # far outside: the nearest vertex or edge
+    assert far.min() >= 0 and np.isclose(far.sum(), 1.0) and far[2] > 0.9
+
+
 def test_bad_names_and_parameters_are_refused():
     z, Z = _problem(0, 3, 4)
     with pytest.raises(LoradbError, match="nearest, uniform, similarity, linear, sparse"):
@@ -164,12 +212,12 @@ def test_weights_sum_to_one(problem, method):
 
 
 @settings(max_examples=60, deadline=None)
-@given(problems(), st.sampled_from(["uniform", "nearest", "similarity", "linear", "sparse"]), st.randoms())
+@given(problems(), st.sampled_from(["uniform", "nearest", "similarity", "linear", "sparse", "convex"]), st.randoms())
 def test_permutation_equivariance(problem, method, rnd):
     z, Z = problem
     d2 = ((Z - z) ** 2).sum(1)
     assume(len(np.unique(np.round(d2, 6))) == len(d2))  # ties make "nearest" pick by position
-    if method in ("linear", "sparse"):  # equivariance needs a unique optimum: affinely independent z_i
+    if method in ("linear", "sparse", "convex"):  # equivariance needs a unique optimum: affinely independent z_i
         assume(len(Z) == 1 or np.linalg.matrix_rank(Z[1:] - Z[0], tol=1e-6) == len(Z) - 1)
         assume(np.linalg.cond(Z[1:] - Z[0]) < 1e6 if len(Z) > 1 else True)
     perm = list(range(len(Z)))

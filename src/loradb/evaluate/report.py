@@ -11,7 +11,7 @@ from loradb.weighting.registry import FEW_SHOT
 
 LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "arrow": "Arrow (top-k, uniform)",
           "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
-          "sft": "SFT (oracle)"}
+          "convex": "Convex (bounded linear/sparse)", "sft": "SFT (oracle)"}
 WIDE_UP_TO = 6  # domains as columns up to this many; beyond, one row per domain
 
 
@@ -212,7 +212,7 @@ def _k_sweep_lines(results: dict) -> list[str]:
 def plot_weights(results: dict, path: Path) -> None:
     plt = _pyplot()
     helds = list(results["domains"])[:WIDE_UP_TO]  # the first folds: one panel each
-    methods = [m for m in ("nearest", "uniform", "similarity", "linear", "sparse") if m in results["domains"][helds[0]]]
+    methods = [m for m in ("nearest", "uniform", "similarity", "linear", "sparse", "convex") if m in results["domains"][helds[0]]]
     fig, axes = plt.subplots(1, len(helds), figsize=(3.2 * len(helds), 3.6), squeeze=False)
     for ax, held in zip(axes[0], helds):
         sources = list(results["domains"][held][methods[0]]["weights"])

@@ -3,8 +3,16 @@
 Every method returns weights summing to 1 (except when the user passes raw weights to
 compose) and the residual ||z_trg - sum_i w_i z_i||. The constrained problems are
 solved exactly: `linear` in closed form on the constraint plane (minimum-norm when the
-z_i are affinely dependent), `sparse` by identifying the optimal support and signs and
-then solving its KKT system, which is verified before the answer is returned.
+z_i are affinely dependent), `sparse` and `convex` by identifying the optimal support
+(and signs) and then solving its KKT system, which is verified before the answer is
+returned.
+
+`linear` and `sparse` are the paper's forms: negative weights allowed, so they can
+extrapolate (weights of ±6 were seen on real pools, and they break outputs). `convex` is
+their bounded form: w >= 0 and sum(w) = 1, a convex combination of the retrieved adapters,
+which never extrapolates. (On the simplex ||w||_1 = 1, so the sparse method's L1 term is a
+constant there and its bounded form is this same problem; the non-negativity alone makes
+the solution sparse: typically a few adapters carry all the weight.)
 """
 
 from __future__ import annotations
@@ -205,6 +213,69 @@ def sparse(z_trg: np.ndarray, Z: np.ndarray, l1: float) -> np.ndarray:
     if Q.shape[0] <= 8:
         return _sparse_by_enumeration(Q, l1)
     raise LoradbError("the sparse weights could not be certified optimal; use fewer adapters (k) or another l1")
+
+
+def convex(z_trg: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """argmin_w ||z_trg - sum w_i z_i||^2 subject to w >= 0 and sum(w) = 1.
+
+    A bounded solver (SLSQP) proposes the support; the exact weights on it come from the
+    KKT system and are accepted only if they are positive there and no adapter off the
+    support could lower the fit (its gradient is at least the multiplier). Up to 12
+    adapters fall back to checking every support.
+    """
+    D = _offsets(z_trg, Z)
+    k = D.shape[0]
+    if k == 1:
+        return np.ones(1)
+    Q = D @ D.T
+    candidate = _convex_candidate(Q)
+    for tol in (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3):
+        support = candidate > tol * max(1.0, float(candidate.max()))
+        w = _solve_pattern(Q, support, np.ones(int(support.sum())), 0.0) if support.any() else None
+        if w is not None and _is_convex_optimal(Q, w, support):
+            return w
+    if k <= 12:
+        return _convex_by_enumeration(Q)
+    raise LoradbError("the convex weights could not be certified optimal; use fewer adapters (k)")
+
+
+def _convex_candidate(Q: np.ndarray) -> np.ndarray:
+    from scipy.optimize import minimize
+
+    k = Q.shape[0]
+    res = minimize(lambda w: w @ Q @ w, np.full(k, 1.0 / k), jac=lambda w: 2 * Q @ w, bounds=[(0, None)] * k,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(k)}],
+                   method="SLSQP", options={"ftol": 1e-15, "maxiter": 2000})
+    return np.clip(res.x, 0, None)
+
+
+def _is_convex_optimal(Q: np.ndarray, w: np.ndarray, support: np.ndarray) -> bool:
+    """KKT of the simplex problem: positive on the support, and off it the gradient 2Qw is
+    at least the support's common value mu (moving weight there would not lower the fit)."""
+    if np.any(w[support] <= 0):
+        return False
+    g = 2 * Q @ w
+    mu = float(np.mean(g[support]))
+    scale = 1e-9 * (1 + np.abs(g).max() + abs(mu))
+    return bool(np.all(np.abs(g[support] - mu) <= scale) and np.all(g[~support] >= mu - scale))
+
+
+def _convex_by_enumeration(Q: np.ndarray) -> np.ndarray:
+    """Exact answer by trying every support (2^k - 1 of them; small k only)."""
+    best, best_obj = None, np.inf
+    for pattern in product((False, True), repeat=Q.shape[0]):
+        support = np.array(pattern)
+        if not support.any():
+            continue
+        w = _solve_pattern(Q, support, np.ones(int(support.sum())), 0.0)
+        if w is None or not _is_convex_optimal(Q, w, support):
+            continue
+        obj = float(w @ Q @ w)
+        if obj < best_obj:
+            best, best_obj = w, obj
+    if best is None:
+        raise LoradbError("the convex weights could not be certified optimal")
+    return best
 
 
 def _sparse_by_enumeration(Q: np.ndarray, l1: float) -> np.ndarray:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from loradb.errors import LoradbError, registered
-from loradb.weighting.formulas import (WeightResult, auto_l1, auto_temperature, check_inputs, linear, nearest, residual,
-                                       similarity, sparse, squared_distances, uniform)
+from loradb.weighting.formulas import (WeightResult, auto_l1, auto_temperature, check_inputs, convex, linear, nearest,
+                                       residual, similarity, sparse, squared_distances, uniform)
 from loradb.weighting.learned import learn_weights, lorahub_weights
 
 DEFAULT_METHOD = "similarity"
@@ -55,6 +55,8 @@ METHODS: dict[str, WeightMethod] = {
         WeightMethod("similarity", "softmax of -lambda_1 d_i^2", similarity, params=("temperature",)),
         WeightMethod("linear", "least squares fit of z_trg, sum(w) = 1", linear),
         WeightMethod("sparse", "linear + lambda_2 ||w||_1", sparse, params=("l1",)),
+        WeightMethod("convex", "least squares fit of z_trg by a convex combination: w >= 0, sum(w) = 1 (the bounded "
+                     "linear and sparse: never extrapolates)", convex),
         WeightMethod("learned", "softmax weights fitted by gradient on labeled shots", learner=learn_weights,
                      starts_from="similarity", budget=("steps", 40)),
         WeightMethod("lorahub", "LoraHub: Powell search of weights in [-1.5, 1.5] on labeled shots", learner=lorahub_weights,
