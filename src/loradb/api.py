@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loradb.db.interface import Database
-from loradb.db.results import DEFAULT_K
-from loradb.errors import BaseModelMismatch, DataError, LoradbError
+from loradb.db.results import DEFAULT_K, SearchResult
+from loradb.errors import Abstained, BaseModelMismatch, DataError, LoradbError
 from loradb.weighting.registry import DEFAULT_METHOD
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
           temperature: float | None = None, l1: float | None = None, key: str | None = None, task: dict | None = None,
           dp: DPConfig | None = None, spec: MergeSpec | None = None, weights: dict[str, float] | None = None,
           shots: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-          adapter_name: str = "default", progress: bool = True) -> Any:
+          adapter_name: str = "default", progress: bool = True, force: bool = False) -> Any:
     """Adapt a loaded model to unlabeled data: retrieve the adapters whose training data
     looked most alike, weigh them, compose them into one LoRA and load it into `model`.
 
@@ -92,9 +92,13 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         labels: with shots: labels.json mapping each label to its prompt.
         adapter_name: the PEFT name of the loaded adapter.
         progress: show progress bars while z is computed.
+        force: compose even when nothing in the library fits the data (see below).
     Returns:
         The `peft.PeftModel` wrapping `model`, with `loradb_result` set to the composed
-        `SearchResult`: its hits (records, distances, weights), method, params and residual.
+        `SearchResult`: its hits (records, distances, weights), method, params, residual and
+        `fit` (score, decision, reason). When the space's fit threshold says nothing in the
+        library fits the data, `model` itself is returned unchanged (no LoRA), with
+        `loradb_result.fit["decision"] == "abstain"` and the reason; `force=True` composes anyway.
     Raises:
         LoradbError: bad input, as the command line refuses it (same classes and messages,
             parameters named as here); BaseModelMismatch when `model` is not the database's
@@ -117,8 +121,13 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
             result = handle.compose(out, weights=weights, base=str(base_model.path), **options)
         else:
             target = _target(data, handle, tmp)
-            result = handle.compose(out, **options, **target, base=str(base_model.path), space=space, k=k, method=method,
-                                    temperature=temperature, l1=l1, key=key, task=task, dp=dp)
+            try:
+                result = handle.compose(out, **options, **target, base=str(base_model.path), space=space, k=k,
+                                        method=method, temperature=temperature, l1=l1, key=key, task=task, dp=dp,
+                                        force=force)
+            except Abstained as e:  # nothing fits: the base model is the answer, said so in loradb_result
+                model.loradb_result = e.result or SearchResult(method=method, hits=[], residual=None, fit=e.fit)
+                return model
         from peft import PeftModel
 
         from loradb.lora.adapter import read_adapter

@@ -89,3 +89,13 @@ def in_terms(message: str, names: Mapping[str, str]) -> str:
 
 class SourceUnavailable(LoradbError):
     """A pinned file could not be had from its registry (gone, unreachable, or not the pinned file)."""
+
+
+class Abstained(LoradbError):
+    """A compose declined because nothing in the library fits the target (its fit block says why);
+    `force` composes anyway."""
+
+    def __init__(self, message: str, fit: dict | None = None, result=None):
+        super().__init__(message)
+        self.fit = fit or {}
+        self.result = result  # the SearchResult that abstained, where it is at hand (not over HTTP)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
                                key_names, open_db, open_local, parse_weights, print_json, print_privacy,
                                task_of)
-from loradb.errors import LoradbError
+import sys
+
+from loradb.errors import Abstained, LoradbError
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
 from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS, ZERO_SHOT, method_help
 
@@ -72,8 +74,20 @@ def _print_result(result, out: str | None = None) -> None:
               + (f"..{ranks[-1]}" if len(ranks) > 1 else "") + f", relative Frobenius error {result.compression['rel_error']:.3g}"
               + (" against the dense merge" if what else " against the exact merge"))
     print_privacy(result.privacy)
+    print_fit(result.fit)
     if out:
         print(f"wrote {out}")
+
+
+def print_fit(fit: dict | None) -> None:
+    """The fit line of a search: does anything in the library fit the target, and so what."""
+    if not fit:
+        return
+    if fit.get("score") is None:
+        print(f"fit: not checked ({fit['reason']})")
+    else:
+        print(f"fit {fit['score']:.2f} (composes at >= 0.50; nearest d2 {fit['d2_nearest']:.4g}, threshold {fit['tau']:.4g} "
+              f"in key {fit['key']}): {fit['decision'].upper()}" + ("" if fit["decision"] == "compose" else f": {fit['reason']}"))
 
 
 @command("search", "retrieve the nearest adapters and their weights", json_flag=True,
@@ -82,7 +96,7 @@ def cmd_search(args) -> int:
     with open_db(args.db) as db:
         result = db.search(**_search_args(args))
     print_json(result.to_dict()) if args.json else _print_result(result)
-    return 0
+    return 0  # an abstaining fit is reported, not an error: search only looks
 
 
 def _compose_flags(p) -> None:
@@ -101,6 +115,8 @@ def _compose_flags(p) -> None:
                        help=f"{users}: {param.help} (default {param.default})")
     p.add_argument("--shots", help=f"--method {'|'.join(FEW_SHOT)}: labeled .jsonl with 1-32 target examples per label")
     p.add_argument("--labels", help="with --shots: labels.json mapping each label to its prompt")
+    p.add_argument("--force", action="store_true", help="compose even when nothing in the library fits the target "
+                   "(the fit decision is to abstain: then, without --force, nothing is written and the exit code is 1)")
 
 
 @command("compose", "merge retrieved (or given) adapters into one", flags=_compose_flags, json_flag=True)
@@ -114,7 +130,13 @@ def cmd_compose(args) -> int:
         else:
             if not (args.data or args.repr):
                 raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")
-            result = db.compose(args.out, **shape, **_search_args(args))
+            try:
+                result = db.compose(args.out, force=args.force, **shape, **_search_args(args))
+            except Abstained as e:  # a decision, not bad input: said plainly, exit 1, nothing written
+                if args.json:
+                    print_json({"fit": e.fit, "out": None})
+                print(f"loradb: {e}", file=sys.stderr)
+                return 1
     if args.json:
         print_json({**result.to_dict(), "out": str(args.out)})
     else:
@@ -174,4 +196,30 @@ def cmd_key_choose(args) -> int:
     for name, p in chosen["precision"].items():
         print(f"{name:<16} family precision@{args.k} {p:.3f}" + ("   <- chosen" if name == chosen["key"] else ""))
     print(f"space {chosen['space']}: default retrieval key {chosen['key']} (leave-one-out over {chosen['records']} records)")
+    if chosen.get("fit"):
+        _print_threshold(chosen["fit"])
+    return 0
+
+
+def _print_threshold(t: dict) -> None:
+    how = {"families": f"separates records with a relative from those without (balanced accuracy "
+                       f"{t['balanced_accuracy']:.2f})" if t.get("balanced_accuracy") is not None else "families",
+           "quantile": "the 95th percentile of the records' nearest-neighbour distances (no families)",
+           "no-relatives": "no record has a relative: only a near-duplicate of a record fits"}[t["rule"]]
+    print(f"space {t['space']}: fit threshold d2 {t['tau']:.4g} in key {t['key']}: {how}; searches whose nearest record "
+          "is farther abstain (fit < 0.50)")
+
+
+def _key_calibrate_flags(p) -> None:
+    p.add_argument("--by", default="family", metavar="META", help="metadata key naming each record's family (default "
+                   "family; records without it: the nearest-neighbour spread instead)")
+    p.add_argument("--space", help="representation space id (default: the only one in use)")
+
+
+@command("calibrate", "calibrate when a space abstains: the fit threshold, by leave-one-out over its records", group="key",
+         url=False, json_flag=True, flags=_key_calibrate_flags)
+def cmd_key_calibrate(args) -> int:
+    with open_local(args.db, "key calibrate") as db:
+        threshold = db.calibrate_fit(family_meta=args.by, space=args.space)
+    print_json(threshold) if args.json else _print_threshold(threshold)
     return 0

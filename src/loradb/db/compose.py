@@ -17,7 +17,7 @@ import numpy as np
 
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
-from loradb.errors import BaseModelMismatch, LoradbError, TooLarge
+from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
 from loradb.lora.adapter import LoraAdapter
 from loradb.lora.base import BaseModel, resolve_module
 from loradb.lora.merges import MergeSpec, merge, working_bytes
@@ -26,11 +26,13 @@ from loradb.weighting.shots import learn_weights_on, read_few_shot
 
 
 def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[str, float] | None, merged: bool,
-                shots, labels, progress: bool, max_work_bytes: int | None, search_args: dict) -> SearchResult:
+                shots, labels, progress: bool, max_work_bytes: int | None, search_args: dict,
+                force: bool = False) -> SearchResult:
     """LoraDB.compose (see there for the arguments)."""
     method = search_args.get("method")
     few_shot = read_few_shot(method, shots, labels)
     result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
+    refuse_if_abstained(result, force)
     loaded = {h.record.id: db.load_adapter(h.record) for h in result.hits}  # each blob verified once
     if few_shot:
         assert method is not None  # read_few_shot gives shots only for a few-shot method
@@ -57,6 +59,12 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     result = replace(result, compression=compression)
     _write(Path(out), composed, result, base_model, adapters, fan_in_fan_out, merged=merged)
     return result
+
+
+def refuse_if_abstained(result: SearchResult, force: bool) -> None:
+    """Nothing is composed for a target that nothing in the library fits, unless forced."""
+    if not force and result.fit is not None and result.fit.get("decision") == "abstain":
+        raise Abstained(f"{result.fit['reason']}; nothing was written (force composes anyway)", result.fit, result)
 
 
 def _hits(db, weights, search_args: dict, *, few_shot_method: str | None, progress: bool) -> SearchResult:

@@ -37,6 +37,7 @@ class Deleter(Protocol):
 
 
 DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
+FIT_SETTING = "fit_threshold:"  # + space id: retrieval.fit.FitThreshold as JSON (`loradb key calibrate` / `choose`)
 
 
 class LoraDB:
@@ -250,6 +251,7 @@ class LoraDB:
         Returns:
             SearchResult: hits (nearest first) with distances and weights, and the residual.
         """
+        from loradb.retrieval.fit import decide
         from loradb.retrieval.keys import RAW_L2, get_key
 
         zero_shot_method(method)
@@ -269,8 +271,10 @@ class LoraDB:
         else:
             records, distances, Z, z_trg = self._nearest_by_key(key, target, k)
         result = compute_weights(method, z_trg, Z, temperature=temperature, l1=l1)
+        d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
         return SearchResult(method=method, residual=result.residual, params={**result.params, "key": key},
                             space=target.space.id, privacy=target.privacy,
+                            fit=decide(d2_nearest, self.fit_threshold(target.space.id), key),
                             hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, result.weights)])
 
     def _nearest_by_key(self, key: str, target: Representation, k: int):
@@ -307,11 +311,7 @@ class LoraDB:
         """
         from loradb.retrieval.keys import KeyInputs, choose_key
 
-        spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
-        if len(spaces) != 1:
-            raise LoradbError(f"{len(spaces)} representation spaces match; name one with space (`loradb list` shows them)"
-                              if spaces or space is None else f"no records in representation space {space}")
-        sid = spaces[0]["id"]
+        sid = self._one_space(space)
         records = sorted(self.index.in_space(sid), key=lambda r: r.name)  # the same choice on every copy of the records
         unlabeled = [r.name for r in records if family_meta not in r.meta]
         if unlabeled:
@@ -323,11 +323,45 @@ class LoraDB:
         chosen = choose_key(KeyInputs.stacked(records), families, k=k)
         with self.write_lock():
             self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
-        return {"space": sid, **chosen, "records": len(records)}
+        fit = self.calibrate_fit(family_meta=family_meta, space=sid) if len(records) >= 3 else None
+        return {"space": sid, **chosen, "records": len(records), "fit": fit}
+
+    def fit_threshold(self, space_id: str):
+        """The space's calibrated fit threshold (retrieval.fit.FitThreshold), None if none was."""
+        from loradb.retrieval.fit import FitThreshold
+
+        stored = self.index.setting(f"{FIT_SETTING}{space_id}")
+        return FitThreshold.from_json(stored) if stored else None
+
+    def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None) -> dict:
+        """Calibrate the space's fit threshold on its own records, in the geometry of its default
+        key (retrieval/fit.py): by their families when every record has metadata `family_meta`,
+        else by the spread of their nearest-neighbour distances. Writes it; returns it as a dict."""
+        from dataclasses import asdict
+
+        from loradb.retrieval.fit import calibrate
+        from loradb.retrieval.keys import RAW_L2, KeyInputs
+
+        sid = self._one_space(space)
+        records = sorted(self.index.in_space(sid), key=lambda r: r.name)
+        families = [r.meta.get(family_meta) for r in records]
+        key = self.default_key(sid) or RAW_L2
+        threshold = calibrate(key, KeyInputs.stacked(records), None if None in families else families)
+        with self.write_lock():
+            self.index.set_setting(f"{FIT_SETTING}{sid}", threshold.to_json())
+        return {"space": sid, **asdict(threshold)}
+
+    def _one_space(self, space: str | None) -> str:
+        spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]
+        if len(spaces) != 1:
+            raise LoradbError(f"{len(spaces)} representation spaces match; name one with space (`loradb list` shows them)"
+                              if spaces or space is None else f"no records in representation space {space}")
+        return spaces[0]["id"]
 
     def compose(self, out: str | os.PathLike, *, spec: MergeSpec | None = None, weights: dict[str, float] | None = None,
                 merged: bool = False, shots: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                progress: bool = True, max_work_bytes: int | None = None, **search_args: Any) -> SearchResult[Record]:
+                progress: bool = True, max_work_bytes: int | None = None, force: bool = False,
+                **search_args: Any) -> SearchResult[Record]:
         """Merge adapters into one: retrieved and weighed (see `search`) or with given weights.
 
         Args:
@@ -340,6 +374,8 @@ class LoraDB:
             labels: labels.json mapping each label to its prompt (default "This text is LABEL.").
             max_work_bytes: refuse (TooLarge) a compose whose working memory (merges.working_bytes)
                 would exceed this, before forming it.
+            force: compose even when the search's fit decision is to abstain (else Abstained is
+                raised and nothing is written).
             **search_args: passed to `search` when weights is None.
         Returns:
             The SearchResult that was composed (for given weights: distances are NaN);
@@ -348,7 +384,7 @@ class LoraDB:
         from loradb.db.compose import run_compose
 
         return run_compose(self, out, spec or MergeSpec(), weights=weights, merged=merged, shots=shots, labels=labels,
-                           progress=progress, max_work_bytes=max_work_bytes, search_args=search_args)
+                           progress=progress, max_work_bytes=max_work_bytes, force=force, search_args=search_args)
 
     # ---- helpers -----------------------------------------------------------------------
 

@@ -45,8 +45,10 @@ class Database(Protocol):
         """The k records nearest to the target, with their weights."""
 
     def compose(self, out: str | os.PathLike, *, spec: MergeSpec | None = None, weights: dict | None = None,
-                merged: bool = False, shots=None, labels=None, progress: bool = True, **search_args) -> SearchResult:
-        """Merge retrieved (or given) adapters into one adapter or model at `out`."""
+                merged: bool = False, shots=None, labels=None, progress: bool = True, force: bool = False,
+                **search_args) -> SearchResult:
+        """Merge retrieved (or given) adapters into one adapter or model at `out` (Abstained when the
+        target fits nothing in the library, unless `force`)."""
 
     def check(self) -> CheckReport:
         """Verify every row and adapter file."""

@@ -43,6 +43,7 @@ class SearchResult(Generic[R]):
     space: str | None = None
     compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
     privacy: dict | None = None  # the target z's differential privacy, when it was released with some
+    fit: dict | None = None  # retrieval.fit.decide: does anything here fit the target (score, decision, reason)
 
     def reweighted(self, method: str, weights, params: dict) -> "SearchResult[R]":
         """The same hits with other weights (e.g. learned from shots), as a new result."""
@@ -56,6 +57,8 @@ class SearchResult(Generic[R]):
             doc["compression"] = self.compression
         if self.privacy is not None:
             doc["privacy"] = self.privacy
+        if self.fit is not None:
+            doc["fit"] = self.fit
         return doc
 
 

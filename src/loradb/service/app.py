@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from loradb.db.access import Principal, Scope, authenticate
 from loradb.db.database import LoraDB
 from loradb.db.store.postgres import lost_connection
-from loradb.errors import (AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, Unavailable,
+from loradb.errors import (Abstained, AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, Unavailable,
                            in_terms)
 from loradb.io.files import finite_or_none
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
@@ -87,6 +87,8 @@ class _Compose(_Query):
     max_error: float | None = Field(None, ge=0, lt=1)
     merge: Literal[tuple(MERGES)] = Field(  # type: ignore[valid-type]  # the registry's names, computed at import
         "exact", description="; ".join(f"{m.name}: {m.help}" for m in MERGES.values()))
+    force: bool = Field(False, description="compose even when nothing in the library fits the target (the search's "
+                        "fit decision is to abstain; otherwise HTTP 409 with the fit block)")
 
     def merge_spec(self) -> MergeSpec:
         return MergeSpec(self.merge, rank=self.rank, max_error=self.max_error,
@@ -109,7 +111,8 @@ API_FIELDS = {"data": "representation", "repr": "representation", "target": "rep
 def _status(e: LoradbError) -> int:
     if isinstance(e, AccessDenied):
         return 403 if e.authenticated else 401
-    for kind, status in ((Unavailable, 503), (RateLimited, 429), (NotFound, 404), (Conflict, 409), (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
+    for kind, status in ((Unavailable, 503), (RateLimited, 429), (NotFound, 404), (Conflict, 409), (Abstained, 409),
+                         (TooLarge, 413), (OverLimit, 422), (BaseModelMismatch, 422)):
         if isinstance(e, kind):
             return status
     return 400
@@ -164,6 +167,8 @@ def create_app(config: ServerConfig):
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):
         response = _error(_status(e), in_terms(str(e), API_FIELDS))
+        if isinstance(e, Abstained):  # the client needs the fit block to say why (and to offer force)
+            response = JSONResponse({"error": in_terms(str(e), API_FIELDS), "fit": finite_or_none(e.fit)}, status_code=409)
         if isinstance(e, RateLimited):
             response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
         if isinstance(e, Unavailable):
@@ -280,7 +285,7 @@ def create_app(config: ServerConfig):
                 db().compose(tmp / "adapter", weights=body.weights, progress=False, **shape)
             else:
                 rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
-                db().compose(tmp / "adapter", target=rep, progress=False, **shape, **_query_args(body))
+                db().compose(tmp / "adapter", target=rep, progress=False, force=body.force, **shape, **_query_args(body))
             out = tmp / "adapter"
             archive = write_archive(tmp / "composed.tar", {p.name: p for p in sorted(out.iterdir())})
         except BaseException:

@@ -19,10 +19,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from loradb.db.contribute import prepare_contribution
-from loradb.db.compose import check_weights_or_target
+from loradb.db.compose import check_weights_or_target, refuse_if_abstained
 from loradb.db.results import DEFAULT_K, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
-from loradb.errors import AccessDenied, Conflict, LoradbError, NotFound, RemoteError
+from loradb.errors import Abstained, AccessDenied, Conflict, LoradbError, NotFound, RemoteError
 from loradb.io.files import to_json
 from loradb.weighting.registry import DEFAULT_METHOD, METHODS
 from loradb.weighting.shots import learn_weights_on, read_few_shot
@@ -202,7 +202,8 @@ class RemoteDB:
         return _result_from(self._request("POST", "/search", json=body).json())
 
     def compose(self, out, *, spec: MergeSpec | None = None, weights: dict | None = None, merged: bool = False,
-                shots=None, labels=None, progress: bool = True, **search_args) -> SearchResult[RemoteRecord]:
+                shots=None, labels=None, progress: bool = True, force: bool = False,
+                **search_args) -> SearchResult[RemoteRecord]:
         """Have the server merge the retrieved (or given) adapters; write the adapter, or with
         merged=True the local base model with it merged in. Few-shot methods learn the
         weights here (see _learn_here) and send only the weights."""
@@ -219,9 +220,10 @@ class RemoteDB:
         elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
             assert method is not None  # read_few_shot gives shots only for a few-shot method
             learned = self._learn_here(few_shot, method, progress=progress, **search_args)
+            refuse_if_abstained(learned, force)
             body["weights"] = {h.record.id: h.weight for h in learned.hits}
         else:
-            body.update(self._query(progress=progress, **search_args))
+            body.update(self._query(progress=progress, **search_args), force=force)
         with tempfile.TemporaryDirectory(prefix="loradb-compose-") as tmp:
             archive = self._download("POST", "/compose", Path(tmp), json=body)
             unpacked = Path(tmp) / "adapter"
@@ -298,15 +300,21 @@ def _result_from(doc: dict) -> SearchResult[RemoteRecord]:
                 float("nan") if row.get("distance") is None else float(row["distance"]), float(row["weight"]))
             for row in doc["results"]]
     return SearchResult(method=doc["method"], hits=hits, residual=doc.get("residual"), params=doc.get("params") or {},
-                        space=doc.get("space"), compression=doc.get("compression"), privacy=doc.get("privacy"))
+                        space=doc.get("space"), compression=doc.get("compression"), privacy=doc.get("privacy"),
+                        fit=doc.get("fit"))
 
 
 def _error_from(status: int, body: bytes) -> LoradbError:
+    fit = None
     try:
-        message = json.loads(body).get("error") or body.decode(errors="replace")[:300]
+        doc = json.loads(body)
+        message = doc.get("error") or body.decode(errors="replace")[:300]
+        fit = doc.get("fit") if isinstance(doc.get("fit"), dict) else None
     except (ValueError, AttributeError):
         message = body.decode(errors="replace")[:300] or "no details"
     message = f"server: {message} (HTTP {status})"
+    if status == 409 and fit is not None:
+        return Abstained(message, fit)
     if status == 401:
         return AccessDenied(message, authenticated=False)
     kinds = {403: AccessDenied, 404: NotFound, 409: Conflict}
