@@ -4,11 +4,12 @@ validation, and the benchmark data's verification."""
 import json
 import random
 
+import numpy as np
 import pytest
 
 from loradb.cli.main import main
 from loradb.errors import DataError, LoradbError
-from loradb.evaluate.config import ROWS, EvalConfig
+from loradb.evaluate.config import LIBRARY_ROWS, ROWS, EvalConfig
 from loradb.evaluate.harness import run_eval
 from loradb.evaluate.domains import load_domains
 from loradb.models.train import TrainConfig
@@ -42,8 +43,8 @@ def test_harness_end_to_end_and_cache(bert, tmp_path):
     results = run_eval(bert, domains, tmp_path / "report", FAST, cache=cache, progress=False, log=lambda m: None)
     assert set(results["domains"]) == set(DOMAIN_WORDS)
     for row in results["domains"].values():
-        assert set(row) == set(ROWS)
-        for method in ROWS:
+        assert set(row) == set(ROWS) - set(LIBRARY_ROWS)  # the library rows only when asked
+        for method in set(ROWS) - set(LIBRARY_ROWS):
             assert 0.0 <= row[method]["accuracy"] <= 1.0 and 0.0 <= row[method]["macro_f1"] <= 1.0
         for method in ("uniform", "similarity", "linear", "sparse", "nearest"):
             assert abs(sum(row[method]["weights"].values()) - 1) < 1e-9 and len(row[method]["weights"]) == 2
@@ -166,7 +167,7 @@ def test_folds_mixed_label_sets_baselines_keys_and_k_sweep(bert, tmp_path):
     assert list(results["domains"]) == ["cooking", "sports"]  # only the asked folds are held out
     assert results["families"]["baking"] == "food" and results["tasks"]["sports"] == {"prompts": FAMILY_PROMPTS["games"]}
     for held, row in results["domains"].items():
-        assert set(row) == set(ROWS)
+        assert set(row) == set(ROWS) - set(LIBRARY_ROWS)
         assert set(row["merge-all"]["weights"]) == set(MIXED_WORDS) - {held}  # every other adapter, equally
         assert all(abs(w - 1 / 3) < 1e-12 for w in row["merge-all"]["weights"].values())
         assert len(row["arrow"]["weights"]) == 2 and len(row["arrow"]["ranking"]) == 3
@@ -231,3 +232,56 @@ def test_the_right_adapter_wins_on_a_planted_domain(bert, tmp_path):
     assert row["similarity"]["weights"]["cooking"] > row["similarity"]["weights"]["finance"]
     assert row["similarity"]["accuracy"] >= single["finance"] + 0.3
     assert row["sft"]["accuracy"] >= row["pretrained"]["accuracy"]
+
+
+LIBRARY_WORDS = {"cooking-a": "pasta bread soup oven recipe sauce", "cooking-b": "pasta bread soup stew recipe sauce",
+                 "cooking-c": "pasta bread soup oven recipe gravy", "finance": "market bank rate shares price fund",
+                 "sports": "team goal coach match score league"}
+
+
+def make_library_domains(root, n_train=32, n_test=24, seed=0):
+    """Three cooking sites of one label set (siblings) and two orphans with their own vocabularies."""
+    rng = random.Random(seed)
+    for domain, vocab in LIBRARY_WORDS.items():
+        vocab = vocab.split()
+        for split, n in (("train", n_train), ("test", n_test)):
+            rows = []
+            for i in range(n):
+                good = bool(i % 2)
+                mood = rng.choice(["good great love fun", "great love good"] if good else ["bad terrible hate boring", "hate bad"])
+                rows.append({"text": f"the {rng.choice(vocab)} {mood} {rng.choice(vocab)}",
+                             "label": "positive" if good else "negative"})
+            (root / domain).mkdir(parents=True, exist_ok=True)
+            (root / domain / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        family = "cooking" if domain.startswith("cooking") else domain
+        (root / domain / "domain.json").write_text(json.dumps({"family": family}))
+    (root / "labels.json").write_text(json.dumps({"positive": "good great love", "negative": "bad terrible hate"}))
+    return root
+
+
+def test_library_rows_groups_and_intervals(bert, tmp_path):
+    """The library case on planted domains: groups read from the domain files, the default
+    pipeline composing for a target with siblings and abstaining for an orphan, random-k and
+    best-single rows, per-example scores, and paired bootstrap intervals that contain the
+    difference of the means; z of a target never reads a scored text."""
+    from dataclasses import replace
+
+    domains = make_library_domains(tmp_path / "domains")
+    config = replace(FAST, folds=("cooking-a", "finance"), k=2, tune=False, compare_keys=False, library_rows=True,
+                     target_split=True, test_examples=10, random_draws=3, bootstrap=500)
+    results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
+    assert results["groups"] == {"cooking-a": "with siblings", "cooking-b": "with siblings", "cooking-c": "with siblings",
+                                 "finance": "orphans", "sports": "orphans"}
+    sib, orphan = results["domains"]["cooking-a"], results["domains"]["finance"]
+    assert sib["default"]["abstained"] is False and set(sib["default"]["weights"]) <= {"cooking-b", "cooking-c"}
+    assert orphan["default"]["abstained"] is True and orphan["default"]["per_example"] == orphan["pretrained"]["per_example"]
+    assert "nothing in this library fits" in orphan["default"]["fit"]["reason"]
+    for row in (sib, orphan):
+        assert len(row["pretrained"]["per_example"]) == 10 and len(row["random-k"]["draws"]) == 3
+        assert row["best-single"]["accuracy"] == max(row["best-single"]["single"].values())
+        assert np.mean(row["convex"]["per_example"]) == pytest.approx(row["convex"]["accuracy"])
+    summary = results["groups_summary"]["with siblings"]["rows"]["default"]["vs merge-all"]
+    assert summary["ci95"][0] <= summary["diff"] <= summary["ci95"][1]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## The library case: targets with siblings and orphans" in report
+    assert "abstained (kept the base model) on 1 target(s): finance" in report

@@ -14,7 +14,8 @@ from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT, get_method
 COMPOSED = ZERO_SHOT  # the z-based rows, from the weighting registry
 
 
-ROWS = ("pretrained", "merge-all", "arrow", *COMPOSED, "sft")
+LIBRARY_ROWS = ("random-k", "default", "best-single")  # evaluate/library.py: the library case's rows
+ROWS = ("pretrained", "merge-all", "random-k", "arrow", *COMPOSED, "default", "best-single", "sft")
 
 
 BASELINES = ("merge-all", "arrow")  # retrieval baselines that use no data prototype
@@ -58,6 +59,13 @@ class EvalConfig:
     transfer: bool | None = None  # every single adapter on every domain; None: up to FULL_TRANSFER_UP_TO domains
     arrow_texts: int = 64  # unlabeled target inputs the arrow router reads
     test_examples: int | None = None  # score on a seeded sample of at most this many test examples (None: all)
+    # z of a target from its unlabeled test texts *not* scored: the test split is shuffled (seeded),
+    # at most test_examples (and at most half) are scored, the rest only make z
+    target_split: bool = False
+    library_rows: bool = False  # the library case (evaluate/library.py): default pipeline, random-k, best single, groups
+    default_method: str = "convex"  # the default pipeline's weighting (bounded: it never extrapolates)
+    random_draws: int = 5  # random-k: seeded draws averaged
+    bootstrap: int = 2000  # resamples for the groups' 95% intervals
 
 
 def check_config(config: EvalConfig) -> None:
@@ -70,6 +78,8 @@ def check_config(config: EvalConfig) -> None:
     starts = sorted({s for m in FEW_SHOT if (s := get_method(m).starts_from)} - set(config.methods)) if config.shots else []
     if starts:
         raise LoradbError(f"few-shot rows start from {', '.join(starts)}: keep it in the methods")
+    if config.default_method not in COMPOSED:
+        raise LoradbError(f"unknown method {config.default_method!r} for the default pipeline; choose from {', '.join(COMPOSED)}")
     if config.key_method not in COMPOSED:
         raise LoradbError(f"unknown method {config.key_method!r} to score keys with; choose from {', '.join(COMPOSED)}")
     if config.key is not None:

@@ -36,6 +36,12 @@ class Domain:
     family: str = ""  # the kind of task (domain.json); default: the domain's own name
     prompts: dict[str, str] | None = None  # classification: label -> prompt
     instruction: str | None = None  # generation: the instruction before every input
+    unlabeled_texts: list[str] | None = None  # a target's texts for z, disjoint from the scored test texts (None: those)
+
+    @property
+    def target_texts(self) -> list[str]:
+        """What a target's z is computed from: its unlabeled texts, else its test texts."""
+        return self.unlabeled_texts if self.unlabeled_texts is not None else self.test_texts
 
     @property
     def task(self) -> dict:

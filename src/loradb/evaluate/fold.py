@@ -130,7 +130,7 @@ def arrow_row(fold: Fold, model, held: Domain, refs: list[Domain], adapters: dic
     assert config.train is not None  # resolved by the harness (harness._task_for)
     t0 = time.perf_counter()
     rng = random.Random(config.seed)
-    texts = rng.sample(held.test_texts, min(config.arrow_texts, len(held.test_texts)))
+    texts = rng.sample(held.target_texts, min(config.arrow_texts, len(held.target_texts)))
     model.set_delta(None)
     scores = arrow_scores(model.model, model.tokenizer, texts, [adapters[r.name] for r in refs],
                           max_length=config.train.max_length)
@@ -180,4 +180,5 @@ def sweep_k(fold: Fold, key: str, row: dict, config: EvalConfig, metric: str) ->
 def evaluate_on(task, model, domain: Domain, progress: bool) -> dict:
     """The task's scores on the domain's test set; generation keeps what was written too."""
     predictions = model.predict(domain.test_texts, domain, progress=progress)
-    return {**task.score(domain.test_labels, predictions), **({"outputs": predictions} if task.name == "generation" else {})}
+    return {**task.score(domain.test_labels, predictions), "per_example": task.per_example(domain.test_labels, predictions),
+            **({"outputs": predictions} if task.name == "generation" else {})}

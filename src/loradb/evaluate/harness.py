@@ -42,9 +42,10 @@ from loradb.models.train import GENERATION_TRAIN, TrainConfig
 from loradb.weighting.formulas import auto_l1, auto_temperature
 from loradb.evaluate.domains import Domain, load_domains, load_generation_domains, missing_domains
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
-from loradb.evaluate.config import (BASELINES, FULL_TRANSFER_UP_TO, ROWS, TASKS, EvalConfig,
+from loradb.evaluate.config import (BASELINES, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, ROWS, TASKS, EvalConfig,
                                     check_config)
 from loradb.evaluate.few_shot import few_shot_rows
+from loradb.evaluate.library import best_single_row, default_row, group_summary, groups, random_k_row
 from loradb.evaluate.fold import (Fold, Scorer, arrow_row, compare_keys, evaluate_on, fold_key, precision_at, sweep_k,
                                   tune_lambdas)
 from loradb.evaluate.summary import averages, gain_recovered, prototype_map, retrieval_summary
@@ -128,7 +129,7 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         ref_paths[d.name] = save_representation(z_train[d.name], work / "references" / f"{d.name}.npy")
         if d.name in folds:
             t0 = time.perf_counter()
-            rep = encoder.represent(d.test_texts, progress=progress, desc=f"z {d.name} test")
+            rep = encoder.represent(d.target_texts, progress=progress, desc=f"z {d.name} test")
             z_test[d.name] = rep.with_task(encoder, task_spec(**d.task))
             timing["represent_target_seconds"][d.name] = time.perf_counter() - t0
             z_test_paths[d.name] = save_representation(z_test[d.name], work / "targets" / f"{d.name}.npy")
@@ -142,6 +143,8 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                      "metrics": list(task.metrics),
                      "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
                      "families": {d.name: d.family for d in domains}, "folds": folds,
+                     "groups": groups(domains),  # with siblings / orphans, from the domain files alone
+                     "adapters": {d.name: _adapter_record(adapter_dirs[d.name]) for d in domains},
                      "tasks": {d.name: d.task for d in domains},
                      **({"instruction": domains[0].instruction}  # one instruction for every domain: say it once
                         if task.name == "generation" and len({d.instruction for d in domains}) == 1 else {}),
@@ -180,6 +183,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
             timing["adapt_seconds"][held.name][method] = row[method]["adapt_seconds"]
         row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
         row["arrow"] = arrow_row(fold, model, held, refs, adapters, config)
+        if config.library_rows:
+            row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method)
+            row["random-k"] = random_k_row(fold, refs, config.k, config.random_draws, config.seed, metric)
+            row["best-single"] = best_single_row(fold, refs, metric)
         results["retrieval"][held.name] = {
             "key": key, "key_choice": choice,
             "keys": compare_keys(fold, refs, held, key, row, config) if config.compare_keys else {},
@@ -197,13 +204,25 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     if transfer is not None:
         results["transfer"] = transfer
     results["map"] = prototype_map(z_train, z_test)
-    results["gain_recovered"] = gain_recovered(results["domains"], (*BASELINES, *config.methods), metric)
-    results["average"] = averages(results["domains"], results["gain_recovered"], (*BASELINES, *config.methods), task.metrics)
+    rows = (*BASELINES, *config.methods, *(LIBRARY_ROWS if config.library_rows else ()))
+    results["gain_recovered"] = gain_recovered(results["domains"], rows, metric)
+    results["average"] = averages(results["domains"], results["gain_recovered"], rows, task.metrics)
     results["retrieval_summary"] = retrieval_summary(results, metric)
+    if config.library_rows:
+        results["groups_summary"] = group_summary(results, list(ROWS), metric,
+                                                  reps=config.bootstrap, seed=config.seed)
     timing["total_seconds"] = time.perf_counter() - started
     results["timing"] = timing
     write_report(results, out)
     return results
+
+
+def _adapter_record(adapter_dir: Path) -> dict:
+    """What the report lists of each adapter: its held-out score and gain over the base, if
+    it was trained with early stopping (train --validation), and its epochs."""
+    info = json.loads((Path(adapter_dir) / TRAINING_INFO).read_text())
+    return {"examples": info.get("examples"), "epochs_run": len(info.get("losses", [])),
+            **({"validation": {k: v for k, v in info["validation"].items() if k != "scores"}} if "validation" in info else {})}
 
 
 def _single_adapter_rows(task, model, domains: list[Domain], folds: list[str], adapters: dict, full: bool,
@@ -257,11 +276,27 @@ def _task_for(base, domains_dir, config: EvalConfig):
         task = ClassificationTask()
         train = config.train or TrainConfig()
     tune = config.tune if config.tune is not None else task.name == "classification"
-    if config.test_examples is not None:
-        if config.test_examples < 1:
-            raise LoradbError(f"`test_examples` must be at least 1, got {config.test_examples}")
+    if config.test_examples is not None and config.test_examples < 1:
+        raise LoradbError(f"`test_examples` must be at least 1, got {config.test_examples}")
+    if config.target_split:
+        domains = [_with_target_split(d, config.test_examples, config.seed) for d in domains]
+    elif config.test_examples is not None:
         domains = [_with_test_sample(d, config.test_examples, config.seed) for d in domains]
     return task, domains, replace(config, train=train.validate(), tune=tune)
+
+
+def _with_target_split(domain: Domain, n: int | None, seed: int) -> Domain:
+    """The domain's test split in two, seeded: at most n (and at most half) scored, the rest the
+    unlabeled texts its z is made from, so no scored text is in the target's z."""
+    count = len(domain.test_texts)
+    scored = min(n or count, count // 2)
+    if scored < 1:
+        raise LoradbError(f"{domain.name}: {count} test examples cannot be split into scored ones and unlabeled ones for z")
+    order = list(range(count))
+    random.Random(f"{seed}-target-{domain.name}").shuffle(order)
+    keep, rest = sorted(order[:scored]), sorted(order[scored:])
+    return replace(domain, test_texts=[domain.test_texts[i] for i in keep], test_labels=[domain.test_labels[i] for i in keep],
+                   unlabeled_texts=[domain.test_texts[i] for i in rest])
 
 
 def _with_test_sample(domain: Domain, n: int, seed: int) -> Domain:

@@ -9,9 +9,11 @@ import numpy as np
 
 from loradb.weighting.registry import FEW_SHOT
 
-LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "arrow": "Arrow (top-k, uniform)",
+LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "random-k": "Random k (uniform)",
+          "arrow": "Arrow (top-k, uniform)",
           "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
-          "convex": "Convex (bounded linear/sparse)", "sft": "SFT (oracle)"}
+          "convex": "Convex (bounded linear/sparse)", "default": "**Default: adapt or abstain**",
+          "best-single": "Best single reference (oracle)", "sft": "SFT (oracle)"}
 WIDE_UP_TO = 6  # domains as columns up to this many; beyond, one row per domain
 
 
@@ -283,6 +285,48 @@ def plot_few_shot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _groups_lines(results: dict) -> list[str]:
+    """The library case: each group's mean per row, with the 95% paired bootstrap interval of
+    the difference to merge-all and to the pre-trained model."""
+    summary = results.get("groups_summary")
+    if not summary:
+        return []
+    metric = METRIC_NAMES[_metrics(results)[0]]
+    lines = ["## The library case: targets with siblings and orphans", "",
+             "Groups fixed from the domain files alone: a target *with siblings* has another domain of its family with "
+             "the same label set (or instruction) among the references; an *orphan* has none. Mean "
+             f"{metric} over the group's targets; [a, b] is the 95% paired bootstrap interval of the difference "
+             "(examples resampled within each target).", ""]
+    fmt = (lambda d: f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+    for group, entry in summary.items():
+        lines += [f"**{group}** ({len(entry['targets'])}: {', '.join(entry['targets'])})", "",
+                  f"| row | {metric} | vs merge-all | vs pre-trained |", "|---|---|---|---|"]
+        for row, stats in entry["rows"].items():
+            lines.append(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
+                         + (fmt(stats['vs merge-all']) if 'vs merge-all' in stats else '') + " | "
+                         + (fmt(stats['vs pretrained']) if 'vs pretrained' in stats else '') + " |")
+        lines.append("")
+    abstained = [n for n, row in results["domains"].items() if row.get("default", {}).get("abstained")]
+    lines += [f"The default pipeline abstained (kept the base model) on {len(abstained)} target(s)"
+              + (f": {', '.join(abstained)}." if abstained else "."), ""]
+    return lines
+
+
+def _adapter_lines(results: dict) -> list[str]:
+    """Every adapter's own held-out score and gain over the base (what it has to give)."""
+    records = {n: a for n, a in results.get("adapters", {}).items() if "validation" in a}
+    if not records:
+        return []
+    lines = ["## The adapters", "", "Each trained with early stopping on a held-out share of its training split: "
+             "the base model's score there, the adapter's best, and the epochs run.", "",
+             "| adapter | held-out examples | base | adapter | gain | best epoch / run |", "|---|---|---|---|---|---|"]
+    for name, a in records.items():
+        v = a["validation"]
+        lines.append(f"| {name} | {v['examples']} | {v['base']:.3f} | {v['best']:.3f} | {v['gain']:+.3f} | "
+                     f"{v['best_epoch']} / {v['epochs_run']} |")
+    return lines + [""]
+
+
 def _missing_lines(results: dict) -> list[str]:
     """A partial collection says which domains it lacks and why, before any figure."""
     missing = results.get("missing_domains") or {}
@@ -328,6 +372,8 @@ def write_report(results: dict, out: Path) -> None:
         *_missing_lines(results),
         *_table(results),
         "",
+        *_groups_lines(results),
+        *_adapter_lines(results),
         "## Fraction of the SFT gain recovered",
         "",
         f"(method − pre-trained) / (SFT − pre-trained), {metric}; the last column uses the averages.",
@@ -368,6 +414,12 @@ def summary_lines(results: dict) -> list[str]:
         gain = results["average"][m].get("gain_recovered_of_average")
         lines.append(f"{LABELS[m]:<24}" + "".join(f"{results['domains'][n][m][key]:>10.3f}" for n in shown)
                      + f"{results['average'][m][key]:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
+    for group, entry in (results.get("groups_summary") or {}).items():
+        lines.append(f"{group} ({len(entry['targets'])} targets): " + "; ".join(
+            f"{LABELS.get(r, r).strip('*')} {st['mean']:.3f}" + (f" ({st['vs merge-all']['diff']:+.3f} vs merge-all, 95% "
+                                                               f"[{st['vs merge-all']['ci95'][0]:+.3f}, {st['vs merge-all']['ci95'][1]:+.3f}])"
+                                                               if r == "default" and "vs merge-all" in st else "")
+            for r, st in entry["rows"].items() if r in ("merge-all", "default", "sft", "best-single", "random-k")))
     if results.get("missing_domains"):
         lines.append(f"partial collection: left out {', '.join(sorted(results['missing_domains']))} (a source could not be had)")
     lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all"

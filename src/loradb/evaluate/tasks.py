@@ -97,6 +97,11 @@ class ClassificationTask:
     def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
         return scores(truth, predictions)
 
+    @staticmethod
+    def per_example(truth: list[str], predictions: list[str]) -> list[float]:
+        """1 for a right label, 0 for a wrong one: their mean is the accuracy (paired bootstrap)."""
+        return [float(t == p) for t, p in zip(truth, predictions, strict=True)]
+
 @dataclass(frozen=True)
 class GenerationTask:
     max_new_tokens: int = 32
@@ -117,3 +122,8 @@ class GenerationTask:
 
     def score(self, truth: list[str], predictions: list[str]) -> dict[str, float]:
         return rouge(truth, predictions)
+
+    @staticmethod
+    def per_example(truth: list[str], predictions: list[str]) -> list[float]:
+        """ROUGE-L of each output: their mean is the row's ROUGE-L (paired bootstrap)."""
+        return [rouge([t], [p])["rougeL"] for t, p in zip(truth, predictions, strict=True)]

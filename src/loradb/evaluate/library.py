@@ -1,0 +1,104 @@
+"""The library case: many adapters, most unrelated to the target, a few relatives.
+
+Targets fall in two groups fixed before any run from the domain files alone: **with
+siblings** (the pool holds another domain of the same family with the same label set or
+instruction) and **orphans**. The rows that say whether choosing pays there:
+
+- default: the default pipeline, adapt or abstain: the fold's fit threshold (calibrated on
+  its references by LoraDB.choose_key) decides; when nothing fits the base model is kept,
+  else the k retrieved adapters are composed with bounded (convex) weights;
+- random-k: k references drawn at random (seeded), weighed uniformly: selection without
+  retrieval, at the same k (the mean of several draws, per example);
+- best-single: the best one reference adapter on the target (an oracle: it reads the
+  target's labels to choose).
+
+Every row keeps per-example scores; `group_summary` gives each group's mean and the 95%
+paired bootstrap interval of each row's difference to merge-all and to the pre-trained model.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from loradb.evaluate.domains import Domain
+
+WITH_SIBLINGS, ORPHANS = "with siblings", "orphans"
+
+
+def task_signature(domain: Domain) -> str:
+    """What must match for two domains to be siblings: the label set, or the instruction."""
+    return "labels:" + "|".join(sorted(domain.prompts)) if domain.prompts is not None else f"instruction:{domain.instruction}"
+
+
+def groups(domains: list[Domain]) -> dict[str, str]:
+    """Each domain's group, from its family and task alone (no result is looked at)."""
+    out = {}
+    for d in domains:
+        siblings = [o for o in domains if o.name != d.name and o.family == d.family and task_signature(o) == task_signature(d)]
+        out[d.name] = WITH_SIBLINGS if siblings else ORPHANS
+    return out
+
+
+def default_row(fold, pretrained: dict, k: int, key: str, method: str) -> dict:
+    """Adapt or abstain, as `loradb compose` decides: the fit of the fold's search, then the
+    pre-trained model's scores (abstain) or the composed adapter's."""
+    result = fold.search(k, method, key)
+    fit = dict(result.fit or {})
+    if fit.get("decision") == "abstain":
+        return {**pretrained, "abstained": True, "fit": fit, "weights": {}}
+    return {**fold.run(k, method, key), "abstained": False, "fit": fit}
+
+
+def random_k_row(fold, refs: list[Domain], k: int, draws: int, seed: int, metric: str) -> dict:
+    """k references drawn at random, uniform weights; the mean over `draws` seeded draws
+    (per example too, so the row pairs with the others in the bootstrap)."""
+    rng = random.Random(f"{seed}-random-k-{fold.held.name}")
+    rows = []
+    for _ in range(draws):
+        chosen = rng.sample([r.name for r in refs], min(k, len(refs)))
+        rows.append(fold.given({n: 1.0 / len(chosen) for n in chosen}))
+    out: dict = {m: float(np.mean([r[m] for r in rows])) for m in rows[0] if isinstance(rows[0][m], float)}
+    out["per_example"] = np.mean([r["per_example"] for r in rows], axis=0).tolist()
+    out["draws"] = [{"weights": r["weights"], metric: r[metric]} for r in rows]
+    return out
+
+
+def best_single_row(fold, refs: list[Domain], metric: str) -> dict:
+    """The best single reference adapter on the target (an oracle: chosen by the target's labels)."""
+    scored = {r.name: fold.given({r.name: 1.0}) for r in refs}
+    best = max(scored, key=lambda n: (scored[n][metric], n))
+    return {**scored[best], "chosen": best, "single": {n: s[metric] for n, s in scored.items()}}
+
+
+def group_summary(results: dict, rows: list[str], metric: str, *, reps: int = 2000, seed: int = 0) -> dict:
+    """Per group and row: the mean over the group's targets of `metric`, and the 95% paired
+    bootstrap interval (examples resampled within each target) of the row's difference to
+    merge-all and to the pre-trained model."""
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for group in (WITH_SIBLINGS, ORPHANS):
+        names = [n for n, g in results["groups"].items() if g == group and n in results["domains"]]
+        if not names:
+            continue
+        picks = {n: rng.integers(0, len(results["domains"][n]["pretrained"]["per_example"]),
+                                 size=(reps, len(results["domains"][n]["pretrained"]["per_example"]))) for n in names}
+        entry: dict = {"targets": names, "rows": {}}
+        for row in rows:
+            if not all(row in results["domains"][n] and "per_example" in results["domains"][n][row] for n in names):
+                continue
+            stats: dict = {"mean": float(np.mean([results["domains"][n][row][metric] for n in names]))}
+            for base in ("merge-all", "pretrained"):
+                if base == row or not all(base in results["domains"][n] for n in names):
+                    continue
+                diffs = np.zeros(reps)
+                for n in names:
+                    d = np.asarray(results["domains"][n][row]["per_example"]) - np.asarray(results["domains"][n][base]["per_example"])
+                    diffs += d[picks[n]].mean(axis=1)
+                diffs /= len(names)
+                mean = float(np.mean([results["domains"][n][row][metric] - results["domains"][n][base][metric] for n in names]))
+                stats[f"vs {base}"] = {"diff": mean, "ci95": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]}
+            entry["rows"][row] = stats
+        out[group] = entry
+    return out
