@@ -198,7 +198,7 @@ def _check_sources(names: list[str], as_json: bool) -> int:
     return 0 if all(o.ok for o in offers) else 1
 
 
-@command("demo", "the main job: the leave-one-out benchmark on 16 zoo domains with the packaged all-MiniLM-L6-v2", db=False,
+@command("demo", "the main job: the library case on 16 zoo domains (adapt or abstain) with the packaged all-MiniLM-L6-v2", db=False,
          flags=lambda p: p.add_argument("--out", default="loradb-demo", help="report directory (default loradb-demo)"))
 def cmd_demo(args) -> int:
     from loradb.evaluate.demo import run_demo
