@@ -171,6 +171,7 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
 
     drop_representation(page, root / "target.npy")
     page.wait_for_selector("#weights")
+    assert page.inner_text("#fit").startswith("fit: not checked (the space has no fit threshold")  # never calibrated
     shown = [(r[0], float(r[2])) for r in table_rows(page, "weights")]
     code, out, err = run("search", catalogue["db"], "--repr", root / "target.npy", "-k", "5", "--json")
     expected = [(h["name"], h["weight"]) for h in json.loads(out)["results"]]

@@ -114,3 +114,28 @@ def test_adapt_returns_the_base_model_unchanged_when_nothing_fits(library_db, be
     assert all((before[k] == v).all() for k, v in model.state_dict().items())
     adapted = loradb.adapt(load_model(bert), str(relative), db=db_dir, k=3, progress=False)
     assert hasattr(adapted, "peft_config") and adapted.loradb_result.fit["decision"] == COMPOSE
+
+
+def test_the_server_answers_409_with_the_fit_and_composes_when_forced(library_db):
+    from fastapi.testclient import TestClient
+
+    from loradb.retrieval.targets import resolve_target
+    from loradb.service.app import ServerConfig, create_app
+    from loradb.service.wire import representation_doc
+
+    db_dir, relative, stranger = library_db
+    assert run("key", "calibrate", db_dir)[0] == 0
+    code, secret, err = run("token", "create", db_dir, "--name", "reader", "--scope", "read")
+    assert code == 0, err
+    client = TestClient(create_app(ServerConfig(db=str(db_dir))), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {secret.strip()}"
+    with LoraDB(db_dir) as db:
+        target = resolve_target(db.spaces(), repr=stranger, progress=False)
+    body = {"representation": representation_doc(target), "k": 3}
+    found = client.post("/v1/search", json=body)
+    assert found.status_code == 200 and found.json()["fit"]["decision"] == ABSTAIN
+    refused = client.post("/v1/compose", json=body)
+    assert refused.status_code == 409 and refused.json()["fit"]["decision"] == ABSTAIN
+    assert "nothing in this library fits this data" in refused.json()["error"]
+    forced = client.post("/v1/compose", json={**body, "force": True})
+    assert forced.status_code == 200 and forced.headers["content-type"].startswith("application/")

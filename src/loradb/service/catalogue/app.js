@@ -318,8 +318,9 @@ async function viewMap(params, current) {
           el("td", {}, el("a", {href: "#/record/" + encodeURIComponent(hh.id)}, hh.name)),
           el("td", {class: "num"}, Number(hh.distance).toPrecision(5)),
           el("td", {class: "num weight"}, Number(hh.weight).toFixed(4)))))),
-      el("p", {}, el("button", {id: "compose", onclick: guarded(() => download("/compose", postJSON(body), "composed.tar"))},
-                     "Download composed adapter (.tar)")));
+      fitParagraph(result.fit),
+      el("p", {}, el("button", {id: "compose", onclick: guarded(() => download("/compose", postJSON(composeBody(body, result.fit)), "composed.tar"))},
+                     result.fit && result.fit.decision === "abstain" ? "Compose anyway (.tar)" : "Download composed adapter (.tar)")));
     status("retrieved " + state.hits.length + " adapters", true);
   });
   const take = guarded(async (fileList) => {
@@ -406,3 +407,18 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", route);
   route();
 });
+
+// does anything in the library fit the target: the search's fit block, said in one line
+function fitParagraph(fit) {
+  if (!fit) return el("p", {id: "fit"});
+  if (fit.score === null || fit.score === undefined) return el("p", {id: "fit"}, "fit: not checked (" + fit.reason + ")");
+  const abstain = fit.decision === "abstain";
+  return el("p", {id: "fit", class: abstain ? "abstain" : "compose"},
+    "fit " + Number(fit.score).toFixed(2) + " (composes at 0.50 or more): ",
+    el("strong", {}, abstain ? "abstain" : "compose"), abstain ? ": " + fit.reason : "");
+}
+
+// a compose the fit advises against is sent only as an explicit "anyway"
+function composeBody(body, fit) {
+  return fit && fit.decision === "abstain" ? Object.assign({}, body, {force: true}) : body;
+}
