@@ -94,6 +94,13 @@ def test_a_library_with_a_relative_composes_and_one_without_abstains(library_db,
     assert code == 0 and (tmp_path / "forced" / "adapter_model.safetensors").is_file(), err
     code, out, err = run("compose", db_dir, "--repr", relative, "-k", "3", "--out", tmp_path / "composed", "--json")
     assert code == 0 and json.loads(out)["fit"]["decision"] == COMPOSE
+    # a threshold judges only the key it was measured in, and only the records it was measured on
+    code, out, err = run("search", db_dir, "--repr", stranger, "-k", "3", "--key", "cosine")
+    assert code == 0 and "fit: not checked (the space has no fit threshold for key cosine" in out
+    with LoraDB(db_dir) as db:
+        db.add(tmp_path / "adapters" / "topic-0", repr=stranger, name="newcomer", base=db.list()[0].base_name, progress=False)
+        stale = db.search(repr=stranger, k=3, progress=False).fit
+    assert stale["score"] is None and "calibrated on 8 records; it holds 9 now" in stale["reason"]
 
 
 def test_adapt_returns_the_base_model_unchanged_when_nothing_fits(library_db, bert):

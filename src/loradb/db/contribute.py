@@ -81,8 +81,11 @@ def validation_meta(adapter_dir) -> dict[str, str]:
     v = (training_info(adapter_dir) or {}).get("validation")
     if not isinstance(v, dict) or not {"metric", "best", "gain", "examples"} <= set(v):
         return {}
-    return {"validation_metric": str(v["metric"]), "validation_score": f"{float(v['best']):.4f}",
-            "validation_gain": f"{float(v['gain']):+.4f}", "validation_examples": str(int(v["examples"]))}
+    try:
+        return {"validation_metric": str(v["metric"]), "validation_score": f"{float(v['best']):.4f}",
+                "validation_gain": f"{float(v['gain']):+.4f}", "validation_examples": str(int(v["examples"]))}
+    except (TypeError, ValueError):  # a record not made by loradb train: no validation metadata rather than a crash
+        return {}
 
 
 def trained_task(adapter_dir) -> dict | None:

@@ -37,7 +37,7 @@ class Deleter(Protocol):
 
 
 DEFAULT_KEY_SETTING = "retrieval_key:"  # + space id: the key `loradb key choose` picked for that space
-FIT_SETTING = "fit_threshold:"  # + space id: retrieval.fit.FitThreshold as JSON (`loradb key calibrate` / `choose`)
+FIT_SETTING = "fit_threshold:"  # + space id + ":" + key: retrieval.fit.FitThreshold as JSON (`loradb key calibrate` / `choose`)
 
 
 class LoraDB:
@@ -274,7 +274,8 @@ class LoraDB:
         d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
         return SearchResult(method=method, residual=result.residual, params={**result.params, "key": key},
                             space=target.space.id, privacy=target.privacy,
-                            fit=decide(d2_nearest, self.fit_threshold(target.space.id), key),
+                            fit=decide(d2_nearest, self.fit_threshold(target.space.id, key), key,
+                                       records=self._space_records(target.space.id)),
                             hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, result.weights)])
 
     def _nearest_by_key(self, key: str, target: Representation, k: int):
@@ -326,17 +327,21 @@ class LoraDB:
         fit = self.calibrate_fit(family_meta=family_meta, space=sid) if len(records) >= 3 else None
         return {"space": sid, **chosen, "records": len(records), "fit": fit}
 
-    def fit_threshold(self, space_id: str):
-        """The space's calibrated fit threshold (retrieval.fit.FitThreshold), None if none was."""
+    def fit_threshold(self, space_id: str, key: str):
+        """The space's fit threshold calibrated in `key` (retrieval.fit.FitThreshold), None if none was."""
         from loradb.retrieval.fit import FitThreshold
 
-        stored = self.index.setting(f"{FIT_SETTING}{space_id}")
+        stored = self.index.setting(f"{FIT_SETTING}{space_id}:{key}")
         return FitThreshold.from_json(stored) if stored else None
 
-    def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None) -> dict:
-        """Calibrate the space's fit threshold on its own records, in the geometry of its default
-        key (retrieval/fit.py): by their families when every record has metadata `family_meta`,
-        else by the spread of their nearest-neighbour distances. Writes it; returns it as a dict."""
+    def _space_records(self, space_id: str) -> int | None:
+        return next((s["records"] for s in self.index.spaces() if s["id"] == space_id), None)
+
+    def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None, key: str | None = None) -> dict:
+        """Calibrate the space's fit threshold on its own records, in the geometry of `key`
+        (default: the space's default key; retrieval/fit.py): by their families when every record
+        has metadata `family_meta`, else by the spread of their nearest-neighbour distances.
+        Writes it (one per space and key); returns it as a dict."""
         from dataclasses import asdict
 
         from loradb.retrieval.fit import calibrate
@@ -345,10 +350,10 @@ class LoraDB:
         sid = self._one_space(space)
         records = sorted(self.index.in_space(sid), key=lambda r: r.name)
         families = [r.meta.get(family_meta) for r in records]
-        key = self.default_key(sid) or RAW_L2
+        key = key or self.default_key(sid) or RAW_L2
         threshold = calibrate(key, KeyInputs.stacked(records), None if None in families else families)
         with self.write_lock():
-            self.index.set_setting(f"{FIT_SETTING}{sid}", threshold.to_json())
+            self.index.set_setting(f"{FIT_SETTING}{sid}:{key}", threshold.to_json())
         return {"space": sid, **asdict(threshold)}
 
     def _one_space(self, space: str | None) -> str:

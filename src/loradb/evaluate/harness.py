@@ -166,6 +166,8 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
             db.add(adapter_dirs[r.name], repr=ref_paths[r.name], name=r.name, base=base_path, meta={"family": r.family},
                    progress=False)
         key, choice = fold_key(db, config)
+        if config.library_rows and choice is None and len(refs) >= 3:  # choose_key calibrates only for the key it picks
+            db.calibrate_fit(key=key)
         tuned = tune_lambdas(refs, z_train, scorer, key, config) if config.tune else {}
         results["hyperparameters"][held.name] = tuned
         row = {"pretrained": dict(pretrained[held.name]),

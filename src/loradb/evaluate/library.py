@@ -22,6 +22,7 @@ import random
 
 import numpy as np
 
+from loradb.errors import LoradbError
 from loradb.evaluate.domains import Domain
 
 WITH_SIBLINGS, ORPHANS = "with siblings", "orphans"
@@ -46,6 +47,9 @@ def default_row(fold, pretrained: dict, k: int, key: str, method: str) -> dict:
     pre-trained model's scores (abstain) or the composed adapter's."""
     result = fold.search(k, method, key)
     fit = dict(result.fit or {})
+    if fit.get("score") is None:  # the fold has no threshold for its key: this row would only be the method's
+        raise LoradbError(f"fold {fold.held.name}: no fit threshold for key {key} ({fit.get('reason')}); the default "
+                          "pipeline row needs one")
     if fit.get("decision") == "abstain":
         return {**pretrained, "abstained": True, "fit": fit, "weights": {}}
     return {**fold.run(k, method, key), "abstained": False, "fit": fit}

@@ -48,19 +48,26 @@ class FitThreshold:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FitThreshold":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str) -> "FitThreshold | None":
+        """The stored threshold, or None when the setting is not one (then nothing is judged)."""
+        try:
+            doc = json.loads(text)
+            return cls(**{f: doc[f] for f in cls.__dataclass_fields__ if f in doc})
+        except (ValueError, TypeError):
+            return None
 
 
 def fit_score(d2_nearest: float, tau: float) -> float:
     return float(2.0 ** (-max(d2_nearest, 0.0) / tau))
 
 
-def decide(d2_nearest: float, threshold: FitThreshold | None, key: str) -> dict:
-    """The fit block of a search result: score, decision and why."""
-    if threshold is None or threshold.key != key:
-        why = ("the space has no fit threshold" if threshold is None else
-               f"the space's fit threshold was calibrated for key {threshold.key}, not {key}")
+def decide(d2_nearest: float, threshold: FitThreshold | None, key: str, records: int | None = None) -> dict:
+    """The fit block of a search result: score, decision and why. A threshold made for another
+    key, or on another number of records than the space holds now, does not judge."""
+    stale = threshold is not None and records is not None and threshold.records != records
+    if threshold is None or threshold.key != key or stale:
+        why = (f"the space has no fit threshold for key {key}" if threshold is None or threshold.key != key else
+               f"the space's fit threshold was calibrated on {threshold.records} records; it holds {records} now")
         return {"score": None, "decision": COMPOSE, "key": key, "d2_nearest": float(d2_nearest),
                 "reason": f"{why}: composing without a check (`loradb key calibrate` sets one)"}
     score = fit_score(d2_nearest, threshold.tau)

@@ -219,11 +219,10 @@ class RemoteDB:
             body["weights"] = weights
         elif few_shot:  # the labeled shots stay here: learn the weights locally, let the server merge them as given
             assert method is not None  # read_few_shot gives shots only for a few-shot method
-            learned = self._learn_here(few_shot, method, progress=progress, **search_args)
-            refuse_if_abstained(learned, force)
+            learned = self._learn_here(few_shot, method, progress=progress, force=force, **search_args)
             body["weights"] = {h.record.id: h.weight for h in learned.hits}
         else:
-            body.update(self._query(progress=progress, **search_args), force=force)
+            body.update(self._query(progress=progress, **search_args), **({"force": True} if force else {}))
         with tempfile.TemporaryDirectory(prefix="loradb-compose-") as tmp:
             archive = self._download("POST", "/compose", Path(tmp), json=body)
             unpacked = Path(tmp) / "adapter"
@@ -244,12 +243,14 @@ class RemoteDB:
                         shutil.move(str(item), dst / item.name)
         return _result_from(provenance)
 
-    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, **search_args) -> SearchResult[RemoteRecord]:
+    def _learn_here(self, few_shot: tuple, learn_method: str, *, progress: bool, force: bool = False,
+                    **search_args) -> SearchResult[RemoteRecord]:
         """Retrieve on the server, download the retrieved adapters (sha256-verified), and learn
         their few-shot weights on this machine's base model; the shots never leave it."""
         from loradb.lora.adapter import read_adapter
 
         result = self.search(progress=progress, **{**search_args, "method": METHODS[learn_method].starts_from})
+        refuse_if_abstained(result, force)  # before any adapter is downloaded or any weight learned
         first = self.get(result.hits[0].record.id).doc
         base_model = _local_base(search_args.get("base"), first.get("base"), first.get("base_fingerprint"),
                                  "few-shot composition over a server runs the base model here", "the retrieved adapters are")
