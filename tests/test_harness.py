@@ -18,9 +18,9 @@ DOMAIN_WORDS = {"cooking": "pasta bread soup oven recipe sauce", "finance": "mar
                 "sports": "team goal coach match score league"}
 
 
-def make_domains(root, n_train=24, n_test=12, seed=0):
+def make_domains(root, n_train=24, n_test=12, seed=0, vocabularies=DOMAIN_WORDS):
     rng = random.Random(seed)
-    for domain, words in DOMAIN_WORDS.items():
+    for domain, words in vocabularies.items():
         words = words.split()
         for split, n in (("train", n_train), ("test", n_test)):
             rows = []
@@ -241,21 +241,10 @@ LIBRARY_WORDS = {"cooking-a": "pasta bread soup oven recipe sauce", "cooking-b":
 
 def make_library_domains(root, n_train=32, n_test=24, seed=0):
     """Three cooking sites of one label set (siblings) and two orphans with their own vocabularies."""
-    rng = random.Random(seed)
-    for domain, vocab in LIBRARY_WORDS.items():
-        vocab = vocab.split()
-        for split, n in (("train", n_train), ("test", n_test)):
-            rows = []
-            for i in range(n):
-                good = bool(i % 2)
-                mood = rng.choice(["good great love fun", "great love good"] if good else ["bad terrible hate boring", "hate bad"])
-                rows.append({"text": f"the {rng.choice(vocab)} {mood} {rng.choice(vocab)}",
-                             "label": "positive" if good else "negative"})
-            (root / domain).mkdir(parents=True, exist_ok=True)
-            (root / domain / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_domains(root, n_train, n_test, seed, vocabularies=LIBRARY_WORDS)
+    for domain in LIBRARY_WORDS:
         family = "cooking" if domain.startswith("cooking") else domain
         (root / domain / "domain.json").write_text(json.dumps({"family": family}))
-    (root / "labels.json").write_text(json.dumps({"positive": "good great love", "negative": "bad terrible hate"}))
     return root
 
 
@@ -268,7 +257,8 @@ def test_library_rows_groups_and_intervals(bert, tmp_path):
 
     domains = make_library_domains(tmp_path / "domains")
     config = replace(FAST, folds=("cooking-a", "finance"), k=2, tune=False, compare_keys=False, library_rows=True,
-                     target_split=True, test_examples=10, random_draws=3, bootstrap=500)
+                     target_split=True, test_examples=10, random_draws=3, bootstrap=500,
+                     shots=(2,), learner_budgets={"learned": 2, "lorahub": 4}, scratch_epochs=2)
     results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
     assert results["groups"] == {"cooking-a": "with siblings", "cooking-b": "with siblings", "cooking-c": "with siblings",
                                  "finance": "orphans", "sports": "orphans"}
@@ -282,6 +272,23 @@ def test_library_rows_groups_and_intervals(bert, tmp_path):
         assert np.mean(row["convex"]["per_example"]) == pytest.approx(row["convex"]["accuracy"])
     summary = results["groups_summary"]["with siblings"]["rows"]["default"]["vs merge-all"]
     assert summary["ci95"][0] <= summary["diff"] <= summary["ci95"][1]
+    assert "vs merge-all-tuned" in results["groups_summary"]["with siblings"]["rows"]["default"]
+    # the update sizes come from the references alone, and the rows use what was chosen
+    scaling = results["hyperparameters"]["cooking-a"]["scale"]
+    assert "cooking-a" not in scaling["default"]["references"] + scaling["merge-all"]["references"]
+    assert sum(sib["default"]["weights"].values()) == pytest.approx(scaling["default"]["scale"])  # convex sums to 1, times s
+    lam = scaling["merge-all"]["lambda"]
+    expected = 1 / 4 if lam == "average" else lam
+    assert sib["merge-all-tuned"]["weights"] == {n: pytest.approx(expected) for n in LIBRARY_WORDS if n != "cooking-a"}
+    # few-shot, fairly: against scratch on the same shots and the group's best zero-shot row
+    fair = results["few_shot_summary"]["2"]["with siblings"]
+    zero_shot = {r: sib[r]["accuracy"] for r in ("merge-all", "merge-all-tuned", "random-k", "arrow", *FAST.methods, "default")}
+    assert fair["targets"] == ["cooking-a"] and zero_shot[fair["best_zero_shot"]] == max(zero_shot.values())
+    learned = fair["rows"]["learned"]["vs scratch"]
+    assert learned["diff"] == pytest.approx(results["few_shot"]["cooking-a"]["2"]["learned"]["accuracy"]
+                                            - results["few_shot"]["cooking-a"]["2"]["scratch"]["accuracy"])
+    assert learned["ci95"][0] <= learned["diff"] <= learned["ci95"][1]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## The library case: targets with siblings and orphans" in report
+    assert "**2 shots per label, with siblings** (1 targets; best zero-shot row:" in report
     assert "abstained (kept the base model) on 1 target(s): finance" in report

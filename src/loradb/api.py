@@ -48,7 +48,7 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
           temperature: float | None = None, l1: float | None = None, key: str | None = None, task: dict | None = None,
           dp: DPConfig | None = None, spec: MergeSpec | None = None, weights: dict[str, float] | None = None,
           shots: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-          adapter_name: str = "default", progress: bool = True, force: bool = False) -> Any:
+          adapter_name: str = "default", progress: bool = True, force: bool = False, scale: float | None = None) -> Any:
     """Adapt a loaded model to unlabeled data: retrieve the adapters whose training data
     looked most alike, weigh them, compose them into one LoRA and load it into `model`.
 
@@ -93,6 +93,7 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         adapter_name: the PEFT name of the loaded adapter.
         progress: show progress bars while z is computed.
         force: compose even when nothing in the library fits the data (see below).
+        scale: every retrieved weight times this: theta0 + scale * sum w_i delta_i (default 1).
     Returns:
         The `peft.PeftModel` wrapping `model`, with `loradb_result` set to the composed
         `SearchResult`: its hits (records, distances, weights), method, params, residual and
@@ -118,13 +119,13 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         out = tmp / "adapter"
         options: dict[str, Any] = {"spec": spec, "shots": shots, "labels": labels, "progress": progress}
         if weights is not None:  # as `loradb compose --weights`
-            result = handle.compose(out, weights=weights, base=str(base_model.path), **options)
+            result = handle.compose(out, weights=weights, base=str(base_model.path), scale=scale, **options)
         else:
             target = _target(data, handle, tmp)
             try:
                 result = handle.compose(out, **options, **target, base=str(base_model.path), space=space, k=k,
                                         method=method, temperature=temperature, l1=l1, key=key, task=task, dp=dp,
-                                        force=force)
+                                        force=force, scale=scale)
             except Abstained as e:  # nothing fits: the base model is the answer, said so in loradb_result
                 model.loradb_result = e.result or SearchResult(method=method, hits=[], residual=None, fit=e.fit)
                 return model

@@ -47,6 +47,8 @@ def _target_flags(p, *, required_data: bool):
                         f"{method_help(FEW_SHOT)} with --shots")
     p.add_argument("--temperature", type=float, help="lambda_1 of similarity (default: 1 / median squared distance)")
     p.add_argument("--l1", type=float, help="lambda_2 of sparse (default: 0.1 x median squared distance)")
+    p.add_argument("--scale", type=float, help="s of theta0 + s * sum w_i delta_i: every retrieved weight times s "
+                   "(default 1; the benchmark's leave-one-out chooses it per library, see docs)")
     p.add_argument("--key", choices=key_names(), help="retrieval key (default: the space's chosen key, else raw-l2; "
                    "`loradb key list` describes them)")
     p.add_argument("--base", type=base_dir, help=f"base model directory or {BASE_NAMES} (default: the database's only base model)")
@@ -59,7 +61,7 @@ def _target_flags(p, *, required_data: bool):
 def _search_args(args) -> dict:
     return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
             "method": args.method, "temperature": args.temperature, "l1": args.l1, "key": args.key,
-            "task": task_of(args), "dp": dp_config(args)}
+            "task": task_of(args), "dp": dp_config(args), "scale": args.scale}
 
 
 def _print_result(result, out: str | None = None) -> None:
@@ -126,7 +128,7 @@ def cmd_compose(args) -> int:
     shape = {"spec": spec, "merged": args.merged, "shots": args.shots, "labels": args.labels}
     with open_db(args.db) as db:
         if args.weights:  # argparse refuses --weights beside --data or --repr
-            result = db.compose(args.out, weights=parse_weights(args.weights), base=args.base, **shape)
+            result = db.compose(args.out, weights=parse_weights(args.weights), base=args.base, scale=args.scale, **shape)
         else:
             if not (args.data or args.repr):
                 raise LoradbError("give one of --data FILE, --repr Z.npy or --weights ID=W ...")

@@ -96,9 +96,15 @@ def given_hits(db, weights: dict[str, float]) -> SearchResult:
 
 
 def check_weights_or_target(weights, search_args: dict) -> None:
-    """A compose takes given weights or a target to retrieve for, not both (LoraDB and RemoteDB)."""
+    """A compose takes given weights or a target to retrieve for, not both; `scale` only
+    multiplies retrieved zero-shot weights (LoraDB and RemoteDB)."""
     if weights is not None and any(search_args.get(k) is not None for k in ("data", "repr", "target")):
         raise LoradbError("give either `weights` or a target (`data` or `repr`), not both")
+    if weights is not None and search_args.get("scale") is not None:
+        raise LoradbError("`scale` multiplies retrieved weights; given weights are used as they are (scale them yourself)")
+    method = METHODS.get(search_args.get("method") or "")
+    if method is not None and method.starts_from and search_args.get("scale") is not None:
+        raise LoradbError(f"`scale` multiplies zero-shot weights; {method.name} learns its own from the shots")
 
 
 def _one_base(db, records: list[Record], *, required: bool, given) -> BaseModel | BaseRef:

@@ -29,6 +29,7 @@ from loradb.retrieval.represent import Representation
 from loradb.db.store.protocol import Record
 from loradb.retrieval.targets import resolve_target
 from loradb.weighting.registry import DEFAULT_METHOD, compute_weights, zero_shot_method
+from loradb.weighting.scale import check_scale
 
 class Deleter(Protocol):
     """Who asks to delete a record (access.Principal): may they delete this one?"""
@@ -231,7 +232,7 @@ class LoraDB:
                base: str | os.PathLike | None = None, space: str | None = None, k: int = DEFAULT_K,
                method: str = DEFAULT_METHOD, temperature: float | None = None, l1: float | None = None,
                key: str | None = None, task: dict | None = None, target: Representation | None = None, dp: DPConfig | None = None,
-               progress: bool = True) -> SearchResult[Record]:
+               scale: float | None = None, progress: bool = True) -> SearchResult[Record]:
         """Retrieve the k records nearest to the target data and weigh them.
 
         Args:
@@ -248,6 +249,8 @@ class LoraDB:
             key: the retrieval key (keys.KEYS; default: the space's chosen key, else raw-l2);
                 ranking and weights both use its geometry.
             task: the target's task (represent.task_spec), for the task keys.
+            scale: s of theta0 + s * sum_i w_i delta_i: every weight multiplied by it (default 1);
+                the update's size apart from which adapters are chosen (see weighting/scale.py).
         Returns:
             SearchResult: hits (nearest first) with distances and weights, and the residual.
         """
@@ -255,11 +258,13 @@ class LoraDB:
         from loradb.retrieval.keys import RAW_L2, get_key
 
         zero_shot_method(method)
+        check_scale(scale)
         if key is not None:
             get_key(key)
         if k < 1:
             raise LoradbError(f"`k` must be at least 1, got {k}")
-        target = resolve_target(self.index.spaces(), data=data, repr=repr, target=target, base=base, space=space, dp=dp,
+        spaces = self.index.spaces()  # read once: the target's space, and its record count for the fit
+        target = resolve_target(spaces, data=data, repr=repr, target=target, base=base, space=space, dp=dp,
                                 task=task, progress=progress)
         key = key or self.default_key(target.space.id) or RAW_L2
         if key == RAW_L2:  # the indexed path: exact or approximate search over raw z
@@ -271,12 +276,15 @@ class LoraDB:
         else:
             records, distances, Z, z_trg = self._nearest_by_key(key, target, k)
         result = compute_weights(method, z_trg, Z, temperature=temperature, l1=l1)
+        weights, params = result.weights, {**result.params, "key": key}
+        if scale is not None and scale != 1.0:
+            weights, params = np.asarray(weights) * scale, {**params, "scale": scale}
         d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
-        return SearchResult(method=method, residual=result.residual, params={**result.params, "key": key},
+        return SearchResult(method=method, residual=result.residual, params=params,
                             space=target.space.id, privacy=target.privacy,
                             fit=decide(d2_nearest, self.fit_threshold(target.space.id, key), key,
-                                       records=self._space_records(target.space.id)),
-                            hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, result.weights)])
+                                       records=next((s["records"] for s in spaces if s["id"] == target.space.id), None)),
+                            hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)])
 
     def _nearest_by_key(self, key: str, target: Representation, k: int):
         """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
@@ -324,7 +332,7 @@ class LoraDB:
         chosen = choose_key(KeyInputs.stacked(records), families, k=k)
         with self.write_lock():
             self.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", chosen["key"])
-        fit = self.calibrate_fit(family_meta=family_meta, space=sid) if len(records) >= 3 else None
+        fit = self._calibrate(sid, records, family_meta, chosen["key"]) if len(records) >= 3 else None
         return {"space": sid, **chosen, "records": len(records), "fit": fit}
 
     def fit_threshold(self, space_id: str, key: str):
@@ -334,23 +342,25 @@ class LoraDB:
         stored = self.index.setting(f"{FIT_SETTING}{space_id}:{key}")
         return FitThreshold.from_json(stored) if stored else None
 
-    def _space_records(self, space_id: str) -> int | None:
-        return next((s["records"] for s in self.index.spaces() if s["id"] == space_id), None)
-
     def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None, key: str | None = None) -> dict:
         """Calibrate the space's fit threshold on its own records, in the geometry of `key`
         (default: the space's default key; retrieval/fit.py): by their families when every record
         has metadata `family_meta`, else by the spread of their nearest-neighbour distances.
         Writes it (one per space and key); returns it as a dict."""
-        from dataclasses import asdict
-
-        from loradb.retrieval.fit import calibrate
-        from loradb.retrieval.keys import RAW_L2, KeyInputs
+        from loradb.retrieval.keys import RAW_L2
 
         sid = self._one_space(space)
         records = sorted(self.index.in_space(sid), key=lambda r: r.name)
+        return self._calibrate(sid, records, family_meta, key or self.default_key(sid) or RAW_L2)
+
+    def _calibrate(self, sid: str, records: builtins.list[Record], family_meta: str, key: str) -> dict:
+        """The fit threshold of space `sid` from its `records` in `key`, written; as a dict."""
+        from dataclasses import asdict
+
+        from loradb.retrieval.fit import calibrate
+        from loradb.retrieval.keys import KeyInputs
+
         families = [r.meta.get(family_meta) for r in records]
-        key = key or self.default_key(sid) or RAW_L2
         threshold = calibrate(key, KeyInputs.stacked(records), None if None in families else families)
         with self.write_lock():
             self.index.set_setting(f"{FIT_SETTING}{sid}:{key}", threshold.to_json())

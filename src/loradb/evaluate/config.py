@@ -9,13 +9,18 @@ from loradb.errors import LoradbError
 from loradb.retrieval.keys import get_key
 from loradb.models.train import TrainConfig
 from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT, get_method
+from loradb.weighting.scale import MAX_SCALE
 
 
 COMPOSED = ZERO_SHOT  # the z-based rows, from the weighting registry
 
 
-LIBRARY_ROWS = ("random-k", "default", "best-single")  # evaluate/library.py: the library case's rows
-ROWS = ("pretrained", "merge-all", "random-k", "arrow", *COMPOSED, "default", "best-single", "sft")
+# evaluate/library.py: the library case's rows (merge-all-tuned: task arithmetic, lambda by leave-one-out)
+LIBRARY_ROWS = ("merge-all-tuned", "random-k", "default", "best-single")
+ROWS = ("pretrained", "merge-all", "merge-all-tuned", "random-k", "arrow", *COMPOSED, "default", "best-single", "sft")
+
+
+FEW_SHOT_ROWS = (*FEW_SHOT, "scratch")  # the registry's few-shot methods, and a LoRA trained on the same shots
 
 
 BASELINES = ("merge-all", "arrow")  # retrieval baselines that use no data prototype
@@ -64,6 +69,11 @@ class EvalConfig:
     target_split: bool = False
     library_rows: bool = False  # the library case (evaluate/library.py): default pipeline, random-k, best single, groups
     default_method: str = "convex"  # the default pipeline's weighting (bounded: it never extrapolates)
+    # the update's size (evaluate/scale.py), chosen per fold by leave-one-out over its references:
+    # s of the default pipeline (1 first: it wins ties) and merge-all's lambda per adapter
+    scale_grid: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0, 3.0)
+    task_arithmetic_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+    scale_references: int = 8  # references that play the target in that leave-one-out (a seeded sample)
     random_draws: int = 5  # random-k: seeded draws averaged
     bootstrap: int = 2000  # resamples for the groups' 95% intervals
 
@@ -84,5 +94,11 @@ def check_config(config: EvalConfig) -> None:
         raise LoradbError(f"unknown method {config.key_method!r} to score keys with; choose from {', '.join(COMPOSED)}")
     if config.key is not None:
         get_key(config.key)
+    for name in ("scale_grid", "task_arithmetic_grid"):
+        values = getattr(config, name)
+        if not values or any(not (isinstance(v, (int, float)) and 0 < v <= MAX_SCALE) for v in values):
+            raise LoradbError(f"`{name}` needs at least one value, each above 0 and at most {MAX_SCALE:g}; got {list(values)}")
+    if config.scale_references < 1:
+        raise LoradbError(f"`scale_references` must be at least 1, got {config.scale_references}")
     if config.k < 1 or any(k < 1 for k in config.k_sweep):
         raise LoradbError(f"`k` and `k_sweep` values must be at least 1, got {config.k} and {list(config.k_sweep)}")

@@ -42,10 +42,11 @@ from loradb.models.train import GENERATION_TRAIN, TrainConfig
 from loradb.weighting.formulas import auto_l1, auto_temperature
 from loradb.evaluate.domains import Domain, load_domains, load_generation_domains, missing_domains
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
-from loradb.evaluate.config import (BASELINES, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, ROWS, TASKS, EvalConfig,
-                                    check_config)
+from loradb.evaluate.config import (BASELINES, FEW_SHOT_ROWS, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, ROWS, TASKS,
+                                    EvalConfig, check_config)
 from loradb.evaluate.few_shot import few_shot_rows
-from loradb.evaluate.library import best_single_row, default_row, group_summary, groups, random_k_row
+from loradb.evaluate.library import best_single_row, default_row, few_shot_summary, group_summary, groups, random_k_row
+from loradb.evaluate.scale import task_arithmetic_weights, tune_default_scale, tune_task_arithmetic
 from loradb.evaluate.fold import (Fold, Scorer, arrow_row, compare_keys, evaluate_on, fold_key, precision_at, sweep_k,
                                   tune_lambdas)
 from loradb.evaluate.summary import averages, gain_recovered, prototype_map, retrieval_summary
@@ -55,18 +56,27 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, cache: Path,
-                 progress: bool) -> tuple[Path, float, bool]:
-    """The domain's LoRA, trained once per (base, data, task, config): (dir, train seconds, reused)."""
+def train_settings(config: TrainConfig) -> dict:
+    """The training settings an adapter's cache key holds."""
     settings = {**asdict(config), "targets": list(config.targets)}
     if not config.validation:  # without early stopping the key stays as it was, so earlier caches still hit
         settings.pop("validation"), settings.pop("patience")
+    return settings
+
+
+def adapter_key(base_path: Path, domain: Domain, task, config: TrainConfig) -> str:
+    """The cache key of the domain's LoRA: a hash of the base, the training data, the task and the settings."""
     spec = {"base": load_base(base_path).fingerprint, "texts": domain.train_texts, "labels": domain.train_labels,
-            **task.spec(domain), "config": settings}
+            **task.spec(domain), "config": train_settings(config)}
     if task.name != "classification":  # classification keys stay as they were, so earlier caches still hit
         spec["task"] = task.name
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-    out = cache / "adapters" / key
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, cache: Path,
+                 progress: bool) -> tuple[Path, float, bool]:
+    """The domain's LoRA, trained once per (base, data, task, config): (dir, train seconds, reused)."""
+    out = cache / "adapters" / adapter_key(base_path, domain, task, config)
     if (out / TRAINING_INFO).is_file():
         return out, json.loads((out / TRAINING_INFO).read_text())["seconds"], True
     result = task.train(base_path, domain, out, config, progress=progress)
@@ -169,7 +179,12 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         if config.library_rows and choice is None and len(refs) >= 3:  # choose_key calibrates only for the key it picks
             db.calibrate_fit(key=key)
         tuned = tune_lambdas(refs, z_train, scorer, key, config) if config.tune else {}
-        results["hyperparameters"][held.name] = tuned
+        scaling = {}
+        if config.library_rows:  # the update's size, by leave-one-out over the references (evaluate/scale.py)
+            threshold = db.fit_threshold(db.spaces()[0]["id"], key)
+            scaling = {"default": tune_default_scale(refs, held.name, z_train, scorer, key, threshold, config),
+                       "merge-all": tune_task_arithmetic(refs, held.name, scorer, config)}
+        results["hyperparameters"][held.name] = {**tuned, **({"scale": scaling} if scaling else {})}
         row = {"pretrained": dict(pretrained[held.name]),
                "sft": {**own[held.name], "train_seconds": timing["train_seconds"][held.name]}}
         fold = Fold(db, held, z_test_paths[held.name], task, model, progress, timing["represent_target_seconds"][held.name])
@@ -186,7 +201,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
         row["arrow"] = arrow_row(fold, model, held, refs, adapters, config)
         if config.library_rows:
-            row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method)
+            lam = scaling["merge-all"]["lambda"]
+            row["merge-all-tuned"] = fold.given(task_arithmetic_weights(refs, lam), **{"lambda": lam})
+            row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method,
+                                         scale=scaling["default"]["scale"])
             row["random-k"] = random_k_row(fold, refs, config.k, config.random_draws, config.seed, metric)
             row["best-single"] = best_single_row(fold, refs, metric)
         results["retrieval"][held.name] = {
@@ -213,6 +231,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     if config.library_rows:
         results["groups_summary"] = group_summary(results, list(ROWS), metric,
                                                   reps=config.bootstrap, seed=config.seed)
+        if config.shots:
+            zero_shot = [r for r in ROWS if r not in ("pretrained", "best-single", "sft")]  # no oracle is a zero-shot bar
+            results["few_shot_summary"] = few_shot_summary(results, zero_shot, list(FEW_SHOT_ROWS), metric,
+                                                           reps=config.bootstrap, seed=config.seed)
     timing["total_seconds"] = time.perf_counter() - started
     results["timing"] = timing
     write_report(results, out)
@@ -296,16 +318,19 @@ def _with_target_split(domain: Domain, n: int | None, seed: int) -> Domain:
         raise LoradbError(f"{domain.name}: {count} test examples cannot be split into scored ones and unlabeled ones for z")
     order = list(range(count))
     random.Random(f"{seed}-target-{domain.name}").shuffle(order)
-    keep, rest = sorted(order[:scored]), sorted(order[scored:])
-    return replace(domain, test_texts=[domain.test_texts[i] for i in keep], test_labels=[domain.test_labels[i] for i in keep],
-                   unlabeled_texts=[domain.test_texts[i] for i in rest])
+    return _keeping_tests(domain, sorted(order[:scored]), unlabeled_texts=[domain.test_texts[i] for i in sorted(order[scored:])])
 
 
 def _with_test_sample(domain: Domain, n: int, seed: int) -> Domain:
     """The domain with a seeded sample of at most n of its test examples (in their order)."""
     if len(domain.test_texts) <= n:
         return domain
-    idx = sorted(random.Random(f"{seed}-test-{domain.name}").sample(range(len(domain.test_texts)), n))
-    return replace(domain, test_texts=[domain.test_texts[i] for i in idx], test_labels=[domain.test_labels[i] for i in idx])
+    return _keeping_tests(domain, sorted(random.Random(f"{seed}-test-{domain.name}").sample(range(len(domain.test_texts)), n)))
+
+
+def _keeping_tests(domain: Domain, keep: list[int], **changes) -> Domain:
+    """The domain scored on its test examples at `keep` only (and any other field changed)."""
+    return replace(domain, test_texts=[domain.test_texts[i] for i in keep], test_labels=[domain.test_labels[i] for i in keep],
+                   **changes)
 
 

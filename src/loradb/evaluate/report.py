@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from loradb.weighting.registry import FEW_SHOT
+from loradb.evaluate.config import FEW_SHOT_ROWS
 
-LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)", "random-k": "Random k (uniform)",
+LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)",
+          "merge-all-tuned": "Merge all (task arithmetic, tuned λ)", "random-k": "Random k (uniform)",
           "arrow": "Arrow (top-k, uniform)",
           "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
           "convex": "Convex (bounded linear/sparse)", "default": "**Default: adapt or abstain**",
@@ -242,7 +243,6 @@ def require_plotting() -> None:
         raise LoradbError("the report's plots need matplotlib: `pip install 'loradb[eval]'`") from None
 
 
-FEW_SHOT_ROWS = (*FEW_SHOT, "scratch")  # the registry's few-shot methods, and a LoRA trained on the shots
 
 
 def _few_shot_lines(results: dict) -> list[str]:
@@ -264,7 +264,30 @@ def _few_shot_lines(results: dict) -> list[str]:
     for d, per in fs.items():
         lines.append(f"- {d}: " + "; ".join(f"{n} shots " + ", ".join(f"{m} {per[n][m]['accuracy']:.3f}" for m in FEW_SHOT_ROWS)
                                            for n in shots))
-    return lines + ["", "![few-shot](few_shot.png)", ""]
+    return lines + ["", "![few-shot](few_shot.png)", "", *_few_shot_groups_lines(results)]
+
+
+def _few_shot_groups_lines(results: dict) -> list[str]:
+    """Few-shot, fairly: per group, each few-shot row against scratch on the same shots and
+    against the group's best zero-shot row, with 95% paired intervals."""
+    summary = results.get("few_shot_summary")
+    if not summary:
+        return []
+    lines = ["### Few-shot against scratch and the best zero-shot row, per group", "",
+             "[a, b] is the 95% paired bootstrap interval of the difference. The best zero-shot row is the one with the "
+             "group's best mean (chosen with the labels: a bar, not a method).", ""]
+    for n, per_group in summary.items():
+        for group, entry in per_group.items():
+            best = entry["best_zero_shot"]
+            lines += [f"**{n} shots per label, {group}** ({len(entry['targets'])} targets; best zero-shot row: "
+                      f"{LABELS.get(best, best).strip('*')})", "",
+                      "| row | accuracy | vs scratch | vs best zero-shot |", "|---|---|---|---|"]
+            for row, stats in entry["rows"].items():
+                lines.append(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
+                             + " | ".join(_diff_ci(stats[f"vs {b}"]) if f"vs {b}" in stats else ""
+                                          for b in ("scratch", best)) + " |")
+            lines.append("")
+    return lines
 
 
 def plot_few_shot(results: dict, path: Path) -> None:
@@ -285,9 +308,14 @@ def plot_few_shot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _diff_ci(d: dict, between: str = " ") -> str:
+    """A difference with its 95% interval: '+0.056 [+0.037, +0.074]'."""
+    return f"{d['diff']:+.3f}{between}[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+
+
 def _groups_lines(results: dict) -> list[str]:
     """The library case: each group's mean per row, with the 95% paired bootstrap interval of
-    the difference to merge-all and to the pre-trained model."""
+    the difference to merge-all (plain and tuned) and to the pre-trained model."""
     summary = results.get("groups_summary")
     if not summary:
         return []
@@ -297,19 +325,34 @@ def _groups_lines(results: dict) -> list[str]:
              "the same label set (or instruction) among the references; an *orphan* has none. Mean "
              f"{metric} over the group's targets; [a, b] is the 95% paired bootstrap interval of the difference "
              "(examples resampled within each target).", ""]
-    fmt = (lambda d: f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
     for group, entry in summary.items():
         lines += [f"**{group}** ({len(entry['targets'])}: {', '.join(entry['targets'])})", "",
-                  f"| row | {metric} | vs merge-all | vs pre-trained |", "|---|---|---|---|"]
+                  f"| row | {metric} | vs merge-all | vs merge-all (tuned) | vs pre-trained |", "|---|---|---|---|---|"]
         for row, stats in entry["rows"].items():
             lines.append(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
-                         + (fmt(stats['vs merge-all']) if 'vs merge-all' in stats else '') + " | "
-                         + (fmt(stats['vs pretrained']) if 'vs pretrained' in stats else '') + " |")
+                         + " | ".join(_diff_ci(stats[f"vs {b}"]) if f"vs {b}" in stats else ""
+                                      for b in ("merge-all", "merge-all-tuned", "pretrained")) + " |")
         lines.append("")
+    lines += _scale_lines(results)
     abstained = [n for n, row in results["domains"].items() if row.get("default", {}).get("abstained")]
     lines += [f"The default pipeline abstained (kept the base model) on {len(abstained)} target(s)"
               + (f": {', '.join(abstained)}." if abstained else "."), ""]
     return lines
+
+
+def _scale_lines(results: dict) -> list[str]:
+    """The update sizes each fold chose by leave-one-out over its references (evaluate/scale.py)."""
+    chosen = {n: h["scale"] for n, h in results.get("hyperparameters", {}).items() if h.get("scale")}
+    if not chosen:
+        return []
+    scales = [c["default"]["scale"] for c in chosen.values()]
+    lambdas = [str(c["merge-all"]["lambda"]) for c in chosen.values()]
+
+    def count(values: list) -> str:
+        return ", ".join(f"{v} ×{values.count(v)}" for v in sorted(set(values), key=str))
+
+    return [f"Update sizes chosen by leave-one-out over each fold's references (never the target's labels): the default "
+            f"pipeline's scale s {count(scales)}; merge-all's λ per adapter {count(lambdas)} (average: 1/n).", ""]
 
 
 def _adapter_lines(results: dict) -> list[str]:
@@ -357,9 +400,10 @@ def write_report(results: dict, out: Path) -> None:
         plot_few_shot(results, out / "few_shot.png")
     hp = results.get("hyperparameters", {})
     metric = METRIC_NAMES[_metrics(results)[0]]
+    lambdas = {held: {p: v for p, v in chosen.items() if "multiplier" in v} for held, chosen in hp.items()}  # not the scale
     hp_lines = [f"- {held}: " + ", ".join(f"{p} x{v['multiplier']:g} (LOO {metric} by multiplier: "
                                           + ", ".join(f"{k}: {a:.3f}" for k, a in v["scores"].items()) + ")"
-                                          for p, v in chosen.items()) for held, chosen in hp.items() if chosen]
+                                          for p, v in chosen.items()) for held, chosen in lambdas.items() if chosen]
     md = [
         "# loradb benchmark: leave-one-domain-out zero-shot adaptation",
         "",
@@ -416,10 +460,11 @@ def summary_lines(results: dict) -> list[str]:
                      + f"{results['average'][m][key]:>10.3f}" + (f"{gain:>8.2f}" if gain is not None else f"{'':>8}"))
     for group, entry in (results.get("groups_summary") or {}).items():
         lines.append(f"{group} ({len(entry['targets'])} targets): " + "; ".join(
-            f"{LABELS.get(r, r).strip('*')} {st['mean']:.3f}" + (f" ({st['vs merge-all']['diff']:+.3f} vs merge-all, 95% "
-                                                               f"[{st['vs merge-all']['ci95'][0]:+.3f}, {st['vs merge-all']['ci95'][1]:+.3f}])"
-                                                               if r == "default" and "vs merge-all" in st else "")
-            for r, st in entry["rows"].items() if r in ("merge-all", "default", "sft", "best-single", "random-k")))
+            f"{LABELS.get(r, r).strip('*')} {st['mean']:.3f}"
+            + "".join(f" ({_diff_ci(st[f'vs {b}'], f' vs {b}, 95% ')})" for b in ("merge-all", "merge-all-tuned")
+                      if r == "default" and f"vs {b}" in st)
+            for r, st in entry["rows"].items()
+            if r in ("merge-all", "merge-all-tuned", "default", "sft", "best-single", "random-k")))
     if results.get("missing_domains"):
         lines.append(f"partial collection: left out {', '.join(sorted(results['missing_domains']))} (a source could not be had)")
     lines.append(f"(gain: fraction of the average SFT gain over the pre-trained model; {results['timing']['total_seconds']:.0f} s in all"

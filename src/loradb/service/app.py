@@ -38,6 +38,7 @@ from loradb.errors import (Abstained, AccessDenied, BaseModelMismatch, Conflict,
 from loradb.io.files import finite_or_none
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
 from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
+from loradb.weighting.scale import MAX_SCALE
 from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
 from loradb.service.catalogue import add_catalogue
 from loradb.service.limits import BodyLimit, RateLimited, RateLimiter
@@ -73,6 +74,7 @@ class _Query(Schema):
     temperature: float | None = Field(None, gt=0, description="lambda_1 of similarity (default automatic)")
     l1: float | None = Field(None, ge=0, description="lambda_2 of sparse (default automatic)")
     key: str | None = Field(None, max_length=64, description="retrieval key (default: the space's chosen key, else raw-l2)")
+    scale: float | None = Field(None, gt=0, le=MAX_SCALE, description="every retrieved weight times this (default 1)")
     space: str | None = Field(None, max_length=64, description="representation space id")
 
 
@@ -118,8 +120,8 @@ def _status(e: LoradbError) -> int:
     return 400
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 def create_app(config: ServerConfig):
@@ -166,9 +168,9 @@ def create_app(config: ServerConfig):
 
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):
-        response = _error(_status(e), in_terms(str(e), API_FIELDS))
-        if isinstance(e, Abstained):  # the client needs the fit block to say why (and to offer force)
-            response = JSONResponse({"error": in_terms(str(e), API_FIELDS), "fit": finite_or_none(e.fit)}, status_code=409)
+        # an abstained compose sends its fit block: the client needs it to say why (and to offer force)
+        extra = {"fit": finite_or_none(e.fit)} if isinstance(e, Abstained) else {}
+        response = _error(_status(e), in_terms(str(e), API_FIELDS), **extra)
         if isinstance(e, RateLimited):
             response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
         if isinstance(e, Unavailable):
@@ -282,7 +284,7 @@ def create_app(config: ServerConfig):
         tmp = Path(tempfile.mkdtemp(prefix="loradb-compose-"))
         try:
             if body.representation is None:  # then weights were given
-                db().compose(tmp / "adapter", weights=body.weights, progress=False, **shape)
+                db().compose(tmp / "adapter", weights=body.weights, progress=False, scale=body.scale, **shape)
             else:
                 rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
                 db().compose(tmp / "adapter", target=rep, progress=False, force=body.force, **shape, **_query_args(body))
@@ -317,7 +319,7 @@ def _no_telemetry() -> dict:
 
 def _query_args(body: _Query) -> dict:
     return {"k": body.k, "method": body.method, "temperature": body.temperature, "l1": body.l1, "key": body.key,
-            "space": body.space}
+            "space": body.space, "scale": body.scale}
 
 
 def _result_doc(result) -> dict:

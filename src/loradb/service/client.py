@@ -195,10 +195,10 @@ class RemoteDB:
 
     def search(self, *, data=None, repr=None, base=None, space=None, k: int = DEFAULT_K, method: str = DEFAULT_METHOD,
                temperature=None, l1=None, key: str | None = None, task: dict | None = None, dp=None,
-               progress: bool = True) -> SearchResult[RemoteRecord]:
+               scale: float | None = None, progress: bool = True) -> SearchResult[RemoteRecord]:
         """Compute the target's z (and task key) here and ask the server for the nearest adapters and weights."""
         body = self._query(data=data, repr=repr, base=base, space=space, k=k, method=method, temperature=temperature,
-                           l1=l1, key=key, task=task, dp=dp, progress=progress)
+                           l1=l1, key=key, task=task, dp=dp, scale=scale, progress=progress)
         return _result_from(self._request("POST", "/search", json=body).json())
 
     def compose(self, out, *, spec: MergeSpec | None = None, weights: dict | None = None, merged: bool = False,
@@ -259,11 +259,13 @@ class RemoteDB:
         learned, params = learn_weights_on(learn_method, adapters, [h.weight for h in result.hits], few_shot, base_model)
         return result.reweighted(learn_method, learned, params)
 
-    def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress) -> dict:
+    def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress,
+               scale: float | None = None) -> dict:
         target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, task=task,
                                 progress=progress)
         return {"representation": representation_doc(target), "k": k, "method": method, "temperature": temperature,
-                "l1": l1, "key": key, "space": target.space.id}
+                "l1": l1, "key": key, "space": target.space.id,
+                **({"scale": scale} if scale is not None else {})}  # only when given: older servers refuse unknown fields
 
 
 def _local_base(given, stored: str | None, fingerprint: str | None, need: str, subject: str):

@@ -125,7 +125,7 @@ def assemble(collection: RecipeCollection, cache: Path, names: Iterable[str] | N
     if not made:
         raise LoradbError(f"no domain of {collection.name} could be built: every source it needs is unavailable")
     out = _set_folder(collection, cache, wanted)
-    if not missing and complete_set(collection, cache, wanted) is not None:
+    if not missing and _complete(out):
         return Built(out, {})
     _check_shared(collection, made)
     with replaced_dir(out) as tmp:
@@ -151,7 +151,12 @@ def _set_folder(collection: RecipeCollection, cache: Path, wanted: list[str]) ->
 def complete_set(collection: RecipeCollection, cache: Path, names: Iterable[str] | None = None) -> Path | None:
     """The assembled folder of `names` (default all) if it is in the cache and complete; never builds."""
     folder = _set_folder(collection, cache, sorted(collection.families) if names is None else sorted(set(names)))
-    return folder if (folder / "SOURCE.md").is_file() and not (folder / MISSING).exists() else None
+    return folder if _complete(folder) else None
+
+
+def _complete(folder: Path) -> bool:
+    """An assembled folder that was finished (SOURCE.md is written last) and lacks no domain."""
+    return (folder / "SOURCE.md").is_file() and not (folder / MISSING).exists()
 
 
 def _available(pinned: PinnedFile, cache: Path, failed: dict[str, str]) -> bool:
