@@ -4,7 +4,8 @@ them sibling families (one label set, text from different places), the rest orph
 Every domain of the `zoo` collection gets one LoRA on the packaged all-MiniLM-L6-v2, trained
 with early stopping (evaluate/demo.py's ZOO_TRAIN); each domain is held out in turn with the
 other 29 in the database. Rows: pre-trained, merge-all (plain, and task arithmetic with
-lambda tuned on the references), random-k, arrow (weight-space routing), nearest / uniform /
+lambda tuned on the references), random-k, arrow (weight-space routing, dataset level), PEFT's
+own Arrow (per-token routing over the k retrieved and over all 29), nearest / uniform /
 similarity / linear / sparse / convex with each fold's key (chosen on its references only),
 the default pipeline (adapt or abstain, at the scale chosen on the references), the best
 single reference (oracle) and SFT; groups with siblings / orphans with 95% paired bootstrap
@@ -50,7 +51,7 @@ def main() -> None:
     seed_cache(cache_dir())  # the demo's 16 shipped adapters are the zoo's (same data and settings): not trained again
     config = replace(ZOO_EVAL, k=args.k, k_sweep=() if args.no_k_sweep else (1, 3, 5, 10),
                      k_sweep_methods=("uniform", "similarity", "linear", "sparse"),
-                     transfer=args.transfer, shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
+                     transfer=args.transfer, peft_arrow=True, shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
                      folds=tuple(args.folds.split(",")) if args.folds else None)
     results = run_eval(packaged_minilm(), domains, Path(args.out), config, progress=False, log=log)
     print("\n".join(summary_lines(results)))

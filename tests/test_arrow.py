@@ -52,3 +52,37 @@ def test_the_adapter_aligned_with_the_target_inputs_wins(bert):
     assert arrow_select(scores[:2], 1) == [1]
     assert scores[1] > 5 * scores[0]  # by a wide margin, not a tie
     assert scores[3] > 5 * scores[2]  # an adapter on fewer modules is scored on the modules it has
+
+
+def test_peft_arrow_over_one_expert_is_that_adapter(bert, tmp_path):
+    """PEFT's own Arrow row (evaluate/peft_arrow.py) on a known answer: with one expert every
+    token routes to it with weight 1, so the predictions are exactly those of the model with
+    that adapter merged in; over two experts the row names both and its per-example scores
+    average to its accuracy."""
+    from pathlib import Path
+
+    from models import make_adapter
+
+    from loradb.evaluate.domains import Domain
+    from loradb.evaluate.peft_arrow import peft_arrow_row
+    from loradb.evaluate.tasks import AdaptedClassifier
+    from loradb.lora.adapter import read_adapter
+    from loradb.lora.compose import compose_exact, factors_of
+    from loradb.models.train import TrainConfig
+
+    texts = TEXTS["cooking"] + TEXTS["sports"]
+    labels = ["food"] * len(TEXTS["cooking"]) + ["sport"] * len(TEXTS["sports"])
+    held = Domain(name="t", train_path=Path("unused"), train_texts=texts, train_labels=labels, test_texts=texts,
+                  test_labels=labels, prompts={"food": "a dish to eat", "sport": "a game to play"})
+    dirs = {f"a{i}": make_adapter(bert, tmp_path / f"a{i}", seed=i, r=4, targets=("query", "key", "value")) for i in range(2)}
+    config = TrainConfig()
+    model = AdaptedClassifier(bert, config)
+    alone = {}
+    for name, d in dirs.items():
+        model.set_delta(compose_exact([factors_of(read_adapter(d))], [1.0]))
+        alone[name] = model.predict(texts, held)
+    one = peft_arrow_row(bert, held, {"a0": dirs["a0"]}, scale=config.scale, max_length=config.max_length, seed=0)
+    assert one["experts"] == ["a0"] and one["top_k"] == 1
+    assert one["per_example"] == [float(p == y) for p, y in zip(alone["a0"], labels)]
+    both = peft_arrow_row(bert, held, dirs, scale=config.scale, max_length=config.max_length, seed=0, top_k=1)
+    assert both["experts"] == ["a0", "a1"] and np.mean(both["per_example"]) == both["accuracy"]

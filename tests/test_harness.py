@@ -9,7 +9,7 @@ import pytest
 
 from loradb.cli.main import main
 from loradb.errors import DataError, LoradbError
-from loradb.evaluate.config import LIBRARY_ROWS, ROWS, EvalConfig
+from loradb.evaluate.config import LIBRARY_ROWS, PEFT_ARROW_ROWS, ROWS, EvalConfig
 from loradb.evaluate.harness import run_eval
 from loradb.evaluate.domains import load_domains
 from loradb.models.train import TrainConfig
@@ -43,8 +43,8 @@ def test_harness_end_to_end_and_cache(bert, tmp_path):
     results = run_eval(bert, domains, tmp_path / "report", FAST, cache=cache, progress=False, log=lambda m: None)
     assert set(results["domains"]) == set(DOMAIN_WORDS)
     for row in results["domains"].values():
-        assert set(row) == set(ROWS) - set(LIBRARY_ROWS)  # the library rows only when asked
-        for method in set(ROWS) - set(LIBRARY_ROWS):
+        assert set(row) == set(ROWS) - set(LIBRARY_ROWS) - set(PEFT_ARROW_ROWS)  # the library and PEFT Arrow rows only when asked
+        for method in set(row):
             assert 0.0 <= row[method]["accuracy"] <= 1.0 and 0.0 <= row[method]["macro_f1"] <= 1.0
         for method in ("uniform", "similarity", "linear", "sparse", "nearest"):
             assert abs(sum(row[method]["weights"].values()) - 1) < 1e-9 and len(row[method]["weights"]) == 2
@@ -167,7 +167,7 @@ def test_folds_mixed_label_sets_baselines_keys_and_k_sweep(bert, tmp_path):
     assert list(results["domains"]) == ["cooking", "sports"]  # only the asked folds are held out
     assert results["families"]["baking"] == "food" and results["tasks"]["sports"] == {"prompts": FAMILY_PROMPTS["games"]}
     for held, row in results["domains"].items():
-        assert set(row) == set(ROWS) - set(LIBRARY_ROWS)
+        assert set(row) == set(ROWS) - set(LIBRARY_ROWS) - set(PEFT_ARROW_ROWS)
         assert set(row["merge-all"]["weights"]) == set(MIXED_WORDS) - {held}  # every other adapter, equally
         assert all(abs(w - 1 / 3) < 1e-12 for w in row["merge-all"]["weights"].values())
         assert len(row["arrow"]["weights"]) == 2 and len(row["arrow"]["ranking"]) == 3
@@ -258,7 +258,7 @@ def test_library_rows_groups_and_intervals(bert, tmp_path):
     domains = make_library_domains(tmp_path / "domains")
     config = replace(FAST, folds=("cooking-a", "finance"), k=2, tune=False, compare_keys=False, library_rows=True,
                      target_split=True, test_examples=10, random_draws=3, bootstrap=500,
-                     shots=(2,), learner_budgets={"learned": 2, "lorahub": 4}, scratch_epochs=2)
+                     shots=(2,), learner_budgets={"learned": 2, "lorahub": 4}, scratch_epochs=2, peft_arrow=True)
     results = run_eval(bert, domains, tmp_path / "report", config, cache=tmp_path / "cache", progress=False, log=lambda m: None)
     assert results["groups"] == {"cooking-a": "with siblings", "cooking-b": "with siblings", "cooking-c": "with siblings",
                                  "finance": "orphans", "sports": "orphans"}
@@ -280,6 +280,10 @@ def test_library_rows_groups_and_intervals(bert, tmp_path):
     lam = scaling["merge-all"]["lambda"]
     expected = 1 / 4 if lam == "average" else lam
     assert sib["merge-all-tuned"]["weights"] == {n: pytest.approx(expected) for n in LIBRARY_WORDS if n != "cooking-a"}
+    # PEFT's own Arrow: per-token routing over the k retrieved, and over the whole library
+    assert sib["peft-arrow-k"]["experts"] == sorted(sib["uniform"]["weights"])
+    assert sib["peft-arrow-all"]["experts"] == sorted(n for n in LIBRARY_WORDS if n != "cooking-a")
+    assert np.mean(sib["peft-arrow-all"]["per_example"]) == pytest.approx(sib["peft-arrow-all"]["accuracy"])
     # few-shot, fairly: against scratch on the same shots and the group's best zero-shot row
     fair = results["few_shot_summary"]["2"]["with siblings"]
     zero_shot = {r: sib[r]["accuracy"] for r in ("merge-all", "merge-all-tuned", "random-k", "arrow", *FAST.methods, "default")}

@@ -17,7 +17,9 @@ COMPOSED = ZERO_SHOT  # the z-based rows, from the weighting registry
 
 # evaluate/library.py: the library case's rows (merge-all-tuned: task arithmetic, lambda by leave-one-out)
 LIBRARY_ROWS = ("merge-all-tuned", "random-k", "default", "best-single")
-ROWS = ("pretrained", "merge-all", "merge-all-tuned", "random-k", "arrow", *COMPOSED, "default", "best-single", "sft")
+PEFT_ARROW_ROWS = ("peft-arrow-k", "peft-arrow-all")  # evaluate/peft_arrow.py: PEFT's per-token Arrow, k retrieved / all
+ROWS = ("pretrained", "merge-all", "merge-all-tuned", "random-k", "arrow", *PEFT_ARROW_ROWS, *COMPOSED, "default",
+        "best-single", "sft")
 
 
 FEW_SHOT_ROWS = (*FEW_SHOT, "scratch")  # the registry's few-shot methods, and a LoRA trained on the same shots
@@ -75,6 +77,7 @@ class EvalConfig:
     task_arithmetic_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     scale_references: int = 8  # references that play the target in that leave-one-out (a seeded sample)
     random_draws: int = 5  # random-k: seeded draws averaged
+    peft_arrow: bool = False  # classification: PEFT's own Arrow rows (a fresh base model per row; evaluate/peft_arrow.py)
     bootstrap: int = 2000  # resamples for the groups' 95% intervals
 
 
@@ -98,6 +101,8 @@ def check_config(config: EvalConfig) -> None:
         values = getattr(config, name)
         if not values or any(not (isinstance(v, (int, float)) and 0 < v <= MAX_SCALE) for v in values):
             raise LoradbError(f"`{name}` needs at least one value, each above 0 and at most {MAX_SCALE:g}; got {list(values)}")
+    if config.peft_arrow and config.task != "classification":
+        raise LoradbError("`peft_arrow` rows are for classification only")
     if config.scale_references < 1:
         raise LoradbError(f"`scale_references` must be at least 1, got {config.scale_references}")
     if config.k < 1 or any(k < 1 for k in config.k_sweep):

@@ -42,10 +42,11 @@ from loradb.models.train import GENERATION_TRAIN, TrainConfig
 from loradb.weighting.formulas import auto_l1, auto_temperature
 from loradb.evaluate.domains import Domain, load_domains, load_generation_domains, missing_domains
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
-from loradb.evaluate.config import (BASELINES, FEW_SHOT_ROWS, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, ROWS, TASKS,
-                                    EvalConfig, check_config)
+from loradb.evaluate.config import (BASELINES, FEW_SHOT_ROWS, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, PEFT_ARROW_ROWS, ROWS,
+                                    TASKS, EvalConfig, check_config)
 from loradb.evaluate.few_shot import few_shot_rows
 from loradb.evaluate.library import best_single_row, default_row, few_shot_summary, group_summary, groups, random_k_row
+from loradb.evaluate.peft_arrow import peft_arrow_row
 from loradb.evaluate.scale import task_arithmetic_weights, tune_default_scale, tune_task_arithmetic
 from loradb.evaluate.fold import (Fold, Scorer, arrow_row, compare_keys, evaluate_on, fold_key, precision_at, sweep_k,
                                   tune_lambdas)
@@ -200,6 +201,11 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
             timing["adapt_seconds"][held.name][method] = row[method]["adapt_seconds"]
         row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
         row["arrow"] = arrow_row(fold, model, held, refs, adapters, config)
+        if config.peft_arrow:  # PEFT's per-token routing over the k the key retrieves, and over the whole library
+            retrieved = [h.record.name for h in fold.search(config.k, "uniform", key).hits]
+            for name, experts in zip(PEFT_ARROW_ROWS, (retrieved, [r.name for r in refs])):
+                row[name] = peft_arrow_row(base_path, held, {n: adapter_dirs[n] for n in experts}, scale=config.train.scale,
+                                           max_length=config.train.max_length, seed=config.seed)
         if config.library_rows:
             lam = scaling["merge-all"]["lambda"]
             row["merge-all-tuned"] = fold.given(task_arithmetic_weights(refs, lam), **{"lambda": lam})
@@ -224,7 +230,8 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     if transfer is not None:
         results["transfer"] = transfer
     results["map"] = prototype_map(z_train, z_test)
-    rows = (*BASELINES, *config.methods, *(LIBRARY_ROWS if config.library_rows else ()))
+    rows = (*BASELINES, *(PEFT_ARROW_ROWS if config.peft_arrow else ()), *config.methods,
+            *(LIBRARY_ROWS if config.library_rows else ()))
     results["gain_recovered"] = gain_recovered(results["domains"], rows, metric)
     results["average"] = averages(results["domains"], results["gain_recovered"], rows, task.metrics)
     results["retrieval_summary"] = retrieval_summary(results, metric)

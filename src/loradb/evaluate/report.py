@@ -11,7 +11,8 @@ from loradb.evaluate.config import FEW_SHOT_ROWS
 
 LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)",
           "merge-all-tuned": "Merge all (task arithmetic, tuned λ)", "random-k": "Random k (uniform)",
-          "arrow": "Arrow (top-k, uniform)",
+          "arrow": "Arrow (top-k, uniform)", "peft-arrow-k": "PEFT Arrow (per token, k retrieved)",
+          "peft-arrow-all": "PEFT Arrow (per token, all)",
           "nearest": "Nearest", "uniform": "Uniform", "similarity": "Similarity", "linear": "Linear", "sparse": "Sparse",
           "convex": "Convex (bounded linear/sparse)", "default": "**Default: adapt or abstain**",
           "best-single": "Best single reference (oracle)", "sft": "SFT (oracle)"}

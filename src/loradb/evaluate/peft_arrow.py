@@ -1,0 +1,46 @@
+"""PEFT's own Arrow (`peft.ArrowConfig`, `create_arrow_model`): per-token routing among LoRA
+experts (Ostapenko et al., 2024), as a row of the library case, over the k adapters the
+fold's key retrieves and over the whole library.
+
+Each module routes every token to its top-k experts by the absolute cosine between the
+token and each expert's prototype (the top right singular vector of its B·A), softmax over
+those, and sums their LoRA outputs. Nothing is composed into one adapter: it is the
+mixture-of-experts alternative to loradb's dataset-level weights, run by PEFT's code on a
+fresh copy of the base model (the harness's own model keeps theta0 + delta for the others).
+The `arrow` row of the harness is the dataset-level stand-in (retrieval/arrow.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from loradb.evaluate.domains import Domain
+from loradb.evaluate.tasks import ClassificationTask
+
+TOP_K = 3  # ArrowConfig's default: experts per token
+
+
+def peft_arrow_row(base_path: Path, held: Domain, adapter_dirs: dict[str, Path], *, scale: float, max_length: int,
+                   seed: int, top_k: int = TOP_K) -> dict:
+    """The held-out test set classified by the base model with PEFT's Arrow router over the
+    named adapters (label prompts, as every classification row)."""
+    from peft import ArrowConfig, create_arrow_model
+
+    from loradb.models.classify import PromptClassifier
+    from loradb.models.loading import load_model
+
+    assert held.prompts is not None  # a classification domain
+    names = sorted(adapter_dirs)
+    model, tokenizer = load_model(base_path)
+    model.eval()
+    with warnings.catch_warnings():  # PEFT warns about loading many adapters into one model; that is the point here
+        warnings.simplefilter("ignore")
+        routed = create_arrow_model(model, [str(adapter_dirs[n]) for n in names],
+                                    ArrowConfig(top_k=min(top_k, len(names)), rng_seed=seed))
+    routed.eval()
+    classifier = PromptClassifier(routed, tokenizer, held.prompts, scale=scale, max_length=max_length)
+    predictions = [classifier.labels[i] for i in classifier.predict(held.test_texts)]
+    task = ClassificationTask()
+    return {**task.score(held.test_labels, predictions), "per_example": task.per_example(held.test_labels, predictions),
+            "experts": names, "top_k": min(top_k, len(names))}
