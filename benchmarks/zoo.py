@@ -51,7 +51,9 @@ def main() -> None:
     seed_cache(cache_dir())  # the demo's 16 shipped adapters are the zoo's (same data and settings): not trained again
     config = replace(ZOO_EVAL, k=args.k, k_sweep=() if args.no_k_sweep else (1, 3, 5, 10),
                      k_sweep_methods=("uniform", "similarity", "linear", "sparse"),
-                     transfer=args.transfer, peft_arrow=True, shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
+                     transfer=args.transfer, peft_arrow=True,
+                     tune_examples=100,  # per leave-one-out player in the scale's choice: 8 players x 11 candidates a fold
+                     shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
                      folds=tuple(args.folds.split(",")) if args.folds else None)
     results = run_eval(packaged_minilm(), domains, Path(args.out), config, progress=False, log=log)
     print("\n".join(summary_lines(results)))
