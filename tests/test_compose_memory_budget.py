@@ -35,6 +35,9 @@ print(json.dumps({"used": status("VmHWM") - before, "estimate": working_bytes(ad
 """
 
 
+RSS_NOISE = 1 << 20  # bytes: the peak RSS of one process run is this coarse
+
+
 @pytest.mark.parametrize("merge, k, d, r", [("ties", 6, 768, 8), ("ties", 16, 256, 8), ("dare", 6, 768, 8), ("dare", 2, 1024, 8),
                                          ("exact", 32, 2048, 16)])
 def test_estimate_bounds_the_real_peak(merge, k, d, r):
@@ -42,4 +45,6 @@ def test_estimate_bounds_the_real_peak(merge, k, d, r):
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, check=True)
     measured = json.loads(out.stdout)
     assert measured["used"] > 0
-    assert measured["used"] <= measured["estimate"] <= 4 * measured["used"], measured  # a bound, and not a loose one
+    # a bound, and not a loose one; RSS moves in allocator arenas and pages, so the measured
+    # peak may exceed an exact estimate by that noise alone (seen: 0.5 MiB over 63 MiB, 1 run in 4)
+    assert measured["used"] <= measured["estimate"] + RSS_NOISE <= 4 * measured["used"] + RSS_NOISE, measured
