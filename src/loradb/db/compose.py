@@ -100,10 +100,12 @@ def check_weights_or_target(weights, search_args: dict) -> None:
     multiplies retrieved zero-shot weights (LoraDB and RemoteDB)."""
     if weights is not None and any(search_args.get(k) is not None for k in ("data", "repr", "target")):
         raise LoradbError("give either `weights` or a target (`data` or `repr`), not both")
-    if weights is not None and search_args.get("scale") is not None:
+    if search_args.get("scale") is None:
+        return
+    if weights is not None:
         raise LoradbError("`scale` multiplies retrieved weights; given weights are used as they are (scale them yourself)")
     method = METHODS.get(search_args.get("method") or "")
-    if method is not None and method.starts_from and search_args.get("scale") is not None:
+    if method is not None and method.starts_from:
         raise LoradbError(f"`scale` multiplies zero-shot weights; {method.name} learns its own from the shots")
 
 

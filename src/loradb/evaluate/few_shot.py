@@ -17,7 +17,10 @@ from loradb.models.train import train_lora
 from loradb.weighting.registry import FEW_SHOT, get_method
 from loradb.evaluate.domains import Domain
 from loradb.evaluate.config import EvalConfig
+from loradb.evaluate.fold import evaluate_on
 from loradb.evaluate.tasks import ClassificationTask
+
+TASK = ClassificationTask()  # few-shot rows are classification only (scores and per-example scores, as every row)
 
 
 def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str], list[str]]:
@@ -61,7 +64,8 @@ def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: E
             composed = compose_exact(factors, list(learned.weights))
             seconds = time.perf_counter() - t0
             model.set_delta(composed)
-            entry[method] = {**_scored(held, model), "seconds": seconds, "weights": dict(zip(names, map(float, learned.weights)))}
+            entry[method] = {**evaluate_on(TASK, model, held, False), "seconds": seconds,
+                             "weights": dict(zip(names, map(float, learned.weights)))}
             model.set_delta(None)
         scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
         t0 = time.perf_counter()
@@ -71,16 +75,9 @@ def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: E
         train_lora(base_path, texts, labels, held.prompts, scratch_dir, scratch_cfg, progress=False)
         seconds = time.perf_counter() - t0
         model.set_delta(compose_exact([factors_of(read_adapter(scratch_dir))], [1.0]))
-        entry["scratch"] = {**_scored(held, model), "seconds": seconds}
+        entry["scratch"] = {**evaluate_on(TASK, model, held, False), "seconds": seconds}
         model.set_delta(None)
         out[str(n)] = entry
         log(f"  {n} shots per label: " + "  ".join(f"{m} {e['accuracy']:.3f}" for m, e in entry.items()))
     return out
 
-
-def _scored(held: Domain, model) -> dict:
-    """Accuracy and macro-F1 on the held-out test set, and the per-example scores the groups'
-    paired intervals resample."""
-    predictions = model.predict(held.test_texts, held)
-    task = ClassificationTask()
-    return {**task.score(held.test_labels, predictions), "per_example": task.per_example(held.test_labels, predictions)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,27 @@ class Scorer:
         return self.seen[key]
 
 
+class ReferenceNeighbours(NamedTuple):
+    """One reference played as the target, the fold's other references as the library."""
+
+    others: list[Domain]
+    q: np.ndarray  # the reference's features under the fold's key
+    R: np.ndarray  # the others' features
+    d2: np.ndarray  # squared distance to each of the others
+    near: np.ndarray  # indices of the k nearest others (ties by their order)
+
+    def names(self) -> list[str]:
+        return [self.others[i].name for i in self.near]
+
+
+def reference_neighbours(r: Domain, refs: list[Domain], z_train: dict, key: str, k: int) -> ReferenceNeighbours:
+    """Leave-one-out over the references: `r` (z from its training texts) against the others, in `key`."""
+    others = [c for c in refs if c.name != r.name]
+    q, R = key_features(key, KeyInputs.stacked([z_train[r.name]]), KeyInputs.stacked([z_train[c.name] for c in others]))
+    d2 = ((R - q) ** 2).sum(axis=1)
+    return ReferenceNeighbours(others, q, R, d2, np.lexsort((np.arange(len(others)), d2))[:k])
+
+
 def tune_lambdas(refs: list[Domain], z_train: dict, scorer: Scorer, key: str, config: EvalConfig) -> dict:
     """Leave-one-out over the reference domains: the multipliers of lambda_1 and lambda_2
     with the best mean metric on the references' own labeled training samples, under the
@@ -55,15 +77,11 @@ def tune_lambdas(refs: list[Domain], z_train: dict, scorer: Scorer, key: str, co
         for mult in grid:
             accs = []
             for r in refs:
-                others = [c for c in refs if c.name != r.name]
-                q, R = key_features(key, KeyInputs.stacked([z_train[r.name]]),
-                                    KeyInputs.stacked([z_train[c.name] for c in others]))
-                d2 = ((R - q) ** 2).sum(axis=1)
-                near = np.lexsort((np.arange(len(others)), d2))[: config.k]
-                d2 = d2[near]
+                loo = reference_neighbours(r, refs, z_train, key, config.k)
+                d2 = loo.d2[loo.near]
                 value = mult * (auto_temperature(d2) if param == "temperature" else auto_l1(d2))
-                w = compute_weights(method, q, R[near], **{param: value}).weights
-                accs.append(scorer(r, [others[i].name for i in near], w))
+                w = compute_weights(method, loo.q, loo.R[loo.near], **{param: value}).weights
+                accs.append(scorer(r, loo.names(), w))
             mean_acc[mult] = float(np.mean(accs))
         best = max(grid, key=lambda m: mean_acc[m])  # max keeps the first of equal scores: the default
         chosen[param] = {"multiplier": best, "scores": {str(m): a for m, a in mean_acc.items()}}

@@ -244,8 +244,6 @@ def require_plotting() -> None:
         raise LoradbError("the report's plots need matplotlib: `pip install 'loradb[eval]'`") from None
 
 
-
-
 def _few_shot_lines(results: dict) -> list[str]:
     fs = results.get("few_shot")
     if not fs:
@@ -282,12 +280,7 @@ def _few_shot_groups_lines(results: dict) -> list[str]:
             best = entry["best_zero_shot"]
             lines += [f"**{n} shots per label, {group}** ({len(entry['targets'])} targets; best zero-shot row: "
                       f"{LABELS.get(best, best).strip('*')})", "",
-                      "| row | accuracy | vs scratch | vs best zero-shot |", "|---|---|---|---|"]
-            for row, stats in entry["rows"].items():
-                lines.append(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
-                             + " | ".join(_diff_ci(stats[f"vs {b}"]) if f"vs {b}" in stats else ""
-                                          for b in ("scratch", best)) + " |")
-            lines.append("")
+                      *_diff_table(entry["rows"], "accuracy", {"scratch": "vs scratch", best: "vs best zero-shot"}), ""]
     return lines
 
 
@@ -314,6 +307,15 @@ def _diff_ci(d: dict, between: str = " ") -> str:
     return f"{d['diff']:+.3f}{between}[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
+def _diff_table(rows: dict, metric: str, columns: dict[str, str]) -> list[str]:
+    """A Markdown table of each row's mean and its differences (with 95% intervals) to the
+    rows named in `columns` (row -> column title); a cell is empty where a row has none."""
+    return [f"| row | {metric} | " + " | ".join(columns.values()) + " |", "|---|---|" + "---|" * len(columns),
+            *(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
+              + " | ".join(_diff_ci(stats[f"vs {b}"]) if f"vs {b}" in stats else "" for b in columns) + " |"
+              for row, stats in rows.items())]
+
+
 def _groups_lines(results: dict) -> list[str]:
     """The library case: each group's mean per row, with the 95% paired bootstrap interval of
     the difference to merge-all (plain and tuned) and to the pre-trained model."""
@@ -328,12 +330,8 @@ def _groups_lines(results: dict) -> list[str]:
              "(examples resampled within each target).", ""]
     for group, entry in summary.items():
         lines += [f"**{group}** ({len(entry['targets'])}: {', '.join(entry['targets'])})", "",
-                  f"| row | {metric} | vs merge-all | vs merge-all (tuned) | vs pre-trained |", "|---|---|---|---|---|"]
-        for row, stats in entry["rows"].items():
-            lines.append(f"| {LABELS.get(row, row)} | {stats['mean']:.3f} | "
-                         + " | ".join(_diff_ci(stats[f"vs {b}"]) if f"vs {b}" in stats else ""
-                                      for b in ("merge-all", "merge-all-tuned", "pretrained")) + " |")
-        lines.append("")
+                  *_diff_table(entry["rows"], metric, {"merge-all": "vs merge-all", "merge-all-tuned": "vs merge-all (tuned)",
+                                                       "pretrained": "vs pre-trained"}), ""]
     lines += _scale_lines(results)
     abstained = [n for n, row in results["domains"].items() if row.get("default", {}).get("abstained")]
     lines += [f"The default pipeline abstained (kept the base model) on {len(abstained)} target(s)"

@@ -17,8 +17,8 @@ import numpy as np
 
 from loradb.evaluate.config import EvalConfig
 from loradb.evaluate.domains import Domain
+from loradb.evaluate.fold import reference_neighbours
 from loradb.retrieval.fit import ABSTAIN, FitThreshold, decide
-from loradb.retrieval.keys import KeyInputs, key_features
 from loradb.weighting.registry import compute_weights
 
 AVERAGE = "average"  # merge-all's plain mean (lambda = 1/n), the first candidate: it wins ties
@@ -44,16 +44,13 @@ def tune_default_scale(refs: list[Domain], held: str, z_train: dict, scorer, key
     scores: dict = {s: [] for s in config.scale_grid}
     judged, abstained = [], []
     for r in _players(refs, held, config):
-        others = [c for c in refs if c.name != r.name]
-        q, R = key_features(key, KeyInputs.stacked([z_train[r.name]]), KeyInputs.stacked([z_train[c.name] for c in others]))
-        d2 = ((R - q) ** 2).sum(axis=1)
-        if decide(float(d2.min()), threshold, key)["decision"] == ABSTAIN:
+        loo = reference_neighbours(r, refs, z_train, key, config.k)
+        if decide(float(loo.d2.min()), threshold, key)["decision"] == ABSTAIN:
             abstained.append(r.name)
             continue
-        near = np.lexsort((np.arange(len(others)), d2))[: config.k]
-        w = compute_weights(config.default_method, q, R[near]).weights
+        w = compute_weights(config.default_method, loo.q, loo.R[loo.near]).weights
         for s in config.scale_grid:
-            scores[s].append(scorer(r, [others[i].name for i in near], s * np.asarray(w)))
+            scores[s].append(scorer(r, loo.names(), s * np.asarray(w)))
         judged.append(r.name)
     if not judged:  # the pipeline abstains on every reference: nothing to choose on, keep s = 1
         return {"scale": 1.0, "scores": {}, "references": [], "abstained": abstained}
