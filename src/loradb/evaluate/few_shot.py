@@ -13,7 +13,7 @@ import numpy as np
 
 from loradb.lora.adapter import read_adapter
 from loradb.lora.compose import compose_exact, factors_of
-from loradb.models.train import train_lora
+from loradb.models.train import TrainConfig, train_lora
 from loradb.weighting.registry import FEW_SHOT, get_method
 from loradb.evaluate.domains import Domain
 from loradb.evaluate.config import EvalConfig
@@ -33,6 +33,13 @@ def few_shot_sample(domain: Domain, per_label: int, seed: int) -> tuple[list[str
             texts.append(domain.train_texts[i])
             labels.append(label)
     return texts, labels
+
+
+def scratch_config(config: EvalConfig, shots: int) -> TrainConfig:
+    """The LoRA from scratch on the shots: the pool's settings, many passes, every shot trained
+    on (a few shots leave nothing to hold out for early stopping, so none is)."""
+    assert config.train is not None  # resolved by the harness
+    return replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, shots), max_examples=None, validation=0.0)
 
 
 def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: EvalConfig, work: Path, log) -> dict:
@@ -67,7 +74,7 @@ def few_shot_rows(held: Domain, row: dict, db, model, base_path: Path, config: E
             entry[method] = {**evaluate_on(TASK, model, held, False), "seconds": seconds,
                              "weights": dict(zip(names, map(float, learned.weights)))}
             model.set_delta(None)
-        scratch_cfg = replace(config.train, epochs=config.scratch_epochs, batch_size=min(8, len(texts)), max_examples=None)
+        scratch_cfg = scratch_config(config, len(texts))
         t0 = time.perf_counter()
         scratch_dir = work / f"scratch-{n}"
         if scratch_dir.exists():
