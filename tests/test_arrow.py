@@ -65,7 +65,7 @@ def test_peft_arrow_over_one_expert_is_that_adapter(bert, tmp_path):
 
     from loradb.evaluate.domains import Domain
     from loradb.evaluate.peft_arrow import peft_arrow_row
-    from loradb.evaluate.tasks import AdaptedClassifier
+    from loradb.evaluate.tasks import AdaptedClassifier, ClassificationTask
     from loradb.lora.adapter import read_adapter
     from loradb.lora.compose import compose_exact, factors_of
     from loradb.models.train import TrainConfig
@@ -81,8 +81,8 @@ def test_peft_arrow_over_one_expert_is_that_adapter(bert, tmp_path):
     for name, d in dirs.items():
         model.set_delta(compose_exact([factors_of(read_adapter(d))], [1.0]))
         alone[name] = model.predict(texts, held)
-    one = peft_arrow_row(bert, held, {"a0": dirs["a0"]}, scale=config.scale, max_length=config.max_length, seed=0)
+    one = peft_arrow_row(ClassificationTask(), bert, held, {"a0": dirs["a0"]}, config, seed=0)
     assert one["experts"] == ["a0"] and one["top_k"] == 1
     assert one["per_example"] == [float(p == y) for p, y in zip(alone["a0"], labels)]
-    both = peft_arrow_row(bert, held, dirs, scale=config.scale, max_length=config.max_length, seed=0, top_k=1)
+    both = peft_arrow_row(ClassificationTask(), bert, held, dirs, config, seed=0, top_k=1)
     assert both["experts"] == ["a0", "a1"] and np.mean(both["per_example"]) == both["accuracy"]

@@ -188,6 +188,9 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
 
     page.select_option("#method", "uniform")
     page.wait_for_function("() => [...document.querySelectorAll('#weights .weight')].every(c => c.textContent === '0.2500')")
+    page.fill("#scale", "2")  # the update's size: every weight doubled, and composed so
+    page.dispatch_event("#scale", "change")
+    page.wait_for_function("() => [...document.querySelectorAll('#weights .weight')].every(c => c.textContent === '0.5000')")
 
     with page.expect_download() as download:
         page.click("#compose")
@@ -197,7 +200,8 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
     with tarfile.open(archive) as tar:
         tar.extractall(composed, filter="data")
     reference = tmp_path / "reference"
-    code, out, err = run("compose", catalogue["db"], "--repr", root / "target.npy", "--method", "uniform", "--out", reference)
+    code, out, err = run("compose", catalogue["db"], "--repr", root / "target.npy", "--method", "uniform", "--scale", "2",
+                         "--out", reference)
     assert code == 0, err
 
     inputs = {"input_ids": torch.tensor([[2, 5, 7, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}

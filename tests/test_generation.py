@@ -4,11 +4,13 @@ in-memory path, the generation benchmark and its report, ROUGE, and refusals."""
 
 import json
 import random
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from loradb.cli.main import main
-from loradb.errors import DataError
+from loradb.errors import DataError, LoradbError
 from loradb.evaluate.config import LIBRARY_ROWS, PEFT_ARROW_ROWS, ROWS, EvalConfig
 from loradb.evaluate.harness import run_eval
 from loradb.evaluate.metrics import rouge
@@ -132,7 +134,7 @@ def test_generation_benchmark_end_to_end(llama, tmp_path):
         assert row["sft"]["rougeL"] > row["pretrained"]["rougeL"]  # each domain's own LoRA learned its phrase
     assert results["hyperparameters"] == {n: {} for n in DOMAINS}  # generation does not tune by default
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "Task: generation" in report and "ROUGE-L / ROUGE-1" in report and "| Sparse |" in report
+    assert "Task: generation" in report and "ROUGE-L / loss (teacher-forced" in report and "| Sparse |" in report
     for png in ("transfer.png", "weights.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -201,3 +203,69 @@ def test_generation_early_stopping_scores_the_held_out_loss(llama, tmp_path, cap
     assert v["metric"] == "-loss" and v["examples"] == 12 and v["best_epoch"] >= 1
     assert v["best"] == max(v["scores"]) and v["gain"] > 0  # the held-out targets' loss fell: the adapter learned them
     assert "held-out -loss on 12 examples" in capsys.readouterr().out
+
+
+def test_teacher_forced_loss_is_the_training_loss(llama):
+    """Generator.nll of a pair is exactly the loss the model computes for it with the same
+    labels (the target's tokens and the end token), whatever else is in its batch."""
+    import torch
+
+    from loradb.models.generate import generator_for
+
+    gen = generator_for(llama, instruction="summary", max_input_tokens=8, max_new_tokens=6)
+    texts, targets = ["pasta bread soup", "bank rate market shares fund price"], ["pasta soup", "bank"]
+    ids, labels = gen.format.training_ids(texts[0], targets[0], 6)
+    with torch.no_grad():
+        expected = gen.model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+    batched = gen.nll(texts, targets)
+    assert batched[0] == pytest.approx(expected, rel=1e-5)
+    assert gen.nll(texts[1:], targets[1:])[0] == pytest.approx(batched[1], rel=1e-5)  # padding changes nothing
+
+
+def test_generation_library_case_with_orphan_folds(llama, tmp_path):
+    """The generation zoo's protocol on tiny domains: two families of siblings (one target
+    phrase per family) and one orphan family. An orphan fold leaves its family out of the
+    library; the planted sibling (the adapter that learned the same phrase) is the best single
+    reference by the loss; the library rows, PEFT's Arrow, the loss beside ROUGE on more pairs,
+    and both metrics' group intervals are there."""
+    from loradb.evaluate.library import ORPHANS, WITH_SIBLINGS
+
+    root = tmp_path / "domains"
+    families = {"cooking-a": "cooking", "cooking-b": "cooking", "finance-a": "finance", "finance-b": "finance",
+                "sports": "sports"}
+    for i, (name, family) in enumerate(families.items()):
+        words, target = DOMAINS[family]
+        write_pairs(root / name / "train.jsonl", words, target, 24, seed=i)
+        write_pairs(root / name / "test.jsonl", words, target, 12, seed=100 + i)
+        (root / name / "domain.json").write_text(json.dumps({"family": family}))
+    (root / "task.json").write_text(json.dumps({"instruction": "summary"}))
+    config = EvalConfig(task="generation", train=TINY, max_new_tokens=6, k=2, test_examples=5, target_split=True,
+                        rouge_examples=3, library_rows=True, peft_arrow=True, compare_keys=False, tune_examples=4,
+                        scale_references=2, scale_grid=(1.0, 2.0), task_arithmetic_grid=(0.5,), random_draws=2,
+                        folds=("cooking-a", "cooking-b", "sports"), orphan_folds=("cooking-a",))
+    results = run_eval(llama, root, tmp_path / "report", config, cache=tmp_path / "cache", progress=False,
+                       log=lambda m: None)
+    assert results["groups"]["cooking-a"] == ORPHANS and results["groups"]["cooking-b"] == WITH_SIBLINGS
+    assert results["groups"]["sports"] == ORPHANS and results["orphan_folds"] == ["cooking-a"]
+    orphan, sibling = results["domains"]["cooking-a"], results["domains"]["cooking-b"]
+    assert set(orphan["merge-all"]["weights"]) == {"finance-a", "finance-b", "sports"}  # its family left out
+    assert set(sibling["merge-all"]["weights"]) == {"cooking-a", "finance-a", "finance-b", "sports"}
+    assert sibling["best-single"]["chosen"] == "cooking-a"  # the planted sibling, by a margin in the loss
+    losses = sibling["best-single"]["single"]
+    assert losses["cooking-a"] > max(v for n, v in losses.items() if n != "cooking-a") + 0.5
+    for row in results["domains"].values():
+        assert set(row) == set(ROWS)
+        for name, r in row.items():
+            assert len(r["per_example"]) == 3 and len(r["per_example_nll"]) == 5, name  # ROUGE on 3 of the 5 scored
+            assert r["nll"] == pytest.approx(np.mean(r["per_example_nll"]))
+        assert row["sft"]["nll"] < row["pretrained"]["nll"] - 0.5  # each domain's own adapter learned its phrase
+    for name in ("cooking-a", "sports"):
+        assert results["domains"][name]["sft"]["nll"] < results["domains"][name]["best-single"]["nll"]  # no relative
+    nll = results["groups_summary_nll"]
+    assert set(nll) == {ORPHANS, WITH_SIBLINGS}
+    assert nll[WITH_SIBLINGS]["rows"]["best-single"]["vs pretrained"]["ci95"][1] < 0  # the sibling lowers the loss
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "ROUGE-L / loss (teacher-forced, lower is better)" in report and "left out of the library" in report
+    with pytest.raises(LoradbError, match="orphan_folds"):
+        run_eval(llama, root, tmp_path / "r2", replace(config, orphan_folds=("finance-a",)), cache=tmp_path / "cache",
+                 progress=False, log=lambda m: None)

@@ -296,3 +296,44 @@ def test_library_rows_groups_and_intervals(bert, tmp_path):
     assert "## The library case: targets with siblings and orphans" in report
     assert "**2 shots per label, with siblings** (1 targets; best zero-shot row:" in report
     assert "abstained (kept the base model) on 1 target(s): finance" in report
+
+
+def test_eval_cli_library_flags_reach_the_config(bert, tmp_path, monkeypatch):
+    """The library case's flags of `loradb eval` set the run's EvalConfig (run_eval stubbed
+    out: the harness itself is tested above); bad values are refused in one line, exit 2."""
+    import loradb.evaluate.harness as harness
+
+    seen = {}
+
+    def fake_run_eval(base, domains, out, config):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(harness, "run_eval", fake_run_eval)
+    args = ["eval", "--base", str(bert), "--domains", str(tmp_path), "--out", str(tmp_path / "r"), "--folds", "a,b"]
+    with pytest.raises(SystemExit):
+        main([*args, "--library-rows", "--target-split", "--scale-grid", "1,2.5", "--task-arithmetic-grid", "0.3",
+              "--scale-references", "3", "--tune-examples", "20", "--orphan-folds", "a", "--peft-arrow"])
+    c = seen["config"]
+    assert (c.library_rows, c.target_split, c.peft_arrow) == (True, True, True)
+    assert c.scale_grid == (1.0, 2.5) and c.task_arithmetic_grid == (0.3,) and c.orphan_folds == ("a",)
+    assert (c.scale_references, c.tune_examples, c.folds) == (3, 20, ("a", "b"))
+    with pytest.raises(SystemExit):
+        main(args)
+    assert seen["config"].library_rows is False and seen["config"].scale_grid == EvalConfig().scale_grid
+    seen.clear()
+    for bad in (["--scale-grid", "1,x", "--library-rows"], ["--scale-grid", "2"], ["--scale-grid", ",", "--library-rows"]):
+        assert main([*args, *bad]) == 2 and not seen, bad
+
+
+def test_scratch_rows_train_on_every_shot_even_when_the_pool_stops_early():
+    """The pool's adapters may train with early stopping (ZOO_TRAIN holds out 15%); the LoRA
+    from scratch on 8 shots cannot hold out the 10 examples that needs, so it trains on all
+    of them for scratch_epochs (a run of the zoo with --shots failed here)."""
+    from loradb.evaluate.demo import ZOO_EVAL
+    from loradb.evaluate.few_shot import scratch_config
+
+    c = scratch_config(ZOO_EVAL, 8)
+    assert ZOO_EVAL.train.validation > 0 and c.validation == 0 and c.epochs == ZOO_EVAL.scratch_epochs
+    assert c.batch_size == 8 and c.max_examples is None and c.lr == ZOO_EVAL.train.lr
+    c.validate()

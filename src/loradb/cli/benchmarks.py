@@ -38,7 +38,43 @@ def _eval_flags(p) -> None:
     p.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
                    help="every single adapter on every domain (N^2 evaluations; default: only up to "
                         "8 domains); needed for the Spearman figure")
+    library = p.add_argument_group("the library case (adapt or abstain; groups with siblings / orphans)")
+    library.add_argument("--library-rows", action="store_true",
+                         help="also the default pipeline (adapt or abstain, at a scale chosen on the references), "
+                         "merge-all as task arithmetic with a tuned lambda, random-k, the best single reference, and "
+                         "each group's means with 95%% paired bootstrap intervals")
+    library.add_argument("--target-split", action="store_true", help="make each target's z from test texts that are not "
+                         "scored (at most --test-examples, and at most half, are scored)")
+    library.add_argument("--scale-grid", help="the default pipeline's scale candidates (default 1,0.5,1.5,2,3; the first "
+                         "wins ties)")
+    library.add_argument("--task-arithmetic-grid", help="merge-all's lambda candidates besides the plain average "
+                         "(default 0.05,0.1,0.2,0.3,0.5)")
+    library.add_argument("--scale-references", type=int, help="references that play the target when choosing the scale "
+                         "and lambda (default 8)")
+    library.add_argument("--tune-examples", type=int, help="labeled examples of each reference scored per candidate "
+                         "(default 160)")
+    library.add_argument("--orphan-folds", help="hold these domains out with their whole family left out of the library "
+                         "(orphans by construction), comma-separated; each must be in --folds (if given)")
+    p.add_argument("--peft-arrow", action="store_true", help="also PEFT's own Arrow (per-token routing) over the k "
+                   "retrieved adapters and over all")
+    p.add_argument("--rouge-examples", type=int, help="generation: ROUGE on a seeded sample of this many scored pairs "
+                   "(the teacher-forced loss on every one; default: all)")
     add_training_flags(p)
+
+
+def _library_settings(args) -> dict:
+    """The EvalConfig fields the library flags set (the unset ones keep EvalConfig's defaults)."""
+    given = {"scale_grid": _parse_numbers(args.scale_grid, "--scale-grid"),
+             "task_arithmetic_grid": _parse_numbers(args.task_arithmetic_grid, "--task-arithmetic-grid"),
+             "scale_references": args.scale_references, "tune_examples": args.tune_examples,
+             "orphan_folds": tuple(f for f in args.orphan_folds.split(",") if f) if args.orphan_folds else None}
+    needs_rows = [flag for flag, field in (("--scale-grid", "scale_grid"), ("--task-arithmetic-grid", "task_arithmetic_grid"),
+                                           ("--scale-references", "scale_references"))
+                  if given[field] is not None]
+    if needs_rows and not args.library_rows:
+        raise LoradbError(f"{', '.join(needs_rows)} set(s) the library case's update sizes: add --library-rows")
+    return {"library_rows": args.library_rows, "target_split": args.target_split, "peft_arrow": args.peft_arrow,
+            "rouge_examples": args.rouge_examples, **{k: v for k, v in given.items() if v is not None}}
 
 
 @command("eval", "leave-one-domain-out benchmark with a report", flags=_eval_flags, db=False)
@@ -55,7 +91,7 @@ def cmd_eval(args) -> int:
                         shots=_parse_shots(args.shots), max_new_tokens=args.max_new_tokens,
                         folds=tuple(f for f in args.folds.split(",") if f) if args.folds else None, key=args.key,
                         compare_keys=not args.no_compare_keys, k_sweep=_parse_counts(args.k_sweep, "--k-sweep"),
-                        transfer=args.transfer, test_examples=args.test_examples)
+                        transfer=args.transfer, test_examples=args.test_examples, **_library_settings(args))
     results = run_eval(args.base, args.domains, args.out, config)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -66,7 +102,9 @@ def _eval_segmentation(args, methods: tuple[str, ...] | None) -> int:
     from loradb.evaluate.segmentation import COMPOSED, SegmentationConfig, run_segmentation_eval
 
     unsupported = [flag for flag, value in (("--shots", args.shots), ("--k-sweep", args.k_sweep), ("--key", args.key),
-                                            ("--folds", args.folds)) if value]
+                                            ("--folds", args.folds), ("--library-rows", args.library_rows),
+                                            ("--orphan-folds", args.orphan_folds), ("--peft-arrow", args.peft_arrow))
+                   if value]
     if unsupported:
         raise LoradbError(f"--task segmentation does not take {', '.join(unsupported)} yet")
     if methods is not None and set(methods) - set(COMPOSED):
@@ -86,6 +124,19 @@ def _parse_counts(text: str | None, flag: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise LoradbError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def _parse_numbers(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """A comma-separated list of numbers (None: the flag was not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LoradbError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise LoradbError(f"{flag} needs at least one number")
+    return values
 
 
 def _parse_shots(text: str | None) -> tuple[int, ...]:

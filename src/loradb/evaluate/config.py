@@ -47,6 +47,7 @@ class EvalConfig:
     # classification only (for generation it costs thousands of generations per fold)
     tune: bool | None = None
     max_new_tokens: int = 32  # generation: the longest target written
+    rouge_examples: int | None = None  # generation: ROUGE on a seeded sample of this many scored pairs (the loss on all)
     tune_examples: int = 160  # labeled reference examples scored per tuning candidate
     temperature_grid: tuple[float, ...] = (1.0, 0.25, 4.0)  # multiples of 1/median(d^2); the default first wins ties
     l1_grid: tuple[float, ...] = (1.0, 0.1, 10.0)  # multiples of 0.1*median(d^2)
@@ -70,6 +71,9 @@ class EvalConfig:
     # at most test_examples (and at most half) are scored, the rest only make z
     target_split: bool = False
     library_rows: bool = False  # the library case (evaluate/library.py): default pipeline, random-k, best single, groups
+    # held out with their whole family left out of the library: orphans by construction (for a
+    # collection where every domain has siblings, as the generation zoo's)
+    orphan_folds: tuple[str, ...] = ()
     default_method: str = "convex"  # the default pipeline's weighting (bounded: it never extrapolates)
     # the update's size (evaluate/scale.py), chosen per fold by leave-one-out over its references:
     # s of the default pipeline (1 first: it wins ties) and merge-all's lambda per adapter
@@ -77,7 +81,7 @@ class EvalConfig:
     task_arithmetic_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     scale_references: int = 8  # references that play the target in that leave-one-out (a seeded sample)
     random_draws: int = 5  # random-k: seeded draws averaged
-    peft_arrow: bool = False  # classification: PEFT's own Arrow rows (a fresh base model per row; evaluate/peft_arrow.py)
+    peft_arrow: bool = False  # PEFT's own Arrow rows (a fresh base model per row; evaluate/peft_arrow.py)
     bootstrap: int = 2000  # resamples for the groups' 95% intervals
 
 
@@ -101,8 +105,10 @@ def check_config(config: EvalConfig) -> None:
         values = getattr(config, name)
         if not values or any(not (isinstance(v, (int, float)) and 0 < v <= MAX_SCALE) for v in values):
             raise LoradbError(f"`{name}` needs at least one value, each above 0 and at most {MAX_SCALE:g}; got {list(values)}")
-    if config.peft_arrow and config.task != "classification":
-        raise LoradbError("`peft_arrow` rows are for classification only")
+    if config.rouge_examples is not None and config.rouge_examples < 1:
+        raise LoradbError(f"`rouge_examples` must be at least 1, got {config.rouge_examples}")
+    if config.tune_examples < 1:
+        raise LoradbError(f"`tune_examples` must be at least 1, got {config.tune_examples}")
     if config.scale_references < 1:
         raise LoradbError(f"`scale_references` must be at least 1, got {config.scale_references}")
     if config.k < 1 or any(k < 1 for k in config.k_sweep):

@@ -18,6 +18,7 @@ from loradb.weighting.formulas import auto_l1, auto_temperature
 from loradb.weighting.registry import compute_weights
 from loradb.evaluate.domains import Domain
 from loradb.evaluate.config import PRECISION_AT, EvalConfig
+from loradb.evaluate.metrics import NLL
 
 
 def _sample(domain: Domain, n: int, seed: int) -> tuple[list[str], list[str]]:
@@ -38,7 +39,7 @@ class Scorer:
         if key not in self.seen:
             self.model.set_delta(compose_exact([factors_of(self.adapters[n]) for n in names], list(weights)))
             texts, labels = _sample(target, self.config.tune_examples, self.config.seed)
-            self.seen[key] = self.task.score(labels, self.model.predict(texts, target))[self.task.metrics[0]]
+            self.seen[key] = self.task.reference_score(self.model, texts, labels, target)
         return self.seen[key]
 
 
@@ -122,6 +123,16 @@ class Fold:
         return {**self.evaluate(weights, composed), "weights": weights, "distances": {h.record.name: h.distance for h in result.hits},
                 "residual": result.residual, "params": result.params, "adapt_seconds": seconds}
 
+    def oracle_score(self, weights: dict[str, float]) -> float:
+        """A score that reads the target's labels, to rank candidates by (higher is better):
+        the task's metric for classification; for generation minus the teacher-forced loss of
+        the scored pairs (decoding for every candidate would cost minutes each)."""
+        if NLL not in self.task.metrics:
+            return self.evaluate(weights)[self.task.metrics[0]]
+        self.model.set_delta(compose_exact([factors_of(self.db.load_adapter(self.db.get(n))) for n in weights],
+                                           list(weights.values())))
+        return -float(np.mean(self.model.nll(self.held.test_texts, self.held.test_labels, self.held)))
+
     def given(self, weights: dict[str, float], **extra) -> dict:
         """Compose records by name with the given weights and evaluate."""
         return {**self.evaluate(weights), "weights": dict(weights), **extra}
@@ -196,7 +207,5 @@ def sweep_k(fold: Fold, key: str, row: dict, config: EvalConfig, metric: str) ->
 
 
 def evaluate_on(task, model, domain: Domain, progress: bool) -> dict:
-    """The task's scores on the domain's test set; generation keeps what was written too."""
-    predictions = model.predict(domain.test_texts, domain, progress=progress)
-    return {**task.score(domain.test_labels, predictions), "per_example": task.per_example(domain.test_labels, predictions),
-            **({"outputs": predictions} if task.name == "generation" else {})}
+    """The task's scores on the domain's test set (evaluate/tasks.py); generation keeps what was written too."""
+    return task.evaluate(model, domain, progress)

@@ -41,11 +41,13 @@ from loradb.models.prompts import TRAINING_INFO
 from loradb.models.train import GENERATION_TRAIN, TrainConfig
 from loradb.weighting.formulas import auto_l1, auto_temperature
 from loradb.evaluate.domains import Domain, load_domains, load_generation_domains, missing_domains
+from loradb.evaluate.metrics import NLL
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
 from loradb.evaluate.config import (BASELINES, FEW_SHOT_ROWS, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, PEFT_ARROW_ROWS, ROWS,
                                     TASKS, EvalConfig, check_config)
 from loradb.evaluate.few_shot import few_shot_rows
-from loradb.evaluate.library import best_single_row, default_row, few_shot_summary, group_summary, groups, random_k_row
+from loradb.evaluate.library import (ORPHANS, best_single_row, default_row, few_shot_summary, group_summary, groups,
+                                     random_k_row)
 from loradb.evaluate.peft_arrow import peft_arrow_row
 from loradb.evaluate.scale import task_arithmetic_weights, tune_default_scale, tune_task_arithmetic
 from loradb.evaluate.fold import (Fold, Scorer, arrow_row, compare_keys, evaluate_on, fold_key, precision_at, sweep_k,
@@ -84,6 +86,30 @@ def train_cached(base_path: Path, domain: Domain, task, config: TrainConfig, *, 
     return out, result.seconds, False
 
 
+def _train_all(base_path: Path, domains: list[Domain], task, config: TrainConfig, cache: Path, timing: dict,
+               progress: bool, log) -> dict[str, Path]:
+    """Every domain's LoRA, trained or found in the cache; its seconds and whether reused go to `timing`."""
+    adapter_dirs = {}
+    for d in domains:
+        adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, task, config, cache=cache, progress=progress)
+        timing["train_seconds"][d.name], timing["train_reused"][d.name] = seconds, reused
+        log(f"LoRA for {d.name}: " + (f"reused from the cache (trained earlier in {seconds:.0f} s)" if reused
+                                      else f"trained on {min(len(d.train_texts), config.max_examples or len(d.train_texts))} "
+                                           f"training examples in {seconds:.0f} s"))
+    return adapter_dirs
+
+
+def train_pool(base_path: str | Path, domains_dir: str | Path, config: EvalConfig, *, cache: Path | None = None,
+               progress: bool = False, log=_log) -> dict[str, Path]:
+    """Train (or find in the cache) every domain's LoRA as run_eval would, and evaluate nothing:
+    a long pool can be trained first and evaluated later from the cache."""
+    base = load_base(base_path)
+    task, domains, config = _task_for(base, domains_dir, config)
+    assert config.train is not None  # _task_for resolved the task's default
+    timing: dict = {"train_seconds": {}, "train_reused": {}}
+    return _train_all(base.path, domains, task, config.train, cache or cache_dir(), timing, progress, log)
+
+
 def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, config: EvalConfig = EvalConfig(), *,
              cache: Path | None = None, progress: bool = True, log=_log) -> dict:
     """Run the leave-one-domain-out benchmark and write results.json, report.md and plots to `out`.
@@ -112,23 +138,22 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     unknown = sorted(set(folds) - set(names))
     if unknown:
         raise LoradbError(f"`folds` names {', '.join(unknown)}, which {domains_dir} does not hold; its domains: {', '.join(names)}")
-    if len(domains) - 1 < 2:
-        raise LoradbError("each fold needs at least two reference domains")
+    by_name = {d.name: d for d in domains}
+    outside = sorted(set(config.orphan_folds) - set(folds))
+    if outside:
+        raise LoradbError(f"`orphan_folds` names {', '.join(outside)}, which is not held out (`folds`)")
+    for held in folds:
+        if len(_references(by_name, held, config)) < 2:
+            raise LoradbError(f"fold {held}: fewer than two reference domains"
+                              + (" once its family is left out (`orphan_folds`)" if held in config.orphan_folds else ""))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or cache_dir()
-    by_name = {d.name: d for d in domains}
     log(f"{len(domains)} domains, {len(folds)} held out in turn: "
         + ", ".join(f"{d.name} ({len(d.train_texts)} train / {len(d.test_texts)} test)" for d in domains))
 
     timing: dict = {"train_seconds": {}, "train_reused": {}, "represent_target_seconds": {}, "adapt_seconds": {}}
-    adapter_dirs = {}
-    for d in domains:
-        adapter_dirs[d.name], seconds, reused = train_cached(base_path, d, task, config.train, cache=cache, progress=progress)
-        timing["train_seconds"][d.name], timing["train_reused"][d.name] = seconds, reused
-        log(f"LoRA for {d.name}: " + (f"reused from the cache (trained earlier in {seconds:.0f} s)" if reused
-                                      else f"trained on {min(len(d.train_texts), config.train.max_examples or len(d.train_texts))} "
-                                           f"training examples in {seconds:.0f} s"))
+    adapter_dirs = _train_all(base_path, domains, task, config.train, cache, timing, progress, log)
     adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
 
     log("representations: training texts of every domain, unlabeled test texts of every target, each task's prompts")
@@ -154,7 +179,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                      "metrics": list(task.metrics),
                      "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
                      "families": {d.name: d.family for d in domains}, "folds": folds,
-                     "groups": groups(domains),  # with siblings / orphans, from the domain files alone
+                     # with siblings / orphans, from the domain files alone; an orphan fold is an orphan by construction
+                     "groups": {**groups(domains), **dict.fromkeys(config.orphan_folds, ORPHANS)},
+                     **({"orphan_folds": list(config.orphan_folds)} if config.orphan_folds else {}),
                      "adapters": {d.name: _adapter_record(adapter_dirs[d.name]) for d in domains},
                      "tasks": {d.name: d.task for d in domains},
                      **({"instruction": domains[0].instruction}  # one instruction for every domain: say it once
@@ -167,8 +194,10 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     scorer = Scorer(task, model, adapters, config)
     for held_name in folds:
         held = by_name[held_name]
-        refs = [d for d in domains if d.name != held.name]
-        log(f"held out {held.name} ({held.family}): database of {len(refs)} reference adapters, z from its unlabeled test texts")
+        refs = _references(by_name, held.name, config)
+        log(f"held out {held.name} ({held.family}): database of {len(refs)} reference adapters"
+            + (" (its family left out: an orphan fold)" if held.name in config.orphan_folds else "")
+            + ", z from its unlabeled test texts")
         db_dir = work / f"fold-{held.name}" / "db"
         if db_dir.exists():
             shutil.rmtree(db_dir)
@@ -190,7 +219,8 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
                "sft": {**own[held.name], "train_seconds": timing["train_seconds"][held.name]}}
         fold = Fold(db, held, z_test_paths[held.name], task, model, progress, timing["represent_target_seconds"][held.name])
         timing["adapt_seconds"][held.name] = {}
-        d2 = np.array([h.distance for h in fold.search(config.k, "uniform", key).hits])
+        nearest = fold.search(config.k, "uniform", key).hits  # the k the key retrieves
+        d2 = np.array([h.distance for h in nearest])
         for method in config.methods:
             kwargs = {}
             if method == "similarity" and tuned:
@@ -202,17 +232,16 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
         row["arrow"] = arrow_row(fold, model, held, refs, adapters, config)
         if config.peft_arrow:  # PEFT's per-token routing over the k the key retrieves, and over the whole library
-            retrieved = [h.record.name for h in fold.search(config.k, "uniform", key).hits]
-            for name, experts in zip(PEFT_ARROW_ROWS, (retrieved, [r.name for r in refs])):
-                row[name] = peft_arrow_row(base_path, held, {n: adapter_dirs[n] for n in experts}, scale=config.train.scale,
-                                           max_length=config.train.max_length, seed=config.seed)
+            for name, experts in zip(PEFT_ARROW_ROWS, ([h.record.name for h in nearest], [r.name for r in refs])):
+                row[name] = peft_arrow_row(task, base_path, held, {n: adapter_dirs[n] for n in experts}, config.train,
+                                           seed=config.seed)
         if config.library_rows:
             lam = scaling["merge-all"]["lambda"]
             row["merge-all-tuned"] = fold.given(task_arithmetic_weights(refs, lam), **{"lambda": lam})
             row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method,
                                          scale=scaling["default"]["scale"])
             row["random-k"] = random_k_row(fold, refs, config.k, config.random_draws, config.seed, metric)
-            row["best-single"] = best_single_row(fold, refs, metric)
+            row["best-single"] = best_single_row(fold, refs)
         results["retrieval"][held.name] = {
             "key": key, "key_choice": choice,
             "keys": compare_keys(fold, refs, held, key, row, config) if config.compare_keys else {},
@@ -238,6 +267,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     if config.library_rows:
         results["groups_summary"] = group_summary(results, list(ROWS), metric,
                                                   reps=config.bootstrap, seed=config.seed)
+        if NLL in task.metrics:  # generation's second metric, on every scored pair
+            results["groups_summary_nll"] = group_summary(results, list(ROWS), NLL, per_example=f"per_example_{NLL}",
+                                                          reps=config.bootstrap, seed=config.seed)
         if config.shots:
             zero_shot = [r for r in ROWS if r not in ("pretrained", "best-single", "sft")]  # no oracle is a zero-shot bar
             results["few_shot_summary"] = few_shot_summary(results, zero_shot, list(FEW_SHOT_ROWS), metric,
@@ -246,6 +278,12 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     results["timing"] = timing
     write_report(results, out)
     return results
+
+
+def _references(by_name: dict[str, Domain], held: str, config: EvalConfig) -> list[Domain]:
+    """The fold's library: every other domain; for an orphan fold, every domain of another family."""
+    family = by_name[held].family if held in config.orphan_folds else None
+    return [d for n, d in by_name.items() if n != held and (family is None or d.family != family)]
 
 
 def _adapter_record(adapter_dir: Path) -> dict:
@@ -298,7 +336,8 @@ def _task_for(base, domains_dir, config: EvalConfig):
         if config.max_new_tokens < 1:
             raise LoradbError(f"`max_new_tokens` must be at least 1, got {config.max_new_tokens}")
         domains = load_generation_domains(domains_dir, DEFAULT_INSTRUCTION)
-        task: GenerationTask | ClassificationTask = GenerationTask(max_new_tokens=config.max_new_tokens)
+        task: GenerationTask | ClassificationTask = GenerationTask(max_new_tokens=config.max_new_tokens,
+                                                                            rouge_examples=config.rouge_examples)
         train = config.train or GENERATION_TRAIN
     else:
         if causal:

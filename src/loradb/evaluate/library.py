@@ -69,23 +69,26 @@ def random_k_row(fold, refs: list[Domain], k: int, draws: int, seed: int, metric
         chosen = rng.sample([r.name for r in refs], min(k, len(refs)))
         rows.append(fold.given({n: 1.0 / len(chosen) for n in chosen}))
     out: dict = {m: float(np.mean([r[m] for r in rows])) for m in rows[0] if isinstance(rows[0][m], float)}
-    out["per_example"] = np.mean([r["per_example"] for r in rows], axis=0).tolist()
+    for field in (f for f in rows[0] if f.startswith("per_example")):  # each metric's per-example values
+        out[field] = np.mean([r[field] for r in rows], axis=0).tolist()
     out["draws"] = [{"weights": r["weights"], metric: r[metric]} for r in rows]
     return out
 
 
-def best_single_row(fold, refs: list[Domain], metric: str) -> dict:
-    """The best single reference adapter on the target (an oracle: chosen by the target's labels)."""
-    scored = {r.name: fold.given({r.name: 1.0}) for r in refs}
-    best = max(scored, key=lambda n: (scored[n][metric], n))
-    return {**scored[best], "chosen": best, "single": {n: s[metric] for n, s in scored.items()}}
+def best_single_row(fold, refs: list[Domain]) -> dict:
+    """The best single reference adapter on the target (an oracle: chosen by the target's
+    labels, with Fold.oracle_score: for generation by the references' teacher-forced loss)."""
+    scored = {r.name: fold.oracle_score({r.name: 1.0}) for r in refs}
+    best = max(scored, key=lambda n: (scored[n], n))
+    return {**fold.given({best: 1.0}), "chosen": best, "single": scored}
 
 
 def group_summary(results: dict, rows: list[str], metric: str, *, bases: tuple[str, ...] = COMPARED_TO,
-                  reps: int = 2000, seed: int = 0) -> dict:
+                  per_example: str = "per_example", reps: int = 2000, seed: int = 0) -> dict:
     """Per group and row: the mean over the group's targets of `metric`, and the 95% paired
     bootstrap interval (examples resampled within each target) of the row's difference to
-    each of `bases` (merge-all plain and tuned, and the pre-trained model)."""
+    each of `bases` (merge-all plain and tuned, and the pre-trained model). `per_example`
+    names the rows' field of the metric's per-example values."""
     rng = np.random.default_rng(seed)
     domains = results["domains"]
     out: dict = {}
@@ -93,11 +96,11 @@ def group_summary(results: dict, rows: list[str], metric: str, *, bases: tuple[s
         names = [n for n, g in results["groups"].items() if g == group and n in domains]
         if not names:
             continue
-        sizes = {n: len(domains[n]["pretrained"]["per_example"]) for n in names}
+        sizes = {n: len(domains[n]["pretrained"][per_example]) for n in names}
         picks = {n: rng.integers(0, sizes[n], size=(reps, sizes[n])) for n in names}  # shared by every row: paired
         entry: dict = {"targets": names, "rows": {}}
         for row in rows:
-            if not all(row in domains[n] and "per_example" in domains[n][row] for n in names):
+            if not all(row in domains[n] and per_example in domains[n][row] for n in names):
                 continue
             stats: dict = {"mean": float(np.mean([domains[n][row][metric] for n in names]))}
             for base in bases:
@@ -105,7 +108,7 @@ def group_summary(results: dict, rows: list[str], metric: str, *, bases: tuple[s
                     continue
                 diffs = np.zeros(reps)
                 for n in names:
-                    d = np.asarray(domains[n][row]["per_example"]) - np.asarray(domains[n][base]["per_example"])
+                    d = np.asarray(domains[n][row][per_example]) - np.asarray(domains[n][base][per_example])
                     diffs += d[picks[n]].mean(axis=1)
                 diffs /= len(names)
                 mean = float(np.mean([domains[n][row][metric] - domains[n][base][metric] for n in names]))

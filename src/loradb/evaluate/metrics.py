@@ -37,6 +37,7 @@ def scores(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
 
 
 ROUGE_METRICS = ("rougeL", "rouge1", "rouge2")
+NLL = "nll"  # generation: the teacher-forced loss of the reference target (lower is better)
 
 
 def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:

@@ -7,6 +7,7 @@ token and each expert's prototype (the top right singular vector of its B·A), s
 those, and sums their LoRA outputs. Nothing is composed into one adapter: it is the
 mixture-of-experts alternative to loradb's dataset-level weights, run by PEFT's code on a
 fresh copy of the base model (the harness's own model keeps theta0 + delta for the others).
+For generation every decoded token is routed as it is written.
 The `arrow` row of the harness is the dataset-level stand-in (retrieval/arrow.py).
 """
 
@@ -16,31 +17,37 @@ import warnings
 from pathlib import Path
 
 from loradb.evaluate.domains import Domain
-from loradb.evaluate.tasks import ClassificationTask
+from loradb.models.train import TrainConfig
 
 TOP_K = 3  # ArrowConfig's default: experts per token
 
 
-def peft_arrow_row(base_path: Path, held: Domain, adapter_dirs: dict[str, Path], *, scale: float, max_length: int,
+def peft_arrow_row(task, base_path: Path, held: Domain, adapter_dirs: dict[str, Path], train: TrainConfig, *,
                    seed: int, top_k: int = TOP_K) -> dict:
-    """The held-out test set classified by the base model with PEFT's Arrow router over the
-    named adapters (label prompts, as every classification row)."""
+    """The held-out test set scored by the base model with PEFT's Arrow router over the named
+    adapters, as every row of the task is (label prompts; or greedy outputs and the loss)."""
     from peft import ArrowConfig, create_arrow_model
 
-    from loradb.models.classify import PromptClassifier
     from loradb.models.loading import load_model
 
-    assert held.prompts is not None  # a classification domain
     names = sorted(adapter_dirs)
-    model, tokenizer = load_model(base_path)
+    model, tokenizer = load_model(base_path, causal=task.name == "generation")
     model.eval()
     with warnings.catch_warnings():  # PEFT warns about loading many adapters into one model; that is the point here
         warnings.simplefilter("ignore")
         routed = create_arrow_model(model, [str(adapter_dirs[n]) for n in names],
                                     ArrowConfig(top_k=min(top_k, len(names)), rng_seed=seed))
     routed.eval()
-    classifier = PromptClassifier(routed, tokenizer, held.prompts, scale=scale, max_length=max_length)
-    predictions = [classifier.labels[i] for i in classifier.predict(held.test_texts)]
-    task = ClassificationTask()
-    return {**task.score(held.test_labels, predictions), "per_example": task.per_example(held.test_labels, predictions),
-            "experts": names, "top_k": min(top_k, len(names))}
+    return {**task.evaluate(_runner(task, routed, tokenizer, train), held, False), "experts": names,
+            "top_k": min(top_k, len(names))}
+
+
+def _runner(task, routed, tokenizer, train: TrainConfig):
+    """The routed model behind the predict (and nll) the task's evaluate calls."""
+    from loradb.evaluate.tasks import ClassifierRunner, GenerationRunner
+    from loradb.models.generate import Generator
+
+    if task.name == "generation":
+        return GenerationRunner(Generator(routed, tokenizer, "", max_input_tokens=train.max_length,
+                                          max_new_tokens=task.max_new_tokens), train.max_length)
+    return ClassifierRunner(routed, tokenizer, train)

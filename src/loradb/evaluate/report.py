@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from loradb.evaluate.config import FEW_SHOT_ROWS
+from loradb.evaluate.metrics import NLL
 
 LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)",
           "merge-all-tuned": "Merge all (task arithmetic, tuned λ)", "random-k": "Random k (uniform)",
@@ -19,12 +20,19 @@ LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (unif
 WIDE_UP_TO = 6  # domains as columns up to this many; beyond, one row per domain
 
 
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+                NLL: "loss (teacher-forced, lower is better)"}
 
 
 def _metrics(results: dict) -> list[str]:
     """The task's metrics, the first the one every summary uses (older reports: classification)."""
     return results.get("metrics") or ["accuracy", "macro_f1"]
+
+
+def _shown(results: dict) -> list[str]:
+    """The two metrics a table cell shows: the first two, or the first and the loss where there is one."""
+    metrics = _metrics(results)
+    return [metrics[0], NLL] if NLL in metrics else metrics[:2]
 
 
 def _fmt(x, digits=3):
@@ -34,7 +42,7 @@ def _fmt(x, digits=3):
 def _table(results: dict) -> list[str]:
     names = list(results["domains"])
     methods = [m for m in LABELS if m in next(iter(results["domains"].values()))]
-    shown = _metrics(results)[:2]
+    shown = _shown(results)
     cell = (lambda row: " / ".join(f"{row[k]:.3f}" for k in shown))
     if len(names) > WIDE_UP_TO:  # one row per held-out domain, methods as columns
         lines = ["| held out | family | " + " | ".join(LABELS[m] for m in methods) + " |", "|---|---|" + "---|" * len(methods)]
@@ -328,10 +336,16 @@ def _groups_lines(results: dict) -> list[str]:
              "the same label set (or instruction) among the references; an *orphan* has none. Mean "
              f"{metric} over the group's targets; [a, b] is the 95% paired bootstrap interval of the difference "
              "(examples resampled within each target).", ""]
+    columns = {"merge-all": "vs merge-all", "merge-all-tuned": "vs merge-all (tuned)", "pretrained": "vs pre-trained"}
     for group, entry in summary.items():
         lines += [f"**{group}** ({len(entry['targets'])}: {', '.join(entry['targets'])})", "",
-                  *_diff_table(entry["rows"], metric, {"merge-all": "vs merge-all", "merge-all-tuned": "vs merge-all (tuned)",
-                                                       "pretrained": "vs pre-trained"}), ""]
+                  *_diff_table(entry["rows"], metric, columns), ""]
+        if group in results.get("groups_summary_nll", {}):  # generation: the loss of every scored pair's target
+            lines += [f"{group}, {METRIC_NAMES[NLL]} of the reference targets on every scored pair:", "",
+                      *_diff_table(results["groups_summary_nll"][group]["rows"], "loss", columns), ""]
+    if results.get("orphan_folds"):
+        lines += [f"Held out with their whole family left out of the library (orphans by construction): "
+                  f"{', '.join(results['orphan_folds'])}.", ""]
     lines += _scale_lines(results)
     abstained = [n for n, row in results["domains"].items() if row.get("default", {}).get("abstained")]
     lines += [f"The default pipeline abstained (kept the base model) on {len(abstained)} target(s)"
@@ -408,7 +422,7 @@ def write_report(results: dict, out: Path) -> None:
         "",
         f"Task: {results.get('task', 'classification')}. Base model: `{results['base']}`. Domains: `{results['domains_dir']}`.",
         *([f"Instruction: \"{results['instruction']}\""] if results.get("instruction") else []),
-        "Each cell is " + " / ".join(METRIC_NAMES[k] for k in _metrics(results)[:2])
+        "Each cell is " + " / ".join(METRIC_NAMES[k] for k in _shown(results))
         + " on the held-out domain's test set. Composed rows use",
         "only the other domains' adapters and the held-out domain's *unlabeled* test texts.",
         "",

@@ -139,7 +139,7 @@ def train_causal_lora(base_path: str | os.PathLike, inputs: list[str], targets: 
     """
     import torch
 
-    from loradb.models.generate import PromptFormat, load_causal_lm
+    from loradb.models.generate import PromptFormat, load_causal_lm, padded_pairs
 
     config.validate()
     if len(inputs) != len(targets) or not inputs:
@@ -154,12 +154,7 @@ def train_causal_lora(base_path: str | os.PathLike, inputs: list[str], targets: 
     peft_model = _peft(model, base, config, task_type="CAUSAL_LM")
 
     def batch_loss(idx, pairs=encoded):
-        ids, labels = zip(*(pairs[j] for j in idx))
-        width = max(map(len, ids))
-        pad = [width - len(x) for x in ids]
-        input_ids = torch.tensor([x + [fmt.pad_id] * p for x, p in zip(ids, pad)])
-        mask = torch.tensor([[1] * len(x) + [0] * p for x, p in zip(ids, pad)])
-        label_ids = torch.tensor([y + [-100] * p for y, p in zip(labels, pad)])
+        input_ids, mask, label_ids = padded_pairs([pairs[j] for j in idx], fmt.pad_id)
         return peft_model(input_ids=input_ids, attention_mask=mask, labels=label_ids).loss
 
     def score() -> float:  # minus the mean teacher-forced loss of the held-out targets: higher is better

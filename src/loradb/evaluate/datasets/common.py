@@ -97,7 +97,7 @@ def source_md(title: str, intro: str, domains: list[dict], pinned: list, missing
     """SOURCE.md of a collection: packages (version, sha256), then each domain's source, licence,
     size and notes (`domains`: name, family, source, licence, notes, train, test), then the
     domains left out because a source could not be had."""
-    lines = [f"# {title}", "", intro, "", "## Packages (fetched with pip or npm, pinned by version and sha256)", ""]
+    lines = [f"# {title}", "", intro, "", "## Packages (fetched from PyPI or npm, pinned by version and sha256)", ""]
     lines += [f"- {p.requirement} ({p.registry}): `{p.filename}`, sha256 `{p.sha256}`" for p in pinned]
     lines += ["", "## Domains", "", "| domain | family | train | test | source | licence |", "|---|---|---|---|---|---|"]
     for d in domains:

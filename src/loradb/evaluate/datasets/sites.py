@@ -30,12 +30,10 @@ from loradb.io.pypi import PinnedFile
 
 SKIMAGE = PinnedFile("scikit-image==0.26.0",
                      "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-                     "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af", sdist=False,
-                     wheel_for=("manylinux_2_28_x86_64", "3.11"))
+                     "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af", sdist=False)
 SKLEARN = PinnedFile("scikit-learn==1.9.1",
                      "scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
-                     "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df", sdist=False,
-                     wheel_for=("manylinux_2_28_x86_64", "3.11"))
+                     "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df", sdist=False)
 PINNED = (SKIMAGE, SKLEARN)
 DIGITS = "sklearn/datasets/data/digits.csv.gz"  # 1797 rows: 64 pixels (0-16) of an 8x8 digit, then its label
 

@@ -51,7 +51,7 @@ def verify_archive(path: Path) -> Path:
 
 
 def fetch_vader(cache: Path | None = None) -> Path:
-    """The verified vadersentiment sdist, downloaded with pip into the cache on first use."""
+    """The verified vadersentiment sdist, downloaded into the cache on first use."""
     return VADER.fetch(cache)
 
 

@@ -288,6 +288,9 @@ async function viewMap(params, current) {
   const keySelect = el("select", {id: "key"}, el("option", {value: ""}, "the space's"),
     methods.keys.map(k => el("option", {value: k.name, title: k.help}, k.name)));
   const kInput = el("input", {id: "k", type: "number", min: 1, max: 100, value: 5, style: "width:4.5rem"});
+  // the composed update's size, theta0 + s * sum w_i delta_i (weights shown and composed at s)
+  const scaleInput = el("input", {id: "scale", type: "number", min: 0.01, max: 100, step: "any", value: 1, style: "width:4.5rem",
+    title: "every weight times this: the size of the composed update (1: as the method gives them)"});
   const results = el("div", {id: "results"});
   const fileInput = el("input", {type: "file", id: "repr-files", multiple: true, accept: ".npy,.json"});
   const drop = el("div", {id: "drop"},
@@ -296,7 +299,7 @@ async function viewMap(params, current) {
       "The server receives z and its sidecar (the space, the number of examples, and any task or variance it holds), never the data."),
     fileInput,
     el("p", {}, el("label", {}, "method ", methodSelect), " ", el("label", {}, "k ", kInput), " ",
-       el("label", {}, "key ", keySelect)),
+       el("label", {}, "key ", keySelect), " ", el("label", {}, "scale ", scaleInput)),
     results);
 
   const retrieve = guarded(async () => {
@@ -304,9 +307,11 @@ async function viewMap(params, current) {
     // the map's space: the server refuses a representation of another one
     const body = {representation: state.doc, k: parseInt(kInput.value, 10) || 5, method: methodSelect.value, space: space};
     if (keySelect.value) body.key = keySelect.value;
+    const scale = Number(scaleInput.value);
+    if (scaleInput.value !== "" && scale !== 1) body.scale = scale;  // the server refuses a size outside (0, 100]
     const asked = ++state.asked;
     const result = await (await api("/search", postJSON(body))).json();
-    if (asked !== state.asked) return;  // a newer choice of method, k or key is on its way
+    if (asked !== state.asked) return;  // a newer choice of method, k, key or scale is on its way
     state.hits = result.results.map(r => ({id: r.record.id, name: r.record.name, weight: r.weight, distance: r.distance}));
     redraw();
     results.replaceChildren(
@@ -347,6 +352,7 @@ async function viewMap(params, current) {
   methodSelect.addEventListener("change", retrieve);
   keySelect.addEventListener("change", retrieve);
   kInput.addEventListener("change", retrieve);
+  scaleInput.addEventListener("change", retrieve);
 
   if (!current()) return;
   main.replaceChildren(
