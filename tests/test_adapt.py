@@ -15,6 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from models import make_adapter
@@ -369,3 +370,69 @@ def test_the_command_line_opens_databases_with_adapts_opener(tiny):
     remote = open_database("http://127.0.0.1:9")
     assert isinstance(remote, RemoteDB)
     remote.close()
+
+
+def test_a_task_class_of_the_base_gets_every_layer_or_a_refusal(tiny, tmp_path, scratch):
+    """Adapters trained on AutoModel name layers "encoder.layer..."; the same base loaded as
+    AutoModelForSequenceClassification nests them under "bert.". PEFT alone loads nothing
+    there (lora_B stays 0, a warning only): adapt() places every layer by suffix, so the
+    classifier's encoder computes exactly what the adapted AutoModel computes. A model without
+    the adapter's layers is refused in one line, and nothing is left behind."""
+    from transformers import AutoModelForSequenceClassification
+
+    from loradb import api
+
+    db, base, _ = tiny
+    texts = HELD_OUT["finance"]
+    plain = loradb.adapt(fresh(base), texts, db=str(db), k=2, method="uniform", progress=False)
+    classifier = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+    adapted = loradb.adapt(classifier, texts, db=str(db), k=2, method="uniform", progress=False)
+    loaded = lora_tensors(adapted)
+    assert loaded and all(n.startswith("base_model.model.bert.encoder.") for n in loaded)
+    assert len(loaded) == len(lora_tensors(plain)) and all(t.abs().sum() > 0 for n, t in loaded.items() if "lora_B" in n)
+    encoder = adapted.get_base_model().bert
+    torch.testing.assert_close(features(encoder, base), features(plain, base), rtol=0, atol=1e-6)
+    assert (features(encoder, base) - features(fresh(base), base)).abs().max() > 1e-2  # the adapter applies
+    assert scratch.cleaned()
+
+    class Elsewhere(torch.nn.Module):  # no layer of the adapter's names, by any suffix
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 4)
+
+    from loradb.lora.adapter import LoraAdapter, LoraModule
+
+    adapter = LoraAdapter(modules={"encoder.layer.0.attention.self.query": LoraModule(A=np.ones((1, 4), np.float32),
+                                                                                         B=np.ones((4, 1), np.float32),
+                                                                                         scale=1.0)})
+    with pytest.raises(LoradbError, match=r"^the composed adapter's layer encoder\.layer\.0\.attention\.self\.query is not "
+                                          r"in `model` \(Elsewhere\)"):
+        api._named_as_in(Elsewhere(), adapter, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_bare_decoder_gets_the_layers_of_a_causal_lms_adapters(llama, tmp_path, scratch):
+    """The other direction: adapters made on LlamaForCausalLM ("model.layers.0...") into the bare
+    decoder (AutoModel, LlamaModel: "layers.0..."). Every layer is placed, with the exact factors."""
+    from transformers import AutoModel
+
+    from loradb.db.database import LoraDB
+    from loradb.lora.adapter import read_adapter
+
+    db = LoraDB.init(tmp_path / "db")
+    data = write_jsonl(tmp_path / "d.jsonl", HELD_OUT["cooking"])
+    for i in range(2):
+        made = make_adapter(llama, tmp_path / f"a{i}", seed=i, targets=("q_proj", "v_proj"))
+        assert all(n.startswith("model.layers.") for n in read_adapter(made).modules)  # named as in the causal LM
+        db.add(made, data=data, name=f"a{i}", base=llama, progress=False)
+    db.close()
+    adapted = loradb.adapt(AutoModel.from_pretrained(llama), weights={"a0": 0.5, "a1": 0.5}, db=str(tmp_path / "db"),
+                           progress=False)
+    loaded = lora_tensors(adapted)
+    assert len(loaded) == 2 * len(read_adapter(tmp_path / "a0").modules)
+    assert all(n.startswith("base_model.model.layers.") for n in loaded)
+    assert all(t.abs().sum() > 0 for n, t in loaded.items() if "lora_B" in n)
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        change = adapted(input_ids=ids).last_hidden_state - AutoModel.from_pretrained(llama)(input_ids=ids).last_hidden_state
+    assert change.abs().max() > 1e-4 and scratch.cleaned()

@@ -5,6 +5,7 @@ rules, and hostile query strings answered with 4xx, never 5xx, with nothing chan
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tempfile
 import uuid
@@ -78,6 +79,48 @@ def test_filters_and_paging_agree_on_both_backends(location):
         assert catalogue.browse(db, base="other")["total"] == 0
         row = catalogue.browse(db, text="beta_001")["records"][0]
         assert row["modules"] == ["query", "value"] and row["owner"] == "alice"
+
+
+def _c_locale_postgres(servers, monkeypatch, collations: bool) -> str:
+    """A loradb database on PostgreSQL whose locale is C (lower() folds ASCII only there); with
+    `collations` False the server is made to look as if it had no Unicode collation."""
+    import psycopg
+    from test_cli import run
+
+    from loradb.db.store import postgres
+
+    pg, s3 = servers
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    name = "c" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' LOCALE \'C\'')
+    if not collations:
+        monkeypatch.setattr(postgres, "UNICODE_COLLATIONS", ("no-such-collation",))
+    url = pg.url(name)
+    code, _, err = run("init", url, "--blobs", f"s3://{name}/adapters")
+    assert code == 0, err
+    return url
+
+
+def test_non_ascii_filters_fold_on_a_c_locale_postgresql(servers, monkeypatch):
+    """Under locale C PostgreSQL's lower() leaves É as it is: the filter folds under a Unicode
+    collation of the server instead; a server without one refuses such a filter in one line
+    (ASCII filters still work) rather than half matching it."""
+    from loradb.errors import LoradbError
+
+    url = _c_locale_postgres(servers, monkeypatch, collations=True)
+    planted(url)
+    with LoraDB(url) as db:
+        assert db.index.conn.execute("SELECT lower('École') = 'École'").fetchone()[0]  # the locale's lower: ASCII only
+        assert names(catalogue.browse(db, text="école")) == ["École_008"]
+        assert names(catalogue.browse(db, text="ZÜRICH")) == ["beta_007"]
+    bare = _c_locale_postgres(servers, monkeypatch, collations=False)
+    planted(bare)
+    with LoraDB(bare) as db:
+        with pytest.raises(LoradbError, match="folds case in ASCII letters only"):
+            catalogue.browse(db, text="école")
+        assert names(catalogue.browse(db, text="ALPHA_000")) == ["alpha_000"]
 
 
 def test_neighbours_and_map_separate_the_planted_families(location):
@@ -167,6 +210,11 @@ def test_page_is_served_with_a_strict_policy_and_reads_need_the_token(served):
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
     assert client.get("/catalogue/app.js").status_code == 200
+    # every page is the server's own: FastAPI's /docs and /redoc (Swagger UI and Redoc from a CDN) are not served
+    assert not re.findall(r'(?:src|href)="(?![/#])[^"]*"', page.text)  # nothing of another origin in the page
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(path, headers={"Authorization": ""}).status_code == 404, path
+    assert "/v1/search" in client.get("/openapi.json", headers={"Authorization": ""}).json()["paths"]
     for bad in ("/catalogue/index.html", "/catalogue/%2e%2e%2fapp.py", "/catalogue/..%2f..%2fapp.py"):
         assert client.get(bad).status_code == 404
     anonymous = client.get("/v1/catalogue/records", headers={"Authorization": ""})

@@ -26,14 +26,14 @@ def _wheel(folder):
     return path
 
 
-def test_tampered_download_is_refused_by_pip_and_nothing_is_cached(tmp_path):
+def test_tampered_download_is_refused_and_nothing_is_cached(tmp_path):
     index = tmp_path / "index"
     index.mkdir()
     wheel = _wheel(index)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
     tampered = PinnedFile("tinypkg==0.1", wheel.name, "ab" * 32, sdist=False)
-    with pytest.raises(LoradbError, match="does not have the pinned sha256 abababab"):
+    with pytest.raises(LoradbError, match="is not the pinned file .*sha256 .*expected abababab"):
         tampered.fetch(cache, find_links=index)
     assert not any(p.is_file() for p in cache.rglob("*"))
     pinned = PinnedFile("tinypkg==0.1", wheel.name, digest, sdist=False)
@@ -44,14 +44,11 @@ def test_tampered_download_is_refused_by_pip_and_nothing_is_cached(tmp_path):
         pinned.fetch(cache, find_links=index)
 
 
-def test_a_tampered_sdist_is_refused_before_any_of_its_code_runs(tmp_path):
-    """pip checks the pinned hash before it unpacks an sdist or runs its build code: the
-    setup.py here would leave a marker file if it ever ran."""
+def _sdist(index, marker):
+    """An sdist whose setup.py leaves a marker file if it ever runs."""
     import io
     import tarfile
 
-    index, marker = tmp_path / "index", tmp_path / "setup-py-ran"
-    index.mkdir()
     setup = f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='tinysdist', version='0.1')\n"
     sdist = index / "tinysdist-0.1.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
@@ -59,10 +56,55 @@ def test_a_tampered_sdist_is_refused_before_any_of_its_code_runs(tmp_path):
             info = tarfile.TarInfo(f"tinysdist-0.1/{name}")
             info.size = len(text.encode())
             tar.addfile(info, io.BytesIO(text.encode()))
-    with pytest.raises(LoradbError, match="does not have the pinned sha256"):
+    return sdist
+
+
+def test_a_pinned_sdist_is_fetched_without_running_any_of_its_code(tmp_path):
+    """`pip download` prepares an sdist's metadata: it installs build tools and runs setup.py.
+    A pinned sdist is fetched as bytes: the right one arrives and its setup.py never runs; a
+    tampered one is refused before any of its code runs, and nothing is cached."""
+    index, marker = tmp_path / "index", tmp_path / "setup-py-ran"
+    index.mkdir()
+    sdist = _sdist(index, marker)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    got = PinnedFile("tinysdist==0.1", sdist.name, digest, sdist=True).fetch(tmp_path / "right", find_links=index)
+    assert got.read_bytes() == sdist.read_bytes() and not marker.exists()
+    with pytest.raises(LoradbError, match="is not the pinned file"):
         PinnedFile("tinysdist==0.1", sdist.name, "cd" * 32, sdist=True).fetch(tmp_path / "cache", find_links=index)
-    assert not marker.exists()
-    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*")) and not marker.exists()
+
+
+def test_files_are_found_where_pip_is_configured_to_look(tmp_path, monkeypatch):
+    """pip's configuration (PIP_* variables here) names the places: find-links folders first,
+    then the index and the extra indexes, simple pages over file:// with relative links. A
+    listing whose sha256 differs from the pin is refused before anything is downloaded."""
+    from loradb.io.pipindex import locate, pip_sources
+
+    files, simple, links = tmp_path / "files", tmp_path / "simple", tmp_path / "links"
+    for d in (files, simple / "tiny-pkg", links):
+        d.mkdir(parents=True)
+    wheel = _wheel(files)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (simple / "tiny-pkg" / "index.html").write_text(
+        f'<html><body><a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a></body></html>')
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "nowhere").as_uri())
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", simple.as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    sources = pip_sources()
+    assert sources.find_links == (str(links),) and sources.indexes == ((tmp_path / "nowhere").as_uri(), simple.as_uri())
+    found = locate("Tiny_Pkg", wheel.name, sources)
+    assert found is not None and found.sha256 == digest and found.url == wheel.resolve().as_uri()
+    assert locate("tiny-pkg", "other-0.1.tar.gz", sources) is None
+    (links / wheel.name).write_bytes(wheel.read_bytes())  # a find-links folder comes first
+    assert locate("tiny-pkg", wheel.name, pip_sources()).url == (links / wheel.name).resolve().as_uri()
+    (links / wheel.name).unlink()
+    cache = tmp_path / "cache"
+    with pytest.raises(LoradbError, match="does not have the pinned sha256 efefefef"):
+        PinnedFile("tiny-pkg==0.1", wheel.name, "ef" * 32, sdist=False).fetch(cache)
+    assert not any(p.is_file() for p in cache.rglob("*"))
+    got = PinnedFile("tiny-pkg==0.1", wheel.name, digest, sdist=False).fetch(cache)
+    assert got.read_bytes() == wheel.read_bytes()
 
 
 def _rows(n, labels=("a", "b")):

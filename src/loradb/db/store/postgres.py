@@ -142,18 +142,40 @@ def _safe(url: str) -> str:
     return (head.split(":", 2)[0] + ":" + head.split(":", 2)[1] + ":***@" + tail) if at and head.count(":") >= 2 else url
 
 
+# collations whose lower() maps all of Unicode's letters (PostgreSQL 18's, 17's built-in, ICU's), best first
+UNICODE_COLLATIONS = ("pg_unicode_fast", "pg_c_utf8", "und-x-icu")
+
+
 class PgIndex(SharedStatements):
     """Records, spaces and tokens in a PostgreSQL database."""
 
     COLUMNS = _COLUMNS
     PARAM = "%s"
     META_EQUALS = "meta ->> ? = ?"
-    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM jsonb_each_text(records.meta) WHERE {lower}(value) LIKE ? ESCAPE '!')"
-    UNICODE_LOWER = "lower"  # PostgreSQL's lower() follows the database's locale
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM jsonb_each_text(records.meta) WHERE {value} LIKE ? ESCAPE '!')"
+    META_VALUE = "value"
+    # PostgreSQL's lower() follows the database's locale, which folds ASCII only under C or
+    # POSIX: a Unicode collation is used where the server has one (_unicode_lower)
+    UNICODE_LOWER: str | None = "lower({})"
     Z_COLUMN = "vector_send(z)"
 
     def _vector(self, raw) -> np.ndarray:
         return _unpack_vector(raw)
+
+    def _unicode_lower(self) -> str | None:
+        """lower() of an expression with Unicode case mapping whatever the database's locale: under
+        a Unicode collation the server has (the built-in ones of PostgreSQL 17+, or ICU's), else
+        the locale's own lower() when it is not C/POSIX, else None: such filters are refused."""
+        names = [r[0] for r in self.conn.execute(
+            "SELECT collname FROM pg_collation WHERE collname = ANY(%s) AND collencoding IN (-1, "
+            "pg_char_to_encoding(current_setting('server_encoding')))", (list(UNICODE_COLLATIONS),)).fetchall()]
+        for name in UNICODE_COLLATIONS:
+            if name in names:
+                return f'lower(({{}}) COLLATE "{name}")'
+        ctype = self.conn.execute("SELECT datctype FROM pg_database WHERE datname = current_database()").fetchone()[0]
+        if str(ctype).upper() not in ("C", "POSIX"):
+            return "lower({})"
+        return None
 
     def __init__(self, url: str):
         self.url = url
@@ -166,6 +188,7 @@ class PgIndex(SharedStatements):
             if version > len(MIGRATIONS):
                 raise StoreError(f"this database has schema version {version}, newer than this loradb ({len(MIGRATIONS)})")
             self._migrate(version)
+            self.UNICODE_LOWER = self._unicode_lower()
         except BaseException:
             self.conn.close()
             raise

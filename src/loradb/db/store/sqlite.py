@@ -145,8 +145,9 @@ class SqliteIndex(SharedStatements):
     # the catalogue's filters: SQLite's own lower() folds ASCII only, so a non-ASCII filter goes
     # through loradb_lower (Python's str.lower, registered by connect)
     META_EQUALS = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE key = ? AND CAST(value AS TEXT) = ?)"
-    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE {lower}(CAST(value AS TEXT)) LIKE ? ESCAPE '!')"
-    UNICODE_LOWER = "loradb_lower"
+    META_VALUE_LIKE = "EXISTS (SELECT 1 FROM json_each(records.meta) WHERE {value} LIKE ? ESCAPE '!')"
+    META_VALUE = "CAST(value AS TEXT)"
+    UNICODE_LOWER = "loradb_lower({})"
     Z_COLUMN = "z"
     FILE = "index.sqlite"
     MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file

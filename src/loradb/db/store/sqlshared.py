@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loradb.errors import NotFound, StoreError
+from loradb.errors import LoradbError, NotFound, StoreError
 
 if TYPE_CHECKING:
     from loradb.db.store.protocol import Record
@@ -29,10 +29,12 @@ class SharedStatements:
         conn: Any  # a sqlite3 or psycopg connection
         COLUMNS: str  # the record columns _row reads, in its order
         # the catalogue's filters in the backend's dialect: a metadata key equal to a value, a
-        # metadata value LIKE a pattern (with {lower} the case folding), Unicode case folding
+        # metadata value LIKE a pattern (with {value} the value's folded text), and Unicode case
+        # folding of an expression ({} the expression)
         META_EQUALS: str
         META_VALUE_LIKE: str
-        UNICODE_LOWER: str
+        META_VALUE: str  # a metadata value as text, inside META_VALUE_LIKE's subquery
+        UNICODE_LOWER: str | None  # None: this database cannot fold non-ASCII letters
         Z_COLUMN: str  # how a record's z is selected, for _vector
 
         def _row(self, row) -> Record: ...
@@ -114,9 +116,14 @@ class SharedStatements:
             params += list(meta)
         if text:  # '!' escapes LIKE's wildcards: the same in both dialects, whatever PostgreSQL's string settings
             pattern = "%" + re.sub(r"([!%_])", r"!\1", text.lower()) + "%"
-            lower = "lower" if text.isascii() else self.UNICODE_LOWER  # the built-in is the faster where it is enough
-            where.append(f"({lower}(name) LIKE ? ESCAPE '!' OR {lower}(coalesce(owner, '')) LIKE ? ESCAPE '!' "
-                         f"OR {self.META_VALUE_LIKE.format(lower=lower)} OR id LIKE ? ESCAPE '!')")
+            lower = "lower({})" if text.isascii() else self.UNICODE_LOWER  # the built-in is the faster where it is enough
+            if lower is None:
+                raise LoradbError("this PostgreSQL database folds case in ASCII letters only (its locale is C and the "
+                                  "server has no Unicode collation): a text filter with other letters is refused rather "
+                                  "than half matched; filter with ASCII text, or use PostgreSQL 17+ or a UTF-8 locale")
+            name, owner, value = (lower.format(e) for e in ("name", "coalesce(owner, '')", self.META_VALUE))
+            where.append(f"({name} LIKE ? ESCAPE '!' OR {owner} LIKE ? ESCAPE '!' "
+                         f"OR {self.META_VALUE_LIKE.format(value=value)} OR id LIKE ? ESCAPE '!')")
             params += [pattern, pattern, pattern, pattern[1:]]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         total = self.conn.execute(self._sql(f"SELECT count(*) FROM records{clause}"), tuple(params)).fetchone()[0]
