@@ -123,6 +123,57 @@ def test_non_ascii_filters_fold_on_a_c_locale_postgresql(servers, monkeypatch):
         assert names(catalogue.browse(db, text="ALPHA_000")) == ["alpha_000"]
 
 
+def test_the_maps_axes_never_decompose_a_dim_by_dim_matrix(monkeypatch):
+    """The map's PCA costs n * dim * (a few axes), never dim^3: no matrix it decomposes has a
+    side of the space's dim (a 2-record 4096-d space took 12 s and GBs that way). Its axes are
+    the exact ones: for few rows from the Gram matrix, for many a randomized subspace iteration
+    that must find two planted directions to within 1e-6 of an SVD."""
+    decomposed = []
+    for name in ("eigh", "qr"):
+        real = getattr(np.linalg, name)
+        monkeypatch.setattr(np.linalg, name, lambda a, *args, _real=real, **kw: (decomposed.append(a.shape),
+                                                                                  _real(a, *args, **kw))[1])
+    rng = np.random.default_rng(3)
+    for n, dim in ((2, 4096), (600, 2048)):
+        decomposed.clear()
+        directions = np.linalg.qr(rng.standard_normal((dim, 2)))[0].T  # two orthonormal directions
+        X = rng.standard_normal((n, 2)) * [30.0, 12.0] @ directions + rng.standard_normal((n, dim)) * 0.05
+        X -= X.mean(axis=0)
+        decomposed.clear()
+        axes, explained = catalogue._principal_axes(X)
+        # thin blocks (dim x 10) and small squares only: nothing of dim x dim's size
+        assert decomposed and all(a * b <= dim * 16 for a, b in decomposed), (n, dim, decomposed)
+        if n == 2:  # two centred points span one axis, their difference; the second is flat
+            line = (X[0] - X[1]) / np.linalg.norm(X[0] - X[1])
+            assert abs(abs(float(axes[0] @ line)) - 1) < 1e-9 and not axes[1].any()
+            assert explained == pytest.approx([1.0, 0.0])
+            continue
+        exact = np.linalg.svd(X, full_matrices=False)[2][:2]
+        for got, want in zip(axes, exact):
+            assert abs(abs(float(got @ want)) - 1) < 1e-6
+        assert explained[0] > explained[1] > 0.1 and sum(explained) <= 1 + 1e-9
+
+
+def test_the_map_cache_keeps_every_sample_size_of_several_spaces(tmp_path, monkeypatch):
+    """A reader going through the sample sizes of two spaces refits each map once, not on every
+    request (the cache held 8 maps, fewer than the 7 sizes of 2 spaces)."""
+    monkeypatch.setattr(catalogue, "SAMPLE_STEPS", (1, 2, 3, 4, 5, 6, 30))
+    spaces = {}
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        location = embedded_db(tmp_path / name)
+        spaces[location] = planted(location)[0]
+    fits = []
+    real = catalogue._principal_axes
+    monkeypatch.setattr(catalogue, "_principal_axes", lambda X: (fits.append(X.shape), real(X))[1])
+    for _ in range(3):
+        for location, space in spaces.items():
+            with LoraDB(location) as db:
+                for sample in catalogue.SAMPLE_STEPS:
+                    catalogue.space_map(db, space.id, sample=sample)
+    assert len(fits) == 2 * len(catalogue.SAMPLE_STEPS)
+
+
 def test_neighbours_and_map_separate_the_planted_families(location):
     space, ids = planted(location)
     with LoraDB(location) as db:

@@ -27,7 +27,11 @@ MAP_SAMPLE_MAX = 100_000
 SAMPLE_STEPS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)  # the sample sizes a map is drawn at
 MAX_CATEGORIES = 12  # colours on the map; rarer values are drawn as "other"
 READ_CHUNK = 500  # records fetched per query while sampling
-MAX_FITS = 8  # maps cached per process (a 100k-point fit holds a few tens of MB)
+# maps cached per process, by the points they hold (a 100k-point fit holds a few tens of MB):
+# every sample size of several spaces, so a reader going through them does not refit each time
+MAX_FIT_POINTS = 1_000_000
+EXACT_UP_TO = 256  # rows or dims up to which the map's axes are computed exactly (_principal_axes)
+BLOCK, POWER_PASSES = 10, 6  # randomized subspace iteration: 2 axes + 8 oversampling; passes
 
 
 def browse(db: LoraDB, *, base: str | None = None, space: str | None = None, meta: str | None = None,
@@ -135,7 +139,7 @@ def _fit(db: LoraDB, space: str, sample: int) -> _Fitted:
             for stale in [k for k in _FITS if k[0] == key[0] and k[3] != key[3]]:
                 del _FITS[stale]
             _FITS[key] = fitted
-            while len(_FITS) > MAX_FITS:
+            while len(_FITS) > 1 and sum(len(f.ids) for f in _FITS.values()) > MAX_FIT_POINTS:
                 _FITS.popitem(last=False)
             _FITTING.pop(key, None)
     return fitted
@@ -147,14 +151,31 @@ def _no_space(space: str) -> NotFound:
 
 def _principal_axes(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """The two leading principal axes of centred rows X (2, dim), sign-fixed so a map does not
-    flip between runs, and the share of variance each explains."""
-    cov = X.T @ X
-    values, vectors = np.linalg.eigh(cov)
+    flip between runs, and the share of variance each explains.
+
+    Never a dim x dim matrix (12 s and GBs at dim 4096-16384): with few rows, the exact axes
+    from the rows' n x n Gram matrix; else a seeded randomized subspace iteration (Halko et al.
+    2011) on a thin block, O(n * dim * block) a pass."""
+    n, dim = X.shape
+    total = float(np.einsum("ij,ij->", X, X))  # the variance's sum: the trace, from X alone
+    if min(n, dim) <= EXACT_UP_TO:
+        if n <= dim:  # the rows' Gram matrix: its eigenvectors u give the axes X^T u / |X^T u|
+            values, u = np.linalg.eigh(X @ X.T)
+            vectors = X.T @ u
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=0), 1e-300)
+        else:
+            values, vectors = np.linalg.eigh(X.T @ X)
+    else:
+        Q = np.linalg.qr(X.T @ np.random.default_rng(0).standard_normal((n, BLOCK)))[0]  # (dim, BLOCK)
+        for _ in range(POWER_PASSES):  # each pass sharpens the block towards the leading axes
+            Q = np.linalg.qr(X.T @ (X @ Q))[0]
+        values, small = np.linalg.eigh((X @ Q).T @ (X @ Q))  # the block's own BLOCK x BLOCK problem
+        vectors = Q @ small
     order = np.argsort(values)[::-1][:2]
+    order = order[values[order] > 0] if total > 0 else order[:0]  # a flat direction is no axis
     axes = vectors[:, order].T
-    if axes.shape[0] < 2:  # a one-dimensional space: the second axis is flat
-        axes = np.vstack([axes, np.zeros_like(axes)])
+    while axes.shape[0] < 2:  # a space flat in a direction: that axis is zero
+        axes = np.vstack([axes, np.zeros((1, dim))])
     axes *= np.where(axes[np.arange(2), np.abs(axes).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
-    total = float(values.sum())
-    explained = [float(values[i] / total) if total > 0 else 0.0 for i in order] + [0.0] * (2 - len(order))
+    explained = [float(values[i] / total) for i in order] + [0.0] * (2 - len(order))
     return axes, explained
