@@ -3,10 +3,12 @@ OpenAPI schema (coverage, fuzzing and stateful phases) against a real `loradb se
 127.0.0.1, once with each of a read, a write and an admin token. Requests and 5xx are
 counted from the server's access log; every response is checked against the schema
 (status, content type, headers, body), unsupported methods must get 405 with the right
-Allow, and `loradb check` must be clean afterwards. The bounded version runs in the tests
-(tests/test_fuzz.py).
+Allow, and `loradb check` must be clean afterwards. Then, with the write token, uploads of
+damaged adapter files (tests/upload_fuzz.py: the schema says only "a file", so schemathesis
+never reaches the safetensors and config parsers). The bounded versions run in the tests
+(tests/test_fuzz.py, tests/test_crafted.py).
 
-Run: python benchmarks/fuzz_server.py [--examples 200] [--minutes-per-scope 10] [--out benchmarks/reports/fuzz-server]
+Run: python benchmarks/fuzz_server.py [--examples 200] [--minutes-per-scope 10] [--uploads 3000] [--out benchmarks/reports/fuzz-server]
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200, help="examples per operation and phase (default 200)")
     parser.add_argument("--minutes-per-scope", type=float, default=10, help="time budget per token scope (default 10)")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--uploads", type=int, default=3000, help="uploads of damaged adapter files after the schema's "
+                        "requests (tests/upload_fuzz.py; default 3000)")
     parser.add_argument("--out", default="fuzz-server-report")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="loradb-fuzz-") as tmp:
         result = fuzz(Path(tmp), max_examples=args.examples, seed=args.seed, max_seconds_per_scope=60 * args.minutes_per_scope,
+                      uploads=args.uploads,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,11 @@ def main() -> None:
     print(f"{result['requests']} requests in {result['seconds']:.0f} s; 5xx: {len(result['server_errors'])}; statuses "
           f"{result['by_status']}; schemathesis exit codes "
           f"{ {s: v['exit_code'] for s, v in result['verdicts'].items()} }; check clean: {result['check_clean']}")
-    if result["server_errors"] or any(v["exit_code"] for v in result["verdicts"].values()) or not result["check_clean"]:
+    if result.get("uploads"):
+        print(f"uploads of damaged adapter files: {result['uploads']['requests']}, problems "
+              f"{len(result['uploads']['problems'])}, statuses by damage {result['uploads']['statuses']}")
+    if (result["server_errors"] or any(v["exit_code"] for v in result["verdicts"].values()) or not result["check_clean"]
+            or (result.get("uploads") or {}).get("problems")):
         sys.exit(1)
 
 

@@ -43,9 +43,16 @@ def seeded_database(root: Path) -> tuple[Path, dict]:
     return db_dir, tokens
 
 
-def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: float, log=print) -> dict:
-    """Fuzz every operation once per token scope; returns the counts, the fuzzer's verdicts
-    and whether `loradb check` is clean afterwards."""
+def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: float, uploads: int = 0, log=print) -> dict:
+    """Fuzz every operation once per token scope, then (`uploads`) as many uploads of damaged
+    adapter files (tests/upload_fuzz.py) with the write token; returns the counts, the
+    fuzzer's verdicts and whether `loradb check` is clean afterwards."""
+    import httpx
+    from upload_fuzz import fuzz_uploads
+
+    from loradb.retrieval.represent import represent_texts
+    from loradb.service.wire import representation_doc
+
     from loradb.db.database import LoraDB
 
     root.mkdir(parents=True, exist_ok=True)
@@ -63,6 +70,16 @@ def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: flo
             log(f"{scope}: schemathesis exit {proc.returncode}")
             if proc.returncode != 0:
                 (root / f"schemathesis-{scope}.txt").write_text(proc.stdout + proc.stderr)
+        uploaded = None
+        if uploads:
+            adapter = root / "alpha-rec"
+            doc = representation_doc(represent_texts(root / "bert", ["bake the bread", "boil the pasta"], progress=False))
+            with httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {tokens['write']}"},
+                              timeout=60) as http:
+                uploaded = fuzz_uploads(lambda files, data: http.post("/records", files=files, data=data),
+                                        (adapter / "adapter_config.json").read_bytes(),
+                                        (adapter / "adapter_model.safetensors").read_bytes(), doc, count=uploads, seed=seed)
+            log(f"uploads: {uploads} damaged adapter files, statuses {uploaded['statuses']}")
     seconds = time.perf_counter() - started
     statuses = [(m.group(1), m.group(2), int(m.group(3))) for m in _ACCESS.finditer(server_log.read_text())]
     with LoraDB(db) as handle:
@@ -70,7 +87,7 @@ def fuzz(root: Path, *, max_examples: int, seed: int, max_seconds_per_scope: flo
     return {"requests": len(statuses), "server_errors": [s for s in statuses if s[2] >= 500],
             "by_status": {str(k): sum(1 for s in statuses if s[2] == k) for k in sorted({s[2] for s in statuses})},
             "verdicts": verdicts, "seconds": seconds, "check_clean": report.clean, "check_problems": report.problems,
-            "max_examples": max_examples, "seed": seed}
+            "max_examples": max_examples, "seed": seed, **({"uploads": uploaded} if uploaded is not None else {})}
 
 
 def _summary(output: str) -> str:

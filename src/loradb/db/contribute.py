@@ -33,6 +33,16 @@ def check_name(name: str, what: str = "record name") -> str:
     return name
 
 
+def check_meta(meta: dict | None) -> dict[str, str]:
+    """A record's metadata as strings; a key or value holding NUL is refused (no database text
+    can hold it: PostgreSQL refuses the row, after the adapter's blob was written)."""
+    out = {str(k): str(v) for k, v in (meta or {}).items()}
+    for key, value in out.items():
+        if "\x00" in key or "\x00" in value:
+            raise LoradbError(f"metadata {key!r}: keys and values cannot hold the NUL character")
+    return out
+
+
 @dataclass
 class Contribution:
     """A validated adapter with the representation of its training data, ready to store."""
@@ -71,7 +81,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
     name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
-    meta = {**validation_meta(adapter_dir), **{str(k): str(v) for k, v in (meta or {}).items()}}
+    meta = {**validation_meta(adapter_dir), **check_meta(meta)}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
 
 

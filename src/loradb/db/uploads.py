@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loradb.db.contribute import Contribution, check_name
+from loradb.db.contribute import Contribution, check_meta, check_name
 from loradb.db.store.protocol import BlobStore, IndexStore
 from loradb.errors import BaseModelMismatch, StoreError
 from loradb.lora.adapter import FINGERPRINT_KEY, LoraAdapter, adapter_from_files, module_shapes
@@ -41,7 +41,7 @@ def check_upload(index: IndexStore, blobs: BlobStore, adapter_config: dict, weig
     held = {s["id"]: s for s in index.spaces(with_counts=False)}
     if rep.space.id not in held and any(s["base_fingerprint"] == fingerprint and s["dim"] != rep.space.dim for s in held.values()):
         raise BaseModelMismatch(f"records for base fingerprint {fingerprint[:12]} have another feature dimension than {rep.space.dim}")
-    meta = {str(k): str(v) for k, v in (meta or {}).items()}
+    meta = check_meta(meta)
     return Contribution(adapter=adapter, weights=weights, rep=rep, name=name, meta=meta)
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from loradb.errors import AdapterError
+from loradb.io import jsondoc
 from loradb.lora.tensorfile import read_tensors
 
 CONFIG_NAME = "adapter_config.json"
@@ -94,6 +95,21 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def _check_patterns(config: dict, where: str | Path) -> None:
+    """rank_pattern and alpha_pattern: module-name regexes to positive numbers, as PEFT reads them."""
+    for field in ("rank_pattern", "alpha_pattern"):
+        patterns = config.get(field) or {}
+        if not isinstance(patterns, dict):
+            raise AdapterError(f"{where}: {field} must map module-name patterns to numbers, got {type(patterns).__name__}")
+        for key, value in patterns.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 2 ** 31:
+                raise AdapterError(f"{where}: {field}[{key!r}] must be a positive number, got {value!r}")
+            try:
+                re.compile(key)
+            except (re.error, RecursionError, OverflowError):
+                raise AdapterError(f"{where}: {field} key {key!r} is not a valid regular expression") from None
+
+
 def _check_config(config: dict, where: str | Path) -> None:
     if config.get("peft_type") != "LORA":
         raise AdapterError(f"{where}: peft_type is {config.get('peft_type')!r}, not 'LORA'; loradb stores LoRA adapters only")
@@ -111,8 +127,12 @@ def _check_config(config: dict, where: str | Path) -> None:
     for key in ("r", "lora_alpha"):
         if not isinstance(config.get(key, 8), (int, float)) or config.get(key, 8) <= 0:
             raise AdapterError(f"{where}: {key} must be a positive number, got {config.get(key)!r}")
+    _check_patterns(config, where)
+    if any("\x00" in text for text in jsondoc.strings(config)):  # no database text can hold it (PostgreSQL refuses the row)
+        raise AdapterError(f"{where}: adapter_config.json holds a NUL character")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _Factor = TypeVar("_Factor")  # a factor's array, or what a header says of it
 
 
@@ -164,7 +184,7 @@ def read_adapter(path: str | os.PathLike) -> LoraAdapter:
             raise AdapterError(f"{where}: {pickled[0]} is a pickled file and loradb never unpickles; convert it to {WEIGHTS_NAME} with a tool you trust")
         raise AdapterError(f"{where}: {WEIGHTS_NAME} is missing")
     try:
-        config = json.loads((where / CONFIG_NAME).read_text())
+        config = jsondoc.loads((where / CONFIG_NAME).read_text())
     except FileNotFoundError:
         raise AdapterError(f"{where}: {CONFIG_NAME} is missing") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -188,6 +208,8 @@ def adapter_from_files(config: dict, weights: Path, where: str | Path) -> LoraAd
     alpha_pattern = config.get("alpha_pattern") or {}
     modules = {}
     for name, pair in sorted(_group_factors(tensors, where).items()):
+        if _CONTROL.search(name):  # no layer is named so, and databases (PostgreSQL's text) cannot hold a NUL
+            raise AdapterError(f"{where}: module name {name!r} holds control characters")
         if set(pair) != {"A", "B"}:
             raise AdapterError(f"{where}: module {name!r} has lora_{'A' if 'B' in pair else 'B'} missing")
         A, B = pair["A"], pair["B"]

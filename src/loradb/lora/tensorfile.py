@@ -7,12 +7,13 @@ raw little-endian data) to read directly. Reading never executes code from the f
 
 from __future__ import annotations
 
-import json
+import math
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from loradb.io import jsondoc
 from loradb.errors import LoradbError
 
 # safetensors dtype name -> numpy dtype of the stored bytes
@@ -48,12 +49,14 @@ def read_header(path: Path, label: str | None = None) -> tuple[dict, dict[str, s
             (n,) = struct.unpack("<Q", raw_len)
             if n > _MAX_HEADER_BYTES:
                 raise ValueError("header too large")
-            header = json.loads(f.read(n))
+            header = jsondoc.loads(f.read(n))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise LoradbError(f"{label or path} is not a readable safetensors file ({e}); re-save it with safetensors") from None
     if not isinstance(header, dict):
         raise LoradbError(f"{label or path} is not a readable safetensors file (header is not a mapping)")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise LoradbError(f"{label or path} is not a readable safetensors file (its __metadata__ must map strings to strings)")
     return header, metadata, 8 + n
 
 
@@ -75,9 +78,11 @@ def read_tensors(path: Path, label: str | None = None) -> tuple[dict[str, np.nda
             dtype = _DTYPES[info["dtype"]]
             start, end = (int(x) for x in info["data_offsets"])
             shape = tuple(int(s) for s in info["shape"])
+            if any(s < 0 for s in shape) or not all(isinstance(s, int) for s in info["shape"]):
+                raise ValueError("a dimension that is not a whole number >= 0")
         except (KeyError, TypeError, ValueError):
             raise LoradbError(f"{path_label}: tensor {name!r} has an unsupported dtype or a malformed header entry") from None
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python's integers: a product past int64 cannot wrap round to a small count
         if not (0 <= start <= end <= len(data)) or end - start != count * dtype.itemsize:
             raise LoradbError(f"{path_label}: tensor {name!r} points outside the file; the file is truncated or corrupt")
         arr = np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)

@@ -18,6 +18,8 @@ from loradb.errors import BaseModelMismatch, LoradbError
 from loradb.retrieval.represent import REPRESENTATION_FIELDS, REPRESENTATION_FORMAT, SPACE_FIELDS, Representation, Space, default_space, load_vector, as_task, represent_texts, task_spec
 
 
+MAX_SAMPLES = 2 ** 53  # examples a representation is the mean of: any real count, and exact in JSON and float64
+
 def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Representation | None = None, base=None,
                    space: str | None = None, dp=None, task: dict | None = None, progress: bool = True) -> Representation:
     """The target's representation, in one of `spaces` (a database's spaces with their record counts).
@@ -108,8 +110,8 @@ def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representat
     if not np.isfinite(z).all():
         raise LoradbError(f"{where} contains NaN or infinite values")
     n = side.get("n_samples")
-    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise LoradbError(f"{where}: n_samples must be a positive whole number, got {n!r}")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SAMPLES):
+        raise LoradbError(f"{where}: n_samples must be a whole number from 1 to 2^53, got {n!r}")
     base_name = side.get("base", "")
     if not isinstance(base_name, str) or len(base_name) > 1000 or any(ord(c) < 32 for c in base_name):
         raise LoradbError(f"{where}: base must be a short name without control characters")

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from loradb.db.access import Principal, Scope, authenticate
 from loradb.db.database import LoraDB
 from loradb.db.store.postgres import lost_connection
+from loradb.io import jsondoc
 from loradb.errors import (Abstained, AccessDenied, BaseModelMismatch, Conflict, LoradbError, NotFound, OverLimit, TooLarge, Unavailable,
                            in_terms)
 from loradb.io.files import finite_or_none
@@ -192,6 +193,10 @@ def create_app(config: ServerConfig):
             response.headers["Allow"] = ", ".join(sorted({m for r in app.routes if isinstance(r, APIRoute)
                                                           and r.path_regex.match(request.url.path) for m in r.methods or ()}))
         return response
+
+    @app.exception_handler(RecursionError)
+    async def _deep(request: Request, e: RecursionError):  # a JSON body nested thousands deep: Starlette's parser recursed
+        return _error(400, f"the request body is nested more than the {jsondoc.MAX_DEPTH} levels a request may have")
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):  # a loradb bug: logged in full, reported in one line
@@ -357,7 +362,7 @@ def _json_field(raw: bytes, what: str, limit: int | None):
     if limit is not None and len(raw) > limit:
         raise LoradbError(f"{what} is larger than {limit} bytes")
     try:
-        doc = json.loads(raw)
+        doc = jsondoc.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise LoradbError(f"{what} is not valid JSON ({e})") from None
     if not isinstance(doc, dict):

@@ -14,6 +14,7 @@ from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt
 
 from loradb.retrieval.represent import REPRESENTATION_FORMAT, Pooling
+from loradb.retrieval.targets import MAX_SAMPLES
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_VECTOR = 1 << 20  # a static bound for the schema; `serve --max-dim` is the one enforced
@@ -46,7 +47,7 @@ class PrivacyDoc(_Strict):
     clip: Number
     sigma: Number
     sensitivity: Number
-    n_samples: StrictInt = Field(ge=1)
+    n_samples: StrictInt = Field(ge=1, le=MAX_SAMPLES)
     mechanism: str = Field(max_length=200)
     adjacency: str = Field(max_length=200)
 
@@ -63,7 +64,7 @@ class RepresentationDoc(_Strict):
 
     format: Literal[REPRESENTATION_FORMAT] = REPRESENTATION_FORMAT  # type: ignore[valid-type]
     base: str = Field("", max_length=1000, description="a label naming the base model (never opened by the server)")
-    n_samples: StrictInt | None = Field(None, ge=1)
+    n_samples: StrictInt | None = Field(None, ge=1, le=MAX_SAMPLES)
     space: SpaceDoc
     z: Vector
     privacy: PrivacyDoc | None = None

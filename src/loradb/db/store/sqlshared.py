@@ -56,6 +56,8 @@ class SharedStatements:
         record's id (possible only in databases written before names like ids were refused)
         is refused as ambiguous rather than resolved either way: `compose --weights` and
         `export` must never act on an impostor."""
+        if "\x00" in ref:  # no id or name holds NUL (PostgreSQL would refuse the query itself)
+            raise NotFound(f"no record with id or name {ref!r}; `loradb list DB` shows them")
         select = f"SELECT {self.COLUMNS} FROM records WHERE "
         rows = self.conn.execute(self._sql(select + "id = ?"), (ref,)).fetchall()
         if rows:
