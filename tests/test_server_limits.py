@@ -4,7 +4,7 @@ uploads refused when their layers cannot be checked, per-token rate limits."""
 import httpx
 import pytest
 from server_helpers import running_server
-from test_cli import TEXTS, snapshot
+from test_cli import TEXTS, run, snapshot
 from test_server import upload_parts
 
 from loradb.retrieval.represent import represent_texts
@@ -96,3 +96,37 @@ def test_rate_limiter_refills_at_the_stated_rate():
     for bad in ("0/s", "fast", "10/h", "-1/s"):
         with pytest.raises(LoradbError, match="`rate_limit` takes"):
             parse_rate(bad)
+
+
+def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(shared, monkeypatch):
+    """The estimate comes from the blobs' safetensors headers (factor shapes), so an over-limit
+    compose reads no factor: no adapter is loaded, and the estimate is the one the loaded
+    factors give."""
+    from loradb.db import database
+    from loradb.db.database import LoraDB
+    from loradb.errors import TooLarge
+
+    db, tokens, adapters, tmp = shared
+    local = tmp / "work-limit-db"
+    assert run("init", local)[0] == 0
+    for domain in ("cooking", "finance"):
+        assert run("add", local, adapters[domain], "--data", tmp / f"{domain}.jsonl", "--name", domain)[0] == 0
+    loads = []
+    real = database.adapter_from_files
+    monkeypatch.setattr(database, "adapter_from_files", lambda *a, **k: (loads.append(a[2]), real(*a, **k))[1])
+    with LoraDB(local) as handle:
+        with pytest.raises(TooLarge, match="MiB of working memory"):
+            handle.compose(tmp / "never", weights={"cooking": 0.5, "finance": 0.5}, merge="ties", max_work_bytes=1024,
+                           progress=False)
+        assert loads == [] and not (tmp / "never").exists()
+        handle.compose(tmp / "fits", weights={"cooking": 0.5, "finance": 0.5}, max_work_bytes=2 ** 30, progress=False)
+        assert len(loads) == 2
+
+    from loradb.lora.adapter import factor_shapes, read_adapter
+    from loradb.lora.compose import factors_of
+    from loradb.lora.merges import working_bytes, working_bytes_of_shapes
+
+    factors = [factors_of(read_adapter(adapters[d])) for d in ("cooking", "finance")]
+    from_headers = [factor_shapes(adapters[d] / "adapter_model.safetensors") for d in ("cooking", "finance")]
+    for merge in ("exact", "ties"):
+        assert working_bytes_of_shapes(from_headers, merge=merge) == working_bytes(factors, merge=merge)

@@ -18,9 +18,9 @@ import numpy as np
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
-from loradb.lora.adapter import LoraAdapter
+from loradb.lora.adapter import LoraAdapter, factor_shapes
 from loradb.lora.base import BaseModel, resolve_module
-from loradb.lora.merges import MergeSpec, merge, working_bytes
+from loradb.lora.merges import MergeSpec, merge, working_bytes_of_shapes
 from loradb.weighting.registry import METHODS
 from loradb.weighting.shots import learn_weights_on, read_few_shot
 
@@ -33,6 +33,8 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     few_shot = read_few_shot(method, shots, labels)
     result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
     refuse_if_abstained(result, force)
+    if max_work_bytes is not None:  # from the blobs' headers, before any adapter is loaded
+        check_work(db, [h.record for h in (result.hits if few_shot else _nonzero(result.hits))], spec, max_work_bytes)
     loaded = {h.record.id: db.load_adapter(h.record) for h in result.hits}  # each blob verified once
     if few_shot:
         assert method is not None  # read_few_shot gives shots only for a few-shot method
@@ -40,8 +42,7 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
                                            [h.weight for h in result.hits], few_shot,
                                            db.stored_base(result.hits[0].record, given=search_args.get("base")))
         result = result.reweighted(method, learned, params)
-    # adapters weighted exactly 0 (nearest, sparse) add nothing but rank: leave them out
-    used = [h for h in result.hits if h.weight != 0.0] or result.hits[:1]
+    used = _nonzero(result.hits)
     records = [h.record for h in used]
     base_model = _one_base(db, records, required=merged, given=search_args.get("base"))
     adapters = [loaded[r.id] for r in records]
@@ -49,16 +50,26 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     from loradb.lora.compose import factors_of
 
     factors = [factors_of(a) for a in adapters]
-    if max_work_bytes is not None:
-        need = working_bytes(factors, merge=spec.merge, compressed=spec.compressed)
-        if need > max_work_bytes:
-            raise TooLarge(f"this compose of {len(factors)} adapters (merge {spec.merge}) needs about {need / 2**20:.0f} MiB "
-                           f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
-                           "adapters or the exact merge")
     composed, compression = merge(factors, [h.weight for h in used], spec)
     result = replace(result, compression=compression)
     _write(Path(out), composed, result, base_model, adapters, fan_in_fan_out, merged=merged)
     return result
+
+
+def _nonzero(hits: list[Hit]) -> list[Hit]:
+    """The hits a composition uses: adapters weighted exactly 0 (nearest, sparse) add nothing but rank."""
+    return [h for h in hits if h.weight != 0.0] or hits[:1]
+
+
+def check_work(db, records: list[Record], spec: MergeSpec, max_work_bytes: int) -> None:
+    """Refuse a compose whose working memory (lora/merges.py working_bytes) would pass the limit,
+    estimated from each blob's safetensors header: no factor is read first."""
+    shapes = [factor_shapes(db.adapter_file(r)) for r in records]
+    need = working_bytes_of_shapes(shapes, merge=spec.merge, compressed=spec.compressed)
+    if need > max_work_bytes:
+        raise TooLarge(f"this compose of {len(records)} adapters (merge {spec.merge}) needs about {need / 2**20:.0f} MiB "
+                       f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
+                       "adapters or the exact merge")
 
 
 def refuse_if_abstained(result: SearchResult, force: bool) -> None:

@@ -114,12 +114,16 @@ class LoraDB:
 
     def load_adapter(self, record: Record) -> LoraAdapter:
         """The stored adapter of a record, its blob verified against the recorded sha256."""
+        return adapter_from_files(record.adapter_config, self.adapter_file(record), f"record {record.name}")
+
+    def adapter_file(self, record: Record) -> Path:
+        """A record's adapter_model.safetensors as a local file (fetched into the blob cache from a
+        remote store), verified against the recorded sha256; nothing of it is loaded."""
         try:
-            weights = self.blobs.fetch(record.blob_sha256)
+            return self.blobs.fetch(record.blob_sha256)
         except StoreError:
             raise StoreError(f"the blob of record {record.name} ({record.blob_sha256[:12]}) is missing or corrupt; "
                              "run `loradb check`") from None
-        return adapter_from_files(record.adapter_config, weights, f"record {record.name}")
 
     def export(self, ref: str, out: str | os.PathLike) -> Path:
         """Write a stored adapter back out as a PEFT directory (verified against its sha256)."""

@@ -155,12 +155,18 @@ def _group_factors(tensors: dict[str, _Factor], where: str | Path) -> dict[str, 
 
 def module_shapes(weights: Path) -> dict[str, tuple[int, int]]:
     """module -> (out_features, in_features) of a LoRA safetensors file, from its header alone."""
+    return {name: (out, inp) for name, (out, inp, _) in factor_shapes(weights).items()}
+
+
+def factor_shapes(weights: Path) -> dict[str, tuple[int, int, int]]:
+    """module -> (out_features, in_features, rank) of a LoRA safetensors file, from its header
+    alone (what a compose will hold, known before any factor is read)."""
     from loradb.lora.tensorfile import read_header
 
     header, _, _ = read_header(weights)
     shapes: dict[str, Any] = {k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items()}
     pairs = _group_factors(shapes, weights)
-    return {name: (int(p["B"][0]), int(p["A"][1])) for name, p in pairs.items()
+    return {name: (int(p["B"][0]), int(p["A"][1]), int(p["A"][0])) for name, p in pairs.items()
             if isinstance(p.get("A"), list) and isinstance(p.get("B"), list) and len(p["A"]) == 2 and len(p["B"]) == 2}
 
 

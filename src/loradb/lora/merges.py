@@ -153,10 +153,21 @@ def working_bytes(adapters: Sequence[Factors], *, merge: str = "exact", compress
     (tests/test_compose_memory_budget.py); a compose over `serve --max-compose-mb` is
     refused before any of it is formed.
     """
+    return working_bytes_of_shapes([{name: (int(B.shape[0]), int(A.shape[1]), int(A.shape[0]))
+                                     for name, (A, B, _) in factors.items()} for factors in adapters],
+                                   merge=merge, compressed=compressed)
+
+
+def working_bytes_of_shapes(adapters: Sequence[dict[str, tuple[int, int, int]]], *, merge: str = "exact",
+                            compressed: bool = False) -> int:
+    """working_bytes from each adapter's module -> (d_out, d_in, r) alone, e.g. read from the
+    safetensors headers (lora/adapter.py factor_shapes), before any factor is loaded."""
     modules: dict[str, list[tuple[int, int, int]]] = {}
-    for factors in adapters:
-        for name, (A, B, _) in factors.items():
-            modules.setdefault(name, []).append((int(B.shape[0]), int(A.shape[1]), int(A.shape[0])))
+    for shapes_of in adapters:
+        for name, shape in shapes_of.items():
+            modules.setdefault(name, []).append(shape)
+    if not modules:
+        return 0
     stacked = sum(sum(r for *_, r in shapes) * (shapes[0][0] + shapes[0][1]) for shapes in modules.values())
     mode = get_merge(merge)
     if mode.elementwise is None:
