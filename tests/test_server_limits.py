@@ -130,3 +130,38 @@ def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(s
     from_headers = [factor_shapes(adapters[d] / "adapter_model.safetensors") for d in ("cooking", "finance")]
     for merge in ("exact", "ties"):
         assert working_bytes_of_shapes(from_headers, merge=merge) == working_bytes(factors, merge=merge)
+
+
+def test_a_forwarded_header_cannot_choose_an_anonymous_rate_bucket(shared):
+    """Anonymous public reads are limited per client address: X-Forwarded-For is believed only
+    from a proxy named with --trusted-proxy (uvicorn believed it from 127.0.0.1 by default, and
+    five requests with five made-up addresses all passed a 2/min limit)."""
+    db, tokens, adapters, tmp = shared
+    spoofed = [{"X-Forwarded-For": f"203.0.113.{i}"} for i in range(5)]
+    with running_server(db, "--public-read", "--rate-limit", "2/min", log=tmp / "server.log") as url:
+        statuses = [httpx.get(f"{url}/v1/records", headers=h).status_code for h in spoofed]
+    assert statuses == [200, 429, 429, 429, 429]
+    with running_server(db, "--public-read", "--rate-limit", "2/min", "--trusted-proxy", "127.0.0.1",
+                        log=tmp / "server2.log") as url:  # behind a proxy it names, each forwarded client is its own
+        assert [httpx.get(f"{url}/v1/records", headers=h).status_code for h in spoofed] == [200] * 5
+    code, _, err = run("serve", db, "--trusted-proxy", "not-an-address", "--port", "0")
+    assert code == 2 and "not an IP address" in err
+
+
+def test_the_rate_table_is_capped_and_evicts_one_key_at_a_time(monkeypatch):
+    """Past its cap the table drops its least recently used bucket, one per new key: never a
+    rebuild of the whole table under the lock (30k keys cost 44.6 s of CPU that way)."""
+    from loradb.service.limits import RateLimited, RateLimiter
+
+    monkeypatch.setattr(RateLimiter, "MAX_KEYS", 1000)
+    now = [0.0]
+    limiter = RateLimiter(1 / 60, clock=lambda: now[0])
+    table = limiter._buckets
+    limiter.take("kept")
+    for i in range(30_000):
+        limiter.take(f"key-{i}")
+        if i % 500 == 0:
+            with pytest.raises(RateLimited):
+                limiter.take("kept")  # used again and again: never the least recent, never evicted
+    assert limiter._buckets is table and len(table) == 1000  # the same table, at its cap
+    assert "key-0" not in table and "key-29999" in table and "kept" in table

@@ -20,6 +20,9 @@ def _serve_flags(p) -> None:
                    help="working memory one compose may use, in MiB; larger ones are refused before work (default 1024)")
     p.add_argument("--rate-limit", metavar="N/s", help="requests per token (anonymous reads: per address), e.g. 20/s or "
                    "600/min; beyond it 429 with Retry-After (default unlimited)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="IP",
+                   help="a reverse proxy whose X-Forwarded-For / X-Forwarded-Proto headers are believed (repeatable; "
+                   "default none: the client address is the connection's, so a header cannot change it)")
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="server log (info logs requests)")
 
 
@@ -30,7 +33,7 @@ def cmd_serve(args) -> int:
     local_only(args.db, "serve")
     serve(args.db, host=args.host, port=args.port, bases=args.base, max_upload_mb=args.max_upload_mb, max_dim=args.max_dim,
           public_read=args.public_read, max_k=args.max_k, max_compose_mb=args.max_compose_mb,
-          rate_limit=args.rate_limit, log_level=args.log_level)
+          rate_limit=args.rate_limit, trusted_proxies=args.trusted_proxy, log_level=args.log_level)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 import time
 
 from starlette.exceptions import HTTPException
@@ -70,30 +71,30 @@ def parse_rate(text: str) -> float:
 
 class RateLimiter:
     """A token bucket per key (a token's id; the client address for anonymous public reads):
-    `rate` requests per second on average, bursts up to max(1, rate) at once."""
+    `rate` requests per second on average, bursts up to max(1, rate) at once.
 
-    MAX_KEYS = 10_000  # beyond this, buckets that have refilled are forgotten (they are full anyway)
+    The table holds at most MAX_KEYS buckets, least recently used evicted first, one at a time
+    (O(1) per request, never a rebuild under the lock). An evicted key starts again with a full
+    bucket, so the cap must exceed the keys active at once: token ids are few, and anonymous
+    keys are connection addresses, which a request cannot choose (serve --trusted-proxy)."""
+
+    MAX_KEYS = 100_000
 
     def __init__(self, rate: float, clock=time.monotonic):
         self.rate, self.burst, self.clock = rate, max(1.0, rate), clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, key: str) -> None:
         """Count one request for `key`, or raise RateLimited with the seconds until one is allowed."""
         with self._lock:
             now = self.clock()
-            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens, last = self._buckets.pop(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                if len(self._buckets) > self.MAX_KEYS:
-                    self._forget_full(now)
-                return
-            self._buckets[key] = (tokens, now)
-        wait = (1 - tokens) / self.rate
-        raise RateLimited(f"more than {self.rate:g} requests per second for this token; retry in {wait:.2f} s", wait)
-
-    def _forget_full(self, now: float) -> None:
-        self._buckets = {k: (t, last) for k, (t, last) in self._buckets.items()
-                         if t + (now - last) * self.rate < self.burst}
+            allowed = tokens >= 1
+            self._buckets[key] = (tokens - 1 if allowed else tokens, now)  # the most recently used, last
+            if len(self._buckets) > self.MAX_KEYS:
+                self._buckets.popitem(last=False)
+        if not allowed:
+            wait = (1 - tokens) / self.rate
+            raise RateLimited(f"more than {self.rate:g} requests per second for this token; retry in {wait:.2f} s", wait)

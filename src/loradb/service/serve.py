@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: Sequence[str] = (), max_upload_mb: float = 256,
           max_dim: int = 16384, public_read: bool = False, max_k: int = 100, max_compose_mb: float = 1024,
-          rate_limit: str | None = None, log_level: str = "warning") -> None:
+          rate_limit: str | None = None, trusted_proxies: Sequence[str] = (), log_level: str = "warning") -> None:
     """Serve a database until interrupted.
 
     Args:
@@ -26,6 +27,9 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: S
             before any dense delta is formed.
         rate_limit: "N/s" or "N/min" per token (anonymous public reads: per client address);
             beyond it requests get 429 with Retry-After. None: unlimited.
+        trusted_proxies: addresses of reverse proxies whose X-Forwarded-* headers are believed;
+            from anyone else they are ignored (uvicorn would trust them from 127.0.0.1 by default,
+            which let a local client choose its own address and so its rate-limit bucket).
     """
     import uvicorn
 
@@ -42,6 +46,11 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: S
         raise LoradbError(f"`max_k` must be at least 1, got {max_k}")
     if not max_compose_mb > 0:
         raise LoradbError(f"`max_compose_mb` must be positive, got {max_compose_mb}")
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise LoradbError(f"`trusted_proxies`: {proxy!r} is not an IP address or network") from None
     accepted = {b.fingerprint: b for b in (load_base(path) for path in bases)}
     config = ServerConfig(db=str(db), bases=accepted, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_dim=max_dim,
                           public_read=public_read, max_k=max_k, max_compose_bytes=int(max_compose_mb * (1 << 20)),
@@ -61,7 +70,9 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, bases: S
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"loradb serving {db} at http://{shown}:{bound} (catalogue at /, API docs at /docs)", flush=True)
+    print(f"loradb serving {db} at http://{shown}:{bound} (catalogue at /, OpenAPI schema at /openapi.json)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print("loradb: listening beyond this machine; put TLS in front of it (tokens travel in a header)", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"))).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
+                                  proxy_headers=bool(trusted_proxies),
+                                  forwarded_allow_ips=list(trusted_proxies) or None)).run(sockets=[sock])
