@@ -42,7 +42,7 @@ from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
 from loradb.weighting.scale import MAX_SCALE
 from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
 from loradb.service.catalogue import add_catalogue
-from loradb.service.limits import BodyLimit, RateLimited, RateLimiter
+from loradb.service.limits import Gate, RateLimited, RateLimiter
 from loradb.service.schema import ERROR_RESPONSES, RepresentationDoc
 
 log = logging.getLogger("loradb.service")
@@ -121,6 +121,16 @@ def _status(e: LoradbError) -> int:
     return 400
 
 
+def refusal(e: LoradbError) -> tuple[int, str, dict[str, str]]:
+    """A refused request's status, one-line message and headers (Retry-After where retrying helps)."""
+    headers = {}
+    if isinstance(e, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+    if isinstance(e, Unavailable):
+        headers["Retry-After"] = "1"
+    return _status(e), in_terms(str(e), API_FIELDS), headers
+
+
 def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
@@ -149,18 +159,34 @@ def create_app(config: ServerConfig):
 
     limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
 
+    def admit(headers: dict[bytes, bytes], client: str, scope: Scope) -> Principal | None:
+        """Who sends a request that needs `scope`, from its headers alone: authenticated,
+        rate-limited and allowed, or LoradbError (401, 403, 429). Run by the Gate before any
+        byte of the body is received, so an unauthenticated body is never read or parsed."""
+        kind, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        secret = secret.strip() if kind.lower() == "bearer" else ""
+        if scope is Scope.READ and config.public_read and not secret:
+            if limiter:
+                limiter.take(f"address:{client}")
+            return None
+        try:
+            principal = authenticate(db(), secret)
+        except Exception as e:
+            if not lost_connection(e):
+                raise
+            connections["epoch"] += 1  # as the routes' handler does: every thread reopens its handle
+            raise Unavailable("the database server is unreachable right now; retry shortly") from None
+        if limiter:
+            limiter.take(f"token:{principal.token_id}")
+        principal.require(scope)
+        return principal
+
     def needs(scope: Scope):
         def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
-            secret = credentials.credentials if credentials else None
-            if scope is Scope.READ and config.public_read and not secret:
-                if limiter:
-                    limiter.take(f"address:{request.client.host if request.client else '?'}")
-                return None
-            principal = authenticate(db(), secret)
-            if limiter:
-                limiter.take(f"token:{principal.token_id}")
-            principal.require(scope)
-            return principal
+            # the Gate admitted the request before its body arrived (`credentials` only declares
+            # the bearer scheme in the OpenAPI schema)
+            return request.state.principal
+        check.loradb_scope = scope  # type: ignore[attr-defined]  # read by the Gate
         return check
 
     app = FastAPI(title="loradb", version=_version(), description="A shared database of LoRA adapters: contribute adapters "
@@ -174,11 +200,9 @@ def create_app(config: ServerConfig):
     async def _loradb_error(request: Request, e: LoradbError):
         # an abstained compose sends its fit block: the client needs it to say why (and to offer force)
         extra = {"fit": finite_or_none(e.fit)} if isinstance(e, Abstained) else {}
-        response = _error(_status(e), in_terms(str(e), API_FIELDS), **extra)
-        if isinstance(e, RateLimited):
-            response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
-        if isinstance(e, Unavailable):
-            response.headers["Retry-After"] = "1"
+        status, message, headers = refusal(e)
+        response = _error(status, message, **extra)
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -310,7 +334,10 @@ def create_app(config: ServerConfig):
 
     add_catalogue(app, db, needs)
 
-    return BodyLimit(app, config.max_upload_bytes)
+    # a JSON request's largest legitimate body: a representation (z, and var and task_z beside
+    # it, each of --max-dim numbers of up to 32 characters) and --max-k weights, with room to spare
+    json_bytes = min(config.max_upload_bytes, 3 * 32 * config.max_dim + 512 * config.max_k + (64 << 10))
+    return Gate(app, admit, upload=("POST", f"{API}/records"), upload_bytes=config.max_upload_bytes, json_bytes=json_bytes)
 
 
 def _no_telemetry() -> dict:

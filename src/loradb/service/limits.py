@@ -14,21 +14,46 @@ from starlette.exceptions import HTTPException
 from loradb.errors import LoradbError
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a declared Content-Length over the cap, and for a body
-    (chunked or lying about its length) that turns out longer while being read."""
+class Gate:
+    """ASGI middleware in front of the API, acting on a request's headers before any byte of
+    its body is received:
 
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
+    - a route that needs a token scope (its `needs` dependency says which) is admitted by
+      `admit(headers, client address, scope)`: authenticated, rate-limited and its scope
+      checked, or answered 401/403/429 at once, so no body of an unauthenticated request is
+      read, spooled or parsed; the principal goes to the route in `request.state`;
+    - every body is capped while it arrives: the upload route at `upload_bytes`, every other
+      route at `json_bytes` (what its largest legitimate JSON body needs). A declared
+      Content-Length over the cap is a 413 at once; a body (chunked, or lying about its
+      length) that turns out longer is one as soon as it passes the cap.
+    """
+
+    def __init__(self, app, admit, *, upload: tuple[str, str], upload_bytes: int, json_bytes: int):
+        self.app, self.admit = app, admit
+        self.upload, self.upload_bytes, self.json_bytes = upload, upload_bytes, json_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._refuse(send, f"request body of {declared.decode(errors='replace')} bytes exceeds "
-                                            f"this server's limit of {self.max_bytes} bytes")
+        headers = dict(scope.get("headers") or [])
+        needed = self._scope_needed(scope)
+        if needed is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            client = scope["client"][0] if scope.get("client") else "?"
+            try:  # a token lookup reads the database: in a worker thread, as routes do
+                principal = await run_in_threadpool(self.admit, headers, client, needed)
+            except LoradbError as e:
+                from loradb.service.app import refusal
+
+                status, message, extra = refusal(e)
+                return await _answer(send, status, message, extra)
+            scope.setdefault("state", {})["principal"] = principal
+        cap = self.upload_bytes if (scope["method"], scope["path"]) == self.upload else self.json_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            return await _answer(send, 413, f"request body of {declared.decode(errors='replace')} bytes exceeds "
+                                            f"this server's limit of {cap} bytes for {scope['path']}")
         received = 0
 
         async def counted_receive():
@@ -36,20 +61,32 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > cap:
                     # raised inside the route's body parsing: FastAPI turns it into the response
-                    raise HTTPException(413, f"request body exceeds this server's limit of {self.max_bytes} bytes")
+                    raise HTTPException(413, f"request body exceeds this server's limit of {cap} bytes for {scope['path']}")
             return message
 
         await self.app(scope, counted_receive, send)
 
-    @staticmethod
-    async def _refuse(send, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    def _scope_needed(self, scope):
+        """The token scope the route of this request needs (None: the route needs none)."""
+        from starlette.routing import Match
+
+        for route in getattr(self.app, "routes", ()):
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                dependant = getattr(route, "dependant", None)
+                return next((d.call.loradb_scope for d in (dependant.dependencies if dependant else [])
+                             if hasattr(d.call, "loradb_scope")), None)
+        return None
+
+
+async def _answer(send, status: int, message: str, headers: dict | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *((k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimited(LoradbError):
