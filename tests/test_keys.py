@@ -142,3 +142,31 @@ def test_variance_is_the_per_feature_variance_of_the_examples(bert):
     feats = enc.features(TEXTS["finance"]).double().numpy()
     assert np.allclose(rep.z, feats.mean(0), atol=1e-5)
     assert np.allclose(rep.var, feats.var(0), atol=1e-5)
+
+
+def test_a_record_without_what_the_spaces_key_reads_never_breaks_its_searches(bert, tmp_path):
+    """The space searches by the task key: an adapter added without a task embedding is refused
+    (it would make every default search of the space fail), nothing written; a record that got
+    in before the key was chosen makes default searches fall back to raw z, saying so, while
+    naming the key still refuses with the reason."""
+    import uuid
+
+    from loradb.db.database import DEFAULT_KEY_SETTING
+
+    db, target = _planted_db(bert, tmp_path)
+    space = db.list()[0].space_id
+    db.index.set_setting(f"{DEFAULT_KEY_SETTING}{space}", "task")
+    before = (sorted(r.name for r in db.list()), sorted(db.blobs.list()))
+    plain = save_representation(represent_texts(bert, TEXTS["finance"], progress=False), tmp_path / "plain.npy")
+    with pytest.raises(LoradbError, match="retrieval key task .* needs a task embedding"):
+        db.add(make_adapter(bert, tmp_path / "other", seed=9), repr=plain, name="no-task", base=bert, progress=False)
+    assert (sorted(r.name for r in db.list()), sorted(db.blobs.list())) == before
+    assert db.search(repr=target, k=2, method="uniform", progress=False).params["key"] == "task"
+
+    legacy = replace(db.get("A0"), id=uuid.uuid4().hex, name="legacy", task=None, task_z=None)
+    db.index.insert(legacy)  # as a database written before the key was chosen may hold
+    result = db.search(repr=target, k=2, method="uniform", progress=False)
+    assert result.params["key"] == RAW_L2 and "needs inputs" in result.params["key_fallback"] and len(result.hits) == 2
+    with pytest.raises(LoradbError, match="retrieval key task needs a task embedding"):
+        db.search(repr=target, k=2, method="uniform", key="task", progress=False)
+    db.close()

@@ -186,9 +186,22 @@ class LoraDB:
         with self.write_lock():
             if self.index.name_taken(c.name):
                 raise Conflict(f"a record named {c.name!r} already exists; pass another `name`")
+            self._require_key_inputs(record)
             record.blob_sha256 = self.blobs.put(c.weights)
             self.index.insert(record)
         return record
+
+    def _require_key_inputs(self, record: Record) -> None:
+        """A record must carry what its space's chosen retrieval key reads (its task embedding,
+        its feature variance): one that lacks it would make every default search of the space fail."""
+        from loradb.retrieval.keys import KeyInputs, get_key, missing_for
+
+        key = self.default_key(record.space_id)
+        lacks = missing_for(get_key(key), KeyInputs.stacked([record])) if key else None
+        if lacks:
+            raise LoradbError(f"this space searches with retrieval key {key} (`loradb key choose`), which needs {lacks}; "
+                              "this adapter's representation has none: add it with its task (`task`, or the "
+                              "loradb_training.json `loradb train` writes beside it), or choose another key first")
 
     def remove(self, ref: str, *, by: Deleter | None = None) -> Record:
         """Delete a record; its blob goes too unless another record shares it.
@@ -270,17 +283,22 @@ class LoraDB:
         spaces = self.index.spaces()  # read once: the target's space, and its record count for the fit
         target = resolve_target(spaces, data=data, repr=repr, target=target, base=base, space=space, dp=dp,
                                 task=task, progress=progress)
-        key = key or self.default_key(target.space.id) or RAW_L2
-        if key == RAW_L2:  # the indexed path: exact or approximate search over raw z
+        chosen = None if key else self.default_key(target.space.id)
+        key = key or chosen or RAW_L2
+        by_key = self._nearest_by_key(key, target, k, fallback=chosen is not None) if key != RAW_L2 else None
+        if by_key is None:  # the indexed path: exact or approximate search over raw z
+            key = RAW_L2
             hits = self.index.nearest(target.space.id, target.z, k, "l2")
             if not hits:
                 raise _no_records(target.space.id)
             records = self.index.get_many([h.record_id for h in hits])
             distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
         else:
-            records, distances, Z, z_trg = self._nearest_by_key(key, target, k)
+            records, distances, Z, z_trg = by_key
         result = compute_weights(method, z_trg, Z, temperature=temperature, l1=l1)
         weights, params = result.weights, {**result.params, "key": key}
+        if chosen and key != chosen:
+            params["key_fallback"] = f"the space's key {chosen} needs inputs some of its records (or the target) lack"
         if scale is not None and scale != 1.0:
             weights, params = np.asarray(weights) * scale, {**params, "scale": scale}
         d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
@@ -290,9 +308,12 @@ class LoraDB:
                                        records=next((s["records"] for s in spaces if s["id"] == target.space.id), None)),
                             hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)])
 
-    def _nearest_by_key(self, key: str, target: Representation, k: int):
+    def _nearest_by_key(self, key: str, target: Representation, k: int, *, fallback: bool = False):
         """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
-        exact scan of the space, since the key's map depends on every reference in it."""
+        exact scan of the space, since the key's map depends on every reference in it. With
+        `fallback` (the space's own key, not one the caller named) None when the target or a
+        record lacks what the key reads (records added before the key was chosen): the caller
+        searches by raw z then, rather than failing every search of the space."""
         from loradb.retrieval.keys import KeyInputs, get_key, key_features, missing_for
 
         # by name: the references' mean (and so near-ties) must not depend on random record ids
@@ -301,6 +322,8 @@ class LoraDB:
             raise _no_records(target.space.id)
         lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
         lacking = [(name, what) for name, what in lacking if what is not None]
+        if fallback and (lacking or missing_for(get_key(key), KeyInputs.stacked([target])) is not None):
+            return None
         if lacking:
             raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
                               f"here lack (e.g. {lacking[0][0]}); use `key` raw-l2, cosine or centered-cosine, "
