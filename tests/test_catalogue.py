@@ -274,6 +274,14 @@ def test_page_is_served_with_a_strict_policy_and_reads_need_the_token(served):
     assert listed.status_code == 200 and listed.json()["total"] == 30 and len(listed.json()["records"]) == 5
     assert client.get(f"/v1/spaces/{space.id}/map").json()["shown"] == 30
     assert len(client.get(f"/v1/records/{ids['beta'][0]}/neighbours", params={"k": 3}).json()) == 3
+    from loradb.service.app import ServerConfig, create_app
+    from fastapi.testclient import TestClient
+
+    capped = TestClient(create_app(ServerConfig(db=location, max_k=2)), raise_server_exceptions=False)
+    capped.headers["Authorization"] = client.headers["Authorization"]
+    over = capped.get(f"/v1/records/{ids['beta'][0]}/neighbours", params={"k": 3})  # --max-k holds here too
+    assert over.status_code == 422 and "at most 2" in over.json()["error"]
+    assert len(capped.get(f"/v1/records/{ids['beta'][0]}/neighbours", params={"k": 2}).json()) == 2
     methods = client.get("/v1/methods").json()
     assert {"similarity", "linear", "sparse", "uniform"} <= {m["name"] for m in methods["methods"]}
     assert methods["default"] == "similarity" and "few-shot" not in json.dumps(methods)

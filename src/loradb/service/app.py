@@ -332,7 +332,7 @@ def create_app(config: ServerConfig):
     def check(who=Depends(needs(Scope.ADMIN))) -> dict:
         return db().check().to_dict()
 
-    add_catalogue(app, db, needs)
+    add_catalogue(app, db, needs, config.max_k)
 
     # a JSON request's largest legitimate body: a representation (z, and var and task_z beside
     # it, each of --max-dim numbers of up to 32 characters) and --max-k weights, with room to spare

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 
 from loradb.db import catalogue
 from loradb.db.access import Scope
-from loradb.errors import LoradbError, NotFound
+from loradb.errors import LoradbError, NotFound, OverLimit
 from loradb.retrieval.keys import KEYS
 from loradb.service.wire import API
 from loradb.weighting.registry import DEFAULT_METHOD, METHODS, ZERO_SHOT
@@ -48,9 +48,9 @@ def _filter(value: str | None, what: str) -> str | None:
     return None if value is None else _text(value, what)
 
 
-def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
+def add_catalogue(app: FastAPI, db: Callable, needs: Callable, max_k: int = 100) -> None:
     """Mount the page and its reads on `app`; `db()` is the request thread's database handle,
-    `needs(scope)` the API's token check."""
+    `needs(scope)` the API's token check, `max_k` the server's --max-k (neighbours asked at once)."""
     headers = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                "Cache-Control": "no-cache"}
 
@@ -78,6 +78,8 @@ def add_catalogue(app: FastAPI, db: Callable, needs: Callable) -> None:
     @app.get(f"{API}/records/{{ref}}/neighbours")
     def neighbours(ref: str, k: int = Query(10, ge=1, le=100), who=Depends(needs(Scope.READ))) -> list[dict]:
         """The k records nearest to this one in its space (squared L2 between their z)."""
+        if k > max_k:
+            raise OverLimit(f"k is {k}; this server takes at most {max_k} per request (--max-k)")
         return catalogue.neighbours(db(), _text(ref, "ref"), k)
 
     @app.get(f"{API}/spaces/{{space}}/map")
