@@ -41,16 +41,14 @@ def assert_exact(index, space, queries, k=10):
 def test_a_search_during_a_build_is_exact_and_does_not_wait(tmp_path):
     index, space, queries = filled_index(tmp_path)
     graph = graphs.graph_file(tmp_path, space.id)
-    graph.parent.mkdir()
-    ann.lock_path(graph).write_text(str(os.getpid()))  # a live process holds the build lock
-    assert index.index_status()[0]["graph"] == "building"
-    started = time.perf_counter()
-    assert_exact(index, space, queries)  # no graph yet: every answer is the exact one
-    assert time.perf_counter() - started < 30
-    assert not graph.exists()  # the searches neither built a graph nor waited for one
-    with pytest.raises(ann.BuildRunning, match=f"process {os.getpid()} is building"):
-        index.build_index(space.id, wait=False)
-    ann.lock_path(graph).unlink()
+    with ann.build_lock(graph):  # held here, as a builder would hold it
+        assert index.index_status()[0]["graph"] == "building"
+        started = time.perf_counter()
+        assert_exact(index, space, queries)  # no graph yet: every answer is the exact one
+        assert time.perf_counter() - started < 30
+        assert not graph.exists()  # the searches neither built a graph nor waited for one
+        with pytest.raises(ann.BuildRunning, match=f"process {os.getpid()} is building"):
+            index.build_index(space.id, wait=False)
     [status] = index.build_index()
     assert status["graph"] == "ready" and status["search"] == "graph" and status["graph_records"] == 3000
 
@@ -69,6 +67,99 @@ def test_the_first_search_starts_a_background_build(tmp_path):
     hits = index.nearest(space.id, queries[0], 10)  # now through the graph, exactly scored
     exact = dict(brute_force(index, space.id, queries[0], 3000, "l2"))
     assert all(abs(h.distance - exact[h.record_id]) < 1e-9 for h in hits)
+
+
+def _hold_lock(graph, seconds: float, log) -> None:
+    """In a forked child: take the build lock if free, note when it was held, hold it a while."""
+    try:
+        with ann.build_lock(graph):
+            start = time.time()
+            time.sleep(seconds)
+            with open(log, "a") as f:
+                f.write(f"{start} {time.time()}\n")
+    except ann.BuildRunning:
+        pass
+
+
+def test_racing_processes_never_hold_the_build_lock_at_once(tmp_path, monkeypatch):
+    """Eight processes race for a lock a dead builder left, each checking liveness slowly (as
+    a loaded machine would): at most one holds it at any time. The lock was a file made with
+    link() and a stale one removed by whoever met it, so two processes could each remove the
+    other's fresh lock and both build; now it is an flock the kernel gives to one."""
+    graph = tmp_path / "ann" / "space.usearch"
+    graph.parent.mkdir()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    ann.lock_path(graph).write_text(str(dead))  # left by a builder that died
+    real_alive = ann.alive
+    monkeypatch.setattr(ann, "alive", lambda pid: (time.sleep(0.3), real_alive(pid))[1])
+    log = tmp_path / "held.txt"
+    children = []
+    for _ in range(8):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _hold_lock(graph, 0.5, log)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert spans  # someone built
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+
+
+def test_a_killed_builder_releases_the_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    graph = tmp_path / "ann" / "space.usearch"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from loradb.db.store import ann\n"
+                               "with ann.build_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+                               str(graph)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert ann.builder(graph) == holder.pid
+    with pytest.raises(ann.BuildRunning, match=f"process {holder.pid} is building"):
+        with ann.build_lock(graph):
+            pass
+    holder.send_signal(signal.SIGKILL)  # as the OOM killer would
+    holder.wait()
+    assert ann.builder(graph) is None
+    with ann.build_lock(graph):
+        assert ann.builder(graph) == os.getpid()
+
+
+def test_a_failing_background_build_is_not_respawned_by_every_search(tmp_path, monkeypatch):
+    """A background build that started and did not finish (usearch missing, an OOM kill) is not
+    started again by the next searches for BUILD_BACKOFF_SECONDS; `index status` says so."""
+    index, space, queries = filled_index(tmp_path)
+    graph = graphs.graph_file(tmp_path, space.id)
+    spawned = []
+
+    class NoProcess:  # the worker that would crash: nothing runs, nothing is built
+        def __init__(self, *a, **k):
+            spawned.append(a)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(graphs.subprocess, "Popen", NoProcess)
+    for q in queries[:5]:
+        index.nearest(space.id, q, 3)
+    assert len(spawned) == 1  # the first search started one; the failed attempt holds the others back
+    status = index.index_status()[0]
+    assert status["last_build"].startswith("failed") and "index build" in status["last_build"]
+    monkeypatch.setattr(graphs, "BUILD_BACKOFF_SECONDS", 0)  # the back-off over: the next search tries again
+    index.nearest(space.id, queries[0], 3)
+    assert len(spawned) == 2
+    monkeypatch.setattr(graphs, "BUILD_BACKOFF_SECONDS", 600)
+    [status] = index.build_index()  # a build that finishes clears the failure
+    assert status["graph"] == "ready" and "last_build" not in status and not graphs.attempt_file(graph).exists()
 
 
 def test_a_stale_lock_is_taken_over(tmp_path):
@@ -108,11 +199,12 @@ def test_cli_index_build_status_and_gc_of_removed_spaces(tmp_path, monkeypatch):
     for rid, in gone.conn.execute("SELECT id FROM records WHERE space_id = ?", (gone_space.id,)).fetchall():
         gone.delete(rid)  # the space goes with its last record; its graph files stay behind
     stale = {p.name for p in (db_dir / "ann").iterdir() if p.stem == gone_space.id}
-    assert stale == {f"{gone_space.id}.usearch", f"{gone_space.id}.json"}
+    # the build lock's file stays with its space (an flock's file is never removed while in use)
+    assert stale == {f"{gone_space.id}.usearch", f"{gone_space.id}.json", f"{gone_space.id}.building"}
     code, out, _ = run("check", db_dir)
-    assert code == 0 and out.count("stray file:") == 2 and gone_space.id in out
+    assert code == 0 and out.count("stray file:") == 3 and gone_space.id in out
     code, out, _ = run("gc", db_dir)
-    assert code == 0 and "removed 2" in out
+    assert code == 0 and "removed 3" in out
     left = {p.name for p in (db_dir / "ann").iterdir()}
     assert left and not any(gone_space.id in name for name in left)  # the live space's graph stays
     code, out, _ = run("index", "status", db_dir, "--json")

@@ -146,7 +146,8 @@ def _print_index_status(rows: list[dict]) -> None:
         pending = f", {row['pending_rows']} newer rows scanned exactly" if row.get("pending_rows") else ""
         builder = f" (process {row['builder_pid']})" if row.get("builder_pid") else ""
         print(f"space {row['space']}: {row['records']} records, searched {row['search']}; "
-              f"index {row['graph']}{builder}{size}{pending}")
+              f"index {row['graph']}{builder}{size}{pending}"
+              + (f"; last background build {row['last_build']}" if row.get("last_build") else ""))
 
 
 @command("status", "each space's search path and its approximate index's state", group="index", url=False,

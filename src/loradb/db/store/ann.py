@@ -6,12 +6,13 @@ Keys are the records' `seq` numbers (unique, never reused). The graph lives in
 scans exactly the rows added since (by seq), and the graph absorbs them once they are
 more than a few percent, or is rebuilt when deletions have thinned it. Files are
 replaced atomically, so processes sharing a database see a whole graph or the old one.
-One process at a time builds a space's graph: it holds `ann/<space>.building` (its pid),
-created exclusively; a lock whose process is gone is stale and taken over.
+One process at a time builds a space's graph: it holds an flock on `ann/<space>.building`
+(which names its pid), released by the kernel however the holder exits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -51,15 +52,28 @@ def alive(pid: int) -> bool:
 
 
 def builder(graph: Path) -> int | None:
-    """The pid of the live process building this graph, or None (a stale lock is removed)."""
+    """The pid of the process building this graph, or None when none holds its lock."""
     try:
-        pid = int(lock_path(graph).read_text() or 0)
-    except (FileNotFoundError, ValueError):
+        fd = os.open(lock_path(graph), os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    if pid and alive(pid):
-        return pid
-    lock_path(graph).unlink(missing_ok=True)
-    return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a moment's probe: it fails while a builder holds it
+        except BlockingIOError:
+            return _pid_in(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _pid_in(fd: int) -> int:
+    """The pid a lock file names (0 while its holder is writing it)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode() or 0)
+    except ValueError:
+        return 0
 
 
 class BuildRunning(StoreError):
@@ -71,30 +85,28 @@ class BuildRunning(StoreError):
 
 @contextmanager
 def build_lock(graph: Path):
-    """Hold the graph's build lock; BuildRunning if a live process holds it.
+    """Hold the graph's build lock; BuildRunning if another process (or open handle) holds it.
 
-    The lock appears with its pid already in it (a hard link of a written temp file), so
-    another process never reads an empty lock and takes it for a dead builder's."""
+    An flock on `ann/<space>.building`: the kernel releases it when its holder exits, however
+    it exits (a crash, an OOM kill), so there is no stale lock to take over and no window in
+    which two processes can both believe they took one over. The file names the holder's pid
+    (for `index status`) and is never removed: a removed lock file could be locked by one
+    process through its old name while another locks a new file of the same name."""
     graph.parent.mkdir(parents=True, exist_ok=True)
-    tmp = graph.with_name(f".{lock_path(graph).name}.{os.getpid()}.tmp")
-    tmp.write_text(str(os.getpid()))
+    fd = os.open(lock_path(graph), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        for _ in range(2):  # a second try after removing a stale lock
-            try:
-                os.link(tmp, lock_path(graph))
-                break
-            except FileExistsError:
-                pid = builder(graph)
-                if pid is not None:
-                    raise BuildRunning(graph, pid) from None
-        else:
-            raise BuildRunning(graph, builder(graph) or 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildRunning(graph, _pid_in(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
     finally:
-        tmp.unlink(missing_ok=True)
-    try:
-        yield
-    finally:
-        lock_path(graph).unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def _new_index(dim: int):

@@ -21,7 +21,10 @@ from loradb.db.store import ann
 from loradb.db.store.protocol import SearchHit
 
 GRAPH_DIR = "ann"
-GRAPH_SUFFIXES = (".usearch", ".json", ".building", ".log")
+GRAPH_SUFFIXES = (".usearch", ".json", ".building", ".log", ".attempt")
+# a background build that started and did not finish (it failed, or was killed) is not tried
+# again for this long: searches must not respawn a failing build one after another
+BUILD_BACKOFF_SECONDS = 600
 _SPAWNED: dict[str, subprocess.Popen] = {}  # graph file -> this process's background builder
 
 
@@ -72,6 +75,7 @@ def refresh(root: Path, conn, space_id: str, size: int, dim: int, *, wait: bool)
                     index, meta = loaded
                     keys, vectors = seq_vectors(conn, space_id, after=meta["max_seq"])
                     ann.absorb(graph, index, meta, keys, vectors)
+                attempt_file(graph).unlink(missing_ok=True)  # done: no back-off for the next one
                 return work
         except ann.BuildRunning:
             if not wait:
@@ -87,11 +91,33 @@ def refresh_in_background(root: Path, space_id: str) -> None:
     running = _SPAWNED.get(str(graph))
     if (running is not None and running.poll() is None) or ann.builder(graph) is not None:
         return
+    if failed_attempt(graph) is not None:  # the last one failed a short while ago: back off
+        return
     graph.parent.mkdir(parents=True, exist_ok=True)
+    attempt_file(graph).write_text(str(time.time()))  # removed by the build when it is done
     with open(graph.with_suffix(".log"), "ab") as log:
         _SPAWNED[str(graph)] = subprocess.Popen(
             [sys.executable, "-m", "loradb.db.store.graph_worker", str(root), space_id],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
+
+
+def attempt_file(graph: Path) -> Path:
+    return graph.with_suffix(".attempt")
+
+
+def failed_attempt(graph: Path) -> dict | None:
+    """The last background build, when it started within BUILD_BACKOFF_SECONDS, no process is
+    building now and it left no marker of being done: it failed (its log says why)."""
+    try:
+        started = float(attempt_file(graph).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    if ann.builder(graph) is not None:
+        return None
+    retry = started + BUILD_BACKOFF_SECONDS
+    if time.time() >= retry:
+        return None
+    return {"started": started, "retry_after": retry, "log": str(graph.with_suffix(".log"))}
 
 
 def search(conn, space_id: str, index, meta: dict, q: np.ndarray, k: int) -> list[SearchHit]:
@@ -129,6 +155,9 @@ def status(root: Path, conn, space_id: str, size: int, dim: int, threshold: int)
                    pending_rows=_recent(conn, space_id, meta["max_seq"]), bytes=graph.stat().st_size)
     if row["builder_pid"] is not None:
         row["graph"] = "building"
+    elif (failed := failed_attempt(graph)) is not None:
+        row["last_build"] = (f"failed (started {_clock(failed['started'])}; see {failed['log']}); "
+                             f"searches start another after {_clock(failed['retry_after'])}, `loradb index build` now")
     if row["search"] == "graph" and not usable:
         row["search"] = "exact (until the graph is built)"
     return row
@@ -136,8 +165,8 @@ def status(root: Path, conn, space_id: str, size: int, dim: int, threshold: int)
 
 def stale_files(root: Path, space_ids: set[str]) -> list[Path]:
     """Graph files of spaces that no longer exist, and temp files of graph saves whose
-    process is gone (`.<space>.usearch.<pid>.tmp` and its `.json`). Build locks are left to
-    ann.builder, which removes a stale one when it meets it."""
+    process is gone (`.<space>.usearch.<pid>.tmp` and its `.json`). A build lock no process
+    holds is stale with its space; one a process holds stays."""
     folder = Path(root) / GRAPH_DIR
     stale = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
@@ -145,6 +174,11 @@ def stale_files(root: Path, space_ids: set[str]) -> list[Path]:
             pid = path.name.split(".")[-2]
             if not (pid.isdigit() and ann.alive(int(pid))):
                 stale.append(path)
-        elif path.suffix in GRAPH_SUFFIXES and path.suffix != ".building" and path.stem not in space_ids:
-            stale.append(path)
+        elif path.suffix in GRAPH_SUFFIXES and path.stem not in space_ids:
+            if path.suffix != ".building" or ann.builder(path.with_suffix(".usearch")) is None:  # a held lock stays
+                stale.append(path)
     return stale
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
