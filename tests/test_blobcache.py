@@ -41,16 +41,34 @@ def test_the_bound_holds_and_the_least_recently_used_go_first(tmp_path):
     kept = {p.name for p in cache.folder.iterdir()}
     assert kept == {shas[0], shas[2], new}  # 1 was the least recently used
     for i in range(4, 12):
+        for path in cache.folder.iterdir():  # a while later: nothing is in use any more
+            age(cache, path.name, 120 + 12 - i)
         fill(cache, i)
         assert cache.size() <= 100 * KB
 
 
 def test_a_blob_larger_than_the_bound_is_still_served(tmp_path):
     cache = BlobCache(tmp_path / "blobs", bound=10 * KB)
-    fill(cache, 1)
+    age(cache, fill(cache, 1)[0], 120)
     sha, path = fill(cache, 2, size=50 * KB)
     assert path.read_bytes() == blob(2, 50 * KB)[1]
     assert {p.name for p in cache.folder.iterdir()} == {sha}  # everything else made room
+
+
+def test_a_copy_handed_out_is_not_evicted_by_another_process_before_it_is_read(tmp_path):
+    """Two processes share the folder: one gets a copy's path, the other fills the cache past
+    its bound before the first opens it. The copy just handed out stays (it was evicted, and
+    the first reader's request failed); once unused for a while it goes as usual."""
+    reader, writer = BlobCache(tmp_path / "blobs", bound=40 * KB), BlobCache(tmp_path / "blobs", bound=40 * KB)
+    sha, _ = fill(writer, 1)
+    age(writer, sha, 120)  # cached long ago
+    path = reader.get(sha)  # handed out to a reader in one process...
+    assert path is not None
+    fill(writer, 2)  # ...while another fills the cache past its bound
+    assert path.read_bytes() == blob(1)[1]
+    age(writer, sha, 120)
+    fill(writer, 3)
+    assert not path.exists()  # unused since: least recently used, evicted
 
 
 def test_a_damaged_copy_is_dropped_and_a_wrong_download_refused(tmp_path):

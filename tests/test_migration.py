@@ -57,3 +57,40 @@ def test_records_from_before_retrieval_keys_keep_working_with_raw_l2(bert, tmp_p
     code, _, err = run("search", db, "--data", data, "--key", "task", "--instruction", "classify it")
     assert code == 2 and "needs a task embedding" in err
     assert json.loads(run("check", db, "--json")[1])["clean"]
+
+
+def test_two_processes_opening_an_old_database_both_succeed(tmp_path, monkeypatch):
+    """Two processes open a database one schema version behind at the same moment: both see
+    it old; the second must not apply the migration the first applied (it failed on the
+    duplicate column every time of 20). Five rounds, each with a fresh database."""
+    import os
+    import time
+
+    from loradb.db.database import LoraDB
+    from loradb.db.store import sqlite
+
+    shipped = list(sqlite.MIGRATIONS)
+    for round_ in range(5):
+        root = tmp_path / f"db{round_}"
+        monkeypatch.setattr(sqlite, "MIGRATIONS", shipped)
+        code, _, err = run("init", root)  # at today's schema: one version behind the next one
+        assert code == 0, err
+        monkeypatch.setattr(sqlite, "MIGRATIONS", [*shipped, "ALTER TABLE records ADD COLUMN race_test TEXT"])
+        start = time.time() + 0.5
+        children = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                status = 1
+                try:
+                    time.sleep(max(0.0, start - time.time()))  # both open it at once
+                    LoraDB(root).close()
+                    status = 0
+                finally:
+                    os._exit(status)
+            children.append(pid)
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        assert codes == [0, 0], (round_, codes)
+        conn = sqlite3.connect(root / "index.sqlite")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite.MIGRATIONS)
+        conn.close()

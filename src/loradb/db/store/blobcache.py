@@ -3,8 +3,9 @@
 Each cached blob is a file named by its sha256. A read hashes the file again (a damaged
 copy is dropped and fetched anew) and marks it used by touching its mtime; after a new copy
 arrives, the least recently used files are removed until the cache fits its bound
-(`LORADB_BLOB_CACHE_MB`, default DEFAULT_MB). The copy just read or written is never
-evicted by its own call, so a blob larger than the bound is still served. Several
+(`LORADB_BLOB_CACHE_MB`, default DEFAULT_MB). A copy read or written in the last minute is
+never evicted (by this process or another), so a blob larger than the bound is still
+served and a path handed out is not removed before its reader opens it. Several
 processes may share the folder: files appear by atomic rename, and a file another process
 evicted is simply fetched again.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from loradb.errors import StoreError
 from loradb.io.files import sha256_file
 
 DEFAULT_MB = 2048.0
+IN_USE_SECONDS = 60  # a copy handed out this recently may be opened any moment: not evicted
 ENV = "LORADB_BLOB_CACHE_MB"
 
 
@@ -90,14 +93,20 @@ class BlobCache:
         return entries
 
     def evict(self, keep: Path | None = None) -> list[Path]:
-        """Remove least recently used copies until the cache fits its bound; returns them."""
+        """Remove least recently used copies until the cache fits its bound; returns them.
+
+        A copy read or written in the last IN_USE_SECONDS is never removed, whatever the bound:
+        `get` and `fill` hand out a path, and a reader in another process may be about to open
+        it (evicting it then failed that reader's request). The cache may so pass its bound by
+        what is in use right now."""
         entries = sorted(self._entries(), key=lambda e: e[0])
         total = sum(size for _, size, _ in entries)
         removed = []
-        for _, size, path in entries:
+        recent = time.time() - IN_USE_SECONDS
+        for used, size, path in entries:
             if total <= self.bound:
                 break
-            if path == keep:
+            if path == keep or used >= recent:
                 continue
             path.unlink(missing_ok=True)
             total -= size

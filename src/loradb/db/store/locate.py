@@ -89,5 +89,5 @@ def _sqlite(root: Path) -> IndexStore:
         raise StoreError(f"{root} is not a loradb database; create one with `loradb init {root}`"
                          + (" (or give a postgresql://... URL)" if not os.path.isabs(str(root)) and ":" in str(root) else ""))
     index = SqliteIndex(root)
-    migrate(index.conn)
+    migrate(index.conn, lock=index.write_lock)
     return index

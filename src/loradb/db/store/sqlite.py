@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +128,21 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations; returns the schema version now in force."""
+def migrate(conn: sqlite3.Connection, lock=None) -> int:
+    """Apply pending migrations; returns the schema version now in force.
+
+    `lock` (the database's writer lock) is held while migrating, and the version read again
+    under it: two processes opening an old database at once would otherwise both see it old
+    and the second apply a migration the first had applied (and fail on it)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise StoreError(f"this database has schema version {version}, newer than this loradb ({len(MIGRATIONS)}); upgrade loradb")
-    for number in range(version + 1, len(MIGRATIONS) + 1):
-        conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
+    if version == len(MIGRATIONS):
+        return version
+    with lock() if lock is not None else nullcontext():
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
     return len(MIGRATIONS)
 
 
