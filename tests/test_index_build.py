@@ -69,6 +69,16 @@ def test_the_first_search_starts_a_background_build(tmp_path):
     assert all(abs(h.distance - exact[h.record_id]) < 1e-9 for h in hits)
 
 
+def leave_a_dead_builders_lock(graph) -> None:
+    """The lock file as a builder that died left it: naming a pid no process has any more."""
+    graph.parent.mkdir()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    ann.lock_path(graph).write_text(str(dead))
+
+
 def _hold_lock(graph, seconds: float, log) -> None:
     """In a forked child: take the build lock if free, note when it was held, hold it a while."""
     try:
@@ -87,12 +97,7 @@ def test_racing_processes_never_hold_the_build_lock_at_once(tmp_path, monkeypatc
     link() and a stale one removed by whoever met it, so two processes could each remove the
     other's fresh lock and both build; now it is an flock the kernel gives to one."""
     graph = tmp_path / "ann" / "space.usearch"
-    graph.parent.mkdir()
-    dead = os.fork()
-    if dead == 0:
-        os._exit(0)
-    os.waitpid(dead, 0)
-    ann.lock_path(graph).write_text(str(dead))  # left by a builder that died
+    leave_a_dead_builders_lock(graph)
     real_alive = ann.alive
     monkeypatch.setattr(ann, "alive", lambda pid: (time.sleep(0.3), real_alive(pid))[1])
     log = tmp_path / "held.txt"
@@ -164,13 +169,7 @@ def test_a_failing_background_build_is_not_respawned_by_every_search(tmp_path, m
 
 def test_a_stale_lock_is_taken_over(tmp_path):
     index, space, _ = filled_index(tmp_path, n=600)
-    graph = graphs.graph_file(tmp_path, space.id)
-    graph.parent.mkdir()
-    dead = os.fork()
-    if dead == 0:
-        os._exit(0)
-    os.waitpid(dead, 0)
-    ann.lock_path(graph).write_text(str(dead))  # left by a builder that died
+    leave_a_dead_builders_lock(graphs.graph_file(tmp_path, space.id))
     assert index.build_index(space.id, wait=False)[0]["graph"] == "ready"
 
 
