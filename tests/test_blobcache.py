@@ -29,6 +29,11 @@ def age(cache: BlobCache, sha: str, seconds_ago: float) -> None:
     os.utime(cache.folder / sha, (t, t))
 
 
+def entries(cache: BlobCache) -> set[str]:
+    """The cache's copies (not the private links handed to readers, in its dot-folder)."""
+    return {p.name for p in cache.folder.iterdir() if not p.name.startswith(".")}
+
+
 def test_the_bound_holds_and_the_least_recently_used_go_first(tmp_path):
     cache = BlobCache(tmp_path / "blobs", bound=100 * KB)  # room for three 30 KB blobs
     shas = []
@@ -38,47 +43,51 @@ def test_the_bound_holds_and_the_least_recently_used_go_first(tmp_path):
     assert cache.get(shas[0]) is not None  # reading 0 makes it the most recently used
     new, _ = fill(cache, 3)
     assert cache.size() <= 100 * KB
-    kept = {p.name for p in cache.folder.iterdir()}
+    kept = entries(cache)
     assert kept == {shas[0], shas[2], new}  # 1 was the least recently used
     for i in range(4, 12):
-        for path in cache.folder.iterdir():  # a while later: nothing is in use any more
-            age(cache, path.name, 120 + 12 - i)
         fill(cache, i)
         assert cache.size() <= 100 * KB
 
 
 def test_a_blob_larger_than_the_bound_is_still_served(tmp_path):
     cache = BlobCache(tmp_path / "blobs", bound=10 * KB)
-    age(cache, fill(cache, 1)[0], 120)
+    fill(cache, 1)
     sha, path = fill(cache, 2, size=50 * KB)
     assert path.read_bytes() == blob(2, 50 * KB)[1]
-    assert {p.name for p in cache.folder.iterdir()} == {sha}  # everything else made room
+    assert entries(cache) == {sha}  # everything else made room
 
 
-def test_a_copy_handed_out_is_not_evicted_by_another_process_before_it_is_read(tmp_path):
-    """Two processes share the folder: one gets a copy's path, the other fills the cache past
-    its bound before the first opens it. The copy just handed out stays (it was evicted, and
-    the first reader's request failed); once unused for a while it goes as usual."""
+def test_a_copy_handed_out_stays_whole_when_another_process_evicts_it(tmp_path):
+    """Two processes share the folder: one is handed a copy, the other fills the cache past its
+    bound and evicts that copy before the first opens it. The reader's path is a private link,
+    so it still reads whole (it was the copy's own name, and the reader's request failed); the
+    bound holds for the copies, and old links are cleared by a later hand-out."""
+    from loradb.db.store import blobcache
+
     reader, writer = BlobCache(tmp_path / "blobs", bound=40 * KB), BlobCache(tmp_path / "blobs", bound=40 * KB)
     sha, _ = fill(writer, 1)
     age(writer, sha, 120)  # cached long ago
     path = reader.get(sha)  # handed out to a reader in one process...
     assert path is not None
     fill(writer, 2)  # ...while another fills the cache past its bound
-    assert path.read_bytes() == blob(1)[1]
-    age(writer, sha, 120)
+    assert sha not in entries(writer) and writer.size() <= 40 * KB  # evicted: the bound holds
+    assert path.read_bytes() == blob(1)[1]  # and the reader still reads it whole
+    old = time.time() - blobcache.IN_USE_SECONDS - 1
+    os.utime(path, (old, old))
     fill(writer, 3)
-    assert not path.exists()  # unused since: least recently used, evicted
+    assert not path.exists()  # a link that old is cleared
 
 
 def test_a_damaged_copy_is_dropped_and_a_wrong_download_refused(tmp_path):
     cache = BlobCache(tmp_path / "blobs", bound=100 * KB)
-    sha, path = fill(cache, 1)
-    path.write_bytes(b"tampered")
-    assert cache.get(sha) is None and not path.exists()
+    sha, _ = fill(cache, 1)
+    copy = cache.folder / sha
+    copy.write_bytes(b"tampered")
+    assert cache.get(sha) is None and not copy.exists()
     with pytest.raises(StoreError, match="does not match its sha256"):
         cache.fill(sha, lambda tmp: tmp.write_bytes(b"something else"), "test store")
-    assert list(cache.folder.iterdir()) == []  # no temp file left behind
+    assert [p.name for p in cache.folder.iterdir()] == [".in-use"]  # no copy, no temp file left behind
 
 
 @pytest.mark.parametrize("value, expected", [(None, 2048 * 2**20), ("0.5", 2**19), ("0", 0)])

@@ -9,13 +9,13 @@ file (or no such package), and "hash changed" when the file is there with anothe
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from loradb.io.pipindex import pypi_index
 from loradb.io.pypi import PinnedFile
 
 OK, GONE, CHANGED, UNREACHABLE = "ok", "gone", "hash changed", "unreachable"
@@ -36,16 +36,6 @@ class Offer:
 def offered(pinned: PinnedFile) -> Offer:
     """What the pinned file's registry says of it today."""
     return _npm(pinned) if pinned.registry == "npm" else _pypi(pinned)
-
-
-def pypi_index() -> str:
-    """The index pip itself uses: PIP_INDEX_URL, else pip's default."""
-    url = os.environ.get("PIP_INDEX_URL")
-    if not url:
-        from pip._internal.models.index import PyPI  # pip's own default, so no host is written here
-
-        url = PyPI.simple_url
-    return url.rstrip("/")
 
 
 def _pypi(pinned: PinnedFile) -> Offer:

@@ -11,6 +11,7 @@ list`: PIP_* variables and pip.conf files). The caller verifies the sha256.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -38,10 +39,18 @@ class Located:
     sha256: str | None  # the digest the listing gives, if any
 
 
+def pypi_index() -> str:
+    """The index pip itself uses: PIP_INDEX_URL, else pip's default."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        from pip._internal.models.index import PyPI  # pip's own default, so no host is written here
+
+        url = PyPI.simple_url
+    return url.rstrip("/")
+
+
 def pip_sources() -> Sources:
     """Where pip would look for a file, from its configuration."""
-    from loradb.io.offered import pypi_index
-
     proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     settings: dict[str, tuple[int, list[str]]] = {}
     for line in proc.stdout.splitlines():

@@ -337,7 +337,7 @@ def create_app(config: ServerConfig):
     # a JSON request's largest legitimate body: a representation (z, and var and task_z beside
     # it, each of --max-dim numbers of up to 32 characters) and --max-k weights, with room to spare
     json_bytes = min(config.max_upload_bytes, 3 * 32 * config.max_dim + 512 * config.max_k + (64 << 10))
-    return Gate(app, admit, upload=("POST", f"{API}/records"), upload_bytes=config.max_upload_bytes, json_bytes=json_bytes)
+    return Gate(app, admit, refusal, upload=("POST", f"{API}/records"), upload_bytes=config.max_upload_bytes, json_bytes=json_bytes)
 
 
 def _no_telemetry() -> dict:

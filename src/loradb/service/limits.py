@@ -28,8 +28,8 @@ class Gate:
       length) that turns out longer is one as soon as it passes the cap.
     """
 
-    def __init__(self, app, admit, *, upload: tuple[str, str], upload_bytes: int, json_bytes: int):
-        self.app, self.admit = app, admit
+    def __init__(self, app, admit, refusal, *, upload: tuple[str, str], upload_bytes: int, json_bytes: int):
+        self.app, self.admit, self.refusal = app, admit, refusal  # refusal(error) -> (status, message, headers)
         self.upload, self.upload_bytes, self.json_bytes = upload, upload_bytes, json_bytes
 
     async def __call__(self, scope, receive, send):
@@ -44,9 +44,7 @@ class Gate:
             try:  # a token lookup reads the database: in a worker thread, as routes do
                 principal = await run_in_threadpool(self.admit, headers, client, needed)
             except LoradbError as e:
-                from loradb.service.app import refusal
-
-                status, message, extra = refusal(e)
+                status, message, extra = self.refusal(e)
                 return await _answer(send, status, message, extra)
             scope.setdefault("state", {})["principal"] = principal
         cap = self.upload_bytes if (scope["method"], scope["path"]) == self.upload else self.json_bytes

@@ -3,9 +3,10 @@
 Each cached blob is a file named by its sha256. A read hashes the file again (a damaged
 copy is dropped and fetched anew) and marks it used by touching its mtime; after a new copy
 arrives, the least recently used files are removed until the cache fits its bound
-(`LORADB_BLOB_CACHE_MB`, default DEFAULT_MB). A copy read or written in the last minute is
-never evicted (by this process or another), so a blob larger than the bound is still
-served and a path handed out is not removed before its reader opens it. Several
+(`LORADB_BLOB_CACHE_MB`, default DEFAULT_MB). The copy just written is never evicted by its
+own call, so a blob larger than the bound is still served. A reader is handed a private hard
+link to the copy (`.in-use/`), not the copy's name: another process evicting the copy before
+the reader opens it removes only the name, and the reader's path stays whole. Several
 processes may share the folder: files appear by atomic rename, and a file another process
 evicted is simply fetched again.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from loradb.errors import StoreError
 from loradb.io.files import sha256_file
 
 DEFAULT_MB = 2048.0
-IN_USE_SECONDS = 60  # a copy handed out this recently may be opened any moment: not evicted
+IN_USE_DIR = ".in-use"  # private hard links handed to readers (dot-named: not cache entries)
+IN_USE_SECONDS = 600  # a reader opens its link at once; links this old are removed
 ENV = "LORADB_BLOB_CACHE_MB"
 
 
@@ -53,9 +56,9 @@ class BlobCache:
                 path.unlink(missing_ok=True)
                 return None
             os.utime(path)
+            return self._hand_out(path)
         except FileNotFoundError:  # never cached, or evicted by another process meanwhile
             return None
-        return path
 
     def fill(self, sha256: str, download: Callable[[Path], None], where: str) -> Path:
         """Download a blob into the cache with `download(tmp_path)`, verify it, evict to fit."""
@@ -71,8 +74,9 @@ class BlobCache:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        link = self._hand_out(path)
         self.evict(keep=path)
-        return path
+        return link
 
     def discard(self, sha256: str) -> None:
         (self.folder / sha256).unlink(missing_ok=True)
@@ -93,22 +97,34 @@ class BlobCache:
         return entries
 
     def evict(self, keep: Path | None = None) -> list[Path]:
-        """Remove least recently used copies until the cache fits its bound; returns them.
-
-        A copy read or written in the last IN_USE_SECONDS is never removed, whatever the bound:
-        `get` and `fill` hand out a path, and a reader in another process may be about to open
-        it (evicting it then failed that reader's request). The cache may so pass its bound by
-        what is in use right now."""
+        """Remove least recently used copies until the cache fits its bound; returns them."""
         entries = sorted(self._entries(), key=lambda e: e[0])
         total = sum(size for _, size, _ in entries)
         removed = []
-        recent = time.time() - IN_USE_SECONDS
-        for used, size, path in entries:
+        for _, size, path in entries:
             if total <= self.bound:
                 break
-            if path == keep or used >= recent:
+            if path == keep:
                 continue
             path.unlink(missing_ok=True)
             total -= size
             removed.append(path)
         return removed
+
+    def _hand_out(self, path: Path) -> Path:
+        """A private hard link to a cached copy, for one reader: evicting the copy (by this
+        process or another) removes only its name in the cache, so the reader's path stays
+        whole. Links older than IN_USE_SECONDS, whose readers are long done, are removed."""
+        in_use = self.folder / IN_USE_DIR
+        in_use.mkdir(exist_ok=True)
+        cutoff = time.time() - IN_USE_SECONDS
+        for old in in_use.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+        link = in_use / f"{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}"
+        os.link(path, link)
+        os.utime(link)  # its own age: the copy's mtime is the cache's recency
+        return link
