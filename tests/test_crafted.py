@@ -119,3 +119,37 @@ def test_fuzzing_uploads_with_damaged_adapter_files_finds_no_5xx(served):
     assert len(result["statuses"]) >= 12  # most kinds of damage were tried
     code, out, err = run("check", location)
     assert code == 0, out + err
+
+
+def test_pattern_keys_that_would_backtrack_are_refused(tmp_path):
+    """rank_pattern / alpha_pattern keys are matched against every module name: a key that
+    backtracks exponentially (a repeated group) or polynomially (many .*) is refused before
+    any match runs; an ordinary module pattern is accepted."""
+    from loradb.errors import AdapterError
+    from loradb.lora.adapter import _check_patterns
+
+    for key in ("(a*)*b", "(q|v)+_proj", ".*.*.*x", "a" * 301):
+        with pytest.raises(AdapterError, match="is refused"):
+            _check_patterns({"rank_pattern": {key: 4}}, "upload")
+    _check_patterns({"rank_pattern": {r"layers\.0\.self_attn\.q_proj": 4, "(q|v)_proj": 2, ".*\\.q_proj": 8}}, "upload")
+
+
+def test_the_gate_answers_a_failing_admission_in_one_json_line(served, monkeypatch):
+    """An error the token lookup did not expect (a database error) is a one-line JSON 500 from
+    the Gate, as from the routes, not the ASGI server's bare text."""
+    from loradb.db import access
+
+    client, location, adapter, doc = served
+    monkeypatch.setattr(access, "_digest", lambda secret: (_ for _ in ()).throw(RuntimeError("disk on fire")))
+    response = client.get("/v1/records")
+    assert response.status_code == 500 and response.json() == {
+        "error": "internal server error (RuntimeError); the server log has the details"}
+
+
+def test_nul_in_a_representations_task_is_refused_before_anything_is_written(served):
+    client, location, adapter, doc = served
+    before = stored(location)
+    bad = {**doc, "task": {"instruction": "summarise\x00this"}}
+    response = client.post("/v1/records", **upload_parts(adapter, bad, name="nul-task"))
+    assert response.status_code == 422 or response.status_code == 400, response.text
+    assert "NUL" in response.json()["error"] and stored(location) == before

@@ -218,3 +218,20 @@ def test_a_damaged_graph_file_is_rebuilt_not_fatal(tmp_path):
     ann._LOADED.clear()  # as a new process would find it
     assert_exact(index, space, queries[:3])  # answered exactly while it is rebuilt
     assert index.build_index(space.id)[0]["graph"] == "ready"
+
+
+def test_a_builders_probe_does_not_turn_a_free_lock_into_a_running_build(tmp_path):
+    """`builder()` probes the lock by taking it shared for a moment; a build starting in that
+    moment waits it out instead of reporting a build that is not running (and backing off)."""
+    import fcntl
+    import threading
+
+    graph = tmp_path / "ann" / "space.usearch"
+    graph.parent.mkdir()
+    fd = os.open(ann.lock_path(graph), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # the probe, held a little longer than a real one
+    release = threading.Timer(0.15, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    release.start()
+    with ann.build_lock(graph):
+        assert ann.builder(graph) == os.getpid()
+    release.join()

@@ -102,7 +102,7 @@ def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(s
     """The estimate comes from the blobs' safetensors headers (factor shapes), so an over-limit
     compose reads no factor: no adapter is loaded, and the estimate is the one the loaded
     factors give."""
-    from loradb.db import database
+    from loradb.db import compose
     from loradb.db.database import LoraDB
     from loradb.errors import TooLarge
 
@@ -112,8 +112,8 @@ def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(s
     for domain in ("cooking", "finance"):
         assert run("add", local, adapters[domain], "--data", tmp / f"{domain}.jsonl", "--name", domain)[0] == 0
     loads = []
-    real = database.adapter_from_files
-    monkeypatch.setattr(database, "adapter_from_files", lambda *a, **k: (loads.append(a[2]), real(*a, **k))[1])
+    real = compose.adapter_from_files
+    monkeypatch.setattr(compose, "adapter_from_files", lambda *a, **k: (loads.append(a[2]), real(*a, **k))[1])
     with LoraDB(local) as handle:
         with pytest.raises(TooLarge, match="MiB of working memory"):
             handle.compose(tmp / "never", weights={"cooking": 0.5, "finance": 0.5}, merge="ties", max_work_bytes=1024,
@@ -205,3 +205,11 @@ def test_a_request_is_refused_on_its_headers_before_its_body_is_read(shared):
             answer = _answer_before_the_body(url, line, {"Host": "x", "Content-Length": big, **extra})
             assert answer.startswith(f"HTTP/1.1 {status}"), (line, extra.get("Authorization", "")[:12], answer[:200])
             assert '{"error":' in answer
+
+
+def test_an_ipv6_client_is_one_bucket_per_64():
+    from loradb.service.limits import _client_key
+
+    assert _client_key("2001:db8:1:2:aaaa::1") == _client_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert _client_key("2001:db8:1:3::1") != _client_key("2001:db8:1:2::1")
+    assert _client_key("203.0.113.7") == "203.0.113.7" and _client_key("::ffff:203.0.113.7") == "::ffff:203.0.113.7"

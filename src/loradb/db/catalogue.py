@@ -172,7 +172,7 @@ def _principal_axes(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
         values, small = np.linalg.eigh((X @ Q).T @ (X @ Q))  # the block's own BLOCK x BLOCK problem
         vectors = Q @ small
     order = np.argsort(values)[::-1][:2]
-    order = order[values[order] > 0] if total > 0 else order[:0]  # a flat direction is no axis
+    order = order[values[order] > 1e-10 * total] if total > 0 else order[:0]  # a flat direction (rounding noise) is no axis
     axes = vectors[:, order].T
     while axes.shape[0] < 2:  # a space flat in a direction: that axis is zero
         axes = np.vstack([axes, np.zeros((1, dim))])

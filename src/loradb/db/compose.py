@@ -18,7 +18,7 @@ import numpy as np
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
-from loradb.lora.adapter import LoraAdapter, factor_shapes
+from loradb.lora.adapter import LoraAdapter, adapter_from_files, factor_shapes
 from loradb.lora.base import BaseModel, resolve_module
 from loradb.lora.merges import MergeSpec, merge, working_bytes_of_shapes
 from loradb.weighting.registry import METHODS
@@ -33,9 +33,12 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     few_shot = read_few_shot(method, shots, labels)
     result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
     refuse_if_abstained(result, force)
+    files = {h.record.id: db.adapter_file(h.record) for h in result.hits}  # each blob fetched and verified once
     if max_work_bytes is not None:  # from the blobs' headers, before any adapter is loaded
-        check_work(db, [h.record for h in (result.hits if few_shot else _nonzero(result.hits))], spec, max_work_bytes)
-    loaded = {h.record.id: db.load_adapter(h.record) for h in result.hits}  # each blob verified once
+        check_work([files[h.record.id] for h in (result.hits if few_shot else _nonzero(result.hits))], spec,
+                   max_work_bytes)
+    loaded = {h.record.id: adapter_from_files(h.record.adapter_config, files[h.record.id], f"record {h.record.name}")
+              for h in result.hits}
     if few_shot:
         assert method is not None  # read_few_shot gives shots only for a few-shot method
         learned, params = learn_weights_on(method, [loaded[h.record.id] for h in result.hits],
@@ -61,13 +64,13 @@ def _nonzero(hits: list[Hit]) -> list[Hit]:
     return [h for h in hits if h.weight != 0.0] or hits[:1]
 
 
-def check_work(db, records: list[Record], spec: MergeSpec, max_work_bytes: int) -> None:
+def check_work(files: list[Path], spec: MergeSpec, max_work_bytes: int) -> None:
     """Refuse a compose whose working memory (lora/merges.py working_bytes) would pass the limit,
-    estimated from each blob's safetensors header: no factor is read first."""
-    shapes = [factor_shapes(db.adapter_file(r)) for r in records]
+    estimated from each adapter file's safetensors header: no factor is read first."""
+    shapes = [factor_shapes(f) for f in files]
     need = working_bytes_of_shapes(shapes, merge=spec.merge, compressed=spec.compressed)
     if need > max_work_bytes:
-        raise TooLarge(f"this compose of {len(records)} adapters (merge {spec.merge}) needs about {need / 2**20:.0f} MiB "
+        raise TooLarge(f"this compose of {len(files)} adapters (merge {spec.merge}) needs about {need / 2**20:.0f} MiB "
                        f"of working memory; the limit here is {max_work_bytes / 2**20:.0f} MiB: use fewer "
                        "adapters or the exact merge")
 

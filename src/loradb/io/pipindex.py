@@ -10,6 +10,7 @@ list`: PIP_* variables and pip.conf files). The caller verifies the sha256.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-TIMEOUT = 180  # seconds per request, as pip's default-timeout here
-SCOPES = (":env:", "site", "user", "global")  # pip's precedence of configuration, highest first
+TIMEOUT = 60  # seconds per request
+# the sections of `pip config list` that apply to a download, highest precedence first: the
+# PIP_* variables, then the [download] and [global] sections (pip has merged its files already)
+SCOPES = (":env:", "download", "global")
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,16 @@ def locate(project: str, filename: str, sources: Sources) -> Located | None:
 
 
 def download(located: Located, dest: Path) -> None:
-    """The located file's bytes into `dest` (nothing is unpacked, nothing run)."""
+    """The located file's bytes into `dest` (nothing is unpacked, nothing run); OSError when
+    they cannot be had (a refused, cut or malformed transfer included)."""
     if located.url.startswith("file:"):
         shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(located.url).path), dest)
         return
-    with urllib.request.urlopen(located.url, timeout=TIMEOUT) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
+    try:
+        with urllib.request.urlopen(located.url, timeout=TIMEOUT) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+    except (http.client.HTTPException, ValueError) as e:  # a cut transfer, a malformed URL: not OSErrors
+        raise OSError(f"{type(e).__name__}: {e}") from None
 
 
 def _folder(place: str) -> Path | None:
@@ -118,7 +125,7 @@ def _page(url: str) -> str | dict | None:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             body = response.read().decode("utf-8", errors="replace")
             kind = response.headers.get("Content-Type", "")
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):  # unreachable: listed nowhere here
         return None
     if "json" in kind:
         try:

@@ -108,6 +108,11 @@ def _check_patterns(config: dict, where: str | Path) -> None:
                 re.compile(key)
             except (re.error, RecursionError, OverflowError):
                 raise AdapterError(f"{where}: {field} key {key!r} is not a valid regular expression") from None
+            if len(key) > 300 or _QUANTIFIED_GROUP.search(key) or len(_UNBOUNDED.findall(key)) > 2:
+                # each key is matched against every module name: a pattern that backtracks
+                # exponentially ((a*)*b) or polynomially (.*.*.*x) would hold the server
+                raise AdapterError(f"{where}: {field} key {key!r} is refused: at most 300 characters, no quantified "
+                                   "group and at most two * or + (module-name patterns need no more)")
 
 
 def _check_config(config: dict, where: str | Path) -> None:
@@ -133,6 +138,8 @@ def _check_config(config: dict, where: str | Path) -> None:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUANTIFIED_GROUP = re.compile(r"\)[*+?{]")  # a group repeated: the shape of catastrophic backtracking
+_UNBOUNDED = re.compile(r"(?<!\\)[*+]|(?<!\\)\{\d*,\}")  # unescaped unbounded repeats
 _Factor = TypeVar("_Factor")  # a factor's array, or what a header says of it
 
 

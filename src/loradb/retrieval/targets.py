@@ -14,6 +14,7 @@ import numpy as np
 
 from loradb.lora.base import BaseModel, load_base
 from loradb.io.data import iter_texts
+from loradb.io import jsondoc
 from loradb.errors import BaseModelMismatch, LoradbError
 from loradb.retrieval.represent import REPRESENTATION_FIELDS, REPRESENTATION_FORMAT, SPACE_FIELDS, Representation, Space, default_space, load_vector, as_task, represent_texts, task_spec
 
@@ -109,6 +110,8 @@ def representation_from_sidecar(z: np.ndarray, side: dict, where) -> Representat
         raise LoradbError(f"{where} has {z.size} values but its space says {space.dim}")
     if not np.isfinite(z).all():
         raise LoradbError(f"{where} contains NaN or infinite values")
+    if any("\x00" in text for text in jsondoc.strings(side)):  # no database text holds it (PostgreSQL refuses the row)
+        raise LoradbError(f"{where}: a text field holds the NUL character")
     n = side.get("n_samples")
     if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SAMPLES):
         raise LoradbError(f"{where}: n_samples must be a whole number from 1 to 2^53, got {n!r}")

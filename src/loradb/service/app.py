@@ -43,7 +43,7 @@ from loradb.weighting.scale import MAX_SCALE
 from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
 from loradb.service.catalogue import add_catalogue
 from loradb.service.limits import Gate, RateLimited, RateLimiter
-from loradb.service.schema import ERROR_RESPONSES, RepresentationDoc
+from loradb.service.schema import ERROR_RESPONSES, TASK_BYTES, RepresentationDoc
 
 log = logging.getLogger("loradb.service")
 
@@ -218,10 +218,6 @@ def create_app(config: ServerConfig):
                                                           and r.path_regex.match(request.url.path) for m in r.methods or ()}))
         return response
 
-    @app.exception_handler(RecursionError)
-    async def _deep(request: Request, e: RecursionError):  # a JSON body nested thousands deep: Starlette's parser recursed
-        return _error(400, f"the request body is nested more than the {jsondoc.MAX_DEPTH} levels a request may have")
-
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):  # a loradb bug: logged in full, reported in one line
         if lost_connection(e):  # the database server went away mid-request: not a bug, and worth a retry
@@ -335,8 +331,9 @@ def create_app(config: ServerConfig):
     add_catalogue(app, db, needs, config.max_k)
 
     # a JSON request's largest legitimate body: a representation (z, and var and task_z beside
-    # it, each of --max-dim numbers of up to 32 characters) and --max-k weights, with room to spare
-    json_bytes = min(config.max_upload_bytes, 3 * 32 * config.max_dim + 512 * config.max_k + (64 << 10))
+    # it, each of --max-dim numbers of up to 32 characters, and its task's prompts or
+    # instruction, which the schema bounds at TASK_BYTES) and --max-k weights, with room to spare
+    json_bytes = min(config.max_upload_bytes, 3 * 32 * config.max_dim + TASK_BYTES + 512 * config.max_k + (64 << 10))
     return Gate(app, admit, refusal, upload=("POST", f"{API}/records"), upload_bytes=config.max_upload_bytes, json_bytes=json_bytes)
 
 

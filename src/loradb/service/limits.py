@@ -3,7 +3,9 @@ after buffering them), and a request rate per token."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -12,6 +14,8 @@ import time
 from starlette.exceptions import HTTPException
 
 from loradb.errors import LoradbError
+
+log = logging.getLogger("loradb.service")
 
 
 class Gate:
@@ -40,12 +44,15 @@ class Gate:
         if needed is not None:
             from starlette.concurrency import run_in_threadpool
 
-            client = scope["client"][0] if scope.get("client") else "?"
+            client = _client_key(scope["client"][0]) if scope.get("client") else "?"
             try:  # a token lookup reads the database: in a worker thread, as routes do
                 principal = await run_in_threadpool(self.admit, headers, client, needed)
             except LoradbError as e:
                 status, message, extra = self.refusal(e)
                 return await _answer(send, status, message, extra)
+            except Exception as e:  # a bug or a database error: logged in full, answered in one line as the routes do
+                log.exception("internal error admitting %s %s", scope["method"], scope["path"])
+                return await _answer(send, 500, f"internal server error ({type(e).__name__}); the server log has the details")
             scope.setdefault("state", {})["principal"] = principal
         cap = self.upload_bytes if (scope["method"], scope["path"]) == self.upload else self.json_bytes
         declared = headers.get(b"content-length")
@@ -77,6 +84,16 @@ class Gate:
                 return next((d.call.loradb_scope for d in (dependant.dependencies if dependant else [])
                              if hasattr(d.call, "loradb_scope")), None)
         return None
+
+
+def _client_key(address: str) -> str:
+    """The anonymous rate bucket of a client address: the address, or an IPv6 client's /64
+    (one host can hold every address of its /64 and would otherwise get a bucket for each)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 and not ip.ipv4_mapped else address
 
 
 async def _answer(send, status: int, message: str, headers: dict | None = None) -> None:

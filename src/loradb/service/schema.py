@@ -23,6 +23,12 @@ Number = Annotated[StrictFloat, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Vector = Annotated[list[Number], Field(min_length=1, max_length=MAX_VECTOR)]
 
 
+# a task's size: label prompts (at most MAX_PROMPTS of MAX_PROMPT_CHARS) or an instruction;
+# TASK_BYTES is the most it takes as JSON (6 bytes a character at worst, \uXXXX)
+MAX_PROMPTS, MAX_PROMPT_CHARS, MAX_INSTRUCTION_CHARS = 1_000, 1_000, 100_000
+TASK_BYTES = 6 * (MAX_PROMPTS * MAX_PROMPT_CHARS + MAX_INSTRUCTION_CHARS)
+
+
 class _Strict(Schema):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -55,8 +61,9 @@ class PrivacyDoc(_Strict):
 class TaskDoc(_Strict):
     """The task the data is for: its label prompts or its instruction (one of the two)."""
 
-    prompts: list[Annotated[str, Field(min_length=1, max_length=10_000)]] | None = Field(None, min_length=1, max_length=10_000)
-    instruction: str | None = Field(None, min_length=1, max_length=100_000)
+    prompts: list[Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_PROMPTS)
+    instruction: str | None = Field(None, min_length=1, max_length=MAX_INSTRUCTION_CHARS)
 
 
 class RepresentationDoc(_Strict):

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from loradb.errors import StoreError
 
+PROBE_RETRIES = 10  # a lock taken only by builder()'s probe is free again within microseconds
 ANN_MIN_RECORDS = 50_000  # spaces at least this large are searched through the graph
 ABSORB_FRACTION = 0.02  # fold recent rows into the graph past this share of its size
 REBUILD_STALE_FRACTION = 0.2  # rebuild when this share of the graph's keys were deleted
@@ -95,10 +97,15 @@ def build_lock(graph: Path):
     graph.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path(graph), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BuildRunning(graph, _pid_in(fd)) from None
+        for attempt in range(PROBE_RETRIES + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # builder()'s probe holds the lock a moment (pid 0 in the file: nobody builds)
+                if attempt == PROBE_RETRIES or _pid_in(fd):
+                    raise BuildRunning(graph, _pid_in(fd)) from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

@@ -25,7 +25,7 @@ from loradb.io.files import sha256_file
 
 DEFAULT_MB = 2048.0
 IN_USE_DIR = ".in-use"  # private hard links handed to readers (dot-named: not cache entries)
-IN_USE_SECONDS = 600  # a reader opens its link at once; links this old are removed
+IN_USE_SECONDS = 120  # a reader opens its link at once; links this old are removed
 ENV = "LORADB_BLOB_CACHE_MB"
 
 
@@ -47,6 +47,7 @@ class BlobCache:
     def __init__(self, folder: Path, bound: int | None = None):
         self.folder = folder
         self.bound = bound_bytes() if bound is None else bound
+        self._swept = 0.0  # when this process last cleared old reader links
 
     def get(self, sha256: str) -> Path | None:
         """The cached copy, verified and marked as used; None when absent or damaged."""
@@ -114,17 +115,24 @@ class BlobCache:
     def _hand_out(self, path: Path) -> Path:
         """A private hard link to a cached copy, for one reader: evicting the copy (by this
         process or another) removes only its name in the cache, so the reader's path stays
-        whole. Links older than IN_USE_SECONDS, whose readers are long done, are removed."""
+        whole. A link's name starts with when it was made (a link shares the copy's mtime, so
+        that cannot date it); links older than IN_USE_SECONDS, whose readers are long done,
+        are removed. Where no link can be made (a filesystem without them, or a copy at its
+        link limit) the copy's own path is handed out, as before links."""
         in_use = self.folder / IN_USE_DIR
         in_use.mkdir(exist_ok=True)
-        cutoff = time.time() - IN_USE_SECONDS
-        for old in in_use.iterdir():
-            try:
-                if old.stat().st_mtime < cutoff:
+        now = time.time()
+        if now - self._swept > IN_USE_SECONDS / 4:  # a sweep now and then, not a listing per read
+            self._swept = now
+            for old in in_use.iterdir():
+                made = old.name.split("-", 1)[0]
+                if not made.isdigit() or int(made) < now - IN_USE_SECONDS:
                     old.unlink(missing_ok=True)
-            except FileNotFoundError:
-                continue
-        link = in_use / f"{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}"
-        os.link(path, link)
-        os.utime(link)  # its own age: the copy's mtime is the cache's recency
+        link = in_use / f"{int(now)}-{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}"
+        try:
+            os.link(path, link)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return path
         return link
