@@ -102,7 +102,7 @@ def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(s
     """The estimate comes from the blobs' safetensors headers (factor shapes), so an over-limit
     compose reads no factor: no adapter is loaded, and the estimate is the one the loaded
     factors give."""
-    from loradb.db import compose
+    from loradb.db import database
     from loradb.db.database import LoraDB
     from loradb.errors import TooLarge
 
@@ -112,8 +112,8 @@ def test_a_compose_over_the_work_limit_is_refused_before_any_adapter_is_loaded(s
     for domain in ("cooking", "finance"):
         assert run("add", local, adapters[domain], "--data", tmp / f"{domain}.jsonl", "--name", domain)[0] == 0
     loads = []
-    real = compose.adapter_from_files
-    monkeypatch.setattr(compose, "adapter_from_files", lambda *a, **k: (loads.append(a[2]), real(*a, **k))[1])
+    real = database.adapter_from_files
+    monkeypatch.setattr(database, "adapter_from_files", lambda *a, **k: (loads.append(a[2]), real(*a, **k))[1])
     with LoraDB(local) as handle:
         with pytest.raises(TooLarge, match="MiB of working memory"):
             handle.compose(tmp / "never", weights={"cooking": 0.5, "finance": 0.5}, merge="ties", max_work_bytes=1024,

@@ -18,7 +18,7 @@ import numpy as np
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
-from loradb.lora.adapter import LoraAdapter, adapter_from_files, factor_shapes
+from loradb.lora.adapter import LoraAdapter, factor_shapes
 from loradb.lora.base import BaseModel, resolve_module
 from loradb.lora.merges import MergeSpec, merge, working_bytes_of_shapes
 from loradb.weighting.registry import METHODS
@@ -37,8 +37,7 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     if max_work_bytes is not None:  # from the blobs' headers, before any adapter is loaded
         check_work([files[h.record.id] for h in (result.hits if few_shot else _nonzero(result.hits))], spec,
                    max_work_bytes)
-    loaded = {h.record.id: adapter_from_files(h.record.adapter_config, files[h.record.id], f"record {h.record.name}")
-              for h in result.hits}
+    loaded = {h.record.id: db.load_adapter(h.record, files[h.record.id]) for h in result.hits}
     if few_shot:
         assert method is not None  # read_few_shot gives shots only for a few-shot method
         learned, params = learn_weights_on(method, [loaded[h.record.id] for h in result.hits],

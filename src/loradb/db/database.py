@@ -112,9 +112,10 @@ class LoraDB:
     def get(self, ref: str) -> Record:
         return self.index.get(ref)
 
-    def load_adapter(self, record: Record) -> LoraAdapter:
-        """The stored adapter of a record, its blob verified against the recorded sha256."""
-        return adapter_from_files(record.adapter_config, self.adapter_file(record), f"record {record.name}")
+    def load_adapter(self, record: Record, weights: Path | None = None) -> LoraAdapter:
+        """The stored adapter of a record, its blob verified against the recorded sha256
+        (`weights`: that blob's file as adapter_file gave it, not fetched again)."""
+        return adapter_from_files(record.adapter_config, weights or self.adapter_file(record), f"record {record.name}")
 
     def adapter_file(self, record: Record) -> Path:
         """A record's adapter_model.safetensors as a local file (fetched into the blob cache from a
@@ -194,10 +195,10 @@ class LoraDB:
     def _require_key_inputs(self, record: Record) -> None:
         """A record must carry what its space's chosen retrieval key reads (its task embedding,
         its feature variance): one that lacks it would make every default search of the space fail."""
-        from loradb.retrieval.keys import KeyInputs, get_key, missing_for
+        from loradb.retrieval.keys import lacks_for
 
         key = self.default_key(record.space_id)
-        lacks = missing_for(get_key(key), KeyInputs.stacked([record])) if key else None
+        lacks = lacks_for(key, record) if key else None
         if lacks:
             raise LoradbError(f"this space searches with retrieval key {key} (`loradb key choose`), which needs {lacks}; "
                               "this adapter's representation has none: add it with its task (`task`, or the "
@@ -314,15 +315,14 @@ class LoraDB:
         `fallback` (the space's own key, not one the caller named) None when the target or a
         record lacks what the key reads (records added before the key was chosen): the caller
         searches by raw z then, rather than failing every search of the space."""
-        from loradb.retrieval.keys import KeyInputs, get_key, key_features, missing_for
+        from loradb.retrieval.keys import KeyInputs, key_features, lacks_for
 
         # by name: the references' mean (and so near-ties) must not depend on random record ids
         records = sorted(self.index.in_space(target.space.id), key=lambda r: r.name)
         if not records:
             raise _no_records(target.space.id)
-        lacking = [(r.name, missing_for(get_key(key), KeyInputs.stacked([r]))) for r in records]
-        lacking = [(name, what) for name, what in lacking if what is not None]
-        if fallback and (lacking or missing_for(get_key(key), KeyInputs.stacked([target])) is not None):
+        lacking = [(r.name, what) for r in records if (what := lacks_for(key, r)) is not None]
+        if fallback and (lacking or lacks_for(key, target) is not None):
             return None
         if lacking:
             raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "

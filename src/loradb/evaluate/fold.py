@@ -102,13 +102,16 @@ class Fold:
     def search(self, k: int, method: str, key: str, **kwargs):
         return self.db.search(repr=self.target_path, k=k, method=method, key=key, progress=False, **kwargs)
 
+    def _composed(self, weights: dict[str, float]) -> dict:
+        """The records named in `weights` composed exactly with those weights."""
+        return compose_exact([factors_of(self.db.load_adapter(self.db.get(n))) for n in weights], list(weights.values()))
+
     def evaluate(self, weights: dict[str, float], composed: dict | None = None) -> dict:
         """The task's scores of the records named in `weights`, composed with those weights
         (`composed`: that composition, when the caller has made it already)."""
         signature = tuple(sorted((n, round(float(w), 12)) for n, w in weights.items()))
         if signature not in self.scored:
-            self.model.set_delta(composed or compose_exact([factors_of(self.db.load_adapter(self.db.get(n))) for n in weights],
-                                                           list(weights.values())))
+            self.model.set_delta(composed or self._composed(weights))
             self.scored[signature] = evaluate_on(self.task, self.model, self.held, self.progress)
         return dict(self.scored[signature])
 
@@ -129,8 +132,7 @@ class Fold:
         the scored pairs (decoding for every candidate would cost minutes each)."""
         if NLL not in self.task.metrics:
             return self.evaluate(weights)[self.task.metrics[0]]
-        self.model.set_delta(compose_exact([factors_of(self.db.load_adapter(self.db.get(n))) for n in weights],
-                                           list(weights.values())))
+        self.model.set_delta(self._composed(weights))
         return -float(np.mean(self.model.nll(self.held.test_texts, self.held.test_labels, self.held)))
 
     def given(self, weights: dict[str, float], **extra) -> dict:

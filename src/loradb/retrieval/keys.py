@@ -153,6 +153,12 @@ def missing_for(key: RetrievalKey, x: KeyInputs) -> str | None:
     return None
 
 
+def lacks_for(key: str, item) -> str | None:
+    """What one record or representation (anything with z, var, task_z) lacks for the key
+    called `key`, as words for an error message (None: nothing)."""
+    return missing_for(get_key(key), KeyInputs.stacked([item]))
+
+
 def key_features(key: str | RetrievalKey, target: KeyInputs, records: KeyInputs,
                  refs: References | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(phi(target) (d',), phi(records) (n, d')) under `key`.
