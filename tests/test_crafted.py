@@ -7,7 +7,6 @@ left behind."""
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from models import make_adapter
 from test_cli import TEXTS, run
 from test_server import upload_parts
+from upload_fuzz import safetensors_bytes
 
 from loradb.db.database import LoraDB
 from loradb.retrieval.represent import represent_texts
@@ -23,18 +23,13 @@ from loradb.service.wire import representation_doc
 DEEP = 100_000  # levels: past Python's recursion limit
 
 
-def safetensors(tensors: dict[str, dict], data: bytes) -> bytes:
-    header = json.dumps(tensors).encode()
-    return struct.pack("<Q", len(header)) + header + data
-
-
 def lying_shapes(adapter) -> dict[str, bytes]:
     """The adapter's config with weights whose header says shapes the data cannot have."""
     key = "base_model.model.encoder.layer.0.attention.self.query.lora_{}.weight"
     cases = {}
     for what, shape, size in (("negative", [-2, -3], 24), ("past 64 bits", [2 ** 62, 8], 0)):
         entry = {"dtype": "F32", "shape": shape, "data_offsets": [0, size]}
-        cases[what] = safetensors({key.format("A"): entry, key.format("B"): entry}, b"\x00" * size)
+        cases[what] = safetensors_bytes({key.format("A"): entry, key.format("B"): entry}, b"\x00" * size)
     return cases
 
 
@@ -102,7 +97,7 @@ def test_read_tensors_refuses_lying_shapes(tmp_path):
         with pytest.raises(LoradbError, match="malformed header entry|points outside the file"):
             read_tensors(path)
     ok = tmp_path / "ok.safetensors"
-    ok.write_bytes(safetensors({"t": {"dtype": "F32", "shape": [2, 0], "data_offsets": [0, 0]}}, b""))
+    ok.write_bytes(safetensors_bytes({"t": {"dtype": "F32", "shape": [2, 0], "data_offsets": [0, 0]}}, b""))
     assert read_tensors(ok)[0]["t"].shape == (2, 0) and np.asarray(read_tensors(ok)[0]["t"]).size == 0
 
 

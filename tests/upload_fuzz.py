@@ -22,7 +22,8 @@ def _split(weights: bytes) -> tuple[dict, bytes]:
     return json.loads(weights[8:8 + n]), weights[8 + n:]
 
 
-def _join(header: dict, data: bytes, length: int | None = None) -> bytes:
+def safetensors_bytes(header: dict, data: bytes, length: int | None = None) -> bytes:
+    """A safetensors file: its header's length (or `length`, a lie), the header, the data."""
     raw = json.dumps(header).encode()
     return struct.pack("<Q", len(raw) if length is None else length) + raw + data
 
@@ -52,7 +53,7 @@ def damage(rng: random.Random, config: bytes, weights: bytes, meta: str, rep: di
         bad = rng.choice(["\x00", "\n", "", "é", "a" * 5000, ".lora_A.weight", "base_model.model."])
         header[target.replace("lora_", bad + "lora_", 1) if rng.random() < 0.5 else bad + target] = header.pop(target)
     elif kind == "length":
-        return kind, config, _join(header, data, rng.choice([0, 7, 2 ** 63, 2 ** 64 - 1, len(data) * 10])), meta, json.dumps(rep)
+        return kind, config, safetensors_bytes(header, data, rng.choice([0, 7, 2 ** 63, 2 ** 64 - 1, len(data) * 10])), meta, json.dumps(rep)
     elif kind == "bytes":
         raw = bytearray(weights)
         for _ in range(rng.randint(1, 8)):
@@ -78,7 +79,7 @@ def damage(rng: random.Random, config: bytes, weights: bytes, meta: str, rep: di
     elif kind == "rep":
         field = rng.choice(["z", "space", "n_samples", "task", "var", "extra"])
         rep[field] = rng.choice([*ODD_VALUES, [float("nan")], [1e308] * 4, {"dim": -1}])
-    return kind, json.dumps(cfg).encode(), _join(header, data), meta, json.dumps(rep, allow_nan=True)
+    return kind, json.dumps(cfg).encode(), safetensors_bytes(header, data), meta, json.dumps(rep, allow_nan=True)
 
 
 def fuzz_uploads(post, config: bytes, weights: bytes, rep: dict, *, count: int, seed: int) -> dict:
