@@ -325,8 +325,10 @@ def test_full_ids_win_and_legacy_lookalike_names_are_refused_as_ambiguous(filled
     assert code == 0 and json.loads(out)["name"] == "finance"
     _refused(db, "export", db, prefix, "--out", tmp / "exported", match="both the name of record")
     _refused(db, "compose", db, "--weights", f"{prefix}=1", "--out", tmp / "c", match="use the full id")
-    # an upper-case prefix is not an id prefix (SQLite's LIKE ignored case)
-    _refused(db, "show", db, ids["finance"][:8].upper(), match="no record")
+    # an upper-case prefix is not an id prefix (SQLite's LIKE ignored case); the prefix is
+    # taken long enough to hold a hex letter, or upper-casing would leave it unchanged
+    length = next(n for n in range(8, 33) if not ids["finance"][:n].isdigit())
+    _refused(db, "show", db, ids["finance"][:length].upper(), match="no record")
 
 
 def _strict(text: str):
