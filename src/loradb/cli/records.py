@@ -145,7 +145,8 @@ def _print_index_status(rows: list[dict]) -> None:
         size = f", {row['bytes'] / 2**20:.1f} MiB" if row.get("bytes") else ""
         pending = f", {row['pending_rows']} newer rows scanned exactly" if row.get("pending_rows") else ""
         builder = f" (process {row['builder_pid']})" if row.get("builder_pid") else ""
-        print(f"space {row['space']}: {row['records']} records, searched {row['search']}; "
+        key = f" under {row['key']}" if row.get("key", "raw-l2") != "raw-l2" else ""
+        print(f"space {row['space']}{key}: {row['records']} records, searched {row['search']}; "
               f"index {row['graph']}{builder}{size}{pending}"
               + (f"; last background build {row['last_build']}" if row.get("last_build") else ""))
 
@@ -162,15 +163,20 @@ def cmd_index_status(args) -> int:
     return 0
 
 
-@command("build", "build the approximate index now (else the first search starts it in the background)",
-         group="index", url=False, json_flag=True,
-         flags=lambda p: p.add_argument("--space", help="representation space id (default: every space large enough)"))
+def _index_build_flags(p) -> None:
+    p.add_argument("--space", help="representation space id (default: every space large enough)")
+    p.add_argument("--key", action="append", dest="keys", metavar="KEY",
+                   help="also build the index under this retrieval key (repeatable; default: each space's chosen key)")
+
+
+@command("build", "build the approximate indexes now (else the first search starts each in the background)",
+         group="index", url=False, json_flag=True, flags=_index_build_flags)
 def cmd_index_build(args) -> int:
     import time
 
     started = time.perf_counter()
     with open_local(args.db, "index build") as db:
-        rows = db.build_index(args.space)
+        rows = db.build_index(args.space, keys=tuple(args.keys) if args.keys else None)
     if args.json:
         print_json({"spaces": rows, "seconds": round(time.perf_counter() - started, 3)})
     else:

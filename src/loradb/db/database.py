@@ -239,10 +239,18 @@ class LoraDB:
         """Each space's search path (exact, or through an approximate index) and that index's state."""
         return self.index.index_status()
 
-    def build_index(self, space: str | None = None) -> builtins.list[dict]:
-        """Build the approximate index of `space` (default: every space that needs one) now,
-        instead of in the background after the first search; returns the spaces' status."""
-        return self.index.build_index(space)  # under the graph's own build lock: writers go on
+    def build_index(self, space: str | None = None, *, keys: tuple[str, ...] | None = None) -> builtins.list[dict]:
+        """Build the approximate indexes of `space` (default: every space that needs them) now,
+        instead of in the background after the first search: over raw z, and under each of
+        `keys` (default: the space's chosen key, if it has one); returns their status."""
+        from loradb.retrieval.keys import RAW_L2, get_key
+
+        for key in keys or ():
+            get_key(key)
+        spaces = [space] if space is not None else [s["id"] for s in self.index.spaces(with_counts=False)]
+        chosen = tuple(keys) if keys is not None else tuple(sorted({k for s in spaces if (k := self.default_key(s))}))
+        # under each index's own build lock: writers go on
+        return self.index.build_index(space, keys=(RAW_L2, *(k for k in chosen if k != RAW_L2)))
 
     # ---- retrieval and composition ----------------------------------------------------
 
@@ -310,28 +318,13 @@ class LoraDB:
                             hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)])
 
     def _nearest_by_key(self, key: str, target: Representation, k: int, *, fallback: bool = False):
-        """(records, distances, phi(records), phi(target)) of the k nearest under a key: an
-        exact scan of the space, since the key's map depends on every reference in it. With
-        `fallback` (the space's own key, not one the caller named) None when the target or a
-        record lacks what the key reads (records added before the key was chosen): the caller
-        searches by raw z then, rather than failing every search of the space."""
-        from loradb.retrieval.keys import KeyInputs, key_features, lacks_for
+        """(records, distances, phi(records), phi(target)) of the k nearest under a key (db/keysearch.py):
+        through the key's index in a large space, else an exact scan. With `fallback` (the space's own
+        key, not one the caller named) None when the target or a record lacks what the key reads."""
+        from loradb.db.keysearch import nearest_by_key
 
-        # by name: the references' mean (and so near-ties) must not depend on random record ids
-        records = sorted(self.index.in_space(target.space.id), key=lambda r: r.name)
-        if not records:
-            raise _no_records(target.space.id)
-        lacking = [(r.name, what) for r in records if (what := lacks_for(key, r)) is not None]
-        if fallback and (lacking or lacks_for(key, target) is not None):
-            return None
-        if lacking:
-            raise LoradbError(f"retrieval key {key} needs {lacking[0][1]}, which {len(lacking)} of the {len(records)} records "
-                              f"here lack (e.g. {lacking[0][0]}); use `key` raw-l2, cosine or centered-cosine, "
-                              "or add them again with their task")
-        q, R = key_features(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
-        d2 = ((R - q) ** 2).sum(axis=1)
-        order = np.lexsort((np.arange(len(records)), d2))[:k]  # ties by name
-        return [records[i] for i in order], [float(d2[i]) for i in order], R[order], q
+        found = nearest_by_key(self, key, target, k, fallback=fallback)
+        return None if found is None else (found.records, found.distances, found.phi_records, found.phi_target)
 
     def default_key(self, space_id: str) -> str | None:
         """The retrieval key chosen for a space (`loradb key choose`), None if none was."""

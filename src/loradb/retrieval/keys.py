@@ -66,6 +66,29 @@ class References:
     def of(cls, refs: KeyInputs) -> "References":
         return cls(refs.z.mean(axis=0), None if refs.var is None else refs.var.mean(axis=0))
 
+    @classmethod
+    def streamed(cls, chunks) -> "tuple[References | None, int]":
+        """(the References of the rows of several KeyInputs, how many rows), summed chunk by
+        chunk (a large space need not be in memory at once); (None, 0) for no rows."""
+        total, z_sum, var_sum, every_var = 0, np.zeros(0), np.zeros(0), True
+        for x in chunks:
+            z_sum = x.z.sum(axis=0) if total == 0 else z_sum + x.z.sum(axis=0)
+            every_var = every_var and x.var is not None
+            if every_var:
+                var_sum = x.var.sum(axis=0) if total == 0 else var_sum + x.var.sum(axis=0)
+            total += len(x.z)
+        if not total:
+            return None, 0
+        return cls(z_sum / total, var_sum / total if every_var else None), total
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "within_var": None if self.within_var is None else self.within_var.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "References":
+        return cls(np.asarray(d["mean"], dtype=np.float64),
+                   None if d.get("within_var") is None else np.asarray(d["within_var"], dtype=np.float64))
+
 
 def _needed(part: np.ndarray | None) -> np.ndarray:
     """A part a key declares it needs (needs_var / needs_task): key_features refused its absence."""
@@ -117,6 +140,7 @@ class RetrievalKey:
     features: Callable[[KeyInputs, References], np.ndarray]
     needs_var: bool = False
     needs_task: bool = False
+    reads_references: bool = False  # the map reads the space's References (its mean or pooled variance)
     help: str = ""
 
 
@@ -125,11 +149,11 @@ KEYS: dict[str, RetrievalKey] = {
     for k in (
         RetrievalKey(RAW_L2, _raw, help="squared L2 between mean features (the paper)"),
         RetrievalKey("cosine", _cosine, help="cosine distance between mean features"),
-        RetrievalKey("centered-cosine", _centered_cosine, help="cosine after subtracting the references' mean prototype (against hubs)"),
-        RetrievalKey("whitened", _whitened, needs_var=True, help="Mahalanobis under the pooled within-dataset variance"),
+        RetrievalKey("centered-cosine", _centered_cosine, reads_references=True, help="cosine after subtracting the references' mean prototype (against hubs)"),
+        RetrievalKey("whitened", _whitened, needs_var=True, reads_references=True, help="Mahalanobis under the pooled within-dataset variance"),
         RetrievalKey("frechet", _frechet, needs_var=True, help="Frechet distance between diagonal Gaussians (mean and spread)"),
         RetrievalKey("task", _task, needs_task=True, help="cosine between the tasks' label-prompt / instruction embeddings"),
-        RetrievalKey("task+centered", _task_centered, needs_task=True, help="task key plus centered-cosine data key"),
+        RetrievalKey("task+centered", _task_centered, needs_task=True, reads_references=True, help="task key plus centered-cosine data key"),
     )
 }
 
@@ -144,13 +168,22 @@ def supported_keys(*, has_var: bool, has_task: bool) -> list[str]:
     return [k.name for k in KEYS.values() if (has_var or not k.needs_var) and (has_task or not k.needs_task)]
 
 
+_LACKS_VAR = "the feature variance (made by loradb 0.1 or with differential privacy)"
+_LACKS_TASK = "a task embedding (label prompts or instruction)"
+
+
 def missing_for(key: RetrievalKey, x: KeyInputs) -> str | None:
     """What `x` lacks for `key`, as words for an error message (None: nothing)."""
     if key.needs_var and x.var is None:
-        return "the feature variance (made by loradb 0.1 or with differential privacy)"
+        return _LACKS_VAR
     if key.needs_task and x.task is None:
-        return "a task embedding (label prompts or instruction)"
+        return _LACKS_TASK
     return None
+
+
+def needs_in_words(key: RetrievalKey) -> str:
+    """What `key` reads besides z, as words for an error message."""
+    return " and ".join([*([_LACKS_VAR] if key.needs_var else []), *([_LACKS_TASK] if key.needs_task else [])]) or "z"
 
 
 def lacks_for(key: str, item) -> str | None:
@@ -170,16 +203,33 @@ def key_features(key: str | RetrievalKey, target: KeyInputs, records: KeyInputs,
         refs: the statistics to normalise by (default: those of `records`).
     """
     key = get_key(key) if isinstance(key, str) else key
-    for what, x, remedy in (("the target", target, "give the target's task (--prompts labels.json or --instruction) "
-                             "and compute z from --data"), ("a record", records, "add the records again with their task")):
-        lack = missing_for(key, x)
-        if lack:
-            raise LoradbError(f"retrieval key {key.name} needs {lack}, which {what} does not have; {remedy}, "
-                              f"or use one of {', '.join(supported_keys(has_var=False, has_task=False))}")
+    require_inputs(key, target=target, records=records)
     refs = refs or References.of(records)
     if key.needs_var and refs.within_var is None:
         raise LoradbError(f"retrieval key {key.name} needs the references' feature variances")
     return key.features(target, refs)[0], key.features(records, refs)
+
+
+def require_inputs(key: RetrievalKey, *, target: KeyInputs | None = None, records: KeyInputs | None = None) -> None:
+    """Refuse, in words for the user, a target or records lacking what `key` reads."""
+    for what, x, remedy in (("the target", target, "give the target's task (--prompts labels.json or --instruction) "
+                             "and compute z from --data"), ("a record", records, "add the records again with their task")):
+        lack = None if x is None else missing_for(key, x)
+        if lack:
+            raise LoradbError(f"retrieval key {key.name} needs {lack}, which {what} does not have; {remedy}, "
+                              f"or use one of {', '.join(supported_keys(has_var=False, has_task=False))}")
+
+
+def key_map(key: str | RetrievalKey, x: KeyInputs, refs: References | None) -> np.ndarray:
+    """phi of the rows of `x` under `key` with given references (what an index stores): (n, d').
+    `refs` may be None only for a key that does not read them."""
+    key = get_key(key) if isinstance(key, str) else key
+    lack = missing_for(key, x)
+    if lack:
+        raise LoradbError(f"retrieval key {key.name} needs {lack}")
+    if key.reads_references and (refs is None or (key.needs_var and refs.within_var is None)):
+        raise LoradbError(f"retrieval key {key.name} needs the references' statistics")
+    return key.features(x, refs if refs is not None else References(np.zeros(x.z.shape[1]), None))
 
 
 def key_distances(key: str | RetrievalKey, target: KeyInputs, records: KeyInputs,

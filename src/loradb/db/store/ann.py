@@ -161,20 +161,25 @@ def save(graph: Path, index, meta: dict) -> None:
         _LOADED[str(graph)] = (graph.stat().st_mtime, index, meta)
 
 
-def build(graph: Path, keys: np.ndarray, vectors: np.ndarray, threads: int = 0):
-    """A new graph over all of a space's rows (keys = seq); returns (index, meta)."""
+def build(graph: Path, keys: np.ndarray, vectors: np.ndarray, threads: int = 0, *, extra: dict | None = None,
+          max_seq: int | None = None):
+    """A new graph over all of a space's rows (keys = seq); returns (index, meta). `extra` goes
+    into the sidecar; `max_seq`: the highest seq read, when rows left out of the graph were newer."""
     index = _new_index(vectors.shape[1])
     if len(keys):
         index.add(keys.astype(np.uint64), np.ascontiguousarray(vectors, dtype=np.float32), threads=threads)
-    meta = {"max_seq": int(keys.max()) if len(keys) else 0, "size": int(len(keys)), "dim": int(vectors.shape[1])}
+    top = max(int(keys.max()) if len(keys) else 0, max_seq or 0)
+    meta = {**(extra or {}), "max_seq": top, "size": int(len(keys)), "dim": int(vectors.shape[1])}
     save(graph, index, meta)
     return index, meta
 
 
-def absorb(graph: Path, index, meta: dict, keys: np.ndarray, vectors: np.ndarray):
-    """Add recent rows to a graph and save it."""
-    index.add(keys.astype(np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
-    meta = {**meta, "max_seq": int(max(meta["max_seq"], keys.max())), "size": meta["size"] + int(len(keys))}
+def absorb(graph: Path, index, meta: dict, keys: np.ndarray, vectors: np.ndarray, *, max_seq: int | None = None):
+    """Add recent rows to a graph and save it (`max_seq` as in build)."""
+    if len(keys):
+        index.add(keys.astype(np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
+    top = max(meta["max_seq"], int(keys.max()) if len(keys) else 0, max_seq or 0)
+    meta = {**meta, "max_seq": top, "size": meta["size"] + int(len(keys))}
     save(graph, index, meta)
     return index, meta
 

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 import numpy as np
 
 from loradb.errors import StoreError, Unavailable
-from loradb.db.store.protocol import Record, SearchHit
+from loradb.db.store import pgkeys
+from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
+from loradb.retrieval.keys import RAW_L2, KeyInputs
 
 MIGRATIONS: list[str] = [
     """
@@ -77,6 +79,15 @@ MIGRATIONS: list[str] = [
     # 4: the catalogue's table pages newest first (db/catalogue.py)
     """
     CREATE INDEX records_created ON records(created, id);
+    """,
+    # 5: what the retrieval keys' indexes need (pgkeys.py): an element-wise square root of a vector
+    # for the frechet key, and the rows lacking variance or task found without reading the table
+    """
+    CREATE FUNCTION loradb_sqrt(v vector) RETURNS vector IMMUTABLE STRICT PARALLEL SAFE LANGUAGE SQL
+        SET search_path FROM CURRENT  -- an index build runs it with a search path that lacks pgvector's schema
+        AS $$ SELECT array_agg(sqrt(greatest(x, 0)) ORDER BY i)::vector FROM unnest(v::real[]) WITH ORDINALITY AS t(x, i) $$;
+    CREATE INDEX records_no_var ON records(space_id) WHERE z_var IS NULL;
+    CREATE INDEX records_no_task ON records(space_id) WHERE task_z IS NULL;
     """,
 ]
 
@@ -349,6 +360,22 @@ class PgIndex(SharedStatements):
             rows = self.conn.execute(*_exact_candidates(space_id, q, k, metric)).fetchall()
         return _exact_top(rows, q, k, metric)
 
+    def nearest_by_key(self, space_id: str, key: str, target: KeyInputs, k: int) -> KeySearch | None:
+        """The k records of a large space nearest to `target` under `key` (not raw-l2), through
+        the space's index for that key (pgkeys.py); None when the space is searched exactly:
+        below EXACT_BELOW, or its index is not built yet (a background build is started)."""
+        size = self.space_sizes().get(space_id, 0)
+        if size < EXACT_BELOW:
+            return None
+        dim = dict(self.conn.execute("SELECT id, dim FROM spaces WHERE id = %s", (space_id,)).fetchall())[space_id]
+        found = pgkeys.entry(self, space_id, key)
+        if pgkeys.needs_build(self.conn, found, size, dim):
+            pgkeys.build_in_background(self, space_id, key)
+            if found is None or found["space_dim"] != dim or not pgkeys._valid(self.conn, found["name"]):
+                return None
+        assert found is not None
+        return pgkeys.search(self, space_id, key, found, target, k, _reranked(k), _hnsw_settings(k))
+
     def _index_rows(self) -> list[tuple[str, int, int]]:
         return self.conn.execute("SELECT id, dim, (SELECT count(*) FROM records r WHERE r.space_id = s.id) FROM spaces s "
                                  "ORDER BY id").fetchall()
@@ -362,20 +389,29 @@ class PgIndex(SharedStatements):
             found = self.conn.execute("SELECT pg_relation_size(c.oid), i.indisvalid FROM pg_class c "
                                       "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = %s", (name,)).fetchone()
             hnsw = dim <= HNSW_MAX_DIM and size >= EXACT_BELOW
-            rows.append({"space": space_id, "records": size, "search": "hnsw" if hnsw else "exact",
+            rows.append({"space": space_id, "key": RAW_L2, "records": size, "search": "hnsw" if hnsw else "exact",
                          "index": name if found else None, "graph": "ready" if found and found[1] else "absent",
                          "bytes": int(found[0]) if found else 0})
+            rows += [pgkeys.status(self, space_id, key, size, dim, EXACT_BELOW) for key in pgkeys.keys_indexed(self, space_id)]
         return rows
 
-    def build_index(self, space_id: str | None = None) -> list[dict]:
+    def build_index(self, space_id: str | None = None, *, keys: tuple[str, ...] = (RAW_L2,)) -> list[dict]:
         """Make sure each space's dimension has its HNSW index (PostgreSQL maintains it
-        afterwards, so there is nothing to rebuild); returns the spaces' status."""
-        known = {sid: dim for sid, dim, _ in self._index_rows()}
+        afterwards, so there is nothing to rebuild), and each space (default: every space of
+        EXACT_BELOW records or more) its index under each other key of `keys` (rebuilt when its
+        references have drifted); returns the spaces' status."""
+        known = {sid: (dim, size) for sid, dim, size in self._index_rows()}
         if space_id is not None and space_id not in known:
             raise StoreError(f"no representation space {space_id} in this database")
-        for dim in sorted({d for sid, d in known.items() if space_id in (None, sid) and d <= HNSW_MAX_DIM}):
+        for dim in sorted({d for sid, (d, _) in known.items() if space_id in (None, sid) and d <= HNSW_MAX_DIM}):
             with self.conn.transaction():
                 self.conn.execute(_hnsw_index_sql(dim))
+        chosen = [space_id] if space_id is not None else sorted(s for s, (_, n) in known.items() if n >= EXACT_BELOW)
+        for sid in chosen:  # a space named explicitly is indexed whatever its size
+            dim, size = known[sid]
+            for key in (k for k in keys if k != RAW_L2):
+                if size and pgkeys.needs_build(self.conn, pgkeys.entry(self, sid, key), size, dim):
+                    pgkeys.build(self, sid, key, dim, HNSW_MAX_DIM)
         return [row for row in self.index_status() if space_id in (None, row["space"])]
 
     def stale_files(self) -> list:

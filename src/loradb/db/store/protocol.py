@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from loradb.retrieval.keys import KeyInputs, References
 
 
 @dataclass
@@ -65,6 +68,18 @@ class SearchHit:
     distance: float
 
 
+@dataclass(frozen=True)
+class KeySearch:
+    """A search of a large space under a retrieval key, through that key's index: the hits
+    (squared L2 between phi vectors), the References their map used (a snapshot taken when
+    the index was built; None for a key that reads none), and how many of the space's rows
+    the index left out for lacking what the key reads."""
+
+    hits: list[SearchHit]
+    refs: "References | None"
+    lacking: int
+
+
 class IndexStore(Protocol):
     """Records, representation spaces, settings and access tokens: every method LoraDB and
     its helpers call on an index (tests/test_layout.py checks both backends have them)."""
@@ -90,6 +105,9 @@ class IndexStore(Protocol):
     def delete(self, record_id: str) -> None: ...
     def spaces(self, with_counts: bool = True) -> list[dict]: ...
     def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]: ...
+    # a large space under a key other than raw-l2, through that key's index; None when the space is
+    # searched exactly (small, or its index is not built yet: a build is started)
+    def nearest_by_key(self, space_id: str, key: str, target: "KeyInputs", k: int) -> KeySearch | None: ...
     def integrity_problems(self) -> list[str]: ...
     def name_taken(self, name: str) -> bool: ...
     def blob_refs(self) -> set[str]: ...
@@ -98,7 +116,7 @@ class IndexStore(Protocol):
     def token_by_secret(self, secret_sha256: str) -> dict | None: ...
     def revoke_tokens(self, ids: list[str], when: str) -> None: ...
     def index_status(self) -> list[dict]: ...  # per space: how it is searched, its approximate index's state
-    def build_index(self, space_id: str | None = None) -> list[dict]: ...  # build it now; the spaces' status
+    def build_index(self, space_id: str | None = None, *, keys: tuple[str, ...] = ("raw-l2",)) -> list[dict]: ...  # build it now; the spaces' status
     def stale_files(self) -> list[Path]: ...  # index files that no space needs any more
 
 

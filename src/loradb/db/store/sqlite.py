@@ -20,8 +20,9 @@ import numpy as np
 
 from loradb.errors import StoreError
 from loradb.db.store import ann, graphs
-from loradb.db.store.protocol import Record, SearchHit
+from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
+from loradb.retrieval.keys import RAW_L2, KeyInputs
 
 MIGRATIONS: list[str] = [
     # 1: records, the representation spaces they live in
@@ -339,28 +340,45 @@ class SqliteIndex(SharedStatements):
         index, meta = loaded
         return graphs.search(self.conn, space_id, index, meta, q, k)
 
+    def nearest_by_key(self, space_id: str, key: str, target: KeyInputs, k: int) -> KeySearch | None:
+        """The k records of a large space nearest to `target` under `key` (not raw-l2), through
+        the key's graph (graphs.search_key); None when the space is searched exactly: below
+        LORADB_ANN_MIN_RECORDS, or its graph is not built yet (a background build is started)."""
+        size = self.space_sizes().get(space_id, 0)
+        if size < self.ann_min_records:
+            return None
+        dim = self._space_dims()[space_id]
+        graph = graphs.graph_file(self.root, space_id, key)
+        loaded = ann.load(graph)
+        if graphs.plan(self.conn, space_id, loaded, size, dim) is not None:
+            graphs.refresh_in_background(self.root, space_id, key)
+        if loaded is None or graphs._space_dim(loaded[1]) != dim:
+            return None
+        return graphs.search_key(self.conn, space_id, key, loaded[0], loaded[1], target, k)
+
     def _space_dims(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT id, dim FROM spaces").fetchall())
 
-    def build_index(self, space_id: str | None = None, *, wait: bool = True) -> list[dict]:
-        """Build or bring up to date, here and now, the graph of `space_id` (default: every
-        space large enough to be searched through one, LORADB_ANN_MIN_RECORDS); returns
-        their index status. A build another process is running is waited for (`wait`),
-        else ann.BuildRunning."""
+    def build_index(self, space_id: str | None = None, *, wait: bool = True, keys: tuple[str, ...] = (RAW_L2,)) -> list[dict]:
+        """Build or bring up to date, here and now, the graphs for `keys` of `space_id`
+        (default: every space large enough to be searched through one, LORADB_ANN_MIN_RECORDS);
+        returns their index status. A build another process is running is waited for
+        (`wait`), else ann.BuildRunning."""
         sizes, dims = self.space_sizes(), self._space_dims()
         if space_id is not None and space_id not in dims:
             raise StoreError(f"no representation space {space_id} in this database")
         chosen = [space_id] if space_id is not None else sorted(s for s, n in sizes.items() if n >= self.ann_min_records)
         for sid in chosen:  # a space named explicitly is built whatever its size
-            if sizes.get(sid, 0) > 0:
-                graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait)
+            for key in keys:
+                if sizes.get(sid, 0) > 0:
+                    graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait, key=key)
         return [row for row in self.index_status() if space_id in (None, row["space"])]
 
     def index_status(self) -> list[dict]:
-        """Each space's search path and graph state (see graphs.status)."""
+        """Each space's search path and graph state, and that of its key graphs on disk (see graphs.status)."""
         sizes, dims = self.space_sizes(), self._space_dims()
-        return [graphs.status(self.root, self.conn, sid, sizes.get(sid, 0), dims[sid], self.ann_min_records)
-                for sid in sorted(dims)]
+        return [graphs.status(self.root, self.conn, sid, sizes.get(sid, 0), dims[sid], self.ann_min_records, key)
+                for sid in sorted(dims) for key in (RAW_L2, *graphs.key_graphs(self.root, sid))]
 
     def stale_files(self) -> list[Path]:
         """Index files no space needs any more (graphs of removed spaces, unfinished saves)."""
