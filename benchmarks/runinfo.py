@@ -43,3 +43,12 @@ def write_run_info(out: Path, started: float, *, note: str = "") -> dict:
         f"Finished {info['finished']} after {info['wall_seconds']:.0f} s wall-clock.", "",
         *([note, ""] if note else [])]))
     return info
+
+
+def write_results(out: Path | None, results: dict, started: float) -> None:
+    """results.json, RUN.md and run.json in `out` (nothing when no --out was given)."""
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_run_info(out, started)

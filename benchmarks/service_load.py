@@ -24,7 +24,6 @@ Only 127.0.0.1 is contacted; every loop is bounded in count and time.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import random
@@ -309,12 +308,9 @@ def main() -> None:
                 pg.stop()
                 if s3:
                     s3.stop()
-    if args.out:
-        from runinfo import write_run_info
+    from runinfo import write_results
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
-        write_run_info(args.out, started)
+    write_results(args.out, RESULTS, started)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,6 @@ def explain_key_walk(store, found: dict) -> str:
 def test_the_postgres_expressions_are_the_keys_maps(tmp_path, key, request):
     """pgvector computes phi as retrieval/keys.py does (so the walk ranks what the re-rank ranks)."""
     db, space, fam = filled(tmp_path, n=50, backend="postgres", request=request)
-    from loradb.db.store.graphs import _key_rows  # noqa: F401  (the embedded side maps by keys.py itself)
     from loradb.retrieval.keys import References, key_map
 
     records = sorted(db.index.in_space(space.id), key=lambda r: r.id)
