@@ -49,9 +49,11 @@ def nearest_by_key(db, key: str, target, k: int, *, fallback: bool) -> KeyNeares
     what the key reads: the caller searches by raw z then, rather than failing every search."""
     space_id = target.space.id
     inputs = KeyInputs.stacked([target])
-    if fallback and lacks_for(key, target) is not None:
-        return None
-    found = db.index.nearest_by_key(space_id, key, inputs, k) if lacks_for(key, target) is None else None
+    if lacks_for(key, target) is not None:
+        if fallback:
+            return None
+        require_inputs(get_key(key), target=inputs)  # refused before any record is read
+    found = db.index.nearest_by_key(space_id, key, inputs, k)
     if found is not None:
         if found.lacking:
             return None if fallback else _refuse(key, found.lacking, None)
@@ -65,7 +67,6 @@ def nearest_by_key(db, key: str, target, k: int, *, fallback: bool) -> KeyNeares
         raise LoradbError(f"no records in representation space {space_id}")
     if scan.lacking:
         return None if fallback else _refuse(key, len(scan.lacking), scan)
-    require_inputs(get_key(key), target=inputs)
     assert scan.phi is not None
     q = key_map(key, inputs, scan.refs)[0]
     d2 = ((scan.phi - q) ** 2).sum(axis=1)
