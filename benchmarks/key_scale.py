@@ -124,7 +124,8 @@ def postgres(args, root: Path, data) -> None:
 
     from loradb.db.database import DEFAULT_KEY_SETTING, LoraDB
     from loradb.db.store import pgkeys, postgres as pg_store
-    from loradb.db.store.postgres import PgIndex, _vector_literal
+    from loradb.db.store.pgtypes import vector_literal
+    from loradb.db.store.postgres import PgIndex
     from services import Postgres
 
     z, var, task_z, space, targets, truth = data
@@ -141,8 +142,8 @@ def postgres(args, root: Path, data) -> None:
                                 "target_modules, adapter_config, meta, blob_sha256, created) FROM STDIN") as copy:
             for i in range(len(z)):
                 copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", space.base_fingerprint, space.id, DIM,
-                                _vector_literal(z[i]), None if var is None else _vector_literal(var[i]),
-                                _vector_literal(task_z[i]), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
+                                vector_literal(z[i]), None if var is None else vector_literal(var[i]),
+                                vector_literal(task_z[i]), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
         conn.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
         load_s = time.perf_counter() - t
         print(f"postgres: loaded {len(z)} records in {load_s:.1f} s", flush=True)

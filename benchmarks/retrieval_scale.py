@@ -145,7 +145,8 @@ def postgres(args, root: Path, data) -> None:
     import psycopg
 
     from loradb.db.store import postgres
-    from loradb.db.store.postgres import PgIndex, _vector_literal
+    from loradb.db.store.pgtypes import vector_literal
+    from loradb.db.store.postgres import PgIndex
     from services import Postgres
 
     vectors, ids, other, space, other_space, queries, truth = data
@@ -168,7 +169,7 @@ def postgres(args, root: Path, data) -> None:
             for sp, block, offset in ((space, vectors[:n], 0), (other_space, other, len(vectors))):
                 for i, z in enumerate(block, start=offset):
                     copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", sp.base_fingerprint, sp.id, DIM,
-                                    _vector_literal(z), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
+                                    vector_literal(z), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
         load_s = time.perf_counter() - t
         print(f"postgres: loaded {n + len(other)} records in {load_s:.1f} s")
         t = time.perf_counter()

@@ -21,6 +21,7 @@ from loradb.lora.base import BaseModel, load_base
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
+from loradb.db.keysearch import nearest_by_key, no_records
 from loradb.db.results import DEFAULT_K, BaseRef, CheckReport, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
@@ -299,7 +300,7 @@ class LoraDB:
             key = RAW_L2
             hits = self.index.nearest(target.space.id, target.z, k, "l2")
             if not hits:
-                raise _no_records(target.space.id)
+                raise no_records(target.space.id)
             records = self.index.get_many([h.record_id for h in hits])
             distances, Z, z_trg = [h.distance for h in hits], np.stack([r.z for r in records]), target.z
         else:
@@ -321,8 +322,6 @@ class LoraDB:
         """(records, distances, phi(records), phi(target)) of the k nearest under a key (db/keysearch.py):
         through the key's index in a large space, else an exact scan. With `fallback` (the space's own
         key, not one the caller named) None when the target or a record lacks what the key reads."""
-        from loradb.db.keysearch import nearest_by_key
-
         found = nearest_by_key(self, key, target, k, fallback=fallback)
         return None if found is None else (found.records, found.distances, found.phi_records, found.phi_target)
 
@@ -453,9 +452,3 @@ class LoraDB:
             raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]} "
                                     f"but {base_model.short} now holds other weights")
         return base_model
-
-
-def _no_records(space_id: str) -> LoradbError:
-    return LoradbError(f"no records in representation space {space_id}; add adapters with representations made the same way")
-
-

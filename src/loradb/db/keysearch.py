@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loradb.errors import LoradbError
-from loradb.retrieval.keys import KeyInputs, References, get_key, key_features, key_map, lacks_for, needs_in_words, require_inputs
+from loradb.retrieval.keys import KeyInputs, References, get_key, key_map, lacks_for, needs_in_words, require_inputs
 
 SCANS_KEPT = 4  # (database, space, key) phi matrices kept per process; each is records x d' float64
 _SCANS: OrderedDict[tuple[str, str, str], "_Scan"] = OrderedDict()
@@ -27,7 +27,6 @@ _LOCK = threading.Lock()
 class _Scan:
     generation: int
     ids: list[str]  # the space's records, sorted by name
-    names: list[str]
     lacking: list[tuple[str, str]]  # (name, what it lacks) of records the key cannot map
     refs: References | None
     phi: np.ndarray | None  # (records, d'), None when some record lacks what the key reads
@@ -59,12 +58,12 @@ def nearest_by_key(db, key: str, target, k: int, *, fallback: bool) -> KeyNeares
             return None if fallback else _refuse(key, found.lacking, None)
         records = db.index.get_many([h.record_id for h in found.hits])
         if not records:
-            raise LoradbError(f"no records in representation space {space_id}")
-        q, R = key_features(key, inputs, KeyInputs.stacked(records), found.refs or References.of(KeyInputs.stacked(records)))
-        return _top(records, q, R, k)
+            raise no_records(space_id)
+        # in the index's geometry: its References snapshot (None for a key that reads none)
+        return _top(records, key_map(key, inputs, found.refs)[0], key_map(key, KeyInputs.stacked(records), found.refs), k)
     scan = _scan(db, space_id, key)
     if not scan.ids:
-        raise LoradbError(f"no records in representation space {space_id}")
+        raise no_records(space_id)
     if scan.lacking:
         return None if fallback else _refuse(key, len(scan.lacking), scan)
     assert scan.phi is not None
@@ -73,6 +72,10 @@ def nearest_by_key(db, key: str, target, k: int, *, fallback: bool) -> KeyNeares
     order = np.lexsort((np.arange(len(scan.ids)), d2))[:k]  # ties by name
     records = db.index.get_many([scan.ids[i] for i in order])
     return KeyNearest(records, [float(d2[i]) for i in order], scan.phi[order], q)
+
+
+def no_records(space_id: str) -> LoradbError:
+    return LoradbError(f"no records in representation space {space_id}; add adapters with representations made the same way")
 
 
 def _top(records: list, q: np.ndarray, R: np.ndarray, k: int) -> KeyNearest:
@@ -108,7 +111,7 @@ def _scan(db, space_id: str, key: str) -> _Scan:
         stacked = KeyInputs.stacked(records)
         refs = References.of(stacked)
         phi = key_map(key, stacked, refs)
-    scan = _Scan(generation, [r.id for r in records], [r.name for r in records], lacking, refs, phi)
+    scan = _Scan(generation, [r.id for r in records], lacking, refs, phi)
     with _LOCK:
         _SCANS[cache_key] = scan
         while len(_SCANS) > SCANS_KEPT:

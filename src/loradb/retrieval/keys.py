@@ -90,6 +90,17 @@ class References:
                    None if d.get("within_var") is None else np.asarray(d["within_var"], dtype=np.float64))
 
 
+# an index's References snapshot is retaken (the index rebuilt) once the space's size has moved
+# this far from the size it was taken at: the mean of n records moves by O(1/n) a record
+REFERENCES_DRIFT = 0.1
+
+
+def snapshot_drifted(snapshot: dict | None, size: int) -> bool:
+    """Whether an index's References snapshot ({"records": n, ...References.to_json()}, None for
+    a key that reads none) is stale for a space of `size` records."""
+    return snapshot is not None and abs(size - snapshot["records"]) > REFERENCES_DRIFT * snapshot["records"]
+
+
 def _needed(part: np.ndarray | None) -> np.ndarray:
     """A part a key declares it needs (needs_var / needs_task): key_features refused its absence."""
     assert part is not None
@@ -207,7 +218,7 @@ def key_features(key: str | RetrievalKey, target: KeyInputs, records: KeyInputs,
     refs = refs or References.of(records)
     if key.needs_var and refs.within_var is None:
         raise LoradbError(f"retrieval key {key.name} needs the references' feature variances")
-    return key.features(target, refs)[0], key.features(records, refs)
+    return key_map(key, target, refs)[0], key_map(key, records, refs)
 
 
 def require_inputs(key: RetrievalKey, *, target: KeyInputs | None = None, records: KeyInputs | None = None) -> None:

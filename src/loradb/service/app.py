@@ -10,7 +10,6 @@ database's file lock, so several server processes may share one database too.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import shutil

@@ -6,7 +6,7 @@ A space has one graph per retrieval key it is searched by: over raw z (`<space>.
 and over each other key's map phi (`<space>@<key>.usearch`, retrieval/keys.py). A key whose
 map reads the space's References (mean prototype, pooled variance) uses a snapshot of them
 taken when its graph was built and kept in the graph's sidecar; the graph is rebuilt when the
-space has grown or shrunk by REFERENCES_DRIFT since. Rows lacking what a key reads (records
+space has grown or shrunk by keys.REFERENCES_DRIFT since. Rows lacking what a key reads (records
 added before keys needed variance or task) are left out of its graph and counted.
 
 A search never builds: when a graph is missing, of another dimension, thinned by deletions,
@@ -26,14 +26,11 @@ import numpy as np
 
 from loradb.db.store import ann
 from loradb.db.store.protocol import KeySearch, SearchHit
-from loradb.retrieval.keys import RAW_L2, KeyInputs, References, get_key, key_map
+from loradb.retrieval.keys import RAW_L2, KeyInputs, References, get_key, key_map, snapshot_drifted
 
 GRAPH_DIR = "ann"
 GRAPH_SUFFIXES = (".usearch", ".json", ".building", ".log", ".attempt")
 KEY_SEPARATOR = "@"  # <space>@<key>.usearch: space ids are hex, key names have no "@"
-# a key graph's references snapshot is retaken (the graph rebuilt) once the space's size has
-# moved this far from the size it was taken at: the mean of n records moves by O(1/n) a record
-REFERENCES_DRIFT = 0.1
 _ROWS_PER_CHUNK = 20_000  # rows mapped at once while building a key's graph (bounded float64 memory)
 # a background build that started and did not finish (it failed, or was killed) is not tried
 # again for this long: searches must not respawn a failing build one after another
@@ -115,8 +112,7 @@ def plan(conn, space_id: str, loaded, size: int, dim: int) -> str | None:
     read = meta["size"] + meta.get("lacking", 0)  # the rows the graph accounted for when saved
     if read - (size - recent) > ann.REBUILD_STALE_FRACTION * read:
         return "build"
-    refs = meta.get("refs")
-    if refs and abs(size - refs["records"]) > REFERENCES_DRIFT * refs["records"]:
+    if snapshot_drifted(meta.get("refs"), size):
         return "build"
     if recent and meta["size"] == 0:  # an empty graph does not know the width of its vectors yet
         return "build"

@@ -14,7 +14,7 @@ expression as constants and kept in the settings row `keyindex:<space>:<key>` wi
 expression itself (a query must repeat it to the byte to walk the index). Rows lacking what
 the key reads are outside the index's predicate and counted at each search (a small partial
 index on the NULLs makes that cheap). A new index replaces the old one when the space's size
-has moved REFERENCES_DRIFT from the size its References were taken at. The walk's candidates
+has moved keys.REFERENCES_DRIFT from the size its References were taken at. The walk's candidates
 are re-ranked exactly in float64 by retrieval/keys.py's own map, so the index can only cost
 recall. Building takes minutes at a million records: a search that finds no index answers by
 an exact scan and starts a background build (`python -m loradb.db.store.pg_key_worker`, the database's
@@ -33,10 +33,10 @@ import time
 
 import numpy as np
 
-from loradb.db.store.graphs import REFERENCES_DRIFT
+from loradb.db.store.pgtypes import unpack_vector, vector_literal
 from loradb.db.store.protocol import KeySearch, SearchHit
 from loradb.errors import StoreError
-from loradb.retrieval.keys import KeyInputs, References, get_key, key_map
+from loradb.retrieval.keys import KeyInputs, References, get_key, key_map, snapshot_drifted
 
 SETTING = "keyindex:"
 BUILD_BACKOFF_SECONDS = 600  # a background build this process started is not started again for this long
@@ -56,7 +56,7 @@ _EXPRESSIONS = {
 
 
 def _literal(v: np.ndarray, dim: int) -> str:
-    return f"'{str(np.asarray(v, dtype=np.float64).tolist()).replace(' ', '')}'::vector({dim})"
+    return f"'{vector_literal(v)}'::vector({dim})"
 
 
 def _whitening_scale(refs: References) -> np.ndarray:
@@ -105,28 +105,33 @@ def _valid(conn, name: str) -> bool:
     return bool(row and row[0])
 
 
+def _inputs(rows, key: str, first: int) -> KeyInputs:
+    """KeyInputs of rows holding vector_send(z), vector_send(z_var), vector_send(task_z) from
+    column `first` on: only what `key` reads is unpacked."""
+    needs = get_key(key)
+
+    def column(i: int, needed: bool = True):
+        return np.stack([unpack_vector(r[first + i]) for r in rows]) if needed else None
+
+    return KeyInputs.of(column(0), column(1, needs.needs_var), column(2, needs.needs_task))
+
+
 def _rows(conn, space_id: str, key: str, *, chunk: int = 20_000):
     """KeyInputs of the space's rows `key` can map, a chunk at a time (a server-side cursor)."""
-    needs = get_key(key)
     with conn.transaction(), conn.cursor(name="loradb_key_rows") as cursor:
         cursor.execute(f"SELECT vector_send(z), vector_send(z_var), vector_send(task_z) FROM records "
                        f"WHERE {predicate(space_id, key)}")
         while rows := cursor.fetchmany(chunk):
-            def column(i: int, needed: bool = True):
-                return np.stack([_unpack(r[i]) for r in rows]) if needed else None
-            yield KeyInputs.of(column(0), column(1, needs.needs_var), column(2, needs.needs_task))
-
-
-def _unpack(sent: bytes) -> np.ndarray:
-    return np.frombuffer(sent, dtype=">f4", offset=4).astype(np.float32)
+            yield _inputs(rows, key, 0)
 
 
 def build(store, space_id: str, key: str, dim: int, max_dim: int) -> dict:
     """Build the space's index under `key` now (CREATE INDEX CONCURRENTLY: writers go on),
     record it in the settings, drop the one it replaces; returns its settings row. `max_dim`:
     the widest vector pgvector's HNSW indexes."""
-    refs, counted = (References.streamed(_rows(store.conn, space_id, key)) if get_key(key).reads_references else (None, 0))
-    if get_key(key).reads_references and refs is None:
+    reads_references = get_key(key).reads_references
+    refs, counted = References.streamed(_rows(store.conn, space_id, key)) if reads_references else (None, 0)
+    if reads_references and refs is None:
         raise StoreError(f"no record of space {space_id} has what retrieval key {key} reads")
     expr, width = expression(key, dim, refs)
     if width > max_dim:
@@ -148,12 +153,14 @@ def build(store, space_id: str, key: str, dim: int, max_dim: int) -> dict:
     return row
 
 
+def usable(conn, found: dict | None, dim: int) -> bool:
+    """An index that a search can walk: recorded, built for this dimension, and valid."""
+    return found is not None and found["space_dim"] == dim and _valid(conn, found["name"])
+
+
 def needs_build(conn, found: dict | None, size: int, dim: int) -> bool:
-    """No index, an invalid one, one of another dimension, or references that have drifted."""
-    if found is None or found["space_dim"] != dim or not _valid(conn, found["name"]):
-        return True
-    refs = found.get("refs")
-    return refs is not None and abs(size - refs["records"]) > REFERENCES_DRIFT * refs["records"]
+    """No usable index, or one whose references have drifted."""
+    return not usable(conn, found, dim) or snapshot_drifted(found["refs"] if found else None, size)
 
 
 def build_in_background(store, space_id: str, key: str) -> None:
@@ -180,18 +187,13 @@ def search(store, space_id: str, key: str, found: dict, target: KeyInputs, k: in
         cursor = store.conn.execute(
             f"SELECT id, vector_send(z), vector_send(z_var), vector_send(task_z) FROM records WHERE {found['predicate']} "
             f"ORDER BY ({found['expression']})::vector({width}) <-> %s::vector({width}) LIMIT %s",
-            (str(q.astype(np.float32).astype(np.float64).tolist()).replace(" ", ""), rerank))
+            (vector_literal(q), rerank))
     rows = cursor.fetchall()
-    count_lacking = lacking(store.conn, space_id, key)
     if len(rows) < k:
         return None
-    needs = get_key(key)
-    inputs = KeyInputs.of(np.stack([_unpack(r[1]) for r in rows]),
-                          np.stack([_unpack(r[2]) for r in rows]) if needs.needs_var else None,
-                          np.stack([_unpack(r[3]) for r in rows]) if needs.needs_task else None)
-    d2 = ((key_map(key, inputs, refs) - q) ** 2).sum(axis=1)
+    d2 = ((key_map(key, _inputs(rows, key, 1), refs) - q) ** 2).sum(axis=1)
     order = np.lexsort(([r[0] for r in rows], d2))[:k]
-    return KeySearch([SearchHit(rows[i][0], float(d2[i])) for i in order], refs, count_lacking)
+    return KeySearch([SearchHit(rows[i][0], float(d2[i])) for i in order], refs, lacking(store.conn, space_id, key))
 
 
 def status(store, space_id: str, key: str, size: int, dim: int, exact_below: int) -> dict:
@@ -202,8 +204,9 @@ def status(store, space_id: str, key: str, size: int, dim: int, exact_below: int
     if found is not None:
         valid = _valid(store.conn, found["name"])
         size_row = store.conn.execute("SELECT pg_relation_size(%s::regclass)", (found["name"],)).fetchone() if valid else None
+        stale = found["space_dim"] != dim or snapshot_drifted(found["refs"], size)
         row.update(index=found["name"], bytes=int(size_row[0]) if size_row else 0,
-                   graph=("needs build" if needs_build(store.conn, found, size, dim) else "ready") if valid else "absent")
+                   graph=("needs build" if stale else "ready") if valid else "absent")
     if row["search"] == "hnsw" and row["graph"] == "absent":
         row["search"] = "exact (until the index is built)"
     return row

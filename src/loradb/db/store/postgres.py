@@ -17,9 +17,10 @@ import numpy as np
 
 from loradb.errors import StoreError, Unavailable
 from loradb.db.store import pgkeys
+from loradb.db.store.pgtypes import unpack_vector, vector_literal
 from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
-from loradb.retrieval.keys import RAW_L2, KeyInputs
+from loradb.retrieval.keys import RAW_L2, KeyInputs, snapshot_drifted
 
 MIGRATIONS: list[str] = [
     """
@@ -113,18 +114,6 @@ def _hnsw_index_sql(dim: int) -> str:
             f"((z::vector({dim})) vector_l2_ops) WHERE dim = {dim}")
 
 
-def _vector_literal(z: np.ndarray) -> str:
-    """pgvector's text form of z as float32; each value is written as the float64 equal to it
-    (exact, and str() of a list is one C call: the generator of reprs took 1 ms a query)."""
-    return str(np.asarray(z, dtype=np.float32).astype(np.float64).tolist()).replace(" ", "")
-
-
-def _unpack_vector(sent: bytes) -> np.ndarray:
-    """A vector as pgvector's vector_send writes it: int16 dim, int16 unused, big-endian float4s
-    (read by numpy in one go; parsing the text form took most of a search's client time)."""
-    return np.frombuffer(sent, dtype=">f4", offset=4).astype(np.float32)
-
-
 def _connect(url: str):
     try:
         import psycopg
@@ -171,7 +160,7 @@ class PgIndex(SharedStatements):
     Z_COLUMN = "vector_send(z)"
 
     def _vector(self, raw) -> np.ndarray:
-        return _unpack_vector(raw)
+        return unpack_vector(raw)
 
     def _unicode_lower(self) -> str | None:
         """lower() of an expression with Unicode case mapping whatever the database's locale: under
@@ -266,10 +255,10 @@ class PgIndex(SharedStatements):
 
     def _row(self, row) -> Record:
         return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
-                      space=self._space_recipe(row[4]), z=_unpack_vector(row[5]), n_samples=row[6], rank=row[7],
+                      space=self._space_recipe(row[4]), z=unpack_vector(row[5]), n_samples=row[6], rank=row[7],
                       target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
-                      owner=row[13], privacy=row[14], var=_unpack_vector(row[15]) if row[15] else None, task=row[16],
-                      task_z=_unpack_vector(row[17]) if row[17] else None)
+                      owner=row[13], privacy=row[14], var=unpack_vector(row[15]) if row[15] else None, task=row[16],
+                      task_z=unpack_vector(row[17]) if row[17] else None)
 
     def insert(self, record: Record) -> None:
         self.insert_many([record])
@@ -295,11 +284,11 @@ class PgIndex(SharedStatements):
                         "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy, z_var, task, task_z) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s::vector)",
                         (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
-                         _vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
+                         vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
                          Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
                          Jsonb(record.privacy) if record.privacy else None,
-                         None if record.var is None else _vector_literal(record.var), Jsonb(record.task) if record.task else None,
-                         None if record.task_z is None else _vector_literal(record.task_z)))
+                         None if record.var is None else vector_literal(record.var), Jsonb(record.task) if record.task else None,
+                         None if record.task_z is None else vector_literal(record.task_z)))
         except psycopg.errors.UniqueViolation as e:
             raise StoreError(f"cannot add record {records[0].name if len(records) == 1 else 'batch'!r}: "
                              f"{str(e).splitlines()[0]}") from None
@@ -367,12 +356,13 @@ class PgIndex(SharedStatements):
         size = self.space_sizes().get(space_id, 0)
         if size < EXACT_BELOW:
             return None
-        dim = dict(self.conn.execute("SELECT id, dim FROM spaces WHERE id = %s", (space_id,)).fetchall())[space_id]
+        dim = self.conn.execute("SELECT dim FROM spaces WHERE id = %s", (space_id,)).fetchone()[0]
         found = pgkeys.entry(self, space_id, key)
-        if pgkeys.needs_build(self.conn, found, size, dim):
-            pgkeys.build_in_background(self, space_id, key)
-            if found is None or found["space_dim"] != dim or not pgkeys._valid(self.conn, found["name"]):
-                return None
+        usable = pgkeys.usable(self.conn, found, dim)
+        if not usable or snapshot_drifted(found["refs"] if found else None, size):
+            pgkeys.build_in_background(self, space_id, key)  # a drifted index still answers meanwhile
+        if not usable:
+            return None
         assert found is not None
         return pgkeys.search(self, space_id, key, found, target, k, _reranked(k), _hnsw_settings(k))
 
@@ -444,7 +434,7 @@ def _hnsw_candidates(space_id: str, q: np.ndarray, k: int) -> tuple[str, tuple]:
     the exact re-rank; only these rows are read from the table."""
     dim = q.shape[0]  # past ef_search, the strict-order iterative scan goes on
     return (f"SELECT id, vector_send(z) FROM records WHERE dim = {dim} AND space_id = %s "
-            f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, _vector_literal(q), _reranked(k)))
+            f"ORDER BY z::vector({dim}) <-> %s::vector({dim}) LIMIT %s", (space_id, vector_literal(q), _reranked(k)))
 
 
 def _exact_candidates(space_id: str, q: np.ndarray, k: int, metric: str) -> tuple[str, tuple]:
@@ -454,7 +444,7 @@ def _exact_candidates(space_id: str, q: np.ndarray, k: int, metric: str) -> tupl
     Sending the whole space instead cost 15 MB and ~0.8 s a search at 10k records."""
     operator = "<->" if metric == "l2" else "<=>"
     return (f"SELECT id, vector_send(z) FROM records WHERE space_id = %s ORDER BY z {operator} %s::vector, id LIMIT %s",
-            (space_id, _vector_literal(q), _reranked(k)))
+            (space_id, vector_literal(q), _reranked(k)))
 
 
 def _reranked(k: int) -> int:
@@ -465,7 +455,7 @@ def _reranked(k: int) -> int:
 def _exact_top(rows, q: np.ndarray, k: int, metric: str) -> list[SearchHit]:
     """Exact distances of candidate rows (id, vector_send(z)), sorted by distance then id."""
     rows = sorted(rows, key=lambda r: r[0])
-    Z = np.stack([_unpack_vector(r[1]) for r in rows]).astype(np.float64)
+    Z = np.stack([unpack_vector(r[1]) for r in rows]).astype(np.float64)
     if metric == "l2":
         dist = ((Z - q) ** 2).sum(axis=1)
     else:

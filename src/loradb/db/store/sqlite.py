@@ -369,9 +369,8 @@ class SqliteIndex(SharedStatements):
             raise StoreError(f"no representation space {space_id} in this database")
         chosen = [space_id] if space_id is not None else sorted(s for s, n in sizes.items() if n >= self.ann_min_records)
         for sid in chosen:  # a space named explicitly is built whatever its size
-            for key in keys:
-                if sizes.get(sid, 0) > 0:
-                    graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait, key=key)
+            for key in keys if sizes.get(sid, 0) > 0 else ():
+                graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait, key=key)
         return [row for row in self.index_status() if space_id in (None, row["space"])]
 
     def index_status(self) -> list[dict]:
