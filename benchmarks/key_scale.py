@@ -39,6 +39,23 @@ DIM, K = 384, 10
 RESULTS: dict = {"embedded": {}, "postgres": {}}
 
 
+def synthetic(records: int, clusters: int, key: str, queries: int):
+    """(z, var or None, task_z, space, targets) of `records` synthetic records about `clusters`
+    family centres, and `queries` targets (z, var, task_z) drawn about them (seeded)."""
+    rng = np.random.default_rng(0)
+    z_centres = rng.normal(size=(clusters, DIM)).astype(np.float32) * 2
+    task_centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
+    picks = rng.integers(0, clusters, records)
+    z = (z_centres[picks] + rng.normal(size=(records, DIM)).astype(np.float32)).astype(np.float32)
+    task_z = (task_centres[picks] + 0.5 * rng.normal(size=(records, DIM)).astype(np.float32)).astype(np.float32)
+    var = rng.uniform(0.5, 2.0, size=(records, DIM)).astype(np.float32) if key in ("whitened", "frechet") else None
+    space = Space(secrets.token_hex(32), secrets.token_hex(32), 6, "mean", 256, DIM)
+    target_picks = rng.integers(0, clusters, queries)
+    targets = [(make_vectors(rng, 1, z_centres[p:p + 1])[0], None if var is None else var[0],
+                (task_centres[p] + 0.5 * rng.normal(size=DIM)).astype(np.float32)) for p in target_picks]
+    return z, var, task_z, space, targets
+
+
 def keyed_records(z: np.ndarray, var: np.ndarray | None, task_z: np.ndarray, space: Space, start: int, blobs: list[str]):
     for i in range(len(z)):
         n = start + i
@@ -93,10 +110,10 @@ def measure(db, store: str, space: Space, key: str, targets, truth, baseline_que
     print(f"{store}: ratio exact p50 / index p50 (warm): {ratio:.1f}x", flush=True)
 
 
-def embedded(args, root: Path, data) -> None:
+def load_embedded(root: Path, z, var, task_z, space: Space, key: str):
+    """(an embedded LoraDB of the records with `key` chosen for their space, seconds the load took)."""
     from loradb.db.database import DEFAULT_KEY_SETTING, LoraDB
 
-    z, var, task_z, space, targets, truth = data
     db = LoraDB.init(root / "db")
     blobs = placeholder_blobs(db, root)
     t = time.perf_counter()
@@ -105,7 +122,41 @@ def embedded(args, root: Path, data) -> None:
                                                 task_z[s:s + 50_000], space, s, blobs)))
     load_s = time.perf_counter() - t
     print(f"embedded: loaded {len(z)} records in {load_s:.1f} s", flush=True)
-    db.index.set_setting(f"{DEFAULT_KEY_SETTING}{space.id}", args.key)  # what `loradb key choose` writes
+    db.index.set_setting(f"{DEFAULT_KEY_SETTING}{space.id}", key)  # what `loradb key choose` writes
+    return db, load_s
+
+
+def load_postgres(server, z, var, task_z, space: Space, key: str):
+    """(a PostgreSQL LoraDB of the records on `server` with `key` chosen for their space, seconds the load took)."""
+    import psycopg
+
+    from loradb.db.database import DEFAULT_KEY_SETTING, LoraDB
+    from loradb.db.store.pgtypes import vector_literal
+    from loradb.db.store.postgres import PgIndex
+
+    url = server.create_database("keyscale")
+    PgIndex.create(url, "s3://placeholder/blobs")
+    db = LoraDB(url)
+    conn = db.index.conn
+    t = time.perf_counter()
+    conn.execute("INSERT INTO spaces VALUES (%s, 'synthetic', %s, %s, %s)",
+                 (space.id, space.base_fingerprint, psycopg.types.json.Jsonb(space.to_dict()), DIM))
+    with conn.cursor().copy("COPY records (id, name, base_name, base_fingerprint, space_id, dim, z, z_var, task_z, rank, "
+                            "target_modules, adapter_config, meta, blob_sha256, created) FROM STDIN") as copy:
+        for i in range(len(z)):
+            copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", space.base_fingerprint, space.id, DIM,
+                            vector_literal(z[i]), None if var is None else vector_literal(var[i]),
+                            vector_literal(task_z[i]), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
+    conn.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
+    load_s = time.perf_counter() - t
+    print(f"postgres: loaded {len(z)} records in {load_s:.1f} s", flush=True)
+    db.index.set_setting(f"{DEFAULT_KEY_SETTING}{space.id}", key)
+    return db, load_s
+
+
+def embedded(args, root: Path, data) -> None:
+    z, var, task_z, space, targets, truth = data
+    db, load_s = load_embedded(root, z, var, task_z, space, args.key)
     t = time.perf_counter()
     db.index.build_index(space.id, keys=(args.key,))  # the key's graph only: the default search walks no other
     build_s = time.perf_counter() - t
@@ -120,34 +171,14 @@ def embedded(args, root: Path, data) -> None:
 
 
 def postgres(args, root: Path, data) -> None:
-    import psycopg
-
-    from loradb.db.database import DEFAULT_KEY_SETTING, LoraDB
     from loradb.db.store import pgkeys, postgres as pg_store
-    from loradb.db.store.pgtypes import vector_literal
-    from loradb.db.store.postgres import PgIndex
     from services import Postgres
 
     z, var, task_z, space, targets, truth = data
     server = Postgres(root / "pg", shared_buffers=args.pg_shared_buffers)
     try:
-        url = server.create_database("keyscale")
-        PgIndex.create(url, "s3://placeholder/blobs")
-        db = LoraDB(url)
+        db, load_s = load_postgres(server, z, var, task_z, space, args.key)
         conn = db.index.conn
-        t = time.perf_counter()
-        conn.execute("INSERT INTO spaces VALUES (%s, 'synthetic', %s, %s, %s)",
-                     (space.id, space.base_fingerprint, psycopg.types.json.Jsonb(space.to_dict()), DIM))
-        with conn.cursor().copy("COPY records (id, name, base_name, base_fingerprint, space_id, dim, z, z_var, task_z, rank, "
-                                "target_modules, adapter_config, meta, blob_sha256, created) FROM STDIN") as copy:
-            for i in range(len(z)):
-                copy.write_row((uuid.UUID(int=i).hex, f"r{i}", "synthetic", space.base_fingerprint, space.id, DIM,
-                                vector_literal(z[i]), None if var is None else vector_literal(var[i]),
-                                vector_literal(task_z[i]), 8, '["q_proj"]', "{}", "{}", "0" * 64, f"2026-01-01T00:00:{i:012d}"))
-        conn.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
-        load_s = time.perf_counter() - t
-        print(f"postgres: loaded {len(z)} records in {load_s:.1f} s", flush=True)
-        db.index.set_setting(f"{DEFAULT_KEY_SETTING}{space.id}", args.key)
         t = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '4GB'")  # room for the HNSW graph while it is built (docs/scaling.md)
         conn.execute("SET max_parallel_maintenance_workers = 1")
@@ -179,8 +210,8 @@ def main() -> None:
     parser.add_argument("--baseline-queries", type=int, default=5)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--no-pg-baseline", action="store_true",
-                        help="no exact key scan on PostgreSQL: at 1M records it reads every record into memory "
-                             "(in_space) and was OOM-killed at ~20 GB on this 24 GB machine")
+                        help="no exact key scan on PostgreSQL (the committed report's run: the scan then read whole "
+                             "records and was OOM-killed at ~20 GB; it now streams, benchmarks/key_scan_memory.py)")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--pg-shared-buffers", default="4GB")
     parser.add_argument("--out", type=Path, help="write results.json, RUN.md and run.json here")
@@ -190,17 +221,7 @@ def main() -> None:
     global EXACT_BELOW
     EXACT_BELOW = pg_store.EXACT_BELOW
     started = time.perf_counter()
-    rng = np.random.default_rng(0)
-    z_centres = rng.normal(size=(args.clusters, DIM)).astype(np.float32) * 2
-    task_centres = rng.normal(size=(args.clusters, DIM)).astype(np.float32)
-    picks = rng.integers(0, args.clusters, args.records)
-    z = (z_centres[picks] + rng.normal(size=(args.records, DIM)).astype(np.float32)).astype(np.float32)
-    task_z = (task_centres[picks] + 0.5 * rng.normal(size=(args.records, DIM)).astype(np.float32)).astype(np.float32)
-    var = rng.uniform(0.5, 2.0, size=(args.records, DIM)).astype(np.float32) if args.key in ("whitened", "frechet") else None
-    space = Space(secrets.token_hex(32), secrets.token_hex(32), 6, "mean", 256, DIM)
-    target_picks = rng.integers(0, args.clusters, args.queries)
-    targets = [(make_vectors(rng, 1, z_centres[p:p + 1])[0], None if var is None else var[0],
-                (task_centres[p] + 0.5 * rng.normal(size=DIM)).astype(np.float32)) for p in target_picks]
+    z, var, task_z, space, targets = synthetic(args.records, args.clusters, args.key, args.queries)
     t = time.perf_counter()
     refs = References.of(KeyInputs.of(z, var, task_z))  # the key's references over every record (exact)
     phi = mapped(args.key, z, var, task_z, refs)

@@ -4,6 +4,7 @@ exact scan's (recall), ranks the planted nearest family first, keeps working pas
 a record lacking what the key reads is counted, never silently mixed in."""
 
 import secrets
+import tracemalloc
 import uuid
 from types import SimpleNamespace
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from loradb.db import keysearch
-from loradb.db.store import ann, graphs, pgkeys, postgres
+from loradb.db.store import ann, graphs, pgkeys, pgtypes, postgres
+from loradb.db.store import sqlite as sqlite_store
 from loradb.db.store.postgres import PgIndex
 from loradb.db.store.protocol import Record
 from loradb.db.store.sqlite import SqliteIndex, migrate
@@ -157,6 +159,61 @@ def test_a_record_lacking_what_the_key_reads_is_counted_not_mixed_in(tmp_path):
     assert keysearch.nearest_by_key(db, "task", target, 5, fallback=True) is None  # the space's key: raw-l2 instead
     with pytest.raises(LoradbError, match="needs a task embedding.*1 records here lack"):
         keysearch.nearest_by_key(db, "task", target, 5, fallback=False)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgres"])
+def test_the_exact_scan_streams_key_rows_and_a_space_too_large_to_keep_is_mapped_a_chunk_at_a_time(
+        tmp_path, backend, monkeypatch, request):
+    """A large space before its key index exists is scanned exactly without whole records (at 1M
+    they took 20 GB); past KEPT_PHI_BYTES no phi matrix is kept and each search streams, with
+    the kept scan's answer and a fraction of its memory."""
+    db, space, fam = filled(tmp_path, backend=backend, request=request)
+    ask_for_builds(monkeypatch)
+    records = sorted(db.index.in_space(space.id), key=lambda r: r.name)  # for the independent answer
+    monkeypatch.setattr(type(db.index), "in_space", lambda *a: pytest.fail("the scan read whole records"))
+    monkeypatch.setattr(sqlite_store, "ROWS_PER_CHUNK", 100)
+    monkeypatch.setattr(pgtypes, "ROWS_PER_CHUNK", 100)
+    for key in ("centered-cosine", "task+centered", "task"):  # two read the References, one does not
+        for trial in range(3):
+            family = 5 + 11 * trial
+            target = fam.target(family, space)
+            keysearch._SCANS.clear()
+            tracemalloc.start()
+            kept = keysearch.nearest_by_key(db, key, target, 10, fallback=False)
+            kept_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert keysearch._SCANS[(db.location, space.id, key)].phi is not None
+            keysearch._SCANS.clear()
+            with monkeypatch.context() as small:
+                small.setattr(keysearch, "KEPT_PHI_BYTES", 1000)
+                tracemalloc.start()
+                streamed = keysearch.nearest_by_key(db, key, target, 10, fallback=False)
+                streamed_peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert keysearch._SCANS[(db.location, space.id, key)].phi is None  # nothing of the space kept
+            names = [r.name for r in streamed.records]
+            assert names == [r.name for r in kept.records]
+            np.testing.assert_array_equal(streamed.distances, kept.distances)
+            d2 = key_distances(key, KeyInputs.stacked([target]), KeyInputs.stacked(records))
+            assert names == [records[i].name for i in np.lexsort((np.arange(len(records)), d2))[:10]]
+            assert all(n.startswith(f"f{family}-") for n in names[:3]), (key, names)  # the planted family first
+            assert streamed_peak < kept_peak / 3, (key, streamed_peak, kept_peak)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgres"])
+def test_key_rows_come_in_pythons_name_order_whatever_the_collation(tmp_path, backend, monkeypatch, request):
+    """The scan's References and its ties follow Python's sort of the names, a chunk at a time. A
+    locale collation would put "b" before "Z" (PostgreSQL's key_rows asks for COLLATE "C"; the
+    test servers here have C locales only, so that override itself is not exercised)."""
+    db, space, fam = filled(tmp_path, n=0, backend=backend, request=request)
+    names = ["b", "Z", "é", "e", "zz", "Ä", "a-1", "a_1", "a1", "日本"]
+    db.index.insert_many([keyed_record(space, *fam.draw(0), name=n) for n in names])
+    monkeypatch.setattr(sqlite_store, "ROWS_PER_CHUNK", 3)
+    monkeypatch.setattr(pgtypes, "ROWS_PER_CHUNK", 3)
+    chunks = list(db.index.key_rows(space.id))
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert [r.name for c in chunks for r in c] == sorted(names)
+    assert all(r.var is not None and r.task_z is not None and r.z.dtype == np.float32 for c in chunks for r in c)
 
 
 def test_status_lists_key_graphs_and_gc_removes_those_of_gone_spaces(tmp_path):

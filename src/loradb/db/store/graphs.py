@@ -26,12 +26,12 @@ import numpy as np
 
 from loradb.db.store import ann
 from loradb.db.store.protocol import KeySearch, SearchHit
+from loradb.db.store.sqlshared import ROWS_PER_CHUNK
 from loradb.retrieval.keys import RAW_L2, KeyInputs, References, get_key, key_map, snapshot_drifted
 
 GRAPH_DIR = "ann"
 GRAPH_SUFFIXES = (".usearch", ".json", ".building", ".log", ".attempt")
 KEY_SEPARATOR = "@"  # <space>@<key>.usearch: space ids are hex, key names have no "@"
-_ROWS_PER_CHUNK = 20_000  # rows mapped at once while building a key's graph (bounded float64 memory)
 # a background build that started and did not finish (it failed, or was killed) is not tried
 # again for this long: searches must not respawn a failing build one after another
 BUILD_BACKOFF_SECONDS = 600
@@ -58,7 +58,7 @@ def _key_rows(conn, space_id: str, key: str, *, after: int):
     needs = get_key(key)
     cursor = conn.execute("SELECT seq, id, z, z_var, task_z FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
                           (space_id, after))
-    while rows := cursor.fetchmany(_ROWS_PER_CHUNK):
+    while rows := cursor.fetchmany(ROWS_PER_CHUNK):
         kept = [r for r in rows if not ((needs.needs_var and r[3] is None) or (needs.needs_task and r[4] is None))]
 
         def column(i: int, needed: bool = True):

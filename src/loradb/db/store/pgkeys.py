@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from loradb.db.store.pgtypes import unpack_vector, vector_literal
+from loradb.db.store.pgtypes import server_chunks, unpack_vector, vector_literal
 from loradb.db.store.protocol import KeySearch, SearchHit
 from loradb.errors import StoreError
 from loradb.retrieval.keys import KeyInputs, References, get_key, key_map, snapshot_drifted
@@ -116,13 +116,11 @@ def _inputs(rows, key: str, first: int) -> KeyInputs:
     return KeyInputs.of(column(0), column(1, needs.needs_var), column(2, needs.needs_task))
 
 
-def _rows(conn, space_id: str, key: str, *, chunk: int = 20_000):
-    """KeyInputs of the space's rows `key` can map, a chunk at a time (a server-side cursor)."""
-    with conn.transaction(), conn.cursor(name="loradb_key_rows") as cursor:
-        cursor.execute(f"SELECT vector_send(z), vector_send(z_var), vector_send(task_z) FROM records "
-                       f"WHERE {predicate(space_id, key)}")
-        while rows := cursor.fetchmany(chunk):
-            yield _inputs(rows, key, 0)
+def _rows(conn, space_id: str, key: str):
+    """KeyInputs of the space's rows `key` can map, a chunk at a time."""
+    sql = f"SELECT vector_send(z), vector_send(z_var), vector_send(task_z) FROM records WHERE {predicate(space_id, key)}"
+    for rows in server_chunks(conn, sql):
+        yield _inputs(rows, key, 0)
 
 
 def build(store, space_id: str, key: str, dim: int, max_dim: int) -> dict:

@@ -11,13 +11,14 @@ id as in the embedded store.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
 from loradb.errors import StoreError, Unavailable
 from loradb.db.store import pgkeys
-from loradb.db.store.pgtypes import unpack_vector, vector_literal
+from loradb.db.store.pgtypes import server_chunks, unpack_vector, vector_literal
 from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
 from loradb.retrieval.keys import RAW_L2, KeyInputs, snapshot_drifted
@@ -62,7 +63,9 @@ MIGRATIONS: list[str] = [
         revoked TEXT
     );
     CREATE TABLE state (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
-    INSERT INTO state VALUES ('generation', 0);
+    -- from a random point: a database made again at the same URL must not match what a
+    -- process cached of the one before it (caches are keyed by location and generation)
+    INSERT INTO state VALUES ('generation', floor(random() * 281474976710656)::bigint);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
     # 2: what retrieval keys other than raw L2 read (retrieval/keys.py); NULL for older records
@@ -158,9 +161,14 @@ class PgIndex(SharedStatements):
     # POSIX: a Unicode collation is used where the server has one (_unicode_lower)
     UNICODE_LOWER: str | None = "lower({})"
     Z_COLUMN = "vector_send(z)"
+    KEY_COLUMNS = "vector_send(z), vector_send(z_var), vector_send(task_z)"
+    CODEPOINT_NAME = 'name COLLATE "C"'  # the database's own collation may be a locale's
 
     def _vector(self, raw) -> np.ndarray:
         return unpack_vector(raw)
+
+    def _chunks(self, sql: str, params: tuple) -> Iterator[list]:
+        return server_chunks(self.conn, sql, params)
 
     def _unicode_lower(self) -> str | None:
         """lower() of an expression with Unicode case mapping whatever the database's locale: under

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -68,6 +68,16 @@ class SearchHit:
     distance: float
 
 
+class KeyRow(NamedTuple):
+    """What a retrieval key reads of one record (an exact key scan reads these, not whole records)."""
+
+    id: str
+    name: str
+    z: np.ndarray  # float32, as in Record
+    var: np.ndarray | None
+    task_z: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class KeySearch:
     """A search of a large space under a retrieval key, through that key's index: the hits
@@ -102,6 +112,8 @@ class IndexStore(Protocol):
     def prototypes(self, ids: list[str]) -> list[tuple[str, str, dict, np.ndarray]]: ...  # (id, name, meta, z)
     def generation(self) -> int: ...  # moves whenever records are added or removed
     def in_space(self, space_id: str) -> list[Record]: ...
+    # a space's KeyRows, a chunk at a time, ordered by (name, id) in code-point order (Python's sort)
+    def key_rows(self, space_id: str) -> Iterator[list[KeyRow]]: ...
     def delete(self, record_id: str) -> None: ...
     def spaces(self, with_counts: bool = True) -> list[dict]: ...
     def nearest(self, space_id: str, z: np.ndarray, k: int, metric: str = "l2") -> list[SearchHit]: ...

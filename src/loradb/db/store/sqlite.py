@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from loradb.errors import StoreError
 from loradb.db.store import ann, graphs
 from loradb.db.store.protocol import KeySearch, Record, SearchHit
-from loradb.db.store.sqlshared import SharedStatements
+from loradb.db.store.sqlshared import ROWS_PER_CHUNK, SharedStatements
 from loradb.retrieval.keys import RAW_L2, KeyInputs
 
 MIGRATIONS: list[str] = [
@@ -66,7 +67,9 @@ MIGRATIONS: list[str] = [
         revoked TEXT
     );
     CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO state VALUES ('generation', 0);
+    -- from a random point: a database made again at the same path must not match what a
+    -- process cached of the one before it (caches are keyed by path and generation)
+    INSERT INTO state VALUES ('generation', abs(random() % 281474976710656));
     """,
 ]
 MIGRATIONS.append(
@@ -158,6 +161,8 @@ class SqliteIndex(SharedStatements):
     META_VALUE = "CAST(value AS TEXT)"
     UNICODE_LOWER = "loradb_lower({})"
     Z_COLUMN = "z"
+    KEY_COLUMNS = "z, z_var, task_z"
+    CODEPOINT_NAME = "name"  # SQLite's BINARY collation compares UTF-8 bytes: code-point order
     FILE = "index.sqlite"
     MARKER = "LORADB"  # marks the directory as a loradb database; also the writers' lock file
 
@@ -195,6 +200,14 @@ class SqliteIndex(SharedStatements):
 
     def _vector(self, raw: bytes) -> np.ndarray:
         return _unpack_vector(raw)
+
+    def _chunks(self, sql: str, params: tuple) -> Iterator[list]:
+        cursor = self.conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(ROWS_PER_CHUNK):
+                yield rows
+        finally:
+            cursor.close()  # a cursor left open would hold its read snapshot
 
     def _row(self, row) -> Record:
         return Record(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from loradb.db.store.protocol import KeyRow
 from loradb.errors import LoradbError, NotFound, StoreError
 
 if TYPE_CHECKING:
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
 
 # record ids are uuid4().hex: 32 lowercase hex digits; `list` shows the first 12
 ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+
+# rows read and decoded at once by a scan of a whole space (bounded memory at any size)
+ROWS_PER_CHUNK = 20_000
 
 TOKEN_COLUMNS = ("id", "name", "scope", "secret_sha256", "created", "revoked")
 _TOKEN_SELECT = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"
@@ -36,9 +41,12 @@ class SharedStatements:
         META_VALUE: str  # a metadata value as text, inside META_VALUE_LIKE's subquery
         UNICODE_LOWER: str | None  # None: this database cannot fold non-ASCII letters
         Z_COLUMN: str  # how a record's z is selected, for _vector
+        KEY_COLUMNS: str  # how z, z_var and task_z are selected, for _vector
+        CODEPOINT_NAME: str  # the name column compared in code-point order (Python's string order)
 
         def _row(self, row) -> Record: ...
         def _vector(self, raw) -> np.ndarray: ...  # a selected Z_COLUMN as float32
+        def _chunks(self, sql: str, params: tuple) -> Iterator[list]: ...  # a query's rows, a chunk at a time
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.PARAM)
@@ -48,6 +56,16 @@ class SharedStatements:
         rows = self.conn.execute(self._sql(f"SELECT {self.COLUMNS} FROM records WHERE space_id = ? ORDER BY id"),
                                  (space_id,)).fetchall()
         return [self._row(r) for r in rows]
+
+    def key_rows(self, space_id: str) -> Iterator[list[KeyRow]]:
+        """A space's KeyRows (what retrieval keys read), a chunk at a time, ordered by (name, id)
+        as Python sorts them: an exact key scan of a million records needs neither whole
+        records nor all of them in memory at once."""
+        sql = self._sql(f"SELECT id, name, {self.KEY_COLUMNS} FROM records WHERE space_id = ? "
+                        f"ORDER BY {self.CODEPOINT_NAME}, id")
+        for rows in self._chunks(sql, (space_id,)):
+            yield [KeyRow(r[0], r[1], self._vector(r[2]), None if r[3] is None else self._vector(r[3]),
+                          None if r[4] is None else self._vector(r[4])) for r in rows]
 
     def get(self, ref: str) -> Record:
         """A record by full id, name, or unique id prefix (>= 4 hex digits), in that order.
