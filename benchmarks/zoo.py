@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--folds", help="hold out only these domains (comma-separated; default every domain)")
     parser.add_argument("--transfer", action="store_true", help="every single adapter on every domain (961 evaluations)")
     parser.add_argument("-k", type=int, default=5, help="adapters retrieved (default 5)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from what an earlier run into --out finished (the same settings, data and adapters)")
     parser.add_argument("--no-k-sweep", action="store_true", help="skip the accuracy-against-k rows (faster)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -55,7 +57,7 @@ def main() -> None:
                      tune_examples=100,  # per leave-one-out player in the scale's choice: 8 players x 11 candidates a fold
                      shots=tuple(int(x) for x in args.shots.split(",")) if args.shots else (),
                      folds=tuple(args.folds.split(",")) if args.folds else None)
-    results = run_eval(packaged_minilm(), domains, Path(args.out), config, progress=False, log=log)
+    results = run_eval(packaged_minilm(), domains, Path(args.out), config, progress=False, resume=args.resume, log=log)
     print("\n".join(summary_lines(results)))
     write_run_info(Path(args.out), started)
 

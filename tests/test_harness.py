@@ -3,6 +3,7 @@ validation, and the benchmark data's verification."""
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -59,6 +60,45 @@ def test_harness_end_to_end_and_cache(bert, tmp_path):
     again = run_eval(bert, domains, tmp_path / "report2", FAST, cache=cache, progress=False, log=lambda m: None)
     assert all(again["timing"]["train_reused"].values())  # a second run reuses the trained adapters
     assert again["domains"]["cooking"]["sft"]["accuracy"] == results["domains"]["cooking"]["sft"]["accuracy"]
+
+
+def untimed(doc):
+    """`doc` without its timings (they differ from run to run)."""
+    if isinstance(doc, dict):
+        return {k: untimed(v) for k, v in doc.items() if "seconds" not in k}
+    return [untimed(v) for v in doc] if isinstance(doc, list) else doc
+
+
+def test_a_run_killed_part_way_resumes_from_its_finished_folds_with_the_same_results(bert, tmp_path, monkeypatch):
+    from loradb.evaluate import fold, harness
+
+    domains = make_domains(tmp_path / "domains")
+    out, cache = tmp_path / "report", tmp_path / "cache"
+    quiet = dict(cache=cache, progress=False, log=lambda m: None)
+    first = run_eval(bert, domains, out, FAST, **quiet)
+    assert "resumed" not in first
+    evaluations = []
+    real_evaluate_on = fold.evaluate_on
+
+    def counted(task, model, domain, progress):
+        evaluations.append(domain.name)
+        return real_evaluate_on(task, model, domain, progress)
+
+    monkeypatch.setattr(fold, "evaluate_on", counted)
+    monkeypatch.setattr(harness, "evaluate_on", counted)
+    (out / "work" / "checkpoints" / "fold-finance.json").unlink()  # killed during finance's fold
+    again = run_eval(bert, domains, out, FAST, resume=True, **quiet)
+    assert set(evaluations) == {"finance"}  # only the unfinished fold was evaluated again
+    assert "fold-finance" not in again["resumed"] and {"fold-cooking", "fold-sports", "single-cooking"} <= set(again["resumed"])
+    assert untimed(again["domains"]) == untimed(first["domains"])  # the same scores, weights and outputs
+    assert again["hyperparameters"] == first["hyperparameters"] and again["average"] == first["average"]
+    assert again["domains"]["cooking"] == first["domains"]["cooking"]  # kept whole, its timings too
+    evaluations.clear()
+    other = run_eval(bert, domains, out, replace(FAST, k=1), resume=True, **quiet)  # another setting: nothing reused
+    assert "resumed" not in other and {"cooking", "finance", "sports"} <= set(evaluations)
+    evaluations.clear()
+    run_eval(bert, domains, out, replace(FAST, k=1), **quiet)  # without resume: afresh, though all is kept
+    assert {"cooking", "finance", "sports"} <= set(evaluations)
 
 
 def test_eval_cli_refuses_malformed_folders(bert, tmp_path):
@@ -305,8 +345,8 @@ def test_eval_cli_library_flags_reach_the_config(bert, tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run_eval(base, domains, out, config):
-        seen["config"] = config
+    def fake_run_eval(base, domains, out, config, resume=False):
+        seen["config"], seen["resume"] = config, resume
         raise SystemExit(0)
 
     monkeypatch.setattr(harness, "run_eval", fake_run_eval)
@@ -317,7 +357,10 @@ def test_eval_cli_library_flags_reach_the_config(bert, tmp_path, monkeypatch):
     c = seen["config"]
     assert (c.library_rows, c.target_split, c.peft_arrow) == (True, True, True)
     assert c.scale_grid == (1.0, 2.5) and c.task_arithmetic_grid == (0.3,) and c.orphan_folds == ("a",)
-    assert (c.scale_references, c.tune_examples, c.folds) == (3, 20, ("a", "b"))
+    assert (c.scale_references, c.tune_examples, c.folds) == (3, 20, ("a", "b")) and seen["resume"] is False
+    with pytest.raises(SystemExit):
+        main([*args, "--resume"])
+    assert seen["resume"] is True
     with pytest.raises(SystemExit):
         main(args)
     assert seen["config"].library_rows is False and seen["config"].scale_grid == EvalConfig().scale_grid

@@ -14,6 +14,9 @@ def _eval_flags(p) -> None:
     p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("--domains", required=True, help="folder with one folder per domain (train.jsonl, test.jsonl)")
     p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse what an earlier run into --out finished (representations, single-adapter rows, whole "
+                        "folds) when its configuration, data and adapters are the same: a long run goes on where it stopped")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(ZERO_SHOT)} (default all)")
     p.add_argument("-k", type=int, default=5, help="adapters retrieved per held-out domain (default 5)")
     p.add_argument("--no-tune", action="store_true", help="use the automatic lambda_1 / lambda_2 instead of leave-one-out "
@@ -92,7 +95,7 @@ def cmd_eval(args) -> int:
                         folds=tuple(f for f in args.folds.split(",") if f) if args.folds else None, key=args.key,
                         compare_keys=not args.no_compare_keys, k_sweep=_parse_counts(args.k_sweep, "--k-sweep"),
                         transfer=args.transfer, test_examples=args.test_examples, **_library_settings(args))
-    results = run_eval(args.base, args.domains, args.out, config)
+    results = run_eval(args.base, args.domains, args.out, config, resume=args.resume)
     print("\n".join(summary_lines(results)))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

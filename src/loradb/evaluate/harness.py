@@ -23,8 +23,10 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from loradb.db.database import LoraDB
 from loradb.errors import LoradbError
 from loradb.models.generate import is_causal_lm
 from loradb.retrieval.represent import Encoder, save_representation, task_spec
+from loradb.retrieval.targets import representation_from_file
 from loradb.models.prompts import DEFAULT_INSTRUCTION
 from loradb.models.prompts import TRAINING_INFO
 from loradb.models.train import GENERATION_TRAIN, TrainConfig
@@ -45,6 +48,7 @@ from loradb.evaluate.metrics import NLL
 from loradb.evaluate.tasks import ClassificationTask, GenerationTask
 from loradb.evaluate.config import (BASELINES, FEW_SHOT_ROWS, LIBRARY_ROWS, FULL_TRANSFER_UP_TO, PEFT_ARROW_ROWS, ROWS,
                                     TASKS, EvalConfig, check_config)
+from loradb.evaluate.checkpoint import Checkpoints, run_stamp
 from loradb.evaluate.few_shot import few_shot_rows
 from loradb.evaluate.library import (ORPHANS, best_single_row, default_row, few_shot_summary, group_summary, groups,
                                      random_k_row)
@@ -111,7 +115,7 @@ def train_pool(base_path: str | Path, domains_dir: str | Path, config: EvalConfi
 
 
 def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, config: EvalConfig = EvalConfig(), *,
-             cache: Path | None = None, progress: bool = True, log=_log) -> dict:
+             cache: Path | None = None, progress: bool = True, resume: bool = False, log=_log) -> dict:
     """Run the leave-one-domain-out benchmark and write results.json, report.md and plots to `out`.
 
     Args:
@@ -120,6 +124,9 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         out: report directory (created; an earlier report there is replaced).
         config: k, methods, folds, keys, training and tuning settings.
         cache: where trained adapters are cached (default: loradb's cache directory).
+        resume: reuse what an earlier run into the same `out`, with the same configuration,
+            data and adapters, finished (evaluate/checkpoint.py): a long run killed part-way
+            goes on from its last finished fold.
     Returns:
         The results dictionary written to results.json.
     """
@@ -156,24 +163,16 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     adapter_dirs = _train_all(base_path, domains, task, config.train, cache, timing, progress, log)
     adapters = {n: read_adapter(p) for n, p in adapter_dirs.items()}
 
-    log("representations: training texts of every domain, unlabeled test texts of every target, each task's prompts")
-    encoder = Encoder(base_path, layer=config.layer, pooling=config.pooling, max_length=config.max_length)
-    z_train, z_test, z_test_paths, ref_paths = {}, {}, {}, {}
     work = out / "work"
-    for d in domains:
-        z_train[d.name] = encoder.represent(d.train_texts, progress=progress, desc=f"z {d.name} train").with_task(encoder, task_spec(**d.task))
-        ref_paths[d.name] = save_representation(z_train[d.name], work / "references" / f"{d.name}.npy")
-        if d.name in folds:
-            t0 = time.perf_counter()
-            rep = encoder.represent(d.target_texts, progress=progress, desc=f"z {d.name} test")
-            z_test[d.name] = rep.with_task(encoder, task_spec(**d.task))
-            timing["represent_target_seconds"][d.name] = time.perf_counter() - t0
-            z_test_paths[d.name] = save_representation(z_test[d.name], work / "targets" / f"{d.name}.npy")
-    del encoder
+    checkpoints = Checkpoints(work, run_stamp(config, base.fingerprint, domains, adapter_dirs), enabled=resume)
+    log("representations: training texts of every domain, unlabeled test texts of every target, each task's prompts")
+    z_train, z_test, z_test_paths, ref_paths = _representations(base, domains, folds, config, work, checkpoints, timing,
+                                                                 progress)
 
     model = task.model(base_path, config.train)
     transfer_on = config.transfer if config.transfer is not None else len(domains) <= FULL_TRANSFER_UP_TO
-    pretrained, own, transfer = _single_adapter_rows(task, model, domains, folds, adapters, transfer_on, progress, log)
+    pretrained, own, transfer = _single_adapter_rows(task, model, domains, folds, adapters, transfer_on, checkpoints,
+                                                     progress, log)
 
     results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "task": task.name,
                      "metrics": list(task.metrics),
@@ -192,69 +191,25 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
         log(f"a partial collection: {len(missing)} domains left out because a source could not be had "
             f"({', '.join(sorted(missing))}); the report says so")
     scorer = Scorer(task, model, adapters, config)
+    run = _Run(config, task, model, by_name, work, base_path, adapter_dirs, adapters, ref_paths, z_train, z_test_paths,
+               scorer, pretrained, own, timing, progress, log)
     for held_name in folds:
-        held = by_name[held_name]
-        refs = _references(by_name, held.name, config)
-        log(f"held out {held.name} ({held.family}): database of {len(refs)} reference adapters"
-            + (" (its family left out: an orphan fold)" if held.name in config.orphan_folds else "")
-            + ", z from its unlabeled test texts")
-        db_dir = work / f"fold-{held.name}" / "db"
-        if db_dir.exists():
-            shutil.rmtree(db_dir)
-        db = LoraDB.init(db_dir)
-        for r in refs:
-            db.add(adapter_dirs[r.name], repr=ref_paths[r.name], name=r.name, base=base_path, meta={"family": r.family},
-                   progress=False)
-        key, choice = fold_key(db, config)
-        if config.library_rows and choice is None and len(refs) >= 3:  # choose_key calibrates only for the key it picks
-            db.calibrate_fit(key=key)
-        tuned = tune_lambdas(refs, z_train, scorer, key, config) if config.tune else {}
-        scaling = {}
-        if config.library_rows:  # the update's size, by leave-one-out over the references (evaluate/scale.py)
-            threshold = db.fit_threshold(db.spaces()[0]["id"], key)
-            scaling = {"default": tune_default_scale(refs, held.name, z_train, scorer, key, threshold, config),
-                       "merge-all": tune_task_arithmetic(refs, held.name, scorer, config)}
-        results["hyperparameters"][held.name] = {**tuned, **({"scale": scaling} if scaling else {})}
-        row = {"pretrained": dict(pretrained[held.name]),
-               "sft": {**own[held.name], "train_seconds": timing["train_seconds"][held.name]}}
-        fold = Fold(db, held, z_test_paths[held.name], task, model, progress, timing["represent_target_seconds"][held.name])
-        timing["adapt_seconds"][held.name] = {}
-        nearest = fold.search(config.k, "uniform", key).hits  # the k the key retrieves
-        d2 = np.array([h.distance for h in nearest])
-        for method in config.methods:
-            kwargs = {}
-            if method == "similarity" and tuned:
-                kwargs["temperature"] = tuned["temperature"]["multiplier"] * auto_temperature(d2)
-            if method == "sparse" and tuned:
-                kwargs["l1"] = tuned["l1"]["multiplier"] * auto_l1(d2)
-            row[method] = fold.run(config.k, method, key, **kwargs)
-            timing["adapt_seconds"][held.name][method] = row[method]["adapt_seconds"]
-        row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
-        row["arrow"] = arrow_row(fold, model, held, refs, adapters, config)
-        if config.peft_arrow:  # PEFT's per-token routing over the k the key retrieves, and over the whole library
-            for name, experts in zip(PEFT_ARROW_ROWS, ([h.record.name for h in nearest], [r.name for r in refs])):
-                row[name] = peft_arrow_row(task, base_path, held, {n: adapter_dirs[n] for n in experts}, config.train,
-                                           seed=config.seed)
-        if config.library_rows:
-            lam = scaling["merge-all"]["lambda"]
-            row["merge-all-tuned"] = fold.given(task_arithmetic_weights(refs, lam), **{"lambda": lam})
-            row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method,
-                                         scale=scaling["default"]["scale"])
-            row["random-k"] = random_k_row(fold, refs, config.k, config.random_draws, config.seed, metric)
-            row["best-single"] = best_single_row(fold, refs)
-        results["retrieval"][held.name] = {
-            "key": key, "key_choice": choice,
-            "keys": compare_keys(fold, refs, held, key, row, config) if config.compare_keys else {},
-            "arrow_precision": precision_at([by_name[n].family for n in row["arrow"]["ranking"]], held.family),
-        }
-        if config.k_sweep:
-            results["k_sweep"][held.name] = sweep_k(fold, key, row, config, metric)
-        if config.shots:
-            results.setdefault("few_shot", {})[held.name] = few_shot_rows(
-                held, row, db, model, base_path, config, work / f"fold-{held.name}", log)
-        db.close()
-        results["domains"][held.name] = row
-        log("  " + "  ".join(f"{m} {row[m][metric]:.3f}" for m in ROWS if m in row) + f"  (key {key})")
+        piece = checkpoints.get(f"fold-{held_name}")
+        if piece is None:
+            piece = checkpoints.put(f"fold-{held_name}", _fold_piece(run, by_name[held_name]))
+        else:
+            log(f"held out {held_name}: its rows kept by an earlier run (resume)")
+        row = results["domains"][held_name] = piece["row"]
+        results["hyperparameters"][held_name] = piece["hyperparameters"]
+        results["retrieval"][held_name] = piece["retrieval"]
+        timing["adapt_seconds"][held_name] = piece["adapt_seconds"]
+        if "k_sweep" in piece:
+            results["k_sweep"][held_name] = piece["k_sweep"]
+        if "few_shot" in piece:
+            results.setdefault("few_shot", {})[held_name] = piece["few_shot"]
+        log("  " + "  ".join(f"{m} {row[m][metric]:.3f}" for m in ROWS if m in row) + f"  (key {piece['retrieval']['key']})")
+    if checkpoints.reused:
+        results["resumed"] = checkpoints.reused  # pieces an earlier run of the same stamp made
 
     if transfer is not None:
         results["transfer"] = transfer
@@ -280,6 +235,97 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     return results
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every fold of a run reads."""
+
+    config: EvalConfig
+    task: ClassificationTask | GenerationTask
+    model: Any  # the task's model (tasks.py)
+    by_name: dict[str, Domain]
+    work: Path
+    base_path: Path
+    adapter_dirs: dict[str, Path]
+    adapters: dict
+    ref_paths: dict[str, Path]
+    z_train: dict
+    z_test_paths: dict[str, Path]
+    scorer: Scorer
+    pretrained: dict
+    own: dict
+    timing: dict
+    progress: bool
+    log: Callable[[str], None]
+
+
+def _fold_piece(run: _Run, held: Domain) -> dict:
+    """One held-out domain's rows, hyper-parameters, retrieval and (when asked) k sweep and
+    few-shot rows: a fold's piece of results.json, kept whole by the checkpoints."""
+    config, task, model, by_name, work, log = run.config, run.task, run.model, run.by_name, run.work, run.log
+    adapter_dirs, base_path, z_train, scorer, metric = run.adapter_dirs, run.base_path, run.z_train, run.scorer, task.metrics[0]
+    refs = _references(by_name, held.name, config)
+    log(f"held out {held.name} ({held.family}): database of {len(refs)} reference adapters"
+        + (" (its family left out: an orphan fold)" if held.name in config.orphan_folds else "")
+        + ", z from its unlabeled test texts")
+    db_dir = work / f"fold-{held.name}" / "db"
+    if db_dir.exists():
+        shutil.rmtree(db_dir)
+    db = LoraDB.init(db_dir)
+    for r in refs:
+        db.add(adapter_dirs[r.name], repr=run.ref_paths[r.name], name=r.name, base=base_path, meta={"family": r.family},
+               progress=False)
+    key, choice = fold_key(db, config)
+    if config.library_rows and choice is None and len(refs) >= 3:  # choose_key calibrates only for the key it picks
+        db.calibrate_fit(key=key)
+    tuned = tune_lambdas(refs, z_train, scorer, key, config) if config.tune else {}
+    scaling = {}
+    if config.library_rows:  # the update's size, by leave-one-out over the references (evaluate/scale.py)
+        threshold = db.fit_threshold(db.spaces()[0]["id"], key)
+        scaling = {"default": tune_default_scale(refs, held.name, z_train, scorer, key, threshold, config),
+                   "merge-all": tune_task_arithmetic(refs, held.name, scorer, config)}
+    piece: dict = {"hyperparameters": {**tuned, **({"scale": scaling} if scaling else {})}, "adapt_seconds": {}}
+    row = {"pretrained": dict(run.pretrained[held.name]),
+           "sft": {**run.own[held.name], "train_seconds": run.timing["train_seconds"][held.name]}}
+    fold = Fold(db, held, run.z_test_paths[held.name], task, model, run.progress,
+                run.timing["represent_target_seconds"][held.name])
+    nearest = fold.search(config.k, "uniform", key).hits  # the k the key retrieves
+    d2 = np.array([h.distance for h in nearest])
+    for method in config.methods:
+        kwargs = {}
+        if method == "similarity" and tuned:
+            kwargs["temperature"] = tuned["temperature"]["multiplier"] * auto_temperature(d2)
+        if method == "sparse" and tuned:
+            kwargs["l1"] = tuned["l1"]["multiplier"] * auto_l1(d2)
+        row[method] = fold.run(config.k, method, key, **kwargs)
+        piece["adapt_seconds"][method] = row[method]["adapt_seconds"]
+    row["merge-all"] = fold.given({r.name: 1.0 / len(refs) for r in refs})
+    row["arrow"] = arrow_row(fold, model, held, refs, run.adapters, config)
+    if config.peft_arrow:  # PEFT's per-token routing over the k the key retrieves, and over the whole library
+        assert config.train is not None  # _task_for resolved the task's default
+        for name, experts in zip(PEFT_ARROW_ROWS, ([h.record.name for h in nearest], [r.name for r in refs])):
+            row[name] = peft_arrow_row(task, base_path, held, {n: adapter_dirs[n] for n in experts}, config.train,
+                                       seed=config.seed)
+    if config.library_rows:
+        lam = scaling["merge-all"]["lambda"]
+        row["merge-all-tuned"] = fold.given(task_arithmetic_weights(refs, lam), **{"lambda": lam})
+        row["default"] = default_row(fold, row["pretrained"], config.k, key, config.default_method,
+                                     scale=scaling["default"]["scale"])
+        row["random-k"] = random_k_row(fold, refs, config.k, config.random_draws, config.seed, metric)
+        row["best-single"] = best_single_row(fold, refs)
+    piece["retrieval"] = {
+        "key": key, "key_choice": choice,
+        "keys": compare_keys(fold, refs, held, key, row, config) if config.compare_keys else {},
+        "arrow_precision": precision_at([by_name[n].family for n in row["arrow"]["ranking"]], held.family),
+    }
+    if config.k_sweep:
+        piece["k_sweep"] = sweep_k(fold, key, row, config, metric)
+    if config.shots:
+        piece["few_shot"] = few_shot_rows(held, row, db, model, base_path, config, work / f"fold-{held.name}", log)
+    db.close()
+    piece["row"] = row
+    return piece
+
+
 def _references(by_name: dict[str, Domain], held: str, config: EvalConfig) -> list[Domain]:
     """The fold's library: every other domain; for an orphan fold, every domain of another family."""
     family = by_name[held].family if held in config.orphan_folds else None
@@ -294,10 +340,42 @@ def _adapter_record(adapter_dir: Path) -> dict:
             **({"validation": {k: v for k, v in info["validation"].items() if k != "scores"}} if "validation" in info else {})}
 
 
+def _representations(base, domains: list[Domain], folds: list[str], config: EvalConfig, work: Path,
+                     checkpoints: Checkpoints, timing: dict, progress: bool):
+    """(z of every domain's training texts, z of every target's unlabeled test texts, the files
+    of those and of the references), each with its task's key; saved under `work` (the fold
+    databases read the files), or read from there when a run of the same stamp made them."""
+    encoder = None
+
+    def made(name: str, texts: list[str], domain: Domain, path: Path):
+        nonlocal encoder
+        kept = checkpoints.get(name)
+        if kept is not None and path.is_file():
+            return representation_from_file(path, base), kept["seconds"]
+        encoder = encoder or Encoder(base.path, layer=config.layer, pooling=config.pooling, max_length=config.max_length)
+        t0 = time.perf_counter()
+        rep = encoder.represent(texts, progress=progress, desc=f"z {name}").with_task(encoder, task_spec(**domain.task))
+        seconds = time.perf_counter() - t0
+        save_representation(rep, path)
+        checkpoints.put(name, {"seconds": seconds})
+        return rep, seconds
+
+    z_train, z_test, z_test_paths, ref_paths = {}, {}, {}, {}
+    for d in domains:
+        ref_paths[d.name] = work / "references" / f"{d.name}.npy"
+        z_train[d.name], _ = made(f"reference-{d.name}", d.train_texts, d, ref_paths[d.name])
+        if d.name in folds:
+            z_test_paths[d.name] = work / "targets" / f"{d.name}.npy"
+            z_test[d.name], timing["represent_target_seconds"][d.name] = made(f"target-{d.name}", d.target_texts, d,
+                                                                              z_test_paths[d.name])
+    return z_train, z_test, z_test_paths, ref_paths
+
+
 def _single_adapter_rows(task, model, domains: list[Domain], folds: list[str], adapters: dict, full: bool,
-                         progress: bool, log):
+                         checkpoints: Checkpoints, progress: bool, log):
     """The pre-trained model and the SFT oracle (each held-out domain's own adapter) on the
-    held-out test sets; with `full`, every single adapter on every domain (transfer matrix)."""
+    held-out test sets; with `full`, every single adapter on every domain (transfer matrix).
+    Each target's rows are a piece of the checkpoints."""
     metric = task.metrics[0]
     targets = domains if full else [d for d in domains if d.name in folds]
     sources = domains if full else None
@@ -308,14 +386,20 @@ def _single_adapter_rows(task, model, domains: list[Domain], folds: list[str], a
     for j, target in enumerate(domains):
         if target not in targets:
             continue
-        model.set_delta(None)
-        pretrained[target.name] = evaluate_on(task, model, target, progress)
-        for i, source in enumerate(sources or [target]):
-            model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
-            got = evaluate_on(task, model, target, progress)
-            scores[domains.index(source), j] = got[metric]
-            if source.name == target.name:
-                own[target.name] = got  # the SFT row: the domain's own LoRA on its own test set
+        piece = checkpoints.get(f"single-{target.name}")
+        if piece is None:
+            model.set_delta(None)
+            piece = {"pretrained": evaluate_on(task, model, target, progress), "scores": {}}
+            for source in sources or [target]:
+                model.set_delta(compose_exact([factors_of(adapters[source.name])], [1.0]))
+                got = evaluate_on(task, model, target, progress)
+                piece["scores"][source.name] = got[metric]
+                if source.name == target.name:
+                    piece["own"] = got  # the SFT row: the domain's own LoRA on its own test set
+            piece = checkpoints.put(f"single-{target.name}", piece)
+        pretrained[target.name], own[target.name] = piece["pretrained"], piece["own"]
+        for source_name, score in piece["scores"].items():
+            scores[[d.name for d in domains].index(source_name), j] = score
     names = [d.name for d in domains]
     transfer = {"sources": names, "targets": names, "metric": metric, "scores": scores.tolist()} if full else None
     return pretrained, own, transfer
