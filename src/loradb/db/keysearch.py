@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from loradb.errors import LoradbError
-from loradb.retrieval.keys import KeyInputs, References, get_key, key_map, lacks_for, needs_in_words, require_inputs
+from loradb.retrieval.keys import (KeyInputs, References, get_key, key_map, lacking_parts, lacks_for, needs_in_words,
+                                  require_inputs)
 
 SCANS_KEPT = 4  # (database, space, key) scans kept per process
 KEPT_PHI_BYTES = 256 * 2**20  # the largest phi matrix a scan keeps (records x d' float64)
@@ -105,26 +106,27 @@ def _refuse(key: str, lacking: int, scan: _Scan | None):
 
 
 class _Tally:
-    """Streams a space's KeyRows as (ids, KeyInputs) of the rows `key` can map, counting every
-    row and those it cannot map."""
+    """Streams a space's KeyRows, a chunk of those `key` can map at a time, counting every row
+    and those it cannot map."""
 
     def __init__(self, key: str):
-        self.key, self.needs = key, get_key(key)
+        self.needs = get_key(key)
         self.records, self.lacking = 0, 0
         self.example: tuple[str, str] | None = None
 
-    def usable(self, chunks: Iterable[list]) -> Iterator[tuple[list[str], KeyInputs]]:
+    def usable(self, chunks: Iterable[list]) -> Iterator[list]:
         for rows in chunks:
             self.records += len(rows)
-            lacks = [(self.needs.needs_var and r.var is None) or (self.needs.needs_task and r.task_z is None) for r in rows]
-            kept = [r for r, lack in zip(rows, lacks) if not lack]
-            if len(kept) < len(rows):
-                self.lacking += len(rows) - len(kept)
-                if self.example is None:
-                    first = rows[lacks.index(True)]
-                    self.example = (first.name, lacks_for(self.key, first) or "")
+            kept = []
+            for r in rows:
+                what = lacking_parts(self.needs, has_var=r.var is not None, has_task=r.task_z is not None)
+                if what is None:
+                    kept.append(r)
+                else:
+                    self.lacking += 1
+                    self.example = self.example or (r.name, what)
             if kept:
-                yield [r.id for r in kept], KeyInputs.stacked(kept)
+                yield kept
 
 
 def _scan(db, space_id: str, key: str) -> _Scan:
@@ -141,19 +143,19 @@ def _scan(db, space_id: str, key: str) -> _Scan:
     refs = None
     if get_key(key).reads_references:  # a first pass for them
         census = _Tally(key)
-        refs, _ = References.streamed(x for _, x in census.usable(db.index.key_rows(space_id)))
+        refs, _ = References.streamed(KeyInputs.stacked(rows) for rows in census.usable(db.index.key_rows(space_id)))
         if census.lacking or refs is None:
             return _keep(cache_key, _Scan(generation, census.records, census.lacking, census.example, None, None, None))
     tally = _Tally(key)
     ids: list[str] = []
     parts: list[np.ndarray] = []
     kept_bytes = 0
-    for chunk_ids, x in tally.usable(db.index.key_rows(space_id)):
+    for rows in tally.usable(db.index.key_rows(space_id)):
         if tally.lacking or kept_bytes > KEPT_PHI_BYTES:
             ids, parts = [], []  # counted on, not mapped: the scan answers nothing, or each search maps again
             continue
-        parts.append(key_map(key, x, refs))
-        ids += chunk_ids
+        parts.append(key_map(key, KeyInputs.stacked(rows), refs))
+        ids += [r.id for r in rows]
         kept_bytes += parts[-1].nbytes
     keep = not tally.lacking and kept_bytes <= KEPT_PHI_BYTES and parts
     scan = _Scan(generation, tally.records, tally.lacking, tally.example, refs,
@@ -175,8 +177,8 @@ def _streamed_nearest(db, space_id: str, key: str, refs: References | None, q: n
     the key cannot map are passed over, as an index passes over them."""
     ids: list[str] = []
     phi = np.zeros((0, len(q)))
-    for chunk_ids, x in _Tally(key).usable(db.index.key_rows(space_id)):
-        ids, phi = ids + chunk_ids, np.concatenate([phi, key_map(key, x, refs)])
+    for rows in _Tally(key).usable(db.index.key_rows(space_id)):
+        ids, phi = ids + [r.id for r in rows], np.concatenate([phi, key_map(key, KeyInputs.stacked(rows), refs)])
         d2 = ((phi - q) ** 2).sum(axis=1)
         best = np.sort(np.lexsort((np.arange(len(ids)), d2))[:k])  # the k nearest so far, still in name order
         ids, phi = [ids[i] for i in best], phi[best]

@@ -185,9 +185,15 @@ _LACKS_TASK = "a task embedding (label prompts or instruction)"
 
 def missing_for(key: RetrievalKey, x: KeyInputs) -> str | None:
     """What `x` lacks for `key`, as words for an error message (None: nothing)."""
-    if key.needs_var and x.var is None:
+    return lacking_parts(key, has_var=x.var is not None, has_task=x.task is not None)
+
+
+def lacking_parts(key: RetrievalKey, *, has_var: bool, has_task: bool) -> str | None:
+    """What a row with (or without) a variance and a task embedding lacks for `key`, as words
+    (None: nothing); for rows read straight from a store."""
+    if key.needs_var and not has_var:
         return _LACKS_VAR
-    if key.needs_task and x.task is None:
+    if key.needs_task and not has_task:
         return _LACKS_TASK
     return None
 

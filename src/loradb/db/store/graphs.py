@@ -27,7 +27,7 @@ import numpy as np
 from loradb.db.store import ann
 from loradb.db.store.protocol import KeySearch, SearchHit
 from loradb.db.store.sqlshared import ROWS_PER_CHUNK
-from loradb.retrieval.keys import RAW_L2, KeyInputs, References, get_key, key_map, snapshot_drifted
+from loradb.retrieval.keys import RAW_L2, KeyInputs, References, get_key, key_map, lacking_parts, snapshot_drifted
 
 GRAPH_DIR = "ann"
 GRAPH_SUFFIXES = (".usearch", ".json", ".building", ".log", ".attempt")
@@ -59,7 +59,7 @@ def _key_rows(conn, space_id: str, key: str, *, after: int):
     cursor = conn.execute("SELECT seq, id, z, z_var, task_z FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
                           (space_id, after))
     while rows := cursor.fetchmany(ROWS_PER_CHUNK):
-        kept = [r for r in rows if not ((needs.needs_var and r[3] is None) or (needs.needs_task and r[4] is None))]
+        kept = [r for r in rows if lacking_parts(needs, has_var=r[3] is not None, has_task=r[4] is not None) is None]
 
         def column(i: int, needed: bool = True):
             return np.stack([np.frombuffer(r[i], dtype="<f4") for r in kept]) if needed else None
