@@ -105,6 +105,8 @@ class Postgres:
 class SeaweedS3:
     """A throwaway S3 server (SeaweedFS master + volume + filer + S3 gateway in one process)."""
 
+    MAX_VOLUMES = 1000
+
     def __init__(self, root: Path):
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         self.root = root
@@ -116,8 +118,14 @@ class SeaweedS3:
         ports["s3.port.grpc"] = free_port()  # set every gRPC port: the default (port + 10000) may not exist
         args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", "-s3",
                 f"-s3.port={self.port}", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                f"-volume.max={self.MAX_VOLUMES}", "-master.volumeSizeLimitMB=64",
                 *(f"-{k}={v}" for k, v in ports.items())]
+        # Each bucket is a SeaweedFS collection, which by default grows 7 volumes at its first write,
+        # and -volume.max=0 sizes the volume count from the free disk: on a machine with 11 GB free
+        # the suite's ~25th bucket got "No writable volumes" (an InternalError from S3). One volume
+        # per collection and a fixed count (an empty volume takes no space) make it independent of
+        # the disk.
+        (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")  # read from the cwd
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=root)
         self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}", "AWS_ACCESS_KEY_ID": "loradb-test",
