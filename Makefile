@@ -1,12 +1,15 @@
 # Two entry points, both self-installing on a fresh machine with only Python:
 #   make demo   runs the main job (loradb demo on the packaged all-MiniLM-L6-v2)
 #   make test   runs the test suite (what CI runs, through .ci/run)
-# and make docs builds the documentation site into site/, offline
+# and make docs builds the documentation site into site/, offline;
+# make engine creates vLLM's own environment (.venv-engine) for `loradb route`
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
+ENGINE_VENV  := .venv-engine
+ENGINE_STAMP := $(ENGINE_VENV)/.installed
 
-.PHONY: demo test docs clean chromium
+.PHONY: demo test docs clean chromium engine
 
 # torch first, pinned: the CPU build of 2.13.0 is on this machine's disk, while a bare
 # `torch` requirement would pull a multi-GB CUDA build
@@ -19,8 +22,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/loradb demo --out loradb-demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium $(ENGINE_STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# vLLM for `loradb route`, in its own environment: it pins its own transformers. Its requirements
+# are installed from engine/requirements.txt (the wheel's own, less the CUDA-only torchvision,
+# torchaudio and torchcodec that break its import), then the wheel itself by sha256, --no-deps
+engine: $(ENGINE_STAMP)
+
+$(ENGINE_STAMP): engine/requirements.txt engine/vllm.txt
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(ENGINE_VENV)/bin/pip install --quiet --disable-pip-version-check -r engine/requirements.txt
+	$(ENGINE_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r engine/vllm.txt
+	touch $@
 
 # the catalogue's browser tests drive Debian's Chromium (Playwright downloads no browser here):
 # installed when missing and we are root (a fresh CI machine), else the tests say what to install;
@@ -37,4 +52,4 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) loradb-demo site
+	rm -rf $(VENV) $(ENGINE_VENV) loradb-demo site

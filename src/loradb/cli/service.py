@@ -37,6 +37,38 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _route_flags(p) -> None:
+    p.add_argument("--base", required=True, type=base_dir, metavar="DIR",
+                   help="the base model the engine serves: a directory, or a packaged name (smollm2)")
+    engine = p.add_mutually_exclusive_group(required=True)
+    engine.add_argument("--engine", metavar="URL", help="a running vLLM server (--enable-lora, runtime LoRA updating on)")
+    engine.add_argument("--start-engine", action="store_true", help="start vLLM here from its environment (make engine); "
+                        "stopped with the router")
+    p.add_argument("--engine-port", type=int, default=8100, help="port of the started engine (default 8100)")
+    p.add_argument("--engine-python", metavar="PATH", help="python of the engine's environment (default "
+                   "$LORADB_ENGINE_PYTHON, else .venv-engine/bin/python)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8200, help="port (default 8200)")
+    p.add_argument("--max-loras", type=int, default=4, help="adapters the engine holds at once (default 4; an external "
+                   "engine's --max-loras)")
+    p.add_argument("--max-lora-rank", type=int, default=64, help="the engine's largest adapter rank; larger compositions "
+                   "are compressed to it (default 64)")
+    p.add_argument("--state", metavar="DIR", help="compositions and named adaptations (default DB/route)")
+    p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="router log")
+
+
+@command("route", "an OpenAI-compatible endpoint in front of vLLM that chooses and composes the adapter for each "
+         "request (model: loradb:auto, an adaptation, a record)", flags=_route_flags, url=False)
+def cmd_route(args) -> int:
+    from loradb.route.serve import route
+
+    local_only(args.db, "route")
+    route(args.db, base=args.base, engine_url=args.engine, start_engine=args.start_engine, engine_port=args.engine_port,
+          engine_python=args.engine_python, host=args.host, port=args.port, max_loras=args.max_loras,
+          max_lora_rank=args.max_lora_rank, state=args.state, log_level=args.log_level)
+    return 0
+
+
 def _token_create_flags(p) -> None:
     p.add_argument("--name", required=True, help="who holds it; records they contribute are owned by this name")
     p.add_argument("--scope", required=True, choices=("read", "write", "admin"),

@@ -1,0 +1,271 @@
+"""`loradb route`: an OpenAI-compatible endpoint in front of a vLLM engine that chooses and
+composes the adapter serving each request.
+
+A request's `model` says what serves it:
+- `loradb:auto`: z of the request's own prompt, retrieval, weights and the fit decision
+  (abstain: the base model serves), an exact composition (compressed to the engine's
+  max_lora_rank only when it must be), loaded into the engine if it is not there yet;
+  options in the body's `loradb` field (k, method, key, temperature, l1, scale, force, task,
+  represent: the texts to represent instead of the prompt);
+- a named adaptation (`POST /v1/adaptations`): retrieval done once, on an unlabeled sample;
+- a record's name or id: that adapter alone;
+- the engine's base model: no adapter.
+Every answer says which records and weights served it: the X-Loradb-Adapters header, and a
+`loradb` field in a JSON answer. Errors are OpenAI-shaped ({"error": {"message", "type"}}):
+an unknown model 404, bad input 400, an engine that is down 503 with the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from loradb.errors import Conflict, LoradbError, NotFound, OverLimit, Unavailable
+from loradb.route.adaptations import Adaptations
+from loradb.route.engine import Engine, EngineLimits, EngineRefused
+from loradb.route.library import AUTO, Library
+from loradb.route.loaded import LoadedSet
+from loradb.route.plan import Plan
+from loradb.route.prompts import request_texts
+
+log = logging.getLogger("loradb.route")
+
+MAX_BODY_BYTES = 8 << 20  # a completion request: prompts and options, never weights
+HEADER = "X-Loradb-Adapters"
+
+
+class Router:
+    """The router's state: the database side (in one worker thread), the engine and what it holds."""
+
+    def __init__(self, db: str, *, engine_url: str, base: str, limits: EngineLimits, state: Path):
+        self.limits = limits
+        self.engine = Engine(engine_url)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route")
+        self.library: Library = self.worker.submit(Library, db, base=base, limits=limits,
+                                                   compositions=state / "compositions").result()
+        self.adaptations = Adaptations(state / "adaptations.json")
+        self.loaded = LoadedSet(self.engine, limits.max_loras, self._compose)
+        self.plans: dict[str, Plan] = {}  # engine name -> plan, for every composition made (invalidation)
+        self.base_name: str | None = None  # the engine's own name for its base model
+
+    async def _blocking(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: fn(*args, **kwargs))
+
+    async def _compose(self, plan: Plan) -> Path:
+        path, compression = await self._blocking(self.library.compose, plan)
+        self.plans[plan.engine_name] = plan
+        if compression is not None:
+            log.info("composition %s compressed to rank %s: %s", plan.engine_name, plan.spec.rank, compression)
+        return path
+
+    async def start(self) -> None:
+        """Check that the engine serves the router's base model, and warm the encoder."""
+        from loradb.lora.base import load_base
+
+        models = (await self.engine.client.get("/v1/models")).json().get("data", [])
+        if not models:
+            raise LoradbError(f"the engine at {self.engine.url} serves no model")
+        root = models[0].get("root") or models[0]["id"]
+        served = load_base(root) if Path(root).is_dir() else None
+        if served is None or served.fingerprint != self.library.base.fingerprint:
+            raise LoradbError(f"the engine serves {root}, not the router's base model {self.library.base.short}; start "
+                              "the engine on the same model directory")
+        self.base_name = models[0]["id"]
+        await self._blocking(self.library.warm)
+
+    async def close(self) -> None:
+        await self.engine.close()
+        self.worker.submit(self.library.close).result()
+        self.worker.shutdown()
+
+    async def plan(self, model: Any, body: dict) -> Plan:
+        if not isinstance(model, str) or not model:
+            raise LoradbError("`model` must name what serves the request: loradb:auto, an adaptation, a record, or the base model")
+        options = body.pop("loradb", None)
+        if options is not None and not isinstance(options, dict):
+            raise LoradbError("the `loradb` field must be an object of options (k, method, key, ...)")
+        if model != AUTO and options:
+            raise LoradbError(f"the `loradb` options apply to {AUTO} only, not to model {model!r}")
+        await self._invalidate()
+        if model == AUTO:
+            texts = request_texts(body)
+            return await self._blocking(self.library.plan_auto, texts, options or {})
+        if model == self.base_name:
+            return Plan(parts=(), chosen_by="base")
+        adaptation = self.adaptations.get(model)
+        if adaptation is not None:
+            await self._blocking(self.library.check_plan, adaptation)
+            return adaptation
+        plan = await self._blocking(self.library.plan_record, model)
+        if plan is None:
+            raise NotFound(f"unknown model {model!r}: not {AUTO}, an adaptation, a record of the database, or the "
+                           f"engine's base model {self.base_name}; GET /v1/models lists them")
+        return plan
+
+    async def _invalidate(self) -> None:
+        """Drop every cached composition that used a record since removed from the database."""
+        used = set().union(*(p.record_ids for p in self.plans.values())) if self.plans else set()
+        gone = await self._blocking(self.library.removed_records, used)
+        if not gone:
+            return
+        stale = {name for name, plan in self.plans.items() if plan.record_ids & gone}
+        await self.loaded.drop(stale)
+        for name in stale:
+            plan = self.plans.pop(name)
+            await self._blocking(self.library.discard, plan.key)
+
+    async def model_list(self) -> list[dict]:
+        names = await self._blocking(self.library.record_names)
+        owned: list[dict] = [{"id": self.base_name, "object": "model", "owned_by": "engine"},
+                 {"id": AUTO, "object": "model", "owned_by": "loradb"}]
+        owned += [{"id": name, "object": "model", "owned_by": "loradb:adaptation"} for name in self.adaptations.names()]
+        owned += [{"id": name, "object": "model", "owned_by": "loradb:record"} for name in names]
+        return owned
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _error_response(e: Exception) -> JSONResponse:
+    if isinstance(e, Unavailable):
+        return _error(503, str(e), "engine_unavailable")
+    if isinstance(e, EngineRefused):
+        return _error(e.status if 400 <= e.status < 500 else 502, str(e), "engine_error")
+    if isinstance(e, NotFound):
+        return _error(404, str(e), "not_found")
+    if isinstance(e, Conflict):
+        return _error(409, str(e), "conflict")
+    if isinstance(e, OverLimit):
+        return _error(413, str(e), "over_limit")
+    return _error(400, str(e), "invalid_request")
+
+
+async def _json_body(request: Request) -> dict:
+    size = int(request.headers.get("content-length") or 0)
+    if size > MAX_BODY_BYTES:
+        raise OverLimit(f"the request body is {size} bytes; at most {MAX_BODY_BYTES} are accepted")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise OverLimit(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise LoradbError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise LoradbError("the request body must be a JSON object")
+    return body
+
+
+def create_app(router: Router) -> Starlette:
+    async def completions(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            plan = await router.plan(body.get("model"), body)
+            return await _forward(router, request.url.path, body, plan)
+        except LoradbError as e:
+            return _error_response(e)
+
+    async def models(request: Request) -> Response:
+        try:
+            return JSONResponse({"object": "list", "data": await router.model_list()})
+        except LoradbError as e:
+            return _error_response(e)
+
+    async def adaptations(request: Request) -> Response:
+        try:
+            if request.method == "GET":
+                return JSONResponse({"data": router.adaptations.describe()})
+            body = await _json_body(request)
+            name = router.adaptations.check_new_name(body.get("name"), reserved={AUTO, router.base_name or ""})
+            options = {k: v for k, v in body.items() if k not in ("name", "texts")}
+            texts = body.get("texts")
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+                raise LoradbError("`texts` must be a non-empty list of non-empty strings: an unlabeled sample of the "
+                                  "data the adaptation is for")
+            plan = await router._blocking(router.library.plan_auto, texts, options, chosen_by="adaptation")
+            plan = router.adaptations.add(name, plan, n_texts=len(texts))
+            return JSONResponse({"name": name, "loradb": plan.describe()}, status_code=201)
+        except LoradbError as e:
+            return _error_response(e)
+
+    async def adaptation(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            if request.method == "DELETE":
+                router.adaptations.remove(name)
+                return JSONResponse({"removed": name})
+            found = router.adaptations.get(name)
+            if found is None:
+                raise NotFound(f"no adaptation named {name!r}")
+            return JSONResponse({"name": name, "loradb": found.describe()})
+        except LoradbError as e:
+            return _error_response(e)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await router.start()
+        yield
+        await router.close()
+
+    return Starlette(routes=[
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/adaptations", adaptations, methods=["GET", "POST"]),
+        Route("/v1/adaptations/{name}", adaptation, methods=["GET", "DELETE"]),
+    ], lifespan=lifespan)
+
+
+async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Response:
+    """The request with `model` set to what serves it, answered by the engine; the plan's
+    adapter is held loaded until the answer has been sent."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        described = plan.describe()
+        if plan.parts:
+            described["cached"] = await stack.enter_async_context(router.loaded.use(plan))
+            body["model"] = plan.engine_name
+        else:
+            body["model"] = router.base_name
+        headers = {HEADER: plan.header()}
+        if not body.get("stream"):
+            answer = await router.engine.post(path, body)
+            answer["model"] = _asked_model(plan, router)
+            answer["loradb"] = described
+            return JSONResponse(answer, headers=headers)
+        chunks = router.engine.stream(path, body).__aiter__()
+        try:
+            first = await chunks.__anext__()  # the engine's refusal comes before any event: still an HTTP error
+        except StopAsyncIteration:
+            first = b""
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def events():
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _asked_model(plan: Plan, router: Router) -> str:
+    """The `model` an answer reports: the composition's engine name, or the base model's."""
+    return plan.engine_name if plan.parts else (router.base_name or "")

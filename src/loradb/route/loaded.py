@@ -1,0 +1,116 @@
+"""The adapters loaded into the engine, kept within its `max_loras` as a least-recently-used set.
+
+A request holds its adapter (`use`) from before it is forwarded until its answer has been
+sent, so an adapter is never unloaded under a request that is using it: eviction takes the
+least recently used idle adapter, and when every slot is busy the request waits for one.
+Two requests that need the same adapter while it is not loaded compose and load it once
+(the second waits for the first's work and shares its result or its error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from loradb.route.engine import Engine, EngineRefused
+from loradb.route.plan import Plan
+
+
+class LoadedSet:
+    def __init__(self, engine: Engine, max_loras: int, compose: Callable[[Plan], Awaitable[Path]]):
+        self.engine = engine
+        self.max_loras = max_loras
+        self._compose = compose  # plan -> its adapter directory (runs in the worker thread)
+        self._loaded: OrderedDict[str, int] = OrderedDict()  # engine name -> requests using it; last = most recent
+        self._pending: dict[str, asyncio.Future] = {}  # engine name -> its load in progress
+        self._unloading: dict[str, asyncio.Future] = {}  # engine name -> its unload in progress
+        self._changed = asyncio.Condition()
+        self.loads = 0  # how many loads reached the engine (what tests and the benchmark count)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._loaded)
+
+    @contextlib.asynccontextmanager
+    async def use(self, plan: Plan) -> AsyncIterator[bool]:
+        """Hold the plan's adapter loaded in the engine for the duration; yields whether it was
+        already loaded (a cache hit)."""
+        name = plan.engine_name
+        hit = await self._acquire(name, plan)
+        try:
+            yield hit
+        finally:
+            async with self._changed:
+                if name in self._loaded:
+                    self._loaded[name] -= 1
+                self._changed.notify_all()
+
+    async def _acquire(self, name: str, plan: Plan) -> bool:
+        while True:
+            async with self._changed:
+                if name in self._loaded:
+                    self._loaded[name] += 1
+                    self._loaded.move_to_end(name)
+                    return True
+                loading, unloading = self._pending.get(name), self._unloading.get(name)
+                if loading is None and unloading is None:
+                    room = len(self._loaded) + len(self._pending) + len(self._unloading) < self.max_loras
+                    idle = None if room else next((n for n, users in self._loaded.items() if users == 0), None)
+                    if room or idle is not None:
+                        self._pending[name] = asyncio.get_running_loop().create_future()
+                        if idle is not None:
+                            del self._loaded[idle]
+                            self._unloading[idle] = asyncio.get_running_loop().create_future()
+                        break
+                    await self._changed.wait()  # every slot is in use: wait for a request to finish
+                    continue
+            if loading is not None:  # another request loads it: share its result, or its error
+                await asyncio.shield(loading)
+            else:  # it is being unloaded: wait, then load it again
+                assert unloading is not None
+                await asyncio.shield(unloading)
+        try:
+            if idle is not None:
+                await self._settle(idle, self.engine.unload(idle))
+            path = await self._compose(plan)
+            await self.engine.load(name, str(path))
+            self.loads += 1
+        except BaseException as e:
+            await self._finish(name, self._pending, error=e)
+            raise
+        await self._finish(name, self._pending, loaded=True)
+        return False
+
+    async def _settle(self, name: str, unloading) -> None:
+        try:
+            await unloading
+        finally:
+            await self._finish(name, self._unloading)
+
+    async def _finish(self, name: str, table: dict, *, loaded: bool = False, error: BaseException | None = None) -> None:
+        async with self._changed:
+            future = table.pop(name)
+            if loaded:
+                self._loaded[name] = 1
+            if error is not None:
+                future.set_exception(error)
+                future.exception()  # retrieved: a failure with no other waiter is not "never retrieved"
+            else:
+                future.set_result(None)
+            self._changed.notify_all()
+
+    async def drop(self, names: set[str]) -> None:
+        """Unload adapters whose records were removed (they wait until no request uses them)."""
+        for name in names:
+            async with self._changed:
+                while self._loaded.get(name, 0) > 0:
+                    await self._changed.wait()
+                if name not in self._loaded:
+                    continue
+                del self._loaded[name]
+                self._unloading[name] = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(EngineRefused):  # already gone from the engine: fine
+                await self._settle(name, self.engine.unload(name))

@@ -1,0 +1,183 @@
+"""The router's engine bookkeeping against a scripted engine (no vLLM): the loaded set stays
+within max_loras, evicts the least recently used idle adapter, never one in use, composes and
+loads an adapter once for two identical cold requests, and shares a failed load's error.
+The real engine is in test_route_vllm.py."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from loradb.errors import LoradbError
+from loradb.route.engine import Engine, EngineDown, EngineRefused
+from loradb.route.loaded import LoadedSet
+from loradb.route.plan import Part, Plan
+from loradb.route.prompts import request_texts
+
+
+class ScriptedEngine:
+    """What a vLLM server with runtime LoRA loading answers, and a log of what it was asked."""
+
+    def __init__(self, *, load_delay: float = 0.0, refuse: set[str] = frozenset()):
+        self.loaded: list[str] = []
+        self.calls: list[tuple[str, str]] = []
+        self.load_delay = load_delay
+        self.refuse = refuse
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        path = request.url.path
+        if path == "/v1/load_lora_adapter":
+            self.calls.append(("load", body["lora_name"]))
+            await asyncio.sleep(self.load_delay)
+            if body["lora_name"] in self.refuse:
+                return httpx.Response(400, json={"error": {"message": "bad adapter", "type": "BadRequestError"}})
+            assert body["lora_name"] not in self.loaded, "loaded twice"
+            self.loaded.append(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        if path == "/v1/unload_lora_adapter":
+            self.calls.append(("unload", body["lora_name"]))
+            self.loaded.remove(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        if path == "/v1/completions":
+            assert body["model"] in self.loaded, f"{body['model']} used while not loaded"
+            return httpx.Response(200, json={"choices": [{"text": f"from {body['model']}"}]})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def engine(self) -> Engine:
+        return Engine("http://engine", client=httpx.AsyncClient(base_url="http://engine",
+                                                                 transport=httpx.MockTransport(self.handle)))
+
+
+def plan(name: str, weight: float = 1.0) -> Plan:
+    return Plan(parts=(Part(record_id=f"id-{name}", name=name, weight=weight),))
+
+
+def loaded_set(scripted: ScriptedEngine, max_loras: int, composed: list | None = None) -> LoadedSet:
+    async def compose(p: Plan):
+        if composed is not None:
+            composed.append(p.key)
+        await asyncio.sleep(0.01)
+        return f"/compositions/{p.key}"
+
+    return LoadedSet(scripted.engine(), max_loras, compose)
+
+
+def test_the_least_recently_used_idle_adapter_is_evicted_and_the_engine_never_holds_more_than_max_loras():
+    scripted = ScriptedEngine()
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=2)
+        a, b, c = plan("a"), plan("b"), plan("c")
+        for p in (a, b, a):  # a used last: b is the least recently used
+            async with loaded.use(p) as hit:
+                pass
+        assert hit is True  # a again: already loaded
+        async with loaded.use(c):
+            assert sorted(scripted.loaded) == sorted([a.engine_name, c.engine_name])
+        assert ("unload", b.engine_name) in scripted.calls and ("unload", a.engine_name) not in scripted.calls
+        return loaded.loads
+
+    assert asyncio.run(run()) == 3
+
+
+def test_an_adapter_in_use_is_never_unloaded_a_request_waits_for_a_free_slot():
+    scripted = ScriptedEngine()
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=1)
+        a, b = plan("a"), plan("b")
+        order = []
+
+        async def hold_a():
+            async with loaded.use(a):
+                order.append("a in use")
+                await asyncio.sleep(0.2)
+                r = await loaded.engine.post("/v1/completions", {"model": a.engine_name})  # still loaded
+                order.append(r["choices"][0]["text"])
+
+        async def then_b():
+            await asyncio.sleep(0.05)
+            async with loaded.use(b):
+                order.append("b in use")
+
+        await asyncio.gather(hold_a(), then_b())
+        return order
+
+    assert asyncio.run(run()) == ["a in use", f"from {plan('a').engine_name}", "b in use"]
+    assert scripted.loaded == [plan("b").engine_name]
+
+
+def test_two_identical_cold_requests_compose_and_load_once():
+    scripted = ScriptedEngine(load_delay=0.2)
+    composed: list = []
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=4, composed=composed)
+        p = plan("a", 0.5)
+        hits = []
+
+        async def request():
+            async with loaded.use(p) as hit:
+                hits.append(hit)
+
+        await asyncio.gather(request(), request(), request())
+        return hits
+
+    hits = asyncio.run(run())
+    assert [c for c in scripted.calls if c[0] == "load"] == [("load", plan("a", 0.5).engine_name)]
+    assert len(composed) == 1 and sorted(hits) == [False, True, True]
+
+
+def test_a_failed_load_is_every_waiters_error_and_leaves_nothing_loaded():
+    refused = plan("bad")
+    scripted = ScriptedEngine(load_delay=0.1, refuse={refused.engine_name})
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=2)
+
+        async def request():
+            async with loaded.use(refused):
+                pass
+
+        results = await asyncio.gather(request(), request(), return_exceptions=True)
+        return results, loaded.names
+
+    results, names = asyncio.run(run())
+    assert all(isinstance(r, EngineRefused) and "bad adapter" in str(r) for r in results)
+    assert names == [] and scripted.loaded == []
+    assert [c for c in scripted.calls if c[0] == "load"] == [("load", refused.engine_name)]  # shared, not retried
+
+
+def test_an_engine_that_is_down_is_engine_down_with_the_cause():
+    async def run():
+        engine = Engine("http://127.0.0.1:9")  # discard port: nothing listens
+        try:
+            await engine.served_models()
+        finally:
+            await engine.close()
+
+    with pytest.raises(EngineDown, match="cannot be reached"):
+        asyncio.run(run())
+
+
+def test_plans_share_a_composition_only_for_the_same_records_weights_and_spec():
+    from loradb.lora.merges import MergeSpec
+
+    a = Plan(parts=(Part("r1", "x", 0.5), Part("r2", "y", 0.5)))
+    assert a.key == Plan(parts=(Part("r1", "renamed", 0.5), Part("r2", "y", 0.5)), chosen_by="auto").key
+    assert a.key != Plan(parts=(Part("r1", "x", 0.5), Part("r2", "y", 0.5000001))).key
+    assert a.key != Plan(parts=a.parts, spec=MergeSpec(rank=8)).key
+    assert Plan(parts=(Part("r", "é,=", 1.0),)).header() == "%C3%A9%2C%3D=1"  # a header is Latin-1
+
+
+def test_request_texts_of_completions_and_chats():
+    assert request_texts({"prompt": "a"}) == ["a"]
+    assert request_texts({"prompt": ["a", " ", "b"]}) == ["a", "b"]
+    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"},
+                         {"role": "user", "content": [{"type": "text", "text": "again"}, {"type": "image_url"}]}]}
+    assert request_texts(chat) == ["hello", "again"]
+    for bad in ({"prompt": [1, 2]}, {"prompt": ""}, {}, {"messages": [{"role": "system", "content": "x"}]}):
+        with pytest.raises(LoradbError):
+            request_texts(bad)
