@@ -1,4 +1,5 @@
-"""Starting a real `loradb serve` on 127.0.0.1 for tests and benchmarks, and stopping it by PID."""
+"""Starting a real `loradb serve` (or `loradb route`) on 127.0.0.1 for tests and benchmarks, and
+stopping it by PID."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def start_server(db: Path | str, *args, log: Path, env: dict | None = None, port: int = 0) -> tuple[subprocess.Popen, str]:
-    """Launch the server on loopback (a free port unless `port` is given); returns (process,
-    base URL) once it answers."""
+def start_server(db: Path | str, *args, log: Path, env: dict | None = None, port: int = 0, command: str = "serve",
+                 ready: str = "/v1/health", timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """Launch `loradb COMMAND DB` (serve, or route) on loopback (a free port unless `port` is
+    given); returns (process, base URL) once `ready` answers 200."""
     import httpx
 
     log_file = open(log, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", "serve", str(db), "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", command, str(db), "--host", "127.0.0.1", "--port", str(port),
                              *map(str, args)], stdout=subprocess.PIPE, stderr=log_file, env=env or os.environ.copy())
     log_file.close()
     line = proc.stdout.readline().decode()
@@ -31,10 +33,10 @@ def start_server(db: Path | str, *args, log: Path, env: dict | None = None, port
     # what the server writes to stdout after its URL (uvicorn's access log at --log-level info)
     # goes to the log too: an undrained pipe would fill and stall the server
     threading.Thread(target=_drain, args=(proc.stdout, log), daemon=True).start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{ready}", timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass

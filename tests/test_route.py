@@ -54,14 +54,19 @@ def plan(name: str, weight: float = 1.0) -> Plan:
     return Plan(parts=(Part(record_id=f"id-{name}", name=name, weight=weight),))
 
 
-def loaded_set(scripted: ScriptedEngine, max_loras: int, composed: list | None = None) -> LoadedSet:
+def loaded_set(scripted: ScriptedEngine, max_loras: int, composed: list | None = None,
+               discarded: list | None = None) -> LoadedSet:
     async def compose(p: Plan):
         if composed is not None:
             composed.append(p.key)
         await asyncio.sleep(0.01)
         return f"/compositions/{p.key}"
 
-    return LoadedSet(scripted.engine(), max_loras, compose)
+    async def discard(p: Plan):
+        if discarded is not None:
+            discarded.append(p.key)
+
+    return LoadedSet(scripted.engine(), max_loras, compose, discard)
 
 
 def test_the_least_recently_used_idle_adapter_is_evicted_and_the_engine_never_holds_more_than_max_loras():
@@ -134,8 +139,10 @@ def test_a_failed_load_is_every_waiters_error_and_leaves_nothing_loaded():
     refused = plan("bad")
     scripted = ScriptedEngine(load_delay=0.1, refuse={refused.engine_name})
 
+    discarded: list = []
+
     async def run():
-        loaded = loaded_set(scripted, max_loras=2)
+        loaded = loaded_set(scripted, max_loras=2, discarded=discarded)
 
         async def request():
             async with loaded.use(refused):
@@ -146,7 +153,7 @@ def test_a_failed_load_is_every_waiters_error_and_leaves_nothing_loaded():
 
     results, names = asyncio.run(run())
     assert all(isinstance(r, EngineRefused) and "bad adapter" in str(r) for r in results)
-    assert names == [] and scripted.loaded == []
+    assert names == [] and scripted.loaded == [] and discarded == [refused.key]  # its composition forgotten too
     assert [c for c in scripted.calls if c[0] == "load"] == [("load", refused.engine_name)]  # shared, not retried
 
 

@@ -7,11 +7,6 @@ engine within its limits, and refuse bad input with nothing left loaded."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -19,6 +14,7 @@ import numpy as np
 import pytest
 from models import make_adapter
 from safetensors.numpy import load_file
+from server_helpers import start_server, stop_server
 from services import free_port
 
 from loradb.db.database import LoraDB
@@ -67,29 +63,14 @@ def engine(smollm2, tmp_path_factory):
 @pytest.fixture(scope="module")
 def router(db_path, smollm2, engine, tmp_path_factory):
     state = tmp_path_factory.mktemp("route-state")
-    log = state / "router.log"
-    with open(log, "ab") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "loradb.cli", "route", str(db_path), "--base", str(smollm2),
-                                 "--engine", engine.url, "--port", "0", "--max-loras", str(LIMITS.max_loras),
-                                 "--max-lora-rank", str(LIMITS.max_lora_rank), "--state", str(state)],
-                                stdout=subprocess.PIPE, stderr=stderr, env=os.environ.copy())
-    line = proc.stdout.readline().decode()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    assert match, f"router did not start: {line!r} {log.read_text()[-2000:]}"
-    threading.Thread(target=lambda: [None for _ in iter(proc.stdout.readline, b"")], daemon=True).start()
-    client = httpx.Client(base_url=match.group(0), timeout=300)
-    for _ in range(600):  # the router answers once it has checked the engine and loaded its encoder
-        try:
-            if client.get("/v1/models").status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                pytest.fail(f"router exited: {log.read_text()[-3000:]}")
-        threading.Event().wait(0.2)
+    # ready once it has checked the engine and loaded its encoder
+    proc, url = start_server(db_path, "--base", smollm2, "--engine", engine.url, "--max-loras", LIMITS.max_loras,
+                             "--max-lora-rank", LIMITS.max_lora_rank, "--state", state, log=state / "router.log",
+                             command="route", ready="/v1/models", timeout=120)
+    client = httpx.Client(base_url=url, timeout=300)
     yield {"client": client, "state": state, "engine": engine, "db": db_path}
     client.close()
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def complete(client: httpx.Client, model: str, prompt: str = CODE_PROMPT, **extra) -> httpx.Response:
@@ -222,3 +203,27 @@ def test_an_engine_that_went_down_is_a_503_with_the_cause(router):
     router["engine"].stop()
     r = complete(router["client"], "loradb:auto", loradb={"k": 1})
     assert r.status_code == 503 and "cannot be reached" in r.json()["error"]["message"]
+
+
+def test_route_starts_its_own_engine_and_stops_it_on_sigterm(db_path, smollm2, tmp_path):
+    """`loradb route --start-engine`: the engine comes up from .venv-engine, serves through the router,
+    and goes with it when the router is stopped (by SIGTERM, as a service manager stops it)."""
+    engine_port = free_port()
+    proc, url = start_server(db_path, "--base", smollm2, "--start-engine", "--engine-port", engine_port,
+                             "--max-loras", 1, "--max-lora-rank", 8, "--state", tmp_path / "state", log=tmp_path / "router.log",
+                             command="route", ready="/v1/models", timeout=300)
+    try:
+        r = httpx.post(f"{url}/v1/completions", json={"model": "spanish", "prompt": "Guardar", **SAMPLING}, timeout=300)
+        assert r.status_code == 200 and r.headers["X-Loradb-Adapters"] == "spanish=1"
+    finally:
+        stop_server(proc)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{engine_port}/v1/models", timeout=5)
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).count(f"--port\0{engine_port}\0")]
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_text(errors="replace")
+    except OSError:
+        return ""

@@ -54,7 +54,7 @@ class Router:
         self.library: Library = self.worker.submit(Library, db, base=base, limits=limits,
                                                    compositions=state / "compositions").result()
         self.adaptations = Adaptations(state / "adaptations.json")
-        self.loaded = LoadedSet(self.engine, limits.max_loras, self._compose)
+        self.loaded = LoadedSet(self.engine, limits.max_loras, self._compose, self._discard)
         self.plans: dict[str, Plan] = {}  # engine name -> plan, for every composition made (invalidation)
         self.base_name: str | None = None  # the engine's own name for its base model
 
@@ -67,6 +67,10 @@ class Router:
         if compression is not None:
             log.info("composition %s compressed to rank %s: %s", plan.engine_name, plan.spec.rank, compression)
         return path
+
+    async def _discard(self, plan: Plan) -> None:
+        self.plans.pop(plan.engine_name, None)
+        await self._blocking(self.library.discard, plan.key)
 
     async def start(self) -> None:
         """Check that the engine serves the router's base model, and warm the encoder."""
@@ -121,8 +125,7 @@ class Router:
         stale = {name for name, plan in self.plans.items() if plan.record_ids & gone}
         await self.loaded.drop(stale)
         for name in stale:
-            plan = self.plans.pop(name)
-            await self._blocking(self.library.discard, plan.key)
+            await self._discard(self.plans[name])
 
     async def model_list(self) -> list[dict]:
         names = await self._blocking(self.library.record_names)

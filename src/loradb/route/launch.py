@@ -31,8 +31,13 @@ KV_CACHE_GIB = 1
 
 def engine_python(given: str | None = None) -> Path:
     """The Python of the engine's environment: `given`, else $LORADB_ENGINE_PYTHON, else
-    .venv-engine/bin/python under the current directory; refused when it has no vLLM."""
-    value = given or os.environ.get(ENGINE_PYTHON_ENV) or str(Path(DEFAULT_ENGINE_VENV) / "bin" / "python")
+    .venv-engine/bin/python under the current directory or loradb's checkout (an editable
+    install); refused when it has no vLLM."""
+    value = given or os.environ.get(ENGINE_PYTHON_ENV)
+    if value is None:
+        checkout = Path(__file__).resolve().parents[3]  # src/loradb/route/launch.py -> the checkout
+        found = [d / DEFAULT_ENGINE_VENV / "bin" / "python" for d in (Path.cwd(), checkout)]
+        value = str(next((p for p in found if p.is_file()), found[0]))
     path = Path(value)
     if not path.is_file():
         raise LoradbError(f"no engine environment at {path}: run `make engine` in loradb's checkout (it creates "
@@ -80,19 +85,28 @@ def start_engine(base: str | os.PathLike, *, port: int, limits: EngineLimits, lo
     with open(log, "ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     started = StartedEngine(url=f"http://127.0.0.1:{port}", pid=process.pid, log=log, process=process)
+    try:
+        _wait_ready(started, timeout)
+    except BaseException:  # a failed start, or the caller interrupted: no engine is left behind
+        started.stop()
+        raise
+    return started
+
+
+def _wait_ready(started: StartedEngine, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LoradbError(f"the vLLM engine exited with code {process.returncode} while starting; its log "
-                              f"{log} ends:\n{_tail(log)}")
+        if started.process.poll() is not None:
+            raise LoradbError(f"the vLLM engine exited with code {started.process.returncode} while starting; its log "
+                              f"{started.log} ends:\n{_tail(started.log)}")
         try:
             if httpx.get(f"{started.url}/v1/models", timeout=2).status_code == 200:
-                return started
+                return
         except httpx.TransportError:
             pass
         time.sleep(1)
-    started.stop()
-    raise LoradbError(f"the vLLM engine did not answer within {timeout:.0f} s; its log {log} ends:\n{_tail(log)}")
+    raise LoradbError(f"the vLLM engine did not answer within {timeout:.0f} s; its log {started.log} ends:\n"
+                      f"{_tail(started.log)}")
 
 
 def _tail(log: Path, lines: int = 15) -> str:

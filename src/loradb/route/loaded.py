@@ -20,10 +20,12 @@ from loradb.route.plan import Plan
 
 
 class LoadedSet:
-    def __init__(self, engine: Engine, max_loras: int, compose: Callable[[Plan], Awaitable[Path]]):
+    def __init__(self, engine: Engine, max_loras: int, compose: Callable[[Plan], Awaitable[Path]],
+                 discard: Callable[[Plan], Awaitable[None]] | None = None):
         self.engine = engine
         self.max_loras = max_loras
         self._compose = compose  # plan -> its adapter directory (runs in the worker thread)
+        self._discard = discard  # forget a composition the engine refused to load
         self._loaded: OrderedDict[str, int] = OrderedDict()  # engine name -> requests using it; last = most recent
         self._pending: dict[str, asyncio.Future] = {}  # engine name -> its load in progress
         self._unloading: dict[str, asyncio.Future] = {}  # engine name -> its unload in progress
@@ -76,7 +78,12 @@ class LoadedSet:
             if idle is not None:
                 await self._settle(idle, self.engine.unload(idle))
             path = await self._compose(plan)
-            await self.engine.load(name, str(path))
+            try:
+                await self.engine.load(name, str(path))
+            except EngineRefused:
+                if self._discard is not None:  # nothing the engine would not take stays cached
+                    await self._discard(plan)
+                raise
             self.loads += 1
         except BaseException as e:
             await self._finish(name, self._pending, error=e)

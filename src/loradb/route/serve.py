@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import sys
 from pathlib import Path
 
 from loradb.errors import LoradbError
@@ -39,10 +41,13 @@ def route(db: str, *, base: str, engine_url: str | None = None, start_engine: bo
         sock = socket.create_server((host, port))
     except OSError as e:
         raise LoradbError(f"cannot listen on {host}:{port} ({e})") from None
+    # SIGTERM before uvicorn takes over its signals (the engine takes a minute to start) unwinds
+    # the stack below like Ctrl-C, so a started engine is stopped rather than left running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with contextlib.ExitStack() as stack:
         if start_engine:
             print(f"starting vLLM on 127.0.0.1:{engine_port} for {base} (about a minute; log in {state_dir / 'engine.log'})",
-                  flush=True)
+                  file=sys.stderr, flush=True)
             started = launch(base, port=engine_port, limits=limits, log=state_dir / "engine.log", python=engine_python)
             stack.callback(started.stop)
             engine_url = started.url
