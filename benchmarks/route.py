@@ -204,6 +204,7 @@ def cost(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
         record = stream[0]["domain"]
         warm = complete(router, record, stream[0]["prompt"])  # loads the record's adapter through the router
         name = warm["loradb"]["adapter"]
+        warm_key = next(d.name for d in (work / "state" / "compositions").iterdir() if d.name.startswith(name[len("loradb-"):]))
         prompts = [r["prompt"] for r in stream[:TIMED_REQUESTS]]
 
         def vllm_direct(p):
@@ -235,7 +236,11 @@ def cost(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
             made.raise_for_status()
             names.append(f"client-{i}")
             complete(router, names[-1], sample[0])  # composed and loaded before timing
-        single = asyncio.run(throughput(engine.url, [(name, p) for p in sample]))
+        # the baseline's adapter loaded into vLLM by the benchmark itself, out of the router's LRU
+        fixed = direct.post("/v1/load_lora_adapter", json={"lora_name": "fixed-baseline",
+                                                            "lora_path": str(work / "state" / "compositions" / warm_key)})
+        fixed.raise_for_status()
+        single = asyncio.run(throughput(engine.url, [("fixed-baseline", p) for p in sample]))
         sixteen = asyncio.run(throughput(url, [(names[i % CONCURRENT], p) for i, p in enumerate(sample)]))
         result["throughput"] = {"vllm_one_adapter_rps": single, "router_16_compositions_rps": sixteen,
                                 "ratio": sixteen / single, "requests": len(sample), "concurrent": CONCURRENT}
@@ -260,17 +265,58 @@ def library(db_path: Path, domains, adapters: dict, base: Path, reprs: Path | No
     return db_path
 
 
+def _quality_lines(results: dict) -> list[str]:
+    lines = [(f"{results['requests']} requests ({results['per_domain']} from each of {len(results['domains'])} generation-zoo "
+              "domains), shuffled into one stream; greedy, 32 new tokens, first line; ROUGE-L."), "",
+             "| row | ROUGE-L | per-request minus this row (95% paired bootstrap) |", "|---|---|---|"]
+    for row, values in results["rows"].items():
+        vs = results["per_request_vs"].get(row)
+        shown = f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-"
+        lines.append(f"| {row} | {values['rougeL']:.4f} | {shown} |")
+    hits = results["retrieval"]
+    lines += ["", (f"Per-request routing put the request's own domain first for {hits['own_domain_first']:.0%} of requests "
+                   f"and among its k for {hits['own_domain_in_k']:.0%}.")]
+    return lines
+
+
+def write_report(results: dict, out: Path) -> None:
+    """report.md: ROUGE-L per row with per-request's paired intervals, retrieval, and the serving cost."""
+    lines = ["# loradb route in front of vLLM: per request vs per dataset", ""]
+    if "rows" not in results:
+        lines += ["The quality part has not been run into this report (`--cost-only`)."]
+    else:
+        lines += _quality_lines(results)
+    if "cost" in results:
+        c = results["cost"]
+        lines += ["", "## Serving cost (sequential requests; seconds)", "", "| path | p50 | p99 | n |", "|---|---|---|---|"]
+        for path in ("vllm_direct", "router_cache_hit", "router_cold_auto_k5", "router_same_request_again", "cold_added_s"):
+            lines.append(f"| {path} | {c[path]['p50_s']:.3f} | {c[path]['p99_s']:.3f} | {c[path]['n']} |")
+        t = c["throughput"]
+        lines += ["", (f"Throughput, {t['concurrent']} concurrent clients, {t['requests']} requests: vLLM with one adapter "
+                       f"{t['vllm_one_adapter_rps']:.3f} req/s; the router with 16 compositions "
+                       f"{t['router_16_compositions_rps']:.3f} req/s (ratio {t['ratio']:.2f})."), "",
+                  (f"Targets: cache-hit overhead {c['targets']['cache_hit_overhead']:+.1%} of vLLM's p50 (target <= 10%); "
+                   f"cold path adds {c['targets']['cold_added_s']:.3f} s at p50 (target <= 1 s); throughput ratio "
+                   f"{c['targets']['throughput_ratio']:.2f} (target >= 0.8).")]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="route-report", help="report directory (default route-report)")
     parser.add_argument("--per-domain", type=int, default=4, help="requests from each of the 15 domains (default 4)")
     parser.add_argument("--no-cost", action="store_true", help="quality only")
+    parser.add_argument("--report-only", action="store_true", help="write report.md from --out's results.json")
+    parser.add_argument("--cost-only", action="store_true", help="the serving cost only, added to --out's results.json")
     parser.add_argument("--work", default="route-work", help="the library database, kept for a re-run (default route-work)")
     parser.add_argument("--reprs", help="z of each domain's training inputs, made earlier: DOMAIN.npy files "
                         "(zoo_generation.py's OUT/work/references)")
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
+    if args.report_only:
+        write_report(json.loads((out / "results.json").read_text()), out)
+        return
     out.mkdir(parents=True, exist_ok=True)
     base = packaged_smollm2()
     domains_dir = collection_dir("zoo-generation")
@@ -283,20 +329,26 @@ def main() -> None:
     stream = stream_of(domains, args.per_domain, tokenizer, ZOO_GENERATION_EVAL.train.max_length)
     work = Path(args.work)
     db_path = library(work / "db", domains, adapters, base, Path(args.reprs) if args.reprs else None)
+    results_file = out / "results.json"
     with tempfile.TemporaryDirectory(prefix="loradb-route-bench-") as tmp:
         work = Path(tmp)
-        with engine_and_router(db_path, base, QUALITY_LIMITS, work / "quality") as (_, url), \
-                httpx.Client(base_url=url, timeout=600) as client:
-            base_name = client.get("/v1/models").json()["data"][0]["id"]
-            rows = quality(client, stream, base_name)
-        results = {"requests": len(stream), "per_domain": args.per_domain, "domains": [d.name for d in domains],
-                   "rows": {r: {k: v for k, v in row.items() if k != "outputs"} for r, row in rows.items()},
-                   "per_request_vs": intervals(rows, "per-request"), "retrieval": retrieval_hits(rows, stream),
-                   "stream": [{k: r[k] for k in ("domain", "input", "target")} for r in stream],
-                   "outputs": {r: row["outputs"] for r, row in rows.items()}}
+        if args.cost_only:
+            results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        else:
+            with engine_and_router(db_path, base, QUALITY_LIMITS, work / "quality") as (_, url), \
+                    httpx.Client(base_url=url, timeout=600) as client:
+                base_name = client.get("/v1/models").json()["data"][0]["id"]
+                rows = quality(client, stream, base_name)
+            results = {"requests": len(stream), "per_domain": args.per_domain, "domains": [d.name for d in domains],
+                       "rows": {r: {k: v for k, v in row.items() if k != "outputs"} for r, row in rows.items()},
+                       "per_request_vs": intervals(rows, "per-request"), "retrieval": retrieval_hits(rows, stream),
+                       "stream": [{k: r[k] for k in ("domain", "input", "target")} for r in stream],
+                       "outputs": {r: row["outputs"] for r, row in rows.items()}}
+            results_file.write_text(json.dumps(results, indent=1) + "\n")  # kept even if the cost part fails
         if not args.no_cost:
             results["cost"] = cost(db_path, base, stream, work / "cost")
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, out)
     write_run_info(out, started)
     print(json.dumps({k: results[k] for k in ("per_request_vs", "retrieval", *(("cost",) if "cost" in results else ()))},
                      indent=1))
