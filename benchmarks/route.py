@@ -61,8 +61,9 @@ from loradb.route.launch import start_engine
 # in 3.0 s bare, 5.0 s with one rank-8 adapter at (1, 16), 12.3 s at (4, 128)); so merge-all
 # (15 x rank 8 = 120) is compressed to rank 64 by the router, as it would be in front of this engine
 QUALITY_LIMITS = EngineLimits(max_loras=2, max_lora_rank=64)
-COST_LIMITS = EngineLimits(max_loras=16, max_lora_rank=64)  # 16 compositions of k=5 (rank 40) at once
-TIMED_REQUESTS = 20
+LATENCY_LIMITS = EngineLimits(max_loras=2, max_lora_rank=64)
+THROUGHPUT_LIMITS = EngineLimits(max_loras=16, max_lora_rank=64)  # 16 compositions of k=5 (rank 40) at once
+TIMED_REQUESTS = 10
 CONCURRENT = 16
 REPS = 2000
 
@@ -197,22 +198,29 @@ def engine_and_router(db: Path, base: Path, limits: EngineLimits, work: Path):
 
 
 def cost(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
-    """Latency of vLLM direct vs the router (hit, cold) and throughput with 16 compositions in flight."""
-    with engine_and_router(db, base, COST_LIMITS, work) as (engine, url):
-        router = httpx.Client(base_url=url, timeout=600)
-        direct = httpx.Client(base_url=engine.url, timeout=600)
+    """Latency of vLLM direct vs the router (hit, cold), and throughput with 16 compositions in flight."""
+    result = latency(db, base, stream, work / "latency")
+    result["throughput"] = throughput_16(db, base, stream, work / "throughput")
+    hit, base_p50 = result["router_cache_hit"]["p50_s"], result["vllm_direct"]["p50_s"]
+    result["targets"] = {"cache_hit_overhead": hit / base_p50 - 1, "cold_added_s": result["cold_added_s"]["p50_s"],
+                         "throughput_ratio": result["throughput"]["ratio"]}
+    return result
+
+
+def latency(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
+    """Sequential requests on an engine at LATENCY_LIMITS: one adapter through vLLM directly and
+    through the router (a cache hit, the same prompts), and the router's cold path."""
+    with engine_and_router(db, base, LATENCY_LIMITS, work) as (engine, url), \
+            httpx.Client(base_url=url, timeout=600) as router, httpx.Client(base_url=engine.url, timeout=600) as direct:
         record = stream[0]["domain"]
-        warm = complete(router, record, stream[0]["prompt"])  # loads the record's adapter through the router
-        name = warm["loradb"]["adapter"]
-        warm_key = next(d.name for d in (work / "state" / "compositions").iterdir() if d.name.startswith(name[len("loradb-"):]))
+        name = complete(router, record, stream[0]["prompt"])["loradb"]["adapter"]  # loaded through the router
         prompts = [r["prompt"] for r in stream[:TIMED_REQUESTS]]
 
         def vllm_direct(p):
-            r = direct.post("/v1/completions", json={"model": name, "prompt": p, "max_tokens": DEFAULT_MAX_NEW_TOKENS,
-                                                     "temperature": 0})
-            r.raise_for_status()
+            direct.post("/v1/completions", json={"model": name, "prompt": p, "max_tokens": DEFAULT_MAX_NEW_TOKENS,
+                                                 "temperature": 0}).raise_for_status()
 
-        result = {"vllm_direct": latencies(vllm_direct, prompts),
+        result = {"limits": vars(LATENCY_LIMITS), "vllm_direct": latencies(vllm_direct, prompts),
                   "router_cache_hit": latencies(lambda p: complete(router, record, p), prompts)}
         # cold: inputs the router has not seen, so it represents, searches, composes and loads; then the
         # same request again, a hit on that composition that generates the same tokens: the difference
@@ -227,28 +235,30 @@ def cost(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
         result["router_cold_auto_k5"] = summary(cold)
         result["router_same_request_again"] = summary(again)
         result["cold_added_s"] = summary([c - a for c, a in zip(cold, again)])
-        # throughput: 16 adaptations (one per client), loaded, against one adapter on vLLM directly
-        sample = [r["prompt"] for r in stream[:CONCURRENT * 2]]
+        return result
+
+
+def throughput_16(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
+    """On an engine at THROUGHPUT_LIMITS: CONCURRENT clients of one adapter on vLLM directly, then
+    CONCURRENT clients each with its own composition (an adaptation, loaded) through the router."""
+    sample = [r["prompt"] for r in stream[:CONCURRENT * 2]]
+    with engine_and_router(db, base, THROUGHPUT_LIMITS, work) as (engine, url), \
+            httpx.Client(base_url=url, timeout=600) as router, httpx.Client(base_url=engine.url, timeout=600) as direct:
+        with LoraDB(db) as library_db:
+            fixed = library_db.export(stream[0]["domain"], work / "fixed-adapter")
+        direct.post("/v1/load_lora_adapter", json={"lora_name": "fixed", "lora_path": str(fixed)}).raise_for_status()
+        direct.post("/v1/completions", json={"model": "fixed", "prompt": sample[0], "max_tokens": 1}).raise_for_status()
+        single = asyncio.run(throughput(engine.url, [("fixed", p) for p in sample]))
+        direct.post("/v1/unload_lora_adapter", json={"lora_name": "fixed"}).raise_for_status()
         names = []
         for i in range(CONCURRENT):
             texts = [r["input"] for r in stream[i::CONCURRENT]]
-            made = router.post("/v1/adaptations", json={"name": f"client-{i}", "texts": texts, "k": 5})
-            made.raise_for_status()
+            router.post("/v1/adaptations", json={"name": f"client-{i}", "texts": texts, "k": 5}).raise_for_status()
             names.append(f"client-{i}")
             complete(router, names[-1], sample[0])  # composed and loaded before timing
-        # the baseline's adapter loaded into vLLM by the benchmark itself, out of the router's LRU
-        fixed = direct.post("/v1/load_lora_adapter", json={"lora_name": "fixed-baseline",
-                                                            "lora_path": str(work / "state" / "compositions" / warm_key)})
-        fixed.raise_for_status()
-        single = asyncio.run(throughput(engine.url, [("fixed-baseline", p) for p in sample]))
         sixteen = asyncio.run(throughput(url, [(names[i % CONCURRENT], p) for i, p in enumerate(sample)]))
-        result["throughput"] = {"vllm_one_adapter_rps": single, "router_16_compositions_rps": sixteen,
-                                "ratio": sixteen / single, "requests": len(sample), "concurrent": CONCURRENT}
-        hit, base_p50 = result["router_cache_hit"]["p50_s"], result["vllm_direct"]["p50_s"]
-        result["targets"] = {"cache_hit_overhead": hit / base_p50 - 1,
-                             "cold_added_s": result["cold_added_s"]["p50_s"],
-                             "throughput_ratio": sixteen / single}
-        return result
+    return {"limits": vars(THROUGHPUT_LIMITS), "vllm_one_adapter_rps": single, "router_16_compositions_rps": sixteen,
+            "ratio": sixteen / single, "requests": len(sample), "concurrent": CONCURRENT}
 
 
 def library(db_path: Path, domains, adapters: dict, base: Path, reprs: Path | None) -> Path:
@@ -288,11 +298,13 @@ def write_report(results: dict, out: Path) -> None:
         lines += _quality_lines(results)
     if "cost" in results:
         c = results["cost"]
-        lines += ["", "## Serving cost (sequential requests; seconds)", "", "| path | p50 | p99 | n |", "|---|---|---|---|"]
+        lines += ["", f"## Serving cost (sequential requests on an engine at {c['limits']}; seconds)", "",
+                  "| path | p50 | p99 | n |", "|---|---|---|---|"]
         for path in ("vllm_direct", "router_cache_hit", "router_cold_auto_k5", "router_same_request_again", "cold_added_s"):
             lines.append(f"| {path} | {c[path]['p50_s']:.3f} | {c[path]['p99_s']:.3f} | {c[path]['n']} |")
         t = c["throughput"]
-        lines += ["", (f"Throughput, {t['concurrent']} concurrent clients, {t['requests']} requests: vLLM with one adapter "
+        lines += ["", (f"Throughput on an engine at {t['limits']}, {t['concurrent']} concurrent clients, {t['requests']} "
+                       f"requests each: vLLM with one adapter "
                        f"{t['vllm_one_adapter_rps']:.3f} req/s; the router with 16 compositions "
                        f"{t['router_16_compositions_rps']:.3f} req/s (ratio {t['ratio']:.2f})."), "",
                   (f"Targets: cache-hit overhead {c['targets']['cache_hit_overhead']:+.1%} of vLLM's p50 (target <= 10%); "
