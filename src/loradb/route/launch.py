@@ -71,13 +71,14 @@ class StartedEngine:
 
 
 def start_engine(base: str | os.PathLike, *, port: int, limits: EngineLimits, log: Path, python: str | None = None,
-                 timeout: float = READY_TIMEOUT_S) -> StartedEngine:
-    """A vLLM server on 127.0.0.1:`port` for the model directory `base`, ready to serve."""
+                 timeout: float = READY_TIMEOUT_S, extra_args: tuple[str, ...] = ()) -> StartedEngine:
+    """A vLLM server on 127.0.0.1:`port` for the model directory `base`, ready to serve
+    (`extra_args`: more of vLLM's own flags)."""
     exe = engine_python(python)
     args = [str(exe), "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(base), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
             "--enable-lora", "--max-loras", str(limits.max_loras), "--max-lora-rank", str(limits.max_lora_rank),
-            "--max-model-len", str(MAX_MODEL_LEN)]
+            "--max-model-len", str(MAX_MODEL_LEN), *extra_args]
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),
            "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     env.pop("PYTHONPATH", None)  # the engine's environment only, never loradb's
