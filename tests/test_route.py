@@ -161,7 +161,7 @@ def test_an_engine_that_is_down_is_engine_down_with_the_cause():
     async def run():
         engine = Engine("http://127.0.0.1:9")  # discard port: nothing listens
         try:
-            await engine.served_models()
+            await engine.models()
         finally:
             await engine.close()
 

@@ -76,7 +76,7 @@ class Router:
         """Check that the engine serves the router's base model, and warm the encoder."""
         from loradb.lora.base import load_base
 
-        models = (await self.engine.client.get("/v1/models")).json().get("data", [])
+        models = await self.engine.models()
         if not models:
             raise LoradbError(f"the engine at {self.engine.url} serves no model")
         root = models[0].get("root") or models[0]["id"]
@@ -246,7 +246,7 @@ async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Respons
         headers = {HEADER: plan.header()}
         if not body.get("stream"):
             answer = await router.engine.post(path, body)
-            answer["model"] = _asked_model(plan, router)
+            answer["model"] = body["model"]  # the composition's engine name, or the base model's
             answer["loradb"] = described
             return JSONResponse(answer, headers=headers)
         chunks = router.engine.stream(path, body).__aiter__()
@@ -268,7 +268,3 @@ async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Respons
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-
-def _asked_model(plan: Plan, router: Router) -> str:
-    """The `model` an answer reports: the composition's engine name, or the base model's."""
-    return plan.engine_name if plan.parts else (router.base_name or "")

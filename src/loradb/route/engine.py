@@ -60,10 +60,10 @@ class Engine:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def served_models(self) -> list[str]:
-        """The ids the engine serves: its base model's name first, then the adapters loaded."""
-        body = (await self._call("GET", "/v1/models")).json()
-        return [m["id"] for m in body.get("data", [])]
+    async def models(self) -> list[dict]:
+        """What the engine serves (its /v1/models entries): its base model first (`root` is its
+        directory), then the adapters loaded."""
+        return (await self._call("GET", "/v1/models")).json().get("data", [])
 
     async def load(self, name: str, path: str) -> None:
         await self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},

@@ -50,7 +50,6 @@ class Library:
             record = self.db.get(ref)
         except NotFound:
             return None
-        self._check_base(record)
         return self._fitted(Plan(parts=(Part(record.id, record.name, 1.0),), chosen_by="record"), [record])
 
     def plan_auto(self, texts: list[str], options: dict, *, chosen_by: str = "auto") -> Plan:
