@@ -52,9 +52,12 @@ def engine_python(given: str | None = None) -> Path:
 @dataclass
 class StartedEngine:
     url: str
-    pid: int
     log: Path
     process: subprocess.Popen
+
+    @property
+    def pid(self) -> int:  # also its process group's id: it was started in a session of its own
+        return self.process.pid
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to the engine's process group (its engine-core workers too), SIGKILL if it lingers."""
@@ -85,7 +88,7 @@ def start_engine(base: str | os.PathLike, *, port: int, limits: EngineLimits, lo
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    started = StartedEngine(url=f"http://127.0.0.1:{port}", pid=process.pid, log=log, process=process)
+    started = StartedEngine(url=f"http://127.0.0.1:{port}", log=log, process=process)
     try:
         _wait_ready(started, timeout)
     except BaseException:  # a failed start, or the caller interrupted: no engine is left behind
