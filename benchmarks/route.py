@@ -343,10 +343,13 @@ def main() -> None:
     work = Path(args.work)
     db_path = library(work / "db", domains, adapters, base, Path(args.reprs) if args.reprs else None)
     results_file = out / "results.json"
+    # The two parts can be run apart (the cost on an idle machine); each keeps the other's results.
+    earlier = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    part = "quality" if args.no_cost else "cost" if args.cost_only else "all"
     with tempfile.TemporaryDirectory(prefix="loradb-route-bench-") as tmp:
         work = Path(tmp)
         if args.cost_only:
-            results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+            results = earlier
         else:
             with engine_and_router(db_path, base, QUALITY_LIMITS, work / "quality") as (_, url), \
                     httpx.Client(base_url=url, timeout=600) as client:
@@ -357,12 +360,19 @@ def main() -> None:
                        "per_request_vs": intervals(rows, "per-request"), "retrieval": retrieval_hits(rows, stream),
                        "stream": [{k: r[k] for k in ("domain", "input", "target")} for r in stream],
                        "outputs": {r: row["outputs"] for r, row in rows.items()}}
+            if args.no_cost:
+                results.update({k: earlier[k] for k in ("cost", "made_by") if k in earlier})
             results_file.write_text(json.dumps(results, indent=1) + "\n")  # kept even if the cost part fails
         if not args.no_cost:
             results["cost"] = cost(db_path, base, stream, work / "cost")
+    made_by = {k: v for k, v in results.get("made_by", {}).items() if part == "quality" and k == "cost"
+               or part == "cost" and k == "quality"}
+    note = "".join(f"The {k} part comes from an earlier run: `{v['command']}`, finished {v['finished']} after "
+                   f"{v['wall_seconds']:.0f} s. " for k, v in made_by.items())
+    made_by[part] = write_run_info(out, started, note=note.strip())
+    results["made_by"] = made_by
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, out)
-    write_run_info(out, started)
     print((out / "report.md").read_text())
 
 

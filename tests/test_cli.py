@@ -115,6 +115,28 @@ def test_represent_then_search_by_vector_and_compose(filled, bert):
     assert code == 0 and (tmp / "out2" / "model.safetensors").is_file() and (tmp / "out2" / "config.json").is_file()
 
 
+def test_text_field_names_the_column_of_the_target_data(filled):
+    """--text-field reads another column: the same texts under "body" search exactly as under "text";
+    it is refused with --repr and for a .txt file, which has no fields."""
+    db, _, tmp = filled
+    texts = ["the bank raised interest rates", "stock prices fell"]
+    target = write_jsonl(tmp / "target.jsonl", texts)
+    (tmp / "target.csv").write_text("body,text\n" + "".join(f'"{t}","{c}"\n' for t, c in zip(texts, TEXTS["cooking"])))
+    by_text = json.loads(run("search", db, "--data", target, "-k", 3, "--json")[1])
+    code, out, err = run("search", db, "--data", tmp / "target.csv", "--text-field", "body", "-k", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"] == by_text["results"]
+    other = json.loads(run("search", db, "--data", tmp / "target.csv", "-k", 3, "--json")[1])  # the "text" column
+    assert other["results"] != by_text["results"]
+    code, _, err = run("search", db, "--data", tmp / "target.csv", "--text-field", "title", "-k", 3)
+    assert code == 2 and "'title' column" in err, err
+    (tmp / "t.txt").write_text("\n".join(texts))
+    assert "no fields" in run("search", db, "--data", tmp / "t.txt", "--text-field", "body")[2]
+    code, out, _ = run("represent", target, "--base", json.loads(run("list", db, "--json")[1])[0]["base"], "-o", tmp / "z.npy")
+    assert code == 0
+    assert "not given" in run("search", db, "--repr", tmp / "z.npy", "--text-field", "body")[2]
+
+
 def test_remove_export_check_gc(filled):
     db, dirs, tmp = filled
     assert run("export", db, "finance", "--out", tmp / "exported")[0] == 0
@@ -129,10 +151,37 @@ def test_remove_export_check_gc(filled):
     assert code == 0 and report["clean"] and report["orphans"] == ["ab" + "0" * 62]
     assert run("gc", db)[0] == 0
     assert json.loads(run("check", db, "--json")[1])["orphans"] == []
+    assert not (db / "blobs" / "ab").exists()  # no empty folder left behind
+    assert all(any(d.iterdir()) for d in (db / "blobs").iterdir() if d.is_dir())
     blob = next((db / "blobs").glob("??/*"))
     blob.write_bytes(b"tampered")
     code, out, _ = run("check", db)
     assert code == 1 and "does not match its sha256" in out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(filled, bert, umask):
+    """Blobs, outputs and written documents get the modes an ordinary write would (0644/0755 under
+    umask 022), not tempfile's private 0600/0700; a private umask keeps them private."""
+    import os
+
+    db, _, tmp = filled
+    blobs_before = set((db / "blobs").glob("??/*"))
+    make_adapter(bert, tmp / "ad-new", seed=7, r=2)
+    old = os.umask(umask)
+    try:
+        assert run("add", db, tmp / "ad-new", "--data", tmp / "cooking.jsonl", "--name", "new")[0] == 0
+        assert run("compose", db, "--weights", "cooking=0.5", "finance=0.5", "--out", tmp / "composed")[0] == 0
+        assert run("export", db, "sports", "--out", tmp / "exported")[0] == 0
+    finally:
+        os.umask(old)
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    new_blobs = set((db / "blobs").glob("??/*")) - blobs_before
+    assert new_blobs and {p.stat().st_mode & 0o777 for p in new_blobs} == {file_mode}
+    for out in (tmp / "composed", tmp / "exported"):
+        assert (out.stat().st_mode & 0o777) == dir_mode, out
+        modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+        assert modes == dict.fromkeys(modes, file_mode), (out, modes)
 
 
 def _refused(db, *argv, match: str):
@@ -150,6 +199,8 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
     data = tmp / "cooking.jsonl"
     _refused(db, "add", db, tmp / "missing-dir", "--data", data, match="not a directory")
     _refused(db, "add", db, good, "--data", data, "--name", "cooking", match="already exists")
+    # refused before the data is read: a file that is not there is never reached
+    _refused(db, "add", db, good, "--data", tmp / "not-there.jsonl", "--name", "cooking", match="already exists")
     _refused(db, "add", db, good, match="one of the arguments --data --repr is required")
     _refused(db, "add", db, good, "--data", data, "--repr", tmp / "z.npy", match="not allowed with")
     _refused(db, "add", db, good, "--data", data, "--name", "x", "--meta", "novalue", match="KEY=VALUE")
@@ -272,6 +323,26 @@ def test_cli_process_exit_codes(tmp_path):
     assert proc.stderr.strip() == f"loradb: error: {tmp_path / 'nodb'} is not a loradb database; create one with `loradb init {tmp_path / 'nodb'}`"
     assert run("init", tmp_path / "db")[0] == 0
     assert run("init", tmp_path / "db")[0] == 2
+
+
+def test_version_and_a_reader_that_goes_away(tmp_path):
+    """`--version` names the package's version; a pipe closed by its reader (`loradb list | head -1`)
+    ends quietly with 141, as a shell reports SIGPIPE, not with a "Broken pipe" error."""
+    import loradb
+
+    proc = subprocess.run([sys.executable, "-m", "loradb.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"loradb {loradb.__version__}"
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    # a reader that has already closed its end: the first write of `list` meets a broken pipe
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([sys.executable, "-m", "loradb.cli", "list", str(db), "--json"], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""
 
 
 def db_with_adapters(base, root: Path, *, n: int = 3, r: int = 4, targets=("query", "value")) -> tuple[Path, Path]:

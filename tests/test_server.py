@@ -97,7 +97,16 @@ def test_unauthenticated_wrong_scope_and_revoked_writes_refused(shared, monkeypa
             code, _, err = run("add", url, adapters["cooking"], "--data", tmp / "cooking.jsonl")
             assert code == 2 and expected in err, err
             assert err.count("\n") == 1  # one line
+        # refused before the data is read (a file that is not there is never reached)
+        code, _, err = run("add", url, adapters["cooking"], "--data", tmp / "not-there.jsonl")
+        assert code == 2 and "needs a write token" in err, err
         assert snapshot(db) == before
+        as_(monkeypatch, tokens["alice"])
+        assert run("add", url, adapters["cooking"], "--data", tmp / "cooking.jsonl")[0] == 0
+        with_cooking = snapshot(db)
+        code, _, err = run("add", url, adapters["finance"], "--data", tmp / "not-there.jsonl", "--name", "ad-cooking")
+        assert code == 2 and "already exists" in err, err
+        assert snapshot(db) == with_cooking
         assert httpx.get(f"{url}/v1/records").status_code == 401
         assert httpx.get(f"{url}/v1/records", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 200
         assert httpx.get(f"{url}/v1/check", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 403

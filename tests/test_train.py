@@ -38,6 +38,39 @@ def test_train_writes_a_peft_adapter_with_the_base_fingerprint(bert, labeled, tm
     assert run("add", tmp_path / "db", tmp_path / "a", "--data", labeled)[0] == 0
 
 
+def test_train_reads_csv_and_parquet_with_named_columns(bert, labeled, tmp_path):
+    """The same examples as a CSV or parquet file with other column names (--text-field,
+    --label-field) train the same adapter as the .jsonl."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in labeled.read_text().splitlines()]
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "review", "sentiment"])
+        writer.writerows([i, r["text"], r["label"]] for i, r in enumerate(rows))
+    pq.write_table(pa.table({"review": [r["text"] for r in rows], "sentiment": [r["label"] for r in rows]}),
+                   tmp_path / "train.parquet")
+    args = ["train", "--base", bert, "--r", 2, "--epochs", 1, "--batch-size", 4, "--max-length", 16]
+    assert run(*args, "--data", labeled, "--out", tmp_path / "from-jsonl")[0] == 0
+    reference = read_adapter(tmp_path / "from-jsonl")
+    for data in ("train.csv", "train.parquet"):
+        code, _, err = run(*args, "--data", tmp_path / data, "--text-field", "review", "--label-field", "sentiment",
+                           "--out", tmp_path / data.replace(".", "-"))
+        assert code == 0, err
+        adapter = read_adapter(tmp_path / data.replace(".", "-"))
+        for name, m in reference.modules.items():
+            assert np.allclose(m.B, adapter.modules[name].B, atol=1e-6), (data, name)
+    code, _, err = run(*args, "--data", tmp_path / "train.csv", "--out", tmp_path / "x")
+    assert code == 2 and "'text' and 'label' columns" in err and "review" in err, err  # names what it found
+    (tmp_path / "train.txt").write_text("the pasta is good\n")
+    code, _, err = run(*args, "--data", tmp_path / "train.txt", "--out", tmp_path / "x")
+    assert code == 2 and ".jsonl, .csv or .parquet" in err, err
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_refuses_bad_input(bert, labeled, tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"pos": "good", "meh": "so so"}))
     code, _, err = run("train", "--base", bert, "--data", labeled, "--out", tmp_path / "a", "--labels", tmp_path / "labels.json")

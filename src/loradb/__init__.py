@@ -19,6 +19,7 @@ _EXPORTS = {
     "db.results": ["CheckReport", "Hit", "SearchResult"],
     "db.interface": ["Database"],
     "retrieval.targets": ["represent_file"],
+    "io.data": ["DataFile"],
     "service.client": ["RemoteDB"],
     "retrieval.privacy": ["DPConfig"],
     "errors": ["AccessDenied", "AdapterError", "BaseModelMismatch", "Conflict", "DataError", "LoradbError", "NotFound",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from loradb.db.interface import Database
 from loradb.db.results import DEFAULT_K, SearchResult
 from loradb.errors import Abstained, BaseModelMismatch, DataError, LoradbError
+from loradb.io.data import DataFile
 from loradb.weighting.registry import DEFAULT_METHOD
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from loradb.lora.merges import MergeSpec
     from loradb.retrieval.privacy import DPConfig
 
-DATA_KINDS = "texts (a list of str), a dataset file (.jsonl/.csv/.parquet/.txt), a .npy made by `loradb represent`, or a Representation"
+DATA_KINDS = "texts (a list of str), a dataset file (.jsonl/.csv/.parquet/.txt, or a DataFile naming its text field), a .npy made by `loradb represent`, or a Representation"
 
 
 def open_database(location: str | os.PathLike) -> Database:
@@ -282,6 +283,8 @@ def _target(data, handle: Database, tmp: Path) -> dict:
         if isinstance(handle, LoraDB):
             return {"data": None, "repr": None, "target": data}
         return {"data": None, "repr": save_representation(data, tmp / "target.npy")}  # a server's client takes files
+    if isinstance(data, DataFile):  # a file whose texts are in a named field
+        return {"data": data, "repr": None}
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         return {"data": None, "repr": path} if path.suffix.lower() == ".npy" else {"data": path, "repr": None}

@@ -173,6 +173,22 @@ def add_recipe_flags(p, *, defaults: bool) -> None:
     p.add_argument("--max-length", type=int, default=256 if defaults else None, help="tokens per example (default 256)")
 
 
+def add_text_field_flag(p) -> None:
+    p.add_argument("--text-field", metavar="NAME", help="the field/column of .jsonl/.csv/.parquet --data that holds the "
+                   "texts (default text, or input in a file of input/target pairs)")
+
+
+def data_of(args):
+    """--data as the library takes it: the path, or a DataFile that reads --text-field."""
+    from loradb.io.data import data_file
+
+    if args.data is None:
+        if args.text_field is not None:
+            raise LoradbError("--text-field names a field of --data, which was not given")
+        return None
+    return data_file(args.data, args.text_field)
+
+
 def add_training_flags(p) -> None:
     """Training flags; unset ones take the task's defaults (classification / generation)."""
     from loradb.models.train import GENERATION_TRAIN, TrainConfig

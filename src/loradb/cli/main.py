@@ -8,16 +8,22 @@ models, benchmarks); a new command is one decorated function in the area it belo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from loradb import __version__
 
 # importing an area registers its commands; the order here is the order of `loradb --help`
 from loradb.cli import records, retrieve, service, models, benchmarks  # noqa: F401, I001
 from loradb.cli.common import COMMANDS, EXIT_BAD_INPUT, GROUPS, Parser, add_command
 from loradb.errors import LoradbError, in_terms
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a reader that went away (`loradb list | head`)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="loradb", description="A database of LoRA adapters: retrieve and merge adapters for new, unlabeled data.")
+    parser.add_argument("--version", action="version", version=f"loradb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     group_subs: dict = {}
     for c in COMMANDS:
@@ -49,10 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at the interpreter's exit
+        return code
     except LoradbError as e:
         print(f"loradb: error: {in_terms(str(e), flag_names(parser))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader closed the pipe: nothing is wrong and nothing more can be said. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as e:  # an unwritable --out, a full disk: the user's to fix, not a loradb bug
         print(f"loradb: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,7 +10,12 @@ from loradb.errors import LoradbError
 
 def _train_flags(p) -> None:
     p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
-    p.add_argument("--data", required=True, help="training .jsonl (fields text, label; with --task generation input, target)")
+    p.add_argument("--data", required=True, help="training .jsonl/.csv/.parquet (fields text, label; with --task "
+                   "generation input, target)")
+    p.add_argument("--text-field", metavar="NAME", help="the field holding each example's text (default text; "
+                   "generation: input)")
+    p.add_argument("--label-field", metavar="NAME", help="the field holding each example's label (default label; "
+                   "generation: its target, default target)")
     p.add_argument("--out", required=True, help="output adapter directory (new or empty)")
     p.add_argument("--task", choices=("classification", "generation"), default="classification", help="default classification")
     p.add_argument("--labels", help="labels.json mapping each label to its prompt (default: 'This text is LABEL.')")
@@ -37,7 +42,7 @@ def cmd_train(args) -> int:
 
         if args.labels:
             raise LoradbError("--labels is for classification; generation takes --instruction")
-        inputs, targets = read_pairs(args.data)
+        inputs, targets = read_pairs(args.data, args.text_field or "input", args.label_field or "target")
         result = train_causal_lora(args.base, inputs, targets, args.out, train_config(args, "generation"),
                                    instruction=args.instruction or DEFAULT_INSTRUCTION)
     else:
@@ -48,7 +53,7 @@ def cmd_train(args) -> int:
 
         if args.instruction:
             raise LoradbError("--instruction is for --task generation")
-        texts, labels = read_labeled(args.data)
+        texts, labels = read_labeled(args.data, args.text_field or "text", args.label_field or "label")
         prompts = read_prompts(Path(args.labels), sorted(set(labels))) if args.labels else default_prompts(sorted(set(labels)))
         result = train_lora(args.base, texts, labels, prompts, args.out, train_config(args))
     print(f"wrote {result.out} ({result.examples} examples, {result.seconds:.1f} s, loss per epoch "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               local_only, open_db, open_local, parse_meta, print_json, print_privacy, task_of)
+from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, add_text_field_flag, base_dir,
+                               command, data_of, dp_config, local_only, open_db, open_local, parse_meta, print_json, print_privacy, task_of)
 
 
 def _init_flags(p) -> None:
@@ -28,6 +28,7 @@ def _add_flags(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", help="the adapter's training texts (z computed here)")
     g.add_argument("--repr", help="z as a .npy vector")
+    add_text_field_flag(p)
     p.add_argument("--name", help="unique record name (default: the directory name)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="free metadata (repeatable)")
     p.add_argument("--base", type=base_dir, help=f"base model directory or {BASE_NAMES} (default: the adapter's base_model_name_or_path)")
@@ -40,7 +41,7 @@ def _add_flags(p) -> None:
 def cmd_add(args) -> int:
     recipe = {k: v for k, v in (("layer", args.layer), ("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     with open_db(args.db) as db:
-        record = db.add(args.adapter, data=args.data, repr=args.repr, name=args.name, meta=parse_meta(args.meta),
+        record = db.add(args.adapter, data=data_of(args), repr=args.repr, name=args.name, meta=parse_meta(args.meta),
                         base=args.base, recipe=recipe or None, dp=dp_config(args), task=task_of(args))
     if args.json:
         print_json(record.summary())

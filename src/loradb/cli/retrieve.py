@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, base_dir, command, dp_config,
-                               key_names, open_db, open_local, parse_weights, print_json, print_privacy,
+from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, add_text_field_flag, base_dir,
+                               command, data_of, dp_config, key_names, open_db, open_local, parse_weights, print_json, print_privacy,
                                task_of)
 import sys
 
@@ -14,6 +14,7 @@ from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS, ZERO_SH
 
 def _represent_flags(p) -> None:
     p.add_argument("data")
+    add_text_field_flag(p)
     p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("-o", "--output", required=True, help="output .npy (a .npy.json sidecar records its space)")
     add_recipe_flags(p, defaults=True)
@@ -27,7 +28,7 @@ def cmd_represent(args) -> int:
     from loradb.retrieval.represent import save_representation
     from loradb.retrieval.targets import represent_file
 
-    rep = represent_file(args.base, args.data, layer=args.layer, pooling=args.pooling, max_length=args.max_length,
+    rep = represent_file(args.base, data_of(args), layer=args.layer, pooling=args.pooling, max_length=args.max_length,
                          batch_size=args.batch_size, dp=dp_config(args), task=task_of(args))
     save_representation(rep, args.output)
     print(f"wrote {args.output} (dim {rep.z.shape[0]}, {rep.n_samples} examples, space {rep.space.id})")
@@ -41,6 +42,7 @@ def _target_flags(p, *, required_data: bool):
     g = p.add_mutually_exclusive_group(required=required_data)
     g.add_argument("--data", help="target dataset (.jsonl/.csv/.parquet field 'text', or .txt lines); unlabeled")
     g.add_argument("--repr", help="target representation .npy made by `loradb represent`")
+    add_text_field_flag(p)
     p.add_argument("-k", type=int, default=5, help="how many adapters to retrieve (default 5)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), metavar="METHOD",
                    help=f"{method_help(ZERO_SHOT)} (default {DEFAULT_METHOD}); compose also takes "
@@ -59,7 +61,7 @@ def _target_flags(p, *, required_data: bool):
 
 
 def _search_args(args) -> dict:
-    return {"data": args.data, "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
+    return {"data": data_of(args), "repr": args.repr, "base": args.base, "space": args.space, "k": args.k,
             "method": args.method, "temperature": args.temperature, "l1": args.l1, "key": args.key,
             "task": task_of(args), "dp": dp_config(args), "scale": args.scale}
 

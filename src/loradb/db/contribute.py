@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,8 @@ class Contribution:
 
 def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
                          meta: dict | None = None, base=None, recipe: dict | None = None, spaces: Sequence[dict] = (),
-                         dp=None, task: dict | None = None, progress: bool = True) -> Contribution:
+                         dp=None, task: dict | None = None, progress: bool = True,
+                         name_free: Callable[[str], None] | None = None) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
     Args:
@@ -66,11 +67,16 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
         dp: a privacy.DPConfig to release z from `data` with differential privacy.
         task: the task the adapter was trained for (represent.task_spec), stored as its task
             key; default: the label prompts or instruction `loradb train` recorded beside it.
+        name_free: raises when the database cannot take a record of this name (taken, or the
+            caller may not add): asked before the data is encoded, which can take minutes.
     """
     if (data is None) == (repr is None):
         raise LoradbError("give exactly one of `data` FILE or `repr` Z.npy")
     if dp is not None and data is None:
         raise LoradbError("`dp_epsilon` privatises z computed from `data`; a `repr` vector is stored as it was made")
+    name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
+    if name_free is not None:
+        name_free(name)
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
@@ -80,7 +86,6 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
                                 **(recipe or _existing_recipe(spaces, base_model)))
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
-    name = check_name(name if name is not None else Path(adapter_dir).resolve().name)
     meta = {**validation_meta(adapter_dir), **check_meta(meta)}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
 

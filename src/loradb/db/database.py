@@ -166,8 +166,14 @@ class LoraDB:
             The stored record.
         """
         contribution = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base,
-                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, task=task, progress=progress)
+                                            recipe=recipe, spaces=self.index.spaces(), dp=dp, task=task, progress=progress,
+                                            name_free=self.require_name_free)
         return self.store(contribution)
+
+    def require_name_free(self, name: str) -> None:
+        """Refuse a name a record already has (asked again under the write lock when storing)."""
+        if self.index.name_taken(name):
+            raise Conflict(f"a record named {name!r} already exists; pass another `name`")
 
     def add_uploaded(self, adapter_config: dict, weights: Path, rep: Representation, *, name: str, meta: dict,
                      owner: str | None, bases: dict | None = None) -> Record:
@@ -186,8 +192,7 @@ class LoraDB:
             created=utc_now(), owner=owner, privacy=c.rep.privacy, var=c.rep.var, task=c.rep.task, task_z=c.rep.task_z,
         )
         with self.write_lock():
-            if self.index.name_taken(c.name):
-                raise Conflict(f"a record named {c.name!r} already exists; pass another `name`")
+            self.require_name_free(c.name)
             self._require_key_inputs(record)
             record.blob_sha256 = self.blobs.put(c.weights)
             self.index.insert(record)

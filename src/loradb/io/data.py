@@ -1,7 +1,9 @@
 """Reading user datasets as a stream of text examples.
 
 Formats: .jsonl (field "text"), .csv (column "text"), .parquet (column "text", needs
-pyarrow: `pip install loradb[parquet]`), .txt (one example a line, blank lines skipped).
+pyarrow: `pip install loradb[parquet]`), .txt (one example a line, blank lines skipped);
+another field is named with a DataFile (`--text-field`). Labeled and (input -> target)
+datasets are tables of the first three formats.
 A file of (input -> target) pairs, which has "input" and no "text", is read as its
 inputs: what a model reads, and all that unlabeled target data would have.
 Files are read lazily so a dataset never has to fit in memory.
@@ -13,6 +15,7 @@ import csv
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from loradb.errors import DataError
@@ -47,6 +50,29 @@ DEFAULT_FIELD = "text"
 PAIRS_FIELD = "input"  # read in place of the default field by files of (input -> target) pairs
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """A dataset file whose texts are in a named field or column (`--text-field`). It is a path
+    like any other to the code it passes through; `iter_texts` reads its field."""
+
+    path: Path
+    field: str
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def data_file(path: str | os.PathLike, field: str | None) -> str | os.PathLike:
+    """`path` as given when no field is named, else a DataFile reading that field."""
+    if field is None:
+        return path
+    if not field.strip():
+        raise DataError("the text field's name is empty")
+    if Path(path).suffix.lower() == ".txt":
+        raise DataError(f"{path}: a .txt file has one text a line and no fields; leave out the text field")
+    return DataFile(Path(path), field)
+
+
 def _default_or_pairs(field: str, names) -> str:
     return PAIRS_FIELD if field == DEFAULT_FIELD and DEFAULT_FIELD not in names and PAIRS_FIELD in names else field
 
@@ -70,15 +96,19 @@ def _csv(path: Path, field: str) -> Iterator[str]:
             yield _check_text(row[field], f"{path}:{lineno}")
 
 
-def _parquet(path: Path, field: str) -> Iterator[str]:
+def _parquet_file(path: Path):
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading parquet needs pyarrow; install it with `pip install 'loradb[parquet]'`") from None
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def _parquet(path: Path, field: str) -> Iterator[str]:
+    pf = _parquet_file(path)
     field = _default_or_pairs(field, pf.schema_arrow.names)
     if field not in pf.schema_arrow.names:
         raise DataError(f"{path}: needs a {field!r} column (found {pf.schema_arrow.names})")
@@ -108,6 +138,8 @@ def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[
         DataError: unknown format, missing file, missing field, non-string text, or no
             examples at all (raised when the stream ends empty).
     """
+    if isinstance(path, DataFile):
+        field = path.field
     p = Path(path)
     reader = _READERS.get(p.suffix.lower())
     if reader is None:
@@ -127,27 +159,64 @@ def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[
         raise DataError(f"{p}: holds no examples")
 
 
+def _table_rows(p: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each example of a .jsonl, .csv or .parquet file; every row holds `fields`."""
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _jsonl_rows(p, fields)
+    elif suffix == ".csv":
+        with open(p, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [k for k in fields if k not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{p}: needs a header row with {_named(fields)} columns (found {reader.fieldnames})")
+            for lineno, row in enumerate(reader, 2):
+                yield f"{p}:{lineno}", row
+    elif suffix == ".parquet":
+        pf = _parquet_file(p)
+        if any(k not in pf.schema_arrow.names for k in fields):
+            raise DataError(f"{p}: needs {_named(fields)} columns (found {pf.schema_arrow.names})")
+        i = 0
+        for batch in pf.iter_batches(columns=list(fields), batch_size=1024):
+            for row in batch.to_pylist():
+                yield f"{p} row {i}", row
+                i += 1
+    else:
+        raise DataError(f"{p}: a labeled dataset is a .jsonl, .csv or .parquet file with {_named(fields)} fields")
+
+
+def _named(fields: tuple[str, ...]) -> str:
+    return " and ".join(repr(k) for k in fields)
+
+
 def _read_columns(path: str | os.PathLike, fields: tuple[str, str], pair) -> tuple[list[str], list[str]]:
-    """Two parallel lists from a .jsonl file whose lines hold `fields`; pair(where, row)
-    checks one row and returns its two values."""
+    """Two parallel lists from a table (.jsonl, .csv, .parquet) whose rows hold `fields`;
+    pair(where, row) checks one row and returns its two values."""
     p = Path(path)
+    if p.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+        raise DataError(f"{p}: a labeled dataset is a .jsonl, .csv or .parquet file with {_named(fields)} fields")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
+    if len(set(fields)) < 2:
+        raise DataError(f"the two fields must differ; both are {fields[0]!r}")
     first, second = [], []
     try:
-        for where, row in _jsonl_rows(p, fields):
+        for where, row in _table_rows(p, fields):
             a, b = pair(where, row)
             first.append(a)
             second.append(b)
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise DataError(f"{p}: malformed CSV ({e})") from None
     if not first:
         raise DataError(f"{p}: holds no examples")
     return first, second
 
 
-def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """A labeled .jsonl dataset (fields "text" and "label") as parallel lists.
+def read_labeled(path: str | os.PathLike, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
+    """A labeled dataset (.jsonl, .csv or .parquet; fields "text" and "label" unless named) as
+    parallel lists.
 
     Labels are kept as strings (1 and "1" are the same label) so that label sets can be
     compared across files and used in prompts.
@@ -156,27 +225,31 @@ def read_labeled(path: str | os.PathLike) -> tuple[list[str], list[str]]:
             string/number/bool, or no examples.
     """
     def pair(where: str, row: dict) -> tuple[str, str]:
-        label = row["label"]
-        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-            raise DataError(f"{where}: 'label' must be a string or a number, got {label!r}")
-        return _check_text(row["text"], where), str(label)
+        label = row[label_field]
+        if isinstance(label, bool) or not isinstance(label, (str, int, float)) or str(label).strip() == "":
+            raise DataError(f"{where}: {label_field!r} must be a string or a number, got {label!r}")
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise DataError(f"{where}: {text_field!r} must be a string, got {type(text).__name__}")
+        return text, str(label)
 
-    return _read_columns(path, ("text", "label"), pair)
+    return _read_columns(path, (text_field, label_field), pair)
 
 
-def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """An (input -> target) .jsonl dataset (fields "input" and "target", both strings) as parallel lists.
+def read_pairs(path: str | os.PathLike, input_field: str = "input", target_field: str = "target") -> tuple[list[str], list[str]]:
+    """An (input -> target) dataset (.jsonl, .csv or .parquet; fields "input" and "target" unless
+    named, both strings) as parallel lists.
 
     Raises:
         DataError: missing file or field, a value that is not a non-empty string, or no examples.
     """
     def pair(where: str, row: dict) -> tuple[str, str]:
-        for field in ("input", "target"):
+        for field in (input_field, target_field):
             if not isinstance(row[field], str) or not row[field].strip():
                 raise DataError(f"{where}: {field!r} must be a non-empty string, got {row[field]!r}")
-        return row["input"], row["target"]
+        return row[input_field], row[target_field]
 
-    return _read_columns(path, ("input", "target"), pair)
+    return _read_columns(path, (input_field, target_field), pair)
 
 
 def read_json(path: Path) -> object:

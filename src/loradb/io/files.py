@@ -25,6 +25,43 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LORADB_CACHE_DIR") or Path.home() / ".cache" / "loradb")
 
 
+def _umask_by_setting() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_by_setting()  # done once, before any thread of loradb writes a file
+
+
+def current_umask() -> int:
+    """The process's umask: Linux says it in /proc; elsewhere it can only be read by setting it,
+    which is not safe beside other threads, so the value at import stands in."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def with_umask_mode(path: Path | str, *, directory: bool = False) -> None:
+    """Give a file or folder made by `tempfile` (0600 / 0700, private while it is written) the mode
+    an ordinary `open`/`mkdir` would have given it: 0644 / 0755 under umask 022. A shared database
+    folder or an output handed to a team is then readable as the user's umask intends."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def with_umask_modes(folder: Path) -> None:
+    """`with_umask_mode` for a folder and everything in it: what tempfile made, and what writers
+    such as safetensors' `save_file` create private (0600) whatever the umask."""
+    with_umask_mode(folder, directory=True)
+    for path in Path(folder).rglob("*"):
+        if not path.is_symlink():
+            with_umask_mode(path, directory=path.is_dir())
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, cached by (resolved path, size, mtime_ns)."""
     st = path.stat()
@@ -70,6 +107,7 @@ def atomic_output_dir(out: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
+        with_umask_modes(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -87,6 +125,7 @@ def replaced_dir(out: Path):
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         yield tmp
+        with_umask_modes(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -105,6 +144,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        with_umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -21,6 +21,7 @@ import numpy as np
 
 from loradb.errors import AdapterError
 from loradb.io import jsondoc
+from loradb.io.files import with_umask_mode
 from loradb.lora.tensorfile import read_tensors
 
 CONFIG_NAME = "adapter_config.json"
@@ -297,5 +298,6 @@ def write_adapter(path: str | os.PathLike, adapter: LoraAdapter, *, metadata: di
     config = peft_config_for(adapter.modules, fan_in_fan_out=adapter.fan_in_fan_out,
                              base_model_name_or_path=adapter.base_model_name_or_path, task_type=adapter.task_type)
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", **(metadata or {})})
+    with_umask_mode(out / WEIGHTS_NAME)  # save_file writes 0600 whatever the umask
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return out

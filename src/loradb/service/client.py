@@ -177,13 +177,18 @@ class RemoteDB:
             task: dict | None = None, progress: bool = True) -> RemoteRecord:
         """Validate the adapter against the local base model, compute z here, upload both."""
         c = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base, recipe=recipe,
-                                 spaces=self.spaces(), dp=dp, task=task, progress=progress)
+                                 spaces=self.spaces(), dp=dp, task=task, progress=progress, name_free=self._name_free)
         with open(c.weights, "rb") as weights:
             doc = self._request("POST", "/records", files={
                 "adapter_config": ("adapter_config.json", json.dumps(c.adapter.config).encode(), "application/json"),
                 "adapter_model": ("adapter_model.safetensors", weights, "application/octet-stream"),
             }, data={"representation": json.dumps(representation_doc(c.rep)), "name": c.name, "meta": json.dumps(c.meta)}).json()
         return RemoteRecord({**doc, "privacy": c.rep.privacy})
+
+    def _name_free(self, name: str) -> None:
+        """The server's answer to "may I add a record of this name?" (a read-only token, a taken
+        name), before the data is encoded."""
+        self._request("GET", f"/names/{quote(name, safe='')}")
 
     def remove(self, ref: str) -> RemoteRecord:
         return RemoteRecord(self._request("DELETE", f"/records/{quote(ref, safe='')}").json())

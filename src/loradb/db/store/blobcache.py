@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loradb.errors import StoreError
-from loradb.io.files import sha256_file
+from loradb.io.files import sha256_file, with_umask_mode
 
 DEFAULT_MB = 2048.0
 IN_USE_DIR = ".in-use"  # private hard links handed to readers (dot-named: not cache entries)
@@ -71,6 +71,7 @@ class BlobCache:
             download(tmp)
             if sha256_file(tmp) != sha256:
                 raise StoreError(f"blob {sha256[:12]} in {where} does not match its sha256; run `loradb check`")
+            with_umask_mode(tmp)
             path = self.folder / sha256
             os.replace(tmp, path)
         finally:

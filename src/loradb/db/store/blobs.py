@@ -8,6 +8,7 @@ orphan or a stray temp file, which `loradb check` reports and `loradb gc` remove
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import os
 import re
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loradb.errors import StoreError
-from loradb.io.files import sha256_file
+from loradb.io.files import sha256_file, with_umask_mode
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -58,9 +59,16 @@ class LocalBlobStore:
                 out.flush()
                 os.fsync(out.fileno())
             digest = h.hexdigest()
+            with_umask_mode(tmp)
             final = self.path(digest)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp, final)
+            for attempt in range(3):  # a concurrent delete may remove the emptied folder in between
+                final.parent.mkdir(exist_ok=True)
+                try:
+                    os.replace(tmp, final)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
             _fsync_dir(final.parent)
             return digest
         finally:
@@ -85,7 +93,10 @@ class LocalBlobStore:
         return str(self.dir)
 
     def delete(self, sha256: str) -> None:
-        self.path(sha256).unlink(missing_ok=True)
+        path = self.path(sha256)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the two-letter folder goes once empty; kept while it holds a blob
+            path.parent.rmdir()
 
     def list(self) -> Iterator[str]:
         for p in sorted(self.dir.glob("??/*")):
