@@ -218,6 +218,49 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
     assert (from_page - hidden(None)).abs().max() > 1e-3  # the adapter really changes the model
 
 
+def test_map_points_are_named_under_the_pointer(page, catalogue):
+    """Hovering a prototype names its record (and its colour's value) in the map's tooltip; off the
+    points there is none."""
+    signed_in(page, catalogue, "#/map?colour=domain")
+    space = json.loads(run("show", catalogue["db"], "finance", "--json")[1])["space"]
+    fitted = httpx.get(f"{catalogue['url']}/v1/spaces/{space}/map", params={"colour": "domain"},
+                       headers={"Authorization": f"Bearer {catalogue['token']}"}).json()
+    canvas = page.locator("#map")
+    box = canvas.bounding_box()
+    width, height = page.eval_on_selector("#map", "c => [c.width, c.height]")
+    # where the page draws each prototype: its extent fitted into the canvas less an 18-px margin
+    xs, ys, pad = fitted["x"], fitted["y"], 18
+    sx = (width - 2 * pad) / ((max(xs) - min(xs)) or 1)
+    sy = (height - 2 * pad) / ((max(ys) - min(ys)) or 1)
+    scale = box["width"] / width
+    titles = {}
+    for i, name in enumerate(fitted["names"]):
+        page.mouse.move(box["x"] + (pad + (xs[i] - min(xs)) * sx) * scale, box["y"] + (height - pad - (ys[i] - min(ys)) * sy) * scale)
+        titles[name] = canvas.get_attribute("title")
+    assert titles["cooking"] == "cooking (domain=cooking)" and titles["finance"] == "finance (domain=finance)"
+    # the markup-named record shares sports' data (one point): the tooltip names one of the two, as text
+    assert titles["sports"] in ("sports (domain=sports)", SCRIPT_NAME) and titles[SCRIPT_NAME] == titles["sports"]
+    page.mouse.move(box["x"] + 2, box["y"] + 2)  # a corner, inside the margin: no point there
+    assert not canvas.get_attribute("title")
+
+
+def test_narrow_window_and_icon(browser, catalogue):
+    """At 420 px wide the page does not scroll sideways (wide tables scroll in their own box), and
+    the browser's icon request is answered."""
+    context = browser.new_context(viewport={"width": 420, "height": 800})
+    page = context.new_page()
+    try:
+        signed_in(page, catalogue)
+        for view in ("#/records", "#/map"):
+            page.goto(catalogue["url"] + "/" + view)
+            page.wait_for_selector("#records, #map")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 420, view
+    finally:
+        context.close()
+    icon = httpx.get(catalogue["url"] + "/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml") and b"<svg" in icon.content
+
+
 def test_map_refuses_a_representation_of_another_space(page, catalogue):
     signed_in(page, catalogue, "#/map")
     drop_representation(page, catalogue["root"] / "elsewhere.npy")

@@ -24,7 +24,7 @@ from loradb.retrieval.keys import KEYS
 from loradb.service.wire import API
 from loradb.weighting.registry import DEFAULT_METHOD, METHODS, ZERO_SHOT
 
-STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
 # the page's own script and style only: a name or metadata value that slipped through as
 # markup still could not run anything or load anything from elsewhere
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
@@ -57,6 +57,10 @@ def add_catalogue(app: FastAPI, db: Callable, needs: Callable, max_k: int = 100)
     @app.get("/", include_in_schema=False)
     def page() -> Response:  # the page itself holds no records: it needs no token
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8", headers=headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:  # asked for by every browser whatever the page links; the same icon
+        return Response(_asset("icon.svg"), media_type=STATIC["icon.svg"], headers=headers)
 
     @app.get("/catalogue/{name}", include_in_schema=False)
     def asset(name: str) -> Response:

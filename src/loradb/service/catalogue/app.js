@@ -143,9 +143,9 @@ async function viewRecords(params, current) {
   if (!current()) return;
   main.replaceChildren(
     el("h1", {}, "Records"), form, pager,
-    el("table", {id: "records"},
+    el("div", {class: "table-scroll"}, el("table", {id: "records"},
       el("thead", {}, el("tr", {}, ["name", "base model", "space", "rank", "modules", "n", "owner", "created", "privacy", "metadata"].map(h => el("th", {}, h)))),
-      el("tbody", {}, rows)));
+      el("tbody", {}, rows))));
   status(page.total.toLocaleString() + " record" + (page.total === 1 ? "" : "s"), true);
 }
 
@@ -172,12 +172,12 @@ async function viewRecord(ref, current) {
     el("h2", {}, "Space recipe"), el("pre", {}, JSON.stringify(r.space_recipe, null, 2)),
     el("h2", {}, "Adapter config"), el("pre", {}, JSON.stringify(r.adapter_config, null, 2)),
     el("h2", {}, "Nearest in its space"),
-    near.length ? el("table", {id: "neighbours"},
+    near.length ? el("div", {class: "table-scroll"}, el("table", {id: "neighbours"},
       el("thead", {}, el("tr", {}, ["name", "distance (squared L2)", "owner", "metadata"].map(h => el("th", {}, h)))),
       el("tbody", {}, near.map(n => el("tr", {},
         el("td", {}, el("a", {href: "#/record/" + encodeURIComponent(n.id)}, n.name)),
         el("td", {class: "num"}, Number(n.distance).toPrecision(6)), el("td", {}, n.owner || "local"),
-        el("td", {}, metaTags(n.meta))))))
+        el("td", {}, metaTags(n.meta)))))))
       : el("p", {class: "muted"}, "no other record in this space"));
   status("", true);
 }
@@ -219,6 +219,8 @@ async function readRepresentation(fileList) {
   return Object.assign({}, doc, {z: z, name: npy.name});
 }
 
+const MAP_NAMED = 40;  // up to this many points, each is drawn with its name
+
 function drawMap(canvas, data, target, circled) {  // circled: indices of the points to ring
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 18;
@@ -234,6 +236,11 @@ function drawMap(canvas, data, target, circled) {  // circled: indices of the po
     const c = data.category[i];
     ctx.fillStyle = c === null ? "#c0c6d0" : COLOURS[c % COLOURS.length];
     ctx.fillRect(px(data.x[i]) - size / 2, py(data.y[i]) - size / 2, size, size);
+  }
+  if (data.x.length <= MAP_NAMED) {  // few enough to read: each point with its record's name
+    ctx.fillStyle = "#344054";
+    ctx.font = "11px system-ui, sans-serif";
+    for (let i = 0; i < data.x.length; i++) ctx.fillText(data.names[i], px(data.x[i]) + size / 2 + 3, py(data.y[i]) + 4);
   }
   ctx.lineWidth = 2;
   for (const i of circled) {
@@ -273,9 +280,15 @@ async function viewMap(params, current) {
   const point = new Map(data.ids.map((id, i) => [id, i]));  // a record's point on the map (if drawn)
   const canvas = el("canvas", {id: "map", width: 760, height: 540});
   const redraw = () => drawMap(canvas, data, state.target, state.hits.map(h => point.get(h.id)).filter(i => i !== undefined));
+  const under = (e) => canvas.pick(e.offsetX * canvas.width / canvas.clientWidth, e.offsetY * canvas.height / canvas.clientHeight);
   canvas.addEventListener("click", (e) => {
-    const i = canvas.pick(e.offsetX * canvas.width / canvas.clientWidth, e.offsetY * canvas.height / canvas.clientHeight);
+    const i = under(e);
     if (i >= 0) location.hash = "#/record/" + encodeURIComponent(data.ids[i]);
+  });
+  canvas.addEventListener("mousemove", (e) => {  // the point under the pointer, named (the browser's own tooltip)
+    const i = under(e);
+    const category = i >= 0 && data.category[i] !== null ? " (" + data.colour + "=" + data.categories[data.category[i]] + ")" : "";
+    canvas.title = i >= 0 ? data.names[i] + category : "";
   });
   const spaceSelect = el("select", {id: "map-space", onchange: (e) => { location.hash = "#/map" + query({space: e.target.value, colour: colour, sample: sample}); }},
     spaces.map(s => el("option", {value: s.id, selected: s.id === space}, spaceText(s))));
