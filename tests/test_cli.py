@@ -75,7 +75,7 @@ def test_list_show_json(filled, bert):
     assert set(records[0]) == {"id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private"}
     assert records[0]["owner"] is None and records[0]["private"] is False  # added locally, exact z
     assert [r["rank"] for r in records] == [2, 4, 6] and records[0]["n_samples"] == 5
-    assert records[1]["meta"] == {"domain": "finance"} and records[0]["base"] == str(bert.resolve())
+    assert records[1]["meta"] == {"domain": "finance"} and records[0]["base"] == bert.name  # portable: never a local path
     code, out, _ = run("show", db, records[2]["id"][:8], "--json")
     shown = json.loads(out)
     assert shown["name"] == "sports" and shown["dim"] == 32 and len(shown["blob_sha256"]) == 64
@@ -115,7 +115,7 @@ def test_represent_then_search_by_vector_and_compose(filled, bert):
     assert code == 0 and (tmp / "out2" / "model.safetensors").is_file() and (tmp / "out2" / "config.json").is_file()
 
 
-def test_text_field_names_the_column_of_the_target_data(filled):
+def test_text_field_names_the_column_of_the_target_data(filled, bert):
     """--text-field reads another column: the same texts under "body" search exactly as under "text";
     it is refused with --repr and for a .txt file, which has no fields."""
     db, _, tmp = filled
@@ -132,7 +132,7 @@ def test_text_field_names_the_column_of_the_target_data(filled):
     assert code == 2 and "'title' column" in err, err
     (tmp / "t.txt").write_text("\n".join(texts))
     assert "no fields" in run("search", db, "--data", tmp / "t.txt", "--text-field", "body")[2]
-    code, out, _ = run("represent", target, "--base", json.loads(run("list", db, "--json")[1])[0]["base"], "-o", tmp / "z.npy")
+    code, out, _ = run("represent", target, "--base", bert, "-o", tmp / "z.npy")
     assert code == 0
     assert "not given" in run("search", db, "--repr", tmp / "z.npy", "--text-field", "body")[2]
 
@@ -213,13 +213,13 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
     (tmp / "empty.txt").write_text("\n\n")
     _refused(db, "add", db, good, "--data", tmp / "empty.txt", "--name", "x", match="no examples")
     # wrong base model: the adapter was trained on another local model than --base
-    _refused(db, "add", db, good, "--data", data, "--name", "x", "--base", bert_wider, match=f"was trained on base model {bert.resolve()}")
+    _refused(db, "add", db, good, "--data", data, "--name", "x", "--base", bert_wider, match=f"was trained on base model {bert.name} at {bert.resolve()}")
     # ... and when its stated base is not local, the layer shapes still tell (hidden 32 vs 48)
     hub_named = _with_stated_base(good, tmp / "hub-named", "some-org/some-model")
     _refused(db, "add", db, hub_named, "--data", data, "--name", "x", "--base", bert_wider, match="is 48x48")
     # a representation made with other weights of the same architecture
     assert run("represent", data, "--base", bert_other_weights, "-o", tmp / "other.npy")[0] == 0
-    _refused(db, "add", db, good, "--repr", tmp / "other.npy", "--name", "x", match=str(bert_other_weights.resolve()))
+    _refused(db, "add", db, good, "--repr", tmp / "other.npy", "--name", "x", match=f"was made with base model {bert_other_weights.name} (fingerprint")
     # vectors: wrong length, NaN, pickled objects, not a float vector
     np.save(tmp / "short.npy", np.ones(7, dtype=np.float32))
     _refused(db, "add", db, good, "--repr", tmp / "short.npy", "--name", "x", "--base", bert, match="has 7 values")
@@ -235,9 +235,11 @@ def test_bad_adds_are_refused_and_change_nothing(filled, bert, bert_wider, bert_
     run("init", other_db)
     _refused(other_db, "add", other_db, tmp / "composed", "--data", data, "--base", bert_other_weights,
              match="was trained on base model")
+    # one naming a hub id this machine does not have: its fingerprint stamp still finds the folder
+    # it was made on, and says so
     moved = _with_stated_base(tmp / "composed", tmp / "composed-moved", "elsewhere/model")
     _refused(other_db, "add", other_db, moved, "--data", data, "--base", bert_other_weights,
-             match="was made for base model fingerprint")
+             match=f"was trained on base model {bert.name} at {bert.resolve()}")
     # an adapter whose stated base is not a local directory needs --base
     _refused(db, "add", db, hub_named, "--data", data, "--name", "x", match="pass --base PATH")
 
@@ -364,7 +366,7 @@ def test_compose_uses_a_named_base_copy_and_refuses_another_base(filled, bert, b
     shutil.copytree(bert, moved)  # the same model at another path: accepted, checked by fingerprint
     code, _, err = run("compose", db, "--weights", "cooking=1", "--merged", "--base", moved, "--out", tmp / "m")
     assert code == 0, err
-    assert json.loads((tmp / "m" / "loradb_compose.json").read_text())["base"] == str(moved.resolve())
+    assert json.loads((tmp / "m" / "loradb_compose.json").read_text())["base"] == "moved-bert"  # its folder's name, no path
     before = snapshot(db)
     code, _, err = run("compose", db, "--weights", "cooking=1", "--merged", "--base", bert_other_weights, "--out", tmp / "m2")
     assert code == 2 and "not for --base" in err and not (tmp / "m2").exists() and snapshot(db) == before

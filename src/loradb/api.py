@@ -204,6 +204,7 @@ def _refuse_peft(model) -> None:
 def _model_and_base(model, base) -> tuple[Any, BaseModel]:
     """The torch model to wrap and the base model directory it holds, checked to agree."""
     from loradb.lora.base import BaseModel, load_base
+    from loradb.lora.identity import locate
     from loradb.models.packaged import resolve_base
 
     if isinstance(model, BaseModel):
@@ -217,11 +218,14 @@ def _model_and_base(model, base) -> tuple[Any, BaseModel]:
     if not callable(getattr(model, "state_dict", None)):
         raise LoradbError(f"`model` must be a loaded model (transformers, torch) or a loradb BaseModel, not {type(model).__name__}")
     loaded_from = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
-    own = load_base(loaded_from) if loaded_from and Path(str(loaded_from)).is_dir() else None
+    # a folder, or a hub id whose snapshot is in the local hub cache
+    where = (loaded_from if Path(str(loaded_from)).is_dir() else locate(str(loaded_from), None, build_packaged=False)) \
+        if loaded_from else None
+    own = load_base(where) if where is not None else None
     if base is None:
         if own is None:
-            raise LoradbError(f"cannot tell which directory `model` was loaded from (name_or_path {loaded_from!r} is not a "
-                              "directory here); pass `base` DIR, the local copy of its weights")
+            raise LoradbError(f"cannot tell which directory `model` was loaded from (name_or_path {loaded_from!r} is neither a "
+                              "directory here nor in the local hub cache); pass `base` DIR, the local copy of its weights")
         base_model = own
     else:
         base_model = load_base(resolve_base(str(base)))

@@ -18,6 +18,7 @@ import numpy as np
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from loradb.lora.base import BaseModel, load_base
+from loradb.lora.identity import legacy_portable, locate, where_is
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
@@ -139,7 +140,8 @@ class LoraDB:
         self.load_adapter(record)  # verifies the blob
         with atomic_output_dir(Path(out)) as tmp:
             shutil.copyfile(self.blobs.fetch(record.blob_sha256), tmp / WEIGHTS_NAME)
-            (tmp / CONFIG_NAME).write_text(json.dumps(record.adapter_config, indent=2) + "\n")
+            config = {**record.adapter_config, "base_model_name_or_path": record.base_name}  # portable, also for old records
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return Path(out)
 
     # ---- writing -------------------------------------------------------------------
@@ -185,10 +187,12 @@ class LoraDB:
     def store(self, c: Contribution, *, owner: str | None = None) -> Record:
         """Write a validated contribution: its blob first, then its index row, under the write lock."""
         fingerprint = c.rep.space.base_fingerprint
+        base_name = legacy_portable(c.rep.base_name)  # a client of an earlier loradb may still send a path
         record = Record(
-            id=uuid.uuid4().hex, name=c.name, base_name=c.rep.base_name, base_fingerprint=fingerprint,
+            id=uuid.uuid4().hex, name=c.name, base_name=base_name, base_fingerprint=fingerprint,
             space=c.rep.space.to_dict(), z=c.rep.z, n_samples=c.rep.n_samples, rank=c.adapter.max_rank,
-            target_modules=c.adapter.target_modules, adapter_config=c.adapter.config, blob_sha256="", meta=c.meta,
+            target_modules=c.adapter.target_modules, adapter_config={**c.adapter.config, "base_model_name_or_path": base_name},
+            blob_sha256="", meta=c.meta,
             created=utc_now(), owner=owner, privacy=c.rep.privacy, var=c.rep.var, task=c.rep.task, task_z=c.rep.task_z,
         )
         with self.write_lock():
@@ -448,11 +452,13 @@ class LoraDB:
                 return BaseRef(record.base_name, record.base_fingerprint)
             raise LoradbError(f"record {record.name}'s base model (fingerprint {record.base_fingerprint[:12]}) is not one "
                               "of the base models this server was started with; it is needed to write the result")
-        if not Path(record.base_name).is_dir():
+        located = locate(record.base_name, record.base_fingerprint, build_packaged=required)
+        if located is None:
             if not required:
                 return BaseRef(record.base_name, record.base_fingerprint)
-            raise LoradbError(f"base model {record.base_name} of record {record.name} is not on this machine; it is needed to write the result")
-        base_model = load_base(record.base_name)
+            raise LoradbError(f"record {record.name}'s {where_is(record.base_name, record.base_fingerprint)}; "
+                              "it is needed to write the result (pass `base`)")
+        base_model = load_base(located)
         if base_model.fingerprint != record.base_fingerprint:
             raise BaseModelMismatch(f"record {record.name} was made for base fingerprint {record.base_fingerprint[:12]} "
                                     f"but {base_model.short} now holds other weights")

@@ -129,7 +129,7 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
             log(f"training {site.name}'s decoder LoRA on {len(pooled)} images")
             train_decoder_lora(model, train, folder, config.train)
         adapters[site.name] = folder
-        reps[site.name] = Representation(z=pooled.mean(axis=0).astype(np.float32), space=space, base_name=str(base.path),
+        reps[site.name] = Representation(z=pooled.mean(axis=0).astype(np.float32), space=space, base_name=base.name,
                                          n_samples=len(pooled))
     weights_model = DeltaWeights(model)
     factors = {name: factors_of(read_adapter(path)) for name, path in adapters.items()}
@@ -138,7 +138,7 @@ def run_segmentation_eval(base_path: str | Path, domains_dir: str | Path, out: s
     for held in sites:
         test_paths = held.split("test")[:config.max_test]
         test, pooled = data.load(test_paths)
-        target = Representation(z=pooled.mean(axis=0).astype(np.float32), space=space, base_name=str(base.path),
+        target = Representation(z=pooled.mean(axis=0).astype(np.float32), space=space, base_name=base.name,
                                 n_samples=len(pooled))
         others = [s for s in sites if s.name != held.name]
         rows: dict[str, dict] = {}

@@ -36,13 +36,17 @@ class BaseModel:
     weight_shapes: dict  # tensor name -> shape tuple
     tokenizer_hash: str
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        return str(self.path)
+        """What the model is called on every machine (a hub id, a packaged name, else the
+        folder's name; see identity.py): what records, outputs and adapter configs carry."""
+        from loradb.lora.identity import portable_name
+
+        return portable_name(self.path, self.config)
 
     @property
     def short(self) -> str:
-        return f"{self.path} (fingerprint {self.fingerprint[:12]})"
+        return f"{self.name} at {self.path} (fingerprint {self.fingerprint[:12]})"
 
     @property
     def hidden_size(self) -> int | None:
@@ -89,6 +93,9 @@ def _load_base(resolved: str) -> BaseModel:
     for name in TOKENIZER_FILES:
         if (path / name).is_file():
             tok.update(f"{name}:{file_sha256(path / name)}\n".encode())
+    from loradb.lora.identity import remember
+
+    remember(h.hexdigest(), path)  # so a record naming this model finds this folder later
     return BaseModel(path=path, fingerprint=h.hexdigest(), config=config, weight_shapes=shapes, tokenizer_hash=tok.hexdigest())
 
 

@@ -119,7 +119,18 @@ PACKAGED = {"minilm": packaged_minilm, "smollm2": packaged_smollm2, "litemedsam"
 
 
 def resolve_base(value: str) -> str:
-    """A --base argument: a directory, or the name of a packaged model (made ready on first use)."""
-    if value in PACKAGED and not Path(value).exists():
+    """A --base argument: a directory, the name of a packaged model (made ready on first use),
+    or a hub id ("org/name") found in the local Hugging Face hub cache (never downloaded)."""
+    from loradb.lora.identity import HUB_ID, hub_snapshots
+
+    if Path(value).exists():
+        return value
+    if value in PACKAGED:
         return str(PACKAGED[value]())
+    if HUB_ID.match(value):
+        snapshots = hub_snapshots(value)
+        if not snapshots:
+            raise LoradbError(f"base model {value} is neither a folder here nor a hub id in the local Hugging Face hub cache "
+                              "(loradb never downloads; put the model there or pass its folder)")
+        return str(snapshots[0])  # the one refs/main names, when the cache says
     return value

@@ -212,7 +212,7 @@ def _peft(model, base, config: TrainConfig, task_type: str | None):
                           f"linear layers there include {', '.join(sorted(_linear_names(model))[:12])}")
     # ignored: PEFT annotates lora_alpha as int but takes any number (its scaling is alpha / r)
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,  # type: ignore[arg-type]
-                      bias="none", base_model_name_or_path=str(base.path), task_type=task_type)
+                      bias="none", base_model_name_or_path=base.name, task_type=task_type)
     return get_peft_model(model, lora)
 
 
@@ -287,6 +287,9 @@ def _save(peft_model, out, base, task_info: dict, config: TrainConfig, examples:
     with atomic_output_dir(Path(out)) as tmp:
         peft_model.save_pretrained(tmp)
         _stamp_fingerprint(tmp / WEIGHTS_NAME, base.fingerprint)
+        config_file = tmp / "adapter_config.json"  # PEFT writes the model's local path; the portable name travels
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": base.name},
+                                          indent=2) + "\n")
         info = {**task_info, "config": {**asdict(config), "targets": list(config.targets)},
                 "examples": examples, "losses": losses, "seconds": time.perf_counter() - started,
                 "base": base.name, "base_fingerprint": base.fingerprint,

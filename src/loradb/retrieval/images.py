@@ -130,5 +130,5 @@ def represent_images(base_path: str | os.PathLike, folder: str | os.PathLike, *,
         total += vector
         squares += vector ** 2
     mean = total / len(paths)
-    return Representation(z=mean.astype(np.float32), space=default_space(encoder.base), base_name=str(encoder.base.path),
+    return Representation(z=mean.astype(np.float32), space=default_space(encoder.base), base_name=encoder.base.name,
                           n_samples=len(paths), var=np.maximum(squares / len(paths) - mean ** 2, 0).astype(np.float32))

@@ -8,11 +8,11 @@ in memory (what the server receives); each is validated against the spaces in us
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from loradb.lora.base import BaseModel, load_base
+from loradb.lora.identity import locate, where_is
 from loradb.io.data import iter_texts
 from loradb.io import jsondoc
 from loradb.errors import BaseModelMismatch, LoradbError
@@ -59,16 +59,19 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
             rep = Representation(z=z, space=Space.from_dict(matching[0]), base_name=matching[0]["base_name"])
         if task is None or rep.task == task:
             return rep
-        local = base if base is not None else (rep.base_name if Path(rep.base_name).is_dir() else None)
+        local = base if base is not None else locate(rep.base_name, rep.space.base_fingerprint, build_packaged=False)
         return with_task_key(rep, task, load_base(local) if local is not None else None)
     if len(spaces) != 1:
         if not spaces:
             raise LoradbError("the database holds no records yet; add adapters first")
         raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass `space` (and `base`)")
     target_space = Space.from_dict(spaces[0])
-    if base is None and not Path(spaces[0]["base_name"]).is_dir():
-        raise LoradbError(f"the records' base model {spaces[0]['base_name']} is not a directory here; pass `base` with your copy of it")
-    base_model = load_base(base if base is not None else spaces[0]["base_name"])
+    if base is None:
+        base = locate(spaces[0]["base_name"], target_space.base_fingerprint)
+        if base is None:
+            raise LoradbError(f"the records' {where_is(spaces[0]['base_name'], target_space.base_fingerprint)}; "
+                              "pass `base` with your copy of it")
+    base_model = load_base(base)
     if base_model.fingerprint != target_space.base_fingerprint:
         raise BaseModelMismatch(f"the records were made for base fingerprint {target_space.base_fingerprint[:12]} "
                                 f"but {base_model.short} holds other weights")

@@ -75,12 +75,14 @@ class Router:
     async def start(self) -> None:
         """Check that the engine serves the router's base model, and warm the encoder."""
         from loradb.lora.base import load_base
+        from loradb.lora.identity import locate
 
         models = await self.engine.models()
         if not models:
             raise LoradbError(f"the engine at {self.engine.url} serves no model")
         root = models[0].get("root") or models[0]["id"]
-        served = load_base(root) if Path(root).is_dir() else None
+        where = root if Path(root).is_dir() else locate(root, None, build_packaged=False)  # a folder, or a cached hub id
+        served = load_base(where) if where is not None else None
         if served is None or served.fingerprint != self.library.base.fingerprint:
             raise LoradbError(f"the engine serves {root}, not the router's base model {self.library.base.short}; start "
                               "the engine on the same model directory")

@@ -11,19 +11,20 @@ id as in the embedded store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
 from loradb.errors import StoreError, Unavailable
 from loradb.db.store import pgkeys
+from loradb.db.store.migrations import portable_base_names
 from loradb.db.store.pgtypes import server_chunks, unpack_vector, vector_literal
 from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import SharedStatements
 from loradb.retrieval.keys import RAW_L2, KeyInputs, snapshot_drifted
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable] = [
     """
     CREATE EXTENSION IF NOT EXISTS vector;
     CREATE TABLE spaces (
@@ -94,6 +95,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX records_no_task ON records(space_id) WHERE task_z IS NULL;
     """,
 ]
+MIGRATIONS.append(portable_base_names)  # base models named portably, not by a machine-local path
 
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
 EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
@@ -233,7 +235,11 @@ class PgIndex(SharedStatements):
                 current = self._version()  # not None: __init__ found the schema table
                 if current is not None and current >= number:  # another process migrated meanwhile
                     continue
-                self.conn.execute(MIGRATIONS[number - 1])
+                step = MIGRATIONS[number - 1]
+                if isinstance(step, str):
+                    self.conn.execute(step)
+                else:
+                    step(self.conn, "%s")
                 self.conn.execute("UPDATE loradb_schema SET version = %s", (number,))
 
     def connection_lost(self) -> bool:

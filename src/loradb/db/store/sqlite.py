@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -21,11 +21,12 @@ import numpy as np
 
 from loradb.errors import StoreError
 from loradb.db.store import ann, graphs
+from loradb.db.store.migrations import portable_base_names
 from loradb.db.store.protocol import KeySearch, Record, SearchHit
 from loradb.db.store.sqlshared import ROWS_PER_CHUNK, SharedStatements
 from loradb.retrieval.keys import RAW_L2, KeyInputs
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable] = [
     # 1: records, the representation spaces they live in
     """
     CREATE TABLE spaces (
@@ -99,6 +100,10 @@ MIGRATIONS.append(
     # 6: the catalogue's table pages newest first (db/catalogue.py)
     "CREATE INDEX records_created ON records(created, id);"
 )
+MIGRATIONS.append(
+    # 7: base models named portably (a hub id, a packaged name), not by a machine-local path
+    portable_base_names
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
@@ -146,7 +151,18 @@ def migrate(conn: sqlite3.Connection, lock=None) -> int:
     with lock() if lock is not None else nullcontext():
         version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
         for number in range(version + 1, len(MIGRATIONS) + 1):
-            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;")
+            step = MIGRATIONS[number - 1]
+            if isinstance(step, str):
+                conn.executescript(f"BEGIN IMMEDIATE; {step}; PRAGMA user_version = {number}; COMMIT;")
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                step(conn, "?")
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
     return len(MIGRATIONS)
 
 

