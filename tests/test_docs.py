@@ -11,6 +11,7 @@ the blocks' calls are what is tested, not the accuracy of the walk-through's ada
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -140,8 +141,10 @@ def walkthrough_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("walkthrough")
     for genre, texts in GENRES.items():
         (root / "vader" / genre).mkdir(parents=True)
-        for split in ("train", "test"):
-            write_jsonl(root / "vader" / genre / f"{split}.jsonl", texts)
+        for split in ("train", "test"):  # labeled, as `loradb data vader` writes them: each pair is (positive, negative)
+            (root / "vader" / genre / f"{split}.jsonl").write_text(
+                "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in zip(texts, ["positive", "negative"])))
+    (root / "vader" / "labels.json").write_text(json.dumps({"positive": "This text is positive.", "negative": "This text is negative."}))
     with LoraDB.init(root / "mydb") as db:
         for seed, genre in enumerate(["amazon", "movies", "nyt"]):
             make_adapter(Path(gt.get_model_path()), root / "adapters" / genre, seed=seed, r=8,

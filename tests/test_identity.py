@@ -99,7 +99,10 @@ def test_records_of_an_earlier_loradb_named_by_path_migrate(tmp_path, where):
     conn.close()
     from loradb.io.files import cache_dir
 
+    from loradb.lora import identity
+
     (cache_dir() / "bases.json").unlink()  # a machine that never ran this loradb: only the migration can tell
+    identity._NOTED.clear()  # and a fresh process
     if where == "gone":
         shutil.rmtree(model)
     code, out, err = run("list", db, "--json")

@@ -93,15 +93,16 @@ def _load_base(resolved: str) -> BaseModel:
     for name in TOKENIZER_FILES:
         if (path / name).is_file():
             tok.update(f"{name}:{file_sha256(path / name)}\n".encode())
-    from loradb.lora.identity import remember
-
-    remember(h.hexdigest(), path)  # so a record naming this model finds this folder later
     return BaseModel(path=path, fingerprint=h.hexdigest(), config=config, weight_shapes=shapes, tokenizer_hash=tok.hexdigest())
 
 
 def load_base(path: str | os.PathLike) -> BaseModel:
     """Identify the model in a local directory (cached per process)."""
-    return _load_base(str(Path(path).expanduser().resolve()))
+    from loradb.lora.identity import remember
+
+    base = _load_base(str(Path(path).expanduser().resolve()))
+    remember(base.fingerprint, base.path)  # so a record naming this model finds this folder later
+    return base
 
 
 def match_by_suffix(names, dotted: str, tail: str = "") -> str | None:

@@ -112,10 +112,17 @@ def _read_registry() -> dict[str, list[str]]:
     return {k: [p for p in v if isinstance(p, str)] for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
 
 
+_NOTED: set[tuple[str, str, str]] = set()  # (registry file, fingerprint, folder) this process has written
+
+
 def remember(fingerprint: str, path: Path) -> None:
     """Note that `path` holds the base model `fingerprint` (a read-only cache only costs a search later)."""
     from loradb.io.files import atomic_write_text
 
+    noted = (str(_registry_file()), fingerprint, str(path))
+    if noted in _NOTED:
+        return
+    _NOTED.add(noted)
     registry = _read_registry()
     known = registry.get(fingerprint, [])
     if str(path) in known:

@@ -211,8 +211,10 @@ def _peft(model, base, config: TrainConfig, task_type: str | None):
         raise LoradbError(f"`targets` {','.join(missing)}: no such module in {base.path}; "
                           f"linear layers there include {', '.join(sorted(_linear_names(model))[:12])}")
     # ignored: PEFT annotates lora_alpha as int but takes any number (its scaling is alpha / r)
+    # PEFT takes the model's own path here whatever it is told (and warns when renaming); _save
+    # writes the portable name into the saved config
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,  # type: ignore[arg-type]
-                      bias="none", base_model_name_or_path=base.name, task_type=task_type)
+                      bias="none", base_model_name_or_path=str(base.path), task_type=task_type)
     return get_peft_model(model, lora)
 
 
