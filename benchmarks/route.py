@@ -105,7 +105,7 @@ def quality(client: httpx.Client, stream: list[dict], base_name: str) -> dict:
     rows: dict = {}
     plans = {
         "per-request": lambda r: ("loradb:auto", {"represent": r["input"]}),
-        "per-request, whole prompt": lambda r: ("loradb:auto", {}),
+        WHOLE_PROMPT: lambda r: ("loradb:auto", {}),
         "per-dataset": lambda r: ("per-dataset", {}),
         "merge-all": lambda r: ("merge-all", {}),
         "base": lambda r: (base_name, {}),
@@ -276,14 +276,23 @@ def library(db_path: Path, domains, adapters: dict, base: Path, reprs: Path | No
     return db_path
 
 
+WHOLE_PROMPT = "per-request, whole prompt"  # what `loradb:auto` does when the request names no `represent`
+
+
 def _quality_lines(results: dict) -> list[str]:
     lines = [(f"{results['requests']} requests ({results['per_domain']} from each of {len(results['domains'])} generation-zoo "
-              "domains), shuffled into one stream; greedy, 32 new tokens, first line; ROUGE-L."), "",
-             "| row | ROUGE-L | per-request minus this row (95% paired bootstrap) |", "|---|---|---|"]
+              "domains), shuffled into one stream; greedy, 32 new tokens, first line; ROUGE-L. `per-request, whole prompt` "
+              "is `loradb:auto` as it comes (z of the whole user turn); `per-request` names the request's input alone "
+              "(`represent`)."), "",
+             "| row | ROUGE-L | per-request minus this row | per-request, whole prompt minus this row |", "|---|---|---|---|"]
+
+    def shown(vs):
+        return f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-"
+
     for row, values in results["rows"].items():
-        vs = results["per_request_vs"].get(row)
-        shown = f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-"
-        lines.append(f"| {row} | {values['rougeL']:.4f} | {shown} |")
+        lines.append(f"| {row} | {values['rougeL']:.4f} | {shown(results['per_request_vs'].get(row))} | "
+                     f"{shown(results['whole_prompt_vs'].get(row))} |")
+    lines += ["", "Differences are means over requests with 95% paired bootstrap intervals (requests resampled)."]
     hits = results["retrieval"]
     lines += ["", (f"Per-request routing put the request's own domain first for {hits['own_domain_first']:.0%} of requests "
                    f"and among its k for {hits['own_domain_in_k']:.0%}.")]
@@ -327,8 +336,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
-    if args.report_only:
-        write_report(json.loads((out / "results.json").read_text()), out)
+    if args.report_only:  # also fills in what an earlier version of this script did not compute
+        results = json.loads((out / "results.json").read_text())
+        if "rows" in results and "whole_prompt_vs" not in results:
+            results["whole_prompt_vs"] = intervals(results["rows"], WHOLE_PROMPT)
+            (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        write_report(results, out)
         return
     out.mkdir(parents=True, exist_ok=True)
     base = packaged_smollm2()
@@ -357,7 +370,8 @@ def main() -> None:
                 rows = quality(client, stream, base_name)
             results = {"requests": len(stream), "per_domain": args.per_domain, "domains": [d.name for d in domains],
                        "rows": {r: {k: v for k, v in row.items() if k != "outputs"} for r, row in rows.items()},
-                       "per_request_vs": intervals(rows, "per-request"), "retrieval": retrieval_hits(rows, stream),
+                       "per_request_vs": intervals(rows, "per-request"), "whole_prompt_vs": intervals(rows, WHOLE_PROMPT),
+                       "retrieval": retrieval_hits(rows, stream),
                        "stream": [{k: r[k] for k in ("domain", "input", "target")} for r in stream],
                        "outputs": {r: row["outputs"] for r, row in rows.items()}}
             if args.no_cost:

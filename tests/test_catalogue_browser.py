@@ -113,7 +113,7 @@ def test_token_rules_then_the_table_lists_every_record_with_markup_as_text(page,
     assert evil[9] == f"note={EVIL_META}"  # shown as the text it is
     assert page.locator("main script, main img").count() == 0
     cooking = next(r for r in rows if r[0] == "cooking")
-    assert cooking[1] == "…/" + "/".join(catalogue["bert"].parts[-2:])  # a path base: its last two parts
+    assert cooking[1] == catalogue["bert"].name  # the base's portable name (its folder's), never a local path
     assert cooking[3] == "2" and cooking[4] == "query, value"
     assert cooking[6] == "local" and cooking[8] == "exact mean" and "domain=cooking" in cooking[9]
     # the token lives in this tab's session storage only
@@ -172,6 +172,7 @@ def test_map_places_a_dropped_representation_and_downloads_the_composed_adapter(
     drop_representation(page, root / "target.npy")
     page.wait_for_selector("#weights")
     assert page.inner_text("#fit").startswith("fit: not checked (the space has no fit threshold")  # never calibrated
+    assert page.inner_text("#licence").startswith("Licence of the composition: unknown")  # no record states one
     shown = [(r[0], float(r[2])) for r in table_rows(page, "weights")]
     code, out, err = run("search", catalogue["db"], "--repr", root / "target.npy", "-k", "5", "--json")
     expected = [(h["name"], h["weight"]) for h in json.loads(out)["results"]]

@@ -76,6 +76,11 @@ def cmd_show(args) -> int:
     else:
         for key, value in details.items():
             print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        from loradb.db.lineage import record_line
+
+        line = record_line(details.get("meta"))
+        if line:
+            print(f"lineage: {line}")
     return 0
 
 

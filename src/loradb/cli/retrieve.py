@@ -79,6 +79,10 @@ def _print_result(result, out: str | None = None) -> None:
               + (" against the dense merge" if what else " against the exact merge"))
     print_privacy(result.privacy)
     print_fit(result.fit)
+    if getattr(result, "lineage", None):
+        from loradb.db.lineage import describe
+
+        print(("composed: " if out else "a composition of these: ") + describe(result.lineage))
     if out:
         print(f"wrote {out}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loradb.db.lineage import lineage, model_card
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
@@ -53,7 +54,7 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
 
     factors = [factors_of(a) for a in adapters]
     composed, compression = merge(factors, [h.weight for h in used], spec)
-    result = replace(result, compression=compression)
+    result = replace(result, compression=compression, lineage=lineage(result.hits))
     _write(Path(out), composed, result, base_model, adapters, fan_in_fan_out, merged=merged)
     return result
 
@@ -147,12 +148,15 @@ def _write(out: Path, composed: dict, result: SearchResult, base_model, adapters
 
     provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
                   **result.to_dict()}
+    assert result.lineage is not None  # run_compose sets it
+    card = model_card(result.lineage, base=base_model.name, method=result.method)
     if merged:
-        write_merged_model(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model, provenance=provenance)
+        write_merged_model(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model, provenance=provenance, card=card)
     else:
         task_types = {a.task_type for a in adapters}
         write_composed_adapter(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model,
-                               task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance)
+                               task_type=task_types.pop() if len(task_types) == 1 else None, provenance=provenance,
+                               card=card)
 
 
 def _check_module_naming(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from loradb.lora.adapter import FINGERPRINT_KEY, WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
 from loradb.lora.identity import HUB_ID, locate
+from loradb.db.lineage import composed_meta
 from loradb.models.prompts import training_info
 from loradb.errors import BaseModelMismatch, LoradbError
 from loradb.retrieval.represent import Representation, as_task, task_spec
@@ -90,7 +91,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     stated = adapter.base_model_name_or_path
     if base_model.name == base_model.path.name and stated and HUB_ID.match(stated):
         rep.base_name = stated  # the folder has no better name; the adapter's hub id (checked to fit) says more
-    meta = {**validation_meta(adapter_dir), **check_meta(meta)}
+    meta = {**validation_meta(adapter_dir), **composed_meta(adapter_dir), **check_meta(meta)}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
 
 

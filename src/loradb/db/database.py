@@ -19,6 +19,7 @@ import numpy as np
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from loradb.lora.base import BaseModel, load_base
 from loradb.lora.identity import legacy_portable, locate, where_is
+from loradb.db.lineage import lineage
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
@@ -321,11 +322,12 @@ class LoraDB:
         if scale is not None and scale != 1.0:
             weights, params = np.asarray(weights) * scale, {**params, "scale": scale}
         d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
+        weighed = [Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)]
         return SearchResult(method=method, residual=result.residual, params=params,
                             space=target.space.id, privacy=target.privacy,
                             fit=decide(d2_nearest, self.fit_threshold(target.space.id, key), key,
                                        records=next((s["records"] for s in spaces if s["id"] == target.space.id), None)),
-                            hits=[Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)])
+                            hits=weighed, lineage=lineage(weighed))
 
     def _nearest_by_key(self, key: str, target: Representation, k: int, *, fallback: bool = False):
         """(records, distances, phi(records), phi(target)) of the k nearest under a key (db/keysearch.py):

@@ -44,11 +44,15 @@ class SearchResult(Generic[R]):
     compression: dict | None = None  # set by compose --rank: per-module ranks and relative errors
     privacy: dict | None = None  # the target z's differential privacy, when it was released with some
     fit: dict | None = None  # retrieval.fit.decide: does anything here fit the target (score, decision, reason)
+    lineage: dict | None = None  # db/lineage.py: the parts a composition of these hits weights, and its licence
 
     def reweighted(self, method: str, weights, params: dict) -> "SearchResult[R]":
         """The same hits with other weights (e.g. learned from shots), as a new result."""
+        from loradb.db.lineage import lineage
+
         hits = [replace(h, weight=float(w)) for h, w in zip(self.hits, weights, strict=True)]
-        return replace(self, method=method, hits=hits, params={**self.params, **params})
+        return replace(self, method=method, hits=hits, params={**self.params, **params},
+                       lineage=lineage(hits) if self.lineage is not None else None)
 
     def to_dict(self) -> dict:
         doc = {"method": self.method, "results": [h.to_dict() for h in self.hits], "residual": self.residual,
@@ -59,6 +63,8 @@ class SearchResult(Generic[R]):
             doc["privacy"] = self.privacy
         if self.fit is not None:
             doc["fit"] = self.fit
+        if self.lineage is not None:
+            doc["lineage"] = self.lineage
         return doc
 
 

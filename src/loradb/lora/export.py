@@ -15,20 +15,25 @@ from loradb.errors import LoradbError
 from loradb.io.files import atomic_output_dir, to_json
 
 PROVENANCE_NAME = "loradb_compose.json"
+CARD_NAME = "README.md"  # the Hugging Face model card
 
 
 def write_composed_adapter(out: Path, composed: dict, *, fan_in_fan_out: bool, base: BaseModel, task_type: str | None,
-                           provenance: dict) -> Path:
-    """Write unit-scale stacked factors (module -> (A, B) torch tensors) as a PEFT adapter."""
+                           provenance: dict, card: str | None = None) -> Path:
+    """Write unit-scale stacked factors (module -> (A, B) torch tensors) as a PEFT adapter
+    (with `card`: its README.md model card)."""
     modules = {name: LoraModule(A=A.numpy(), B=B.numpy(), scale=1.0) for name, (A, B) in composed.items()}
     adapter = LoraAdapter(modules=modules, fan_in_fan_out=fan_in_fan_out, base_model_name_or_path=base.name, task_type=task_type)
     with atomic_output_dir(out) as tmp:
         write_adapter(tmp, adapter, metadata={FINGERPRINT_KEY: base.fingerprint})
         (tmp / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
+        if card is not None:
+            (tmp / CARD_NAME).write_text(card)
     return Path(out)
 
 
-def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base: BaseModel, provenance: dict) -> Path:
+def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base: BaseModel, provenance: dict,
+                       card: str | None = None) -> Path:
     """Write a copy of the base model with W += B @ A added to each composed module.
 
     Each weight file is loaded, updated one module at a time (the only place a dense
@@ -58,6 +63,8 @@ def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base:
                 tensors[key] = (w.to(torch.float32) + dense_delta(A, B, fan_in_fan_out=fan_in_fan_out)).to(w.dtype)
             save_file(tensors, str(tmp / wf.name), metadata={"format": "pt"})
         (tmp / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
+        if card is not None:  # the merged model is the composition's: its card replaces the base's
+            (tmp / CARD_NAME).write_text(card)
     return Path(out)
 
 

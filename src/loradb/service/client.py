@@ -309,7 +309,7 @@ def _result_from(doc: dict) -> SearchResult[RemoteRecord]:
             for row in doc["results"]]
     return SearchResult(method=doc["method"], hits=hits, residual=doc.get("residual"), params=doc.get("params") or {},
                         space=doc.get("space"), compression=doc.get("compression"), privacy=doc.get("privacy"),
-                        fit=doc.get("fit"))
+                        fit=doc.get("fit"), lineage=doc.get("lineage"))
 
 
 def _error_from(status: int, body: bytes) -> LoradbError:

@@ -15,13 +15,13 @@ import numpy as np
 
 from loradb.lora.adapter import CONFIG_NAME, WEIGHTS_NAME
 from loradb.errors import LoradbError
-from loradb.lora.export import PROVENANCE_NAME
+from loradb.lora.export import CARD_NAME, PROVENANCE_NAME
 from loradb.retrieval.represent import Representation, description
 
 API = "/v1"
 TOKEN_ENV = "LORADB_TOKEN"
 ARCHIVE_TYPE = "application/x-tar"
-ARCHIVE_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROVENANCE_NAME)
+ARCHIVE_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROVENANCE_NAME, CARD_NAME)
 SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private")
 
 

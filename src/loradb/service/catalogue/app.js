@@ -61,7 +61,7 @@ function query(params) {
 
 function short(id) { return String(id || "").slice(0, 12); }
 
-function baseText(base) {  // a base stored as a path is shown by its last two parts
+function baseText(base) {  // a hub id or packaged name as it is; a path (a server's --base folder) by its last two parts
   const parts = String(base || "").split("/").filter(Boolean);
   return parts.length > 2 ? "…/" + parts.slice(-2).join("/") : String(base || "");
 }
@@ -71,6 +71,14 @@ function baseLabel(base) { return el("span", {title: base}, baseText(base)); }
 function spaceText(s) { return short(s.id) + " · " + baseText(s.base_name) + " · " + s.records + " records"; }
 
 function when(created) { return el("span", {title: created}, String(created || "").replace("T", " ").slice(0, 16)); }
+
+function licenceText(meta) {  // the record's licence, and what a composed one was made of
+  const licence = (meta || {}).licence || (meta || {}).license || "unknown";
+  let parts = [];
+  try { parts = JSON.parse((meta || {}).lineage || "[]"); } catch (e) { parts = []; }
+  return parts.length ? licence + "; composed from " + parts.map(p => p.name + " " + Number(p.weight).toFixed(2) + " (" + (p.licence || "unknown") + ")").join(", ")
+                      : licence;
+}
 
 function metaTags(meta) {
   return Object.entries(meta || {}).map(([k, v]) => el("span", {class: "tag"}, k + "=" + v));
@@ -168,7 +176,7 @@ async function viewRecord(ref, current) {
       fact("space", el("code", {}, r.space)), fact("rank", r.rank), fact("modules", (r.target_modules || []).join(", ")),
       fact("training examples", r.n_samples === null ? "—" : r.n_samples), fact("adapter sha256", el("code", {}, r.blob_sha256)),
       fact("added by", r.owner || "local (loradb add)"), fact("added", r.created), fact("privacy of z", privacyText(r)),
-      fact("retrieval keys", (r.keys || []).join(", ")), fact("metadata", metaTags(r.meta))),
+      fact("retrieval keys", (r.keys || []).join(", ")), fact("licence", licenceText(r.meta)), fact("metadata", metaTags(r.meta))),
     el("h2", {}, "Space recipe"), el("pre", {}, JSON.stringify(r.space_recipe, null, 2)),
     el("h2", {}, "Adapter config"), el("pre", {}, JSON.stringify(r.adapter_config, null, 2)),
     el("h2", {}, "Nearest in its space"),
@@ -337,6 +345,8 @@ async function viewMap(params, current) {
           el("td", {class: "num"}, Number(hh.distance).toPrecision(5)),
           el("td", {class: "num weight"}, Number(hh.weight).toFixed(4)))))),
       fitParagraph(result.fit),
+      result.lineage ? el("p", {id: "licence"}, "Licence of the composition: ", el("strong", {}, result.lineage.licence),
+        " (every weighted part's terms apply; unknown if any part's is)") : "",
       el("p", {}, el("button", {id: "compose", onclick: guarded(() => download("/compose", postJSON(composeBody(body, result.fit)), "composed.tar"))},
                      result.fit && result.fit.decision === "abstain" ? "Compose anyway (.tar)" : "Download composed adapter (.tar)")));
     status("retrieved " + state.hits.length + " adapters", true);
