@@ -81,6 +81,24 @@ def test_list_show_json(filled, bert):
     assert shown["name"] == "sports" and shown["dim"] == 32 and len(shown["blob_sha256"]) == 64
 
 
+def test_list_filters(filled, bert, bert_other_weights):
+    db, _, _ = filled
+
+    def names(*flags):
+        code, out, err = run("list", db, *flags, "--json")
+        assert code == 0, err
+        return sorted(r["name"] for r in json.loads(out))
+
+    assert names("--meta", "domain=finance") == ["finance"]
+    assert names("--meta", "domain=finance", "--meta", "team=red") == []  # every pair must hold
+    assert names("--base", bert.name) == names("--base", json.loads(run("show", db, "cooking", "--json")[1])["base_fingerprint"]) \
+        == ["cooking", "finance", "sports"]
+    assert names("--fits", bert) == ["cooking", "finance", "sports"] and names("--fits", bert_other_weights) == []
+    assert names("--base", "no-such-model") == []
+    code, _, err = run("list", db, "--base", bert.name, "--fits", bert)
+    assert code == 2 and "not both" in err
+
+
 def test_search_ranks_the_matching_domain_first(filled):
     db, _, tmp = filled
     target = write_jsonl(tmp / "target.jsonl", ["fry the onion and garlic", "bake bread with salt and pepper"])

@@ -71,3 +71,7 @@ def test_a_server_sends_the_lineage_with_its_results(filled, bert, monkeypatch):
         assert code == 0, err
         assert json.loads((tmp / "remote" / "loradb_compose.json").read_text())["lineage"]["parts"][0]["name"] == "cooking"
         assert (tmp / "remote" / "README.md").is_file()
+        # list's filters over HTTP: metadata, and the records made for a local model folder
+        code, out, err = run("list", url, "--meta", "domain=cooking", "--json")
+        assert code == 0 and [r["name"] for r in json.loads(out)] == ["cooking"], err
+        assert sorted(r["name"] for r in json.loads(run("list", url, "--fits", bert, "--json")[1])) == ["cooking", "finance", "sports"]

@@ -51,10 +51,18 @@ def cmd_add(args) -> int:
     return 0
 
 
-@command("list", "list records", json_flag=True)
+def _list_flags(p) -> None:
+    p.add_argument("--base", help="records of this base model (its name or fingerprint)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="records with this metadata (repeatable: all)")
+    p.add_argument("--fits", metavar="MODEL", help="records made for exactly this model: a folder, packaged name or cached hub id")
+
+
+@command("list", "list records (all, or those matching --base, --meta, --fits)", flags=_list_flags, json_flag=True)
 def cmd_list(args) -> int:
+    filters = {"base": args.base, "meta": parse_meta(args.meta) or None,
+               "fits": base_dir(args.fits) if args.fits is not None else None}
     with open_db(args.db) as db:
-        records = db.list()
+        records = db.list(**filters) if any(v is not None for v in filters.values()) else db.list()
     if args.json:
         print_json([r.summary() for r in records])
         return 0

@@ -20,6 +20,7 @@ from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from loradb.lora.base import BaseModel, load_base
 from loradb.lora.identity import legacy_portable, locate, where_is
 from loradb.db.lineage import lineage
+from loradb.db.catalogue import list_filtered
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
@@ -87,8 +88,19 @@ class LoraDB:
 
     # ---- reading -------------------------------------------------------------------
 
-    def list(self) -> list[Record]:
-        return self.index.all()
+    def list(self, *, base: str | None = None, meta: dict[str, str] | None = None,
+             fits: str | os.PathLike | None = None) -> list[Record]:
+        """Every record, or those matching every filter given (newest first then).
+
+        Args:
+            base: a base model's name or fingerprint.
+            meta: metadata the records must have (each key with that value).
+            fits: a base model folder (or packaged name, or cached hub id): the records made
+                for exactly that model, by fingerprint.
+        """
+        if base is None and not meta and fits is None:
+            return self.index.all()
+        return list_filtered(self.index, base=base, meta=meta, fits=fits)
 
     def page(self, offset: int, limit: int) -> builtins.list[Record]:
         """Records in a stable order, `limit` of them from `offset` (how the server pages)."""

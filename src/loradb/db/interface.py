@@ -19,8 +19,10 @@ from loradb.lora.merges import MergeSpec
 
 @runtime_checkable
 class Database(Protocol):
-    def list(self) -> list[Any]:
-        """Every record (id, name, base, space, rank, metadata, ...)."""
+    def list(self, *, base: str | None = None, meta: dict[str, str] | None = None, fits=None) -> list[Any]:
+        """Every record (id, name, base, space, rank, metadata, ...), or those matching every filter
+        given: `base` (name or fingerprint), `meta` (each key with that value), `fits` (a base model
+        folder: the records made for exactly that model)."""
 
     def spaces(self) -> builtins.list[dict]:
         """Each representation space in use: id, base model, recipe, dimension, record count."""

@@ -135,7 +135,9 @@ class RemoteDB:
 
     # ---- reading -------------------------------------------------------------------
 
-    def list(self) -> list[RemoteRecord]:
+    def list(self, *, base: str | None = None, meta: dict[str, str] | None = None, fits=None) -> list[RemoteRecord]:
+        if base is not None or meta or fits is not None:
+            return self._list_filtered(base, meta or {}, fits)
         records, offset, page = [], 0, 10_000
         while True:
             batch = self._request("GET", "/records", params={"offset": offset, "limit": page}).json()
@@ -143,6 +145,26 @@ class RemoteDB:
             if len(batch) < page:
                 return records
             offset += page
+
+    def _list_filtered(self, base: str | None, meta: dict[str, str], fits) -> builtins.list[RemoteRecord]:
+        """Through the catalogue's filtered table (one metadata pair there, the rest here); `fits`
+        is the local model folder's fingerprint."""
+        if fits is not None:
+            if base is not None:
+                raise LoradbError("give `base` (a name or fingerprint) or `fits` (a model folder), not both")
+            from loradb.lora.base import load_base
+            from loradb.models.packaged import resolve_base
+
+            base = load_base(resolve_base(str(fits))).fingerprint
+        pairs = list(meta.items())
+        params = {**({"base": base} if base else {}), **({"meta": f"{pairs[0][0]}={pairs[0][1]}"} if pairs else {})}
+        records, offset, page = [], 0, 1000
+        while True:
+            doc = self._request("GET", "/catalogue/records", params={**params, "offset": offset, "limit": page}).json()
+            records += [RemoteRecord(r) for r in doc["records"] if all(r["meta"].get(k) == v for k, v in pairs[1:])]
+            offset += page
+            if offset >= doc["total"]:
+                return records
 
     def get(self, ref: str) -> RemoteRecord:
         return RemoteRecord(self._request("GET", f"/records/{quote(ref, safe='')}").json())
