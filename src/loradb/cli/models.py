@@ -92,7 +92,8 @@ def _run_flags(p, *, scoring: bool) -> None:
     """What predict and score share: the base, the file, the adapters, the task's prompts."""
     p.add_argument("--base", required=True, type=base_dir, help=f"base model directory or {BASE_NAMES}")
     p.add_argument("--data", required=True, help=("labeled .jsonl/.csv/.parquet (fields text, label; a causal LM: input, "
-                                                  "target)" if scoring else "inputs: .jsonl/.csv/.parquet or .txt (one a line)"))
+                                                  "target; LiteMedSAM: a folder of images with masks/)" if scoring
+                                                  else "inputs: .jsonl/.csv/.parquet or .txt (one a line)"))
     p.add_argument("--adapter", action="append" if scoring else "store", default=[] if scoring else None,
                    help="a PEFT LoRA adapter directory, e.g. one `loradb compose` wrote" + (" (repeatable)" if scoring else ""))
     p.add_argument("--db", help="a database: the adapter composed for this file's texts by its search "

@@ -3,7 +3,8 @@
 What `loradb predict` and `loradb score` do (and `loradb.predict` / `loradb.score` in Python).
 The task follows the base model: an encoder is a label-prompt classifier (models/classify.py:
 a text gets the label whose prompt embeds closest), scored by accuracy and macro-F1; a causal
-LM generates greedily, scored by ROUGE (L, 1, 2). Every adapter is applied exactly
+LM generates greedily, scored by ROUGE (L, 1, 2); LiteMedSAM segments a folder of images
+with masks/ beside them, scored by mean Dice (scored only: masks are not written yet). Every adapter is applied exactly
 (theta0 + B A) to the one base model held in memory, as the benchmarks do.
 """
 
@@ -29,7 +30,7 @@ class Scored:
 
 @dataclass
 class ScoreReport:
-    task: str  # "classification" or "generation"
+    task: str  # "classification", "generation" or "segmentation"
     metrics: tuple[str, ...]
     examples: int
     rows: list[Scored]
@@ -62,8 +63,7 @@ def _task_of(base) -> str:
     from loradb.models.litemedsam import is_litemedsam
 
     if is_litemedsam(base.path):
-        raise LoradbError("predicting and scoring a segmentation model is not supported yet; `loradb eval` scores "
-                          "LiteMedSAM adapters by Dice on its own sites")
+        return "segmentation"
     return "generation" if is_causal_lm(base.config) else "classification"
 
 
@@ -144,6 +144,11 @@ def run_models(base: str | os.PathLike, data, *, adapters: Sequence[str | os.Pat
 
     base_model = load_base(resolve_base(str(base)))
     task = _task_of(base_model)
+    if task == "segmentation":
+        if not labeled:
+            raise LoradbError("predicting masks is not supported yet; `score` gives a segmentation model's Dice on a "
+                              "folder of images with their masks/")
+        return _score_segmentation(base_model, data, adapters, names, with_base=with_base)
     examples = _read(data, task, labeled, text_field, label_field)
     deltas = [_delta(base_model, a) for a in adapters]  # every adapter checked before the model runs
     scorer = GenerationTask(max_new_tokens=max_new_tokens) if task == "generation" else ClassificationTask()
@@ -161,6 +166,36 @@ def run_models(base: str | os.PathLike, data, *, adapters: Sequence[str | os.Pat
         rows.append(Scored(name, predictions, {m: metrics[m] for m in scorer.metrics if m in metrics}))
     metric_names = tuple(m for m in scorer.metrics if m in rows[0].scores)
     return ScoreReport(task, metric_names, len(examples.texts), rows, examples.texts)
+
+
+def _score_segmentation(base_model, folder, adapters: Sequence, names: Sequence[str] | None, *, with_base: bool) -> ScoreReport:
+    """Mean Dice of the model's masks on a folder of images with masks/ beside them (box prompts
+    from the true masks, as MedSAM evaluates), as `loradb eval --task segmentation` scores a site."""
+    from loradb.evaluate.segmentation import SiteData
+    from loradb.io.files import cache_dir
+    from loradb.lora.inmemory import DeltaWeights
+    from loradb.models.segment import mean_dice
+    from loradb.retrieval.images import ImageEncoder, image_files
+
+    paths = image_files(folder)
+    missing = [p.name for p in paths if not (p.parent / "masks" / p.name).is_file()]
+    if missing:
+        raise DataError(f"{folder}: scoring needs each image's mask in masks/ beside it; {len(missing)} have none "
+                        f"(e.g. masks/{missing[0]})")
+    encoder = ImageEncoder(base_model.path, cache_dir())
+    segmentations, _ = SiteData(encoder, cache_dir()).load(paths)
+    deltas = [_delta(base_model, a) for a in adapters]
+    weights = DeltaWeights(encoder.model)
+    named = list(zip(["base", *(names or [str(a) for a in adapters])], [None, *deltas]))
+    rows = []
+    try:
+        for name, delta in named if with_base else named[1:]:
+            weights.set(delta)
+            mean, per_image = mean_dice(encoder.model, segmentations)
+            rows.append(Scored(name, [f"{d:.4f}" for d in per_image], {"dice": mean}))
+    finally:
+        weights.set(None)
+    return ScoreReport("segmentation", ("dice",), len(paths), rows, [p.name for p in paths])
 
 
 def score(base: str | os.PathLike, data, *, adapters: Sequence[str | os.PathLike] = (), **options) -> ScoreReport:
