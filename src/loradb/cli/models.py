@@ -121,7 +121,8 @@ def _from_db(args, tmp: Path) -> tuple[Path | None, str]:
     options = {"k": args.k, **({"method": args.method} if args.method else {})}
     with open_db(args.db) as db:
         try:
-            result = db.compose(tmp / "composed", data=data_file(args.data, args.text_field), force=args.force, **options)
+            result = db.compose(tmp / "composed", data=data_file(args.data, args.text_field), base=args.base, force=args.force,
+                                **options)
         except Abstained as e:
             print(f"loradb: {e}; the base model is kept", file=sys.stderr)
             return None, "database: abstained"
@@ -132,6 +133,8 @@ def _from_db(args, tmp: Path) -> tuple[Path | None, str]:
 def _adapters_and_names(args, tmp: Path) -> tuple[list, list[str], list[str]]:
     """The adapters to run (given ones, then the database's), their row names, and notes."""
     given = args.adapter if isinstance(args.adapter, list) else [args.adapter] if args.adapter else []
+    if not isinstance(args.adapter, list) and given and args.db is not None:
+        raise LoradbError("predict runs one model: give --adapter or --db, not both")
     adapters, names = list(given), [str(a) for a in given]
     abstained = []
     if args.db is not None:
@@ -183,8 +186,6 @@ def cmd_predict(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="loradb-predict-") as tmp:
         adapters, names, _ = _adapters_and_names(args, Path(tmp))
-        if len(adapters) > 1:
-            raise LoradbError("predict runs one model: give --adapter or --db, not both")
         report = run_models(args.base, args.data, adapters=adapters, names=names, labeled=False, labels=args.labels,
                             instruction=args.instruction, text_field=args.text_field, max_new_tokens=args.max_new_tokens,
                             with_base=not adapters)

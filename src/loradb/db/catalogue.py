@@ -60,8 +60,7 @@ def list_filtered(index, *, base: str | None, meta: dict[str, str] | None, fits)
             raise LoradbError("give `base` (a name or fingerprint) or `fits` (a model folder), not both")
         base = load_base(resolve_base(str(fits))).fingerprint
     pairs = list((meta or {}).items())
-    total, _ = index.find(base=base, meta=pairs[0] if pairs else None, limit=1)
-    _, records = index.find(base=base, meta=pairs[0] if pairs else None, limit=max(total, 1))
+    _, records = index.find(base=base, meta=pairs[0] if pairs else None, limit=1 << 62)  # all of them, in one read
     return [r for r in records if all(r.meta.get(k) == v for k, v in pairs[1:])]
 
 

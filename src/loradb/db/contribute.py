@@ -11,8 +11,8 @@ from pathlib import Path
 
 from loradb.lora.adapter import FINGERPRINT_KEY, WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
-from loradb.lora.identity import HUB_ID, locate
-from loradb.db.lineage import composed_meta
+from loradb.lora.identity import locate
+from loradb.db.lineage import LICENCE_KEYS, composed_meta
 from loradb.models.prompts import training_info
 from loradb.errors import BaseModelMismatch, LoradbError
 from loradb.retrieval.represent import Representation, as_task, task_spec
@@ -88,10 +88,11 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
                                 **(recipe or _existing_recipe(spaces, base_model)))
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
-    stated = adapter.base_model_name_or_path
-    if base_model.name == base_model.path.name and stated and HUB_ID.match(stated):
-        rep.base_name = stated  # the folder has no better name; the adapter's hub id (checked to fit) says more
-    meta = {**validation_meta(adapter_dir), **composed_meta(adapter_dir), **check_meta(meta)}
+    given = check_meta(meta)
+    composed = composed_meta(adapter_dir)
+    if any(key in given for key in LICENCE_KEYS):  # the contributor's own statement of the licence wins
+        composed.pop("licence", None)
+    meta = {**validation_meta(adapter_dir), **composed, **given}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
 
 
@@ -119,7 +120,7 @@ def trained_task(adapter_dir) -> dict | None:
 def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
     stated = adapter.base_model_name_or_path
     # the stated base, where it is on this machine (by its fingerprint when loradb stamped one)
-    local = locate(stated, adapter.metadata.get(FINGERPRINT_KEY)) if stated else None
+    local = locate(stated, adapter.metadata.get(FINGERPRINT_KEY), build_packaged=base is None) if stated else None
     if base is None:
         if local is None:
             raise LoradbError(f"adapter {adapter_dir} names base model {stated!r}, which is not on this machine (a folder, "

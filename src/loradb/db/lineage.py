@@ -51,12 +51,23 @@ def part(record, weight: float) -> dict:
     return entry
 
 
-def _parts_of(value: str) -> list:
+def _parts_of(value) -> list[dict]:
+    """The parts stored in a record's `lineage` metadata; anything malformed (metadata is anyone's
+    to set) is left out rather than trusted."""
     try:
-        parts = json.loads(value)
+        parts = json.loads(value) if isinstance(value, str) else []
     except ValueError:
         return []
-    return parts if isinstance(parts, list) else []
+    if not isinstance(parts, list):
+        return []
+    good = []
+    for p in parts:
+        if isinstance(p, dict) and isinstance(p.get("name"), str):
+            try:
+                good.append({**p, "weight": float(p.get("weight", 0.0))})
+            except (TypeError, ValueError):
+                continue
+    return good
 
 
 def lineage(hits) -> dict:
@@ -115,6 +126,5 @@ def record_line(meta: dict | None) -> str | None:
         return None
     line = f"licence {licence or UNKNOWN}"
     if parts:
-        line += "; composed from " + ", ".join(f"{p.get('name')} {float(p.get('weight', 0)):+.3g} ({p.get('licence', UNKNOWN)})"
-                                                for p in parts if isinstance(p, dict))
+        line += "; composed from " + ", ".join(f"{p['name']} {p['weight']:+.3g} ({p.get('licence', UNKNOWN)})" for p in parts)
     return line

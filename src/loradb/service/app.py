@@ -40,7 +40,7 @@ from loradb.io.files import finite_or_none
 from loradb.lora.merges import MERGE_PARAMS, MERGES, MergeSpec
 from loradb.weighting.registry import DEFAULT_METHOD, FEW_SHOT, METHODS
 from loradb.weighting.scale import MAX_SCALE
-from loradb.service.wire import API, ARCHIVE_TYPE, representation_from_doc, write_archive
+from loradb.service.wire import API, ARCHIVE_FILES, ARCHIVE_TYPE, representation_from_doc, write_archive
 from loradb.service.catalogue import add_catalogue
 from loradb.service.limits import Gate, RateLimited, RateLimiter
 from loradb.service.schema import ERROR_RESPONSES, TASK_BYTES, RepresentationDoc
@@ -324,7 +324,7 @@ def create_app(config: ServerConfig):
                 rep = representation_from_doc(body.representation.as_doc(), max_dim=config.max_dim)
                 db().compose(tmp / "adapter", target=rep, progress=False, force=body.force, **shape, **_query_args(body))
             out = tmp / "adapter"
-            archive = write_archive(tmp / "composed.tar", {p.name: p for p in sorted(out.iterdir())})
+            archive = write_archive(tmp / "composed.tar", {p.name: p for p in sorted(out.iterdir()) if p.name in ARCHIVE_FILES})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -210,7 +210,10 @@ class RemoteDB:
     def _name_free(self, name: str) -> None:
         """The server's answer to "may I add a record of this name?" (a read-only token, a taken
         name), before the data is encoded."""
-        self._request("GET", f"/names/{quote(name, safe='')}")
+        try:
+            self._request("GET", f"/names/{quote(name, safe='')}")
+        except NotFound:  # a server from before this question: the upload itself is refused if it must be
+            pass
 
     def remove(self, ref: str) -> RemoteRecord:
         return RemoteRecord(self._request("DELETE", f"/records/{quote(ref, safe='')}").json())
@@ -255,16 +258,19 @@ class RemoteDB:
             unpacked = Path(tmp) / "adapter"
             unpacked.mkdir()
             extract_archive(archive, unpacked, max_bytes=MAX_ARCHIVE_BYTES)
-            from loradb.lora.export import PROVENANCE_NAME
+            from loradb.lora.export import CARD_NAME, PROVENANCE_NAME
 
             provenance = json.loads((unpacked / PROVENANCE_NAME).read_text())
             if learned is not None:  # record how the weights came about, not just "given"
                 provenance.update({**learned.to_dict(), "compression": provenance.get("compression"),
                                    "weights_learned_on": "client"})
                 (unpacked / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
+            card = _card(provenance)
             if merged:
-                _merge_locally(unpacked, Path(out), provenance, base)
+                _merge_locally(unpacked, Path(out), provenance, base, card)
             else:
+                if card is not None:
+                    (unpacked / CARD_NAME).write_text(card)
                 with atomic_output_dir(Path(out)) as dst:
                     for item in unpacked.iterdir():
                         shutil.move(str(item), dst / item.name)
@@ -296,22 +302,31 @@ class RemoteDB:
 
 
 def _local_base(given, stored: str | None, fingerprint: str | None, need: str, subject: str):
-    """This machine's copy of the base model: --base, else the stored path if it exists here;
-    refused unless its fingerprint is the one the server's records name."""
+    """This machine's copy of the base model: --base, else where the stored name is found here
+    (identity.locate); refused unless its fingerprint is the one the server's records name."""
     from loradb.lora.base import load_base
+    from loradb.lora.identity import locate
     from loradb.errors import BaseModelMismatch
 
     if given is None:
-        if not (stored and Path(stored).is_dir()):
+        given = locate(stored, fingerprint) if stored else None
+        if given is None:
             raise LoradbError(f"{need}: pass `base` DIR")
-        given = stored
     base_model = load_base(given)
     if base_model.fingerprint != fingerprint:
         raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")
     return base_model
 
 
-def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base) -> None:
+def _card(provenance: dict) -> str | None:
+    """The model card of a composition the server made (from the lineage it sent), if it sent one."""
+    from loradb.db.lineage import model_card
+
+    found = provenance.get("lineage")
+    return model_card(found, base=str(provenance.get("base")), method=str(provenance.get("method"))) if found else None
+
+
+def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base, card: str | None = None) -> None:
     """Write the local copy of the base model with a received composed adapter merged in."""
     import torch
 
@@ -322,7 +337,8 @@ def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base) -> None
                              "--merged over a server needs your copy of the base model", "the composed adapter is")
     adapter = read_adapter(adapter_dir)
     composed = {name: (torch.from_numpy(m.A), torch.from_numpy(m.B) * m.scale) for name, m in adapter.modules.items()}
-    write_merged_model(out, composed, fan_in_fan_out=adapter.fan_in_fan_out, base=base_model, provenance=provenance)
+    write_merged_model(out, composed, fan_in_fan_out=adapter.fan_in_fan_out, base=base_model, provenance=provenance,
+                       card=card)
 
 
 def _result_from(doc: dict) -> SearchResult[RemoteRecord]:

@@ -15,13 +15,14 @@ import numpy as np
 
 from loradb.lora.adapter import CONFIG_NAME, WEIGHTS_NAME
 from loradb.errors import LoradbError
-from loradb.lora.export import CARD_NAME, PROVENANCE_NAME
+from loradb.lora.export import PROVENANCE_NAME
 from loradb.retrieval.represent import Representation, description
 
 API = "/v1"
 TOKEN_ENV = "LORADB_TOKEN"
 ARCHIVE_TYPE = "application/x-tar"
-ARCHIVE_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROVENANCE_NAME, CARD_NAME)
+ARCHIVE_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROVENANCE_NAME)  # what any client version accepts (no model card:
+# the client writes that from loradb_compose.json's lineage)
 SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private")
 
 
@@ -57,6 +58,8 @@ class RemoteRecord:
         self.rank, self.n_samples, self.owner = doc.get("rank"), doc.get("n_samples"), doc.get("owner")
         self.space_id, self.created = doc.get("space", ""), doc.get("created", "")
         self.privacy = doc.get("privacy")
+        # what a composition's lineage reads of its parts (db/lineage.py)
+        self.meta, self.base_name, self.base_fingerprint = doc.get("meta") or {}, doc.get("base"), doc.get("base_fingerprint")
 
     def summary(self) -> dict:
         return {k: self.doc.get(k) for k in SUMMARY_KEYS}

@@ -7,6 +7,7 @@ called as fn(connection, placeholder) inside the migration's transaction ("?" fo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from loradb.lora.identity import legacy_portable, remember
@@ -22,6 +23,6 @@ def portable_base_names(conn, placeholder: str) -> None:
             name = legacy_portable(stored)
             if name == stored:
                 continue
-            if Path(stored).is_dir():
+            if os.path.isdir(stored):  # False (never an error) for a path this user may not look into
                 remember(fingerprint, Path(stored))
             conn.execute(f"UPDATE {table} SET base_name = {placeholder} WHERE base_name = {placeholder}", (name, stored))
