@@ -76,6 +76,8 @@ function licenceText(meta) {  // the record's licence, and what a composed one w
   const licence = (meta || {}).licence || (meta || {}).license || "unknown";
   let parts = [];
   try { parts = JSON.parse((meta || {}).lineage || "[]"); } catch (e) { parts = []; }
+  // metadata is anyone's to set: only well-formed parts are shown
+  parts = Array.isArray(parts) ? parts.filter(p => p && typeof p === "object" && typeof p.name === "string") : [];
   return parts.length ? licence + "; composed from " + parts.map(p => p.name + " " + Number(p.weight).toFixed(2) + " (" + (p.licence || "unknown") + ")").join(", ")
                       : licence;
 }
