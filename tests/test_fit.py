@@ -98,7 +98,11 @@ def test_a_library_with_a_relative_composes_and_one_without_abstains(library_db,
     code, out, err = run("search", db_dir, "--repr", stranger, "-k", "3", "--key", "cosine")
     assert code == 0 and "fit: not checked (the space has no fit threshold for key cosine" in out
     with LoraDB(db_dir) as db:
-        db.add(tmp_path / "adapters" / "topic-0", repr=stranger, name="newcomer", base=db.list()[0].base_name, progress=False)
+        from loradb.models.locate import locate
+
+        first = db.list()[0]  # its base, where this machine has it (records name bases portably, not by path)
+        db.add(tmp_path / "adapters" / "topic-0", repr=stranger, name="newcomer",
+               base=locate(first.base_name, first.base_fingerprint), progress=False)
         stale = db.search(repr=stranger, k=3, progress=False).fit
     assert stale["score"] is None and "calibrated on 8 records; it holds 9 now" in stale["reason"]
 

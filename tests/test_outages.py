@@ -66,18 +66,19 @@ def test_a_removal_is_never_resent():
 
 
 def test_an_upload_is_never_resent(bert, tmp_path):
-    """`add` reads the server's spaces (a read: retried), then uploads once: a 503 to the
-    upload is reported, not sent again (the server may have stored it before failing)."""
+    """`add` reads the server's spaces (a read: retried), asks whether the name is free, then
+    uploads once: a 503 to the upload is reported, not sent again (the server may have stored
+    it before failing)."""
     from models import make_adapter
     from test_cli import TEXTS, write_jsonl
 
     calls: list = []
-    remote = mock_client([503, 200, 503, 200], calls)
+    remote = mock_client([503, 200, 200, 503, 200], calls)
     adapter = make_adapter(bert, tmp_path / "adapter", seed=0)
     with pytest.raises(RemoteError, match="HTTP 503"):
         remote.add(adapter, data=write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"]), name="once", base=bert,
                    progress=False)
-    assert calls == [("GET", "/v1/spaces"), ("GET", "/v1/spaces"), ("POST", "/v1/records")]
+    assert calls == [("GET", "/v1/spaces"), ("GET", "/v1/spaces"), ("GET", "/v1/names/once"), ("POST", "/v1/records")]
 
 
 def test_a_read_that_timed_out_is_not_resent():

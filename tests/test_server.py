@@ -336,13 +336,22 @@ def test_server_composes_without_the_base_model_and_the_client_merges(shared, be
                                "--base", elsewhere)
             assert code == 0, err
         shutil.rmtree(elsewhere)
-        assert json.loads(run("show", url, "cooking", "--json")[1])["base"] == str(elsewhere.resolve())
+        assert json.loads(run("show", url, "cooking", "--json")[1])["base"] == elsewhere.name  # its name, not a path
         code, out, err = run("compose", url, "--weights", "cooking=0.25", "finance=0.75", "--out", tmp / "given")
         assert code == 0, err
         provenance = json.loads((tmp / "given" / "loradb_compose.json").read_text())
-        assert provenance["base"] == str(elsewhere.resolve()) and [r["weight"] for r in provenance["results"]] == [0.25, 0.75]
+        assert provenance["base"] == elsewhere.name and [r["weight"] for r in provenance["results"]] == [0.25, 0.75]
+        # without --base, the client finds a copy with the records' fingerprint among the folders it has seen
+        from loradb.lora import identity
+        from loradb.io.files import cache_dir
+
+        registry = cache_dir() / "bases.json"
+        kept = registry.read_text()
+        registry.unlink()  # a client that has seen no copy of this model: it must be told
+        identity._NOTED.clear()
         code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m1", "--merged")
         assert code == 2 and "pass --base DIR" in err and not (tmp / "m1").exists()
+        registry.write_text(kept)
         code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m2", "--merged", "--base", bert)
         assert code == 0, err
         # the merged model's weights are the base's plus the adapter's delta

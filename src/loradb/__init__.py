@@ -20,7 +20,7 @@ _EXPORTS = {
     "db.interface": ["Database"],
     "retrieval.targets": ["represent_file"],
     "io.data": ["DataFile"],
-    "models.scoring": ["ScoreReport", "predict", "score"],
+    "evaluate.scoring": ["ScoreReport", "predict", "score"],
     "service.client": ["RemoteDB"],
     "retrieval.privacy": ["DPConfig"],
     "errors": ["AccessDenied", "AdapterError", "BaseModelMismatch", "Conflict", "DataError", "LoradbError", "NotFound",

@@ -204,7 +204,7 @@ def _refuse_peft(model) -> None:
 def _model_and_base(model, base) -> tuple[Any, BaseModel]:
     """The torch model to wrap and the base model directory it holds, checked to agree."""
     from loradb.lora.base import BaseModel, load_base
-    from loradb.lora.identity import locate
+    from loradb.models.locate import locate
     from loradb.models.packaged import resolve_base
 
     if isinstance(model, BaseModel):

@@ -155,7 +155,7 @@ def cmd_score(args) -> int:
     import tempfile
 
     from loradb.cli.common import print_json
-    from loradb.models.scoring import Scored, score
+    from loradb.evaluate.scoring import Scored, score
 
     with tempfile.TemporaryDirectory(prefix="loradb-score-") as tmp:
         adapters, names, abstained = _adapters_and_names(args, Path(tmp))
@@ -182,7 +182,7 @@ def cmd_predict(args) -> int:
     import tempfile
 
     from loradb.io.files import atomic_write_text
-    from loradb.models.scoring import run_models
+    from loradb.evaluate.scoring import run_models
 
     with tempfile.TemporaryDirectory(prefix="loradb-predict-") as tmp:
         adapters, names, _ = _adapters_and_names(args, Path(tmp))

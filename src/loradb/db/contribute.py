@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loradb.lora.adapter import FINGERPRINT_KEY, WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
-from loradb.lora.identity import locate
+from loradb.models.locate import locate
 from loradb.db.lineage import LICENCE_KEYS, composed_meta
 from loradb.models.prompts import training_info
 from loradb.errors import BaseModelMismatch, LoradbError

@@ -18,9 +18,10 @@ import numpy as np
 
 from loradb.lora.adapter import WEIGHTS_NAME, LoraAdapter, adapter_from_files
 from loradb.lora.base import BaseModel, load_base
-from loradb.lora.identity import legacy_portable, locate, where_is
+from loradb.lora.identity import legacy_portable, where_is
+from loradb.models.locate import locate
 from loradb.db.lineage import lineage
-from loradb.db.catalogue import list_filtered
+from loradb.db.listing import list_filtered
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance

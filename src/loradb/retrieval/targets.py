@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 from loradb.lora.base import BaseModel, load_base
-from loradb.lora.identity import locate, where_is
+from loradb.lora.identity import where_is
+from loradb.models.locate import locate
 from loradb.io.data import iter_texts
 from loradb.io import jsondoc
 from loradb.errors import BaseModelMismatch, LoradbError

@@ -75,7 +75,7 @@ class Router:
     async def start(self) -> None:
         """Check that the engine serves the router's base model, and warm the encoder."""
         from loradb.lora.base import load_base
-        from loradb.lora.identity import locate
+        from loradb.models.locate import locate
 
         models = await self.engine.models()
         if not models:

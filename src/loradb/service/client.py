@@ -305,7 +305,7 @@ def _local_base(given, stored: str | None, fingerprint: str | None, need: str, s
     """This machine's copy of the base model: --base, else where the stored name is found here
     (identity.locate); refused unless its fingerprint is the one the server's records name."""
     from loradb.lora.base import load_base
-    from loradb.lora.identity import locate
+    from loradb.models.locate import locate
     from loradb.errors import BaseModelMismatch
 
     if given is None:
