@@ -57,6 +57,8 @@ from loradb.models.prompts import DEFAULT_INSTRUCTION
 from loradb.route.engine import EngineLimits
 from loradb.route.launch import start_engine
 
+WHOLE_PROMPT = "per-request, whole prompt"  # what `loradb:auto` does when the request names no `represent`
+
 # vLLM's CPU LoRA path costs in proportion to max_loras x max_lora_rank (measured here: 32 tokens
 # in 3.0 s bare, 5.0 s with one rank-8 adapter at (1, 16), 12.3 s at (4, 128)); so merge-all
 # (15 x rank 8 = 120) is compressed to rank 64 by the router, as it would be in front of this engine
@@ -274,9 +276,6 @@ def library(db_path: Path, domains, adapters: dict, base: Path, reprs: Path | No
                 db.add(adapters[d.name], **({"repr": made} if made is not None and made.is_file() else {"data": d.train_path}),
                        base=base, name=d.name, meta={"family": d.family}, progress=False)
     return db_path
-
-
-WHOLE_PROMPT = "per-request, whole prompt"  # what `loradb:auto` does when the request names no `represent`
 
 
 def _quality_lines(results: dict) -> list[str]:

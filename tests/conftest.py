@@ -11,6 +11,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from models import make_bert, make_gpt2, make_llama  # noqa: E402
 
 
+def forget_seen_bases() -> str:
+    """As on a machine, and in a process, that has identified no base model folder: the registry of
+    folders loradb has seen (lora/identity.py) emptied. Returns what it held, to put back."""
+    from loradb.io.files import cache_dir
+    from loradb.lora import identity
+
+    registry = cache_dir() / identity.REGISTRY
+    kept = registry.read_text() if registry.is_file() else ""
+    registry.unlink(missing_ok=True)
+    identity._NOTED.clear()
+    return kept
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LORADB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "loradb-cache"))

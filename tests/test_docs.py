@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from models import make_adapter
-from test_cli import write_jsonl
 
 from loradb.cli.main import build_parser, main
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from models import make_adapter, make_bert
+from conftest import forget_seen_bases
 from test_cli import TEXTS, run, write_jsonl
 
 from loradb.db.store.sqlite import MIGRATIONS
@@ -100,12 +101,7 @@ def test_records_of_an_earlier_loradb_named_by_path_migrate(tmp_path, where):
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
     conn.commit()
     conn.close()
-    from loradb.io.files import cache_dir
-
-    from loradb.lora import identity
-
-    (cache_dir() / "bases.json").unlink()  # a machine that never ran this loradb: only the migration can tell
-    identity._NOTED.clear()  # and a fresh process
+    assert forget_seen_bases()  # a machine that never ran this loradb, in a fresh process: only the migration can tell
     if where == "gone":
         shutil.rmtree(model)
     code, out, err = run("list", db, "--json")

@@ -342,16 +342,15 @@ def test_server_composes_without_the_base_model_and_the_client_merges(shared, be
         provenance = json.loads((tmp / "given" / "loradb_compose.json").read_text())
         assert provenance["base"] == elsewhere.name and [r["weight"] for r in provenance["results"]] == [0.25, 0.75]
         # without --base, the client finds a copy with the records' fingerprint among the folders it has seen
-        from loradb.lora import identity
+        from conftest import forget_seen_bases
         from loradb.io.files import cache_dir
+        from loradb.lora.identity import REGISTRY
 
-        registry = cache_dir() / "bases.json"
-        kept = registry.read_text()
-        registry.unlink()  # a client that has seen no copy of this model: it must be told
-        identity._NOTED.clear()
+        kept = forget_seen_bases()  # a client that has seen no copy of this model: it must be told
+        assert kept
         code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m1", "--merged")
         assert code == 2 and "pass --base DIR" in err and not (tmp / "m1").exists()
-        registry.write_text(kept)
+        (cache_dir() / REGISTRY).write_text(kept)
         code, _, err = run("compose", url, "--weights", "cooking=1", "--out", tmp / "m2", "--merged", "--base", bert)
         assert code == 0, err
         # the merged model's weights are the base's plus the adapter's delta

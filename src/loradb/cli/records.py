@@ -62,7 +62,7 @@ def cmd_list(args) -> int:
     filters = {"base": args.base, "meta": parse_meta(args.meta) or None,
                "fits": base_dir(args.fits) if args.fits is not None else None}
     with open_db(args.db) as db:
-        records = db.list(**filters) if any(v is not None for v in filters.values()) else db.list()
+        records = db.list(**filters)  # no filter given: every record
     if args.json:
         print_json([r.summary() for r in records])
         return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loradb.db.lineage import lineage, model_card
+from loradb.db.lineage import card_for, lineage
 from loradb.db.results import BaseRef, Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import Abstained, BaseModelMismatch, LoradbError, TooLarge
@@ -54,7 +54,7 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
 
     factors = [factors_of(a) for a in adapters]
     composed, compression = merge(factors, [h.weight for h in used], spec)
-    result = replace(result, compression=compression, lineage=lineage(result.hits))
+    result = replace(result, compression=compression)
     _write(Path(out), composed, result, base_model, adapters, fan_in_fan_out, merged=merged)
     return result
 
@@ -106,7 +106,7 @@ def given_hits(db, weights: dict[str, float]) -> SearchResult:
             raise LoradbError(f"record {record.name} is given twice in the weights")
         seen.add(record.id)
         hits.append(Hit(record, float("nan"), float(w)))
-    return SearchResult(method="given", hits=hits, residual=None)
+    return SearchResult(method="given", hits=hits, residual=None, lineage=lineage(hits))
 
 
 def check_weights_or_target(weights, search_args: dict) -> None:
@@ -148,8 +148,8 @@ def _write(out: Path, composed: dict, result: SearchResult, base_model, adapters
 
     provenance = {"loradb_compose": 1, "base": base_model.name, "base_fingerprint": base_model.fingerprint,
                   **result.to_dict()}
-    assert result.lineage is not None  # run_compose sets it
-    card = model_card(result.lineage, base=base_model.name, method=result.method)
+    assert result.lineage is not None  # every SearchResult a compose uses carries it (search, given_hits, reweighted)
+    card = card_for(provenance)
     if merged:
         write_merged_model(out, composed, fan_in_fan_out=fan_in_fan_out, base=base_model, provenance=provenance, card=card)
     else:

@@ -11,11 +11,13 @@ for it and its parts (`lineage`), so a composition of compositions is traced to 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from loradb.lora.export import PROVENANCE_NAME
 
 UNKNOWN = "unknown"
 LICENCE_KEYS = ("licence", "license")
 LINEAGE_KEY = "lineage"  # a record's metadata: its parts, as JSON, when it was composed by loradb
-COMPOSE_FILE = "loradb_compose.json"
 
 
 def licence_of(meta: dict | None) -> str | None:
@@ -41,10 +43,10 @@ def _and_terms(licence: str) -> list[str]:
 
 
 def part(record, weight: float) -> dict:
-    """One part of a composition, from its record (a Record, or a RemoteRecord's summary)."""
-    meta = getattr(record, "meta", None) or {}
-    entry = {"id": record.id, "name": record.name, "weight": weight, "base": getattr(record, "base_name", None),
-             "base_fingerprint": getattr(record, "base_fingerprint", None), "licence": licence_of(meta) or UNKNOWN,
+    """One part of a composition, from its record (a Record, or a RemoteRecord)."""
+    meta = record.meta or {}
+    entry = {"id": record.id, "name": record.name, "weight": weight, "base": record.base_name,
+             "base_fingerprint": record.base_fingerprint, "licence": licence_of(meta) or UNKNOWN,
              "source": meta.get("source")}
     if LINEAGE_KEY in meta:
         entry["parts"] = _parts_of(meta[LINEAGE_KEY])
@@ -80,9 +82,7 @@ def lineage(hits) -> dict:
 def composed_meta(adapter_dir) -> dict[str, str]:
     """What a composed adapter (one `loradb compose` wrote) keeps as metadata when it is added
     back: the licence computed for it and its parts. Empty for any other adapter."""
-    from pathlib import Path
-
-    path = Path(adapter_dir) / COMPOSE_FILE
+    path = Path(adapter_dir) / PROVENANCE_NAME
     if not path.is_file():
         return {}
     try:
@@ -101,6 +101,13 @@ def describe(found: dict) -> str:
     """One line: the licence and the parts, for the command line."""
     parts = ", ".join(f"{p['name']} {p['weight']:+.3g} ({p['licence']})" for p in found["parts"])
     return f"licence {found['licence']}; parts: {parts}"
+
+
+def card_for(provenance: dict) -> str | None:
+    """The model card of a composition, from its loradb_compose.json (None without a lineage: a
+    server from before lineages)."""
+    found = provenance.get("lineage")
+    return model_card(found, base=str(provenance.get("base")), method=str(provenance.get("method"))) if found else None
 
 
 def model_card(found: dict, *, base: str, method: str) -> str:

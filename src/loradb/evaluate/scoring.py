@@ -144,13 +144,16 @@ def run_models(base: str | os.PathLike, data, *, adapters: Sequence[str | os.Pat
 
     base_model = load_base(resolve_base(str(base)))
     task = _task_of(base_model)
+    if task == "segmentation" and not labeled:
+        raise LoradbError("predicting masks is not supported yet; `score` gives a segmentation model's Dice on a "
+                          "folder of images with their masks/")
+    if task != "segmentation":
+        examples = _read(data, task, labeled, text_field, label_field)
+    # (row name, delta) of every model to run; every adapter is checked before any model runs
+    models = list(zip(["base", *(names or [str(a) for a in adapters])], [None, *(_delta(base_model, a) for a in adapters)]))
+    models = models if with_base else models[1:]
     if task == "segmentation":
-        if not labeled:
-            raise LoradbError("predicting masks is not supported yet; `score` gives a segmentation model's Dice on a "
-                              "folder of images with their masks/")
-        return _score_segmentation(base_model, data, adapters, names, with_base=with_base)
-    examples = _read(data, task, labeled, text_field, label_field)
-    deltas = [_delta(base_model, a) for a in adapters]  # every adapter checked before the model runs
+        return _score_segmentation(base_model, data, models)
     scorer = GenerationTask(max_new_tokens=max_new_tokens) if task == "generation" else ClassificationTask()
     domain = Domain(name=Path(data).stem, train_path=Path(data), train_texts=[], train_labels=[], test_texts=examples.texts,
                     test_labels=examples.truth or [],
@@ -158,8 +161,7 @@ def run_models(base: str | os.PathLike, data, *, adapters: Sequence[str | os.Pat
                     instruction=_instruction(instruction, adapters) if task == "generation" else None)
     model = _runner(base_model, task, max_new_tokens)
     rows = []
-    named = list(zip(["base", *(names or [str(a) for a in adapters])], [None, *deltas]))
-    for name, delta in named if with_base else named[1:]:
+    for name, delta in models:
         model.set_delta(delta)
         predictions = model.predict(examples.texts, domain, progress=progress)
         metrics = scorer.score(examples.truth, predictions) if examples.truth is not None else {}
@@ -168,7 +170,7 @@ def run_models(base: str | os.PathLike, data, *, adapters: Sequence[str | os.Pat
     return ScoreReport(task, metric_names, len(examples.texts), rows, examples.texts)
 
 
-def _score_segmentation(base_model, folder, adapters: Sequence, names: Sequence[str] | None, *, with_base: bool) -> ScoreReport:
+def _score_segmentation(base_model, folder, models: list[tuple[str, dict | None]]) -> ScoreReport:
     """Mean Dice of the model's masks on a folder of images with masks/ beside them (box prompts
     from the true masks, as MedSAM evaluates), as `loradb eval --task segmentation` scores a site."""
     from loradb.evaluate.segmentation import SiteData
@@ -184,12 +186,10 @@ def _score_segmentation(base_model, folder, adapters: Sequence, names: Sequence[
                         f"(e.g. masks/{missing[0]})")
     encoder = ImageEncoder(base_model.path, cache_dir())
     segmentations, _ = SiteData(encoder, cache_dir()).load(paths)
-    deltas = [_delta(base_model, a) for a in adapters]
     weights = DeltaWeights(encoder.model)
-    named = list(zip(["base", *(names or [str(a) for a in adapters])], [None, *deltas]))
     rows = []
     try:
-        for name, delta in named if with_base else named[1:]:
+        for name, delta in models:
             weights.set(delta)
             mean, per_image = mean_dice(encoder.model, segmentations)
             rows.append(Scored(name, [f"{d:.4f}" for d in per_image], {"dice": mean}))

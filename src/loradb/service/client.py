@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from loradb.db.contribute import prepare_contribution
 from loradb.db.compose import check_weights_or_target, refuse_if_abstained
+from loradb.db.lineage import card_for
 from loradb.db.results import DEFAULT_K, Hit, SearchResult
 from loradb.lora.merges import MergeSpec
 from loradb.errors import Abstained, AccessDenied, Conflict, LoradbError, NotFound, RemoteError
@@ -149,19 +150,15 @@ class RemoteDB:
     def _list_filtered(self, base: str | None, meta: dict[str, str], fits) -> builtins.list[RemoteRecord]:
         """Through the catalogue's filtered table (one metadata pair there, the rest here); `fits`
         is the local model folder's fingerprint."""
-        if fits is not None:
-            if base is not None:
-                raise LoradbError("give `base` (a name or fingerprint) or `fits` (a model folder), not both")
-            from loradb.lora.base import load_base
-            from loradb.models.packaged import resolve_base
+        from loradb.db.listing import base_filter, has_meta
 
-            base = load_base(resolve_base(str(fits))).fingerprint
+        base = base_filter(base, fits)
         pairs = list(meta.items())
         params = {**({"base": base} if base else {}), **({"meta": f"{pairs[0][0]}={pairs[0][1]}"} if pairs else {})}
         records, offset, page = [], 0, 1000
         while True:
             doc = self._request("GET", "/catalogue/records", params={**params, "offset": offset, "limit": page}).json()
-            records += [RemoteRecord(r) for r in doc["records"] if all(r["meta"].get(k) == v for k, v in pairs[1:])]
+            records += [RemoteRecord(r) for r in doc["records"] if has_meta(r["meta"], pairs[1:])]
             offset += page
             if offset >= doc["total"]:
                 return records
@@ -265,7 +262,7 @@ class RemoteDB:
                 provenance.update({**learned.to_dict(), "compression": provenance.get("compression"),
                                    "weights_learned_on": "client"})
                 (unpacked / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
-            card = _card(provenance)
+            card = card_for(provenance)
             if merged:
                 _merge_locally(unpacked, Path(out), provenance, base, card)
             else:
@@ -316,14 +313,6 @@ def _local_base(given, stored: str | None, fingerprint: str | None, need: str, s
     if base_model.fingerprint != fingerprint:
         raise BaseModelMismatch(f"{subject} for base fingerprint {str(fingerprint)[:12]}, not {base_model.short}")
     return base_model
-
-
-def _card(provenance: dict) -> str | None:
-    """The model card of a composition the server made (from the lineage it sent), if it sent one."""
-    from loradb.db.lineage import model_card
-
-    found = provenance.get("lineage")
-    return model_card(found, base=str(provenance.get("base")), method=str(provenance.get("method"))) if found else None
 
 
 def _merge_locally(adapter_dir: Path, out: Path, provenance: dict, base, card: str | None = None) -> None:
