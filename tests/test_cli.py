@@ -72,7 +72,8 @@ def test_list_show_json(filled, bert):
     code, out, _ = run("list", db, "--json")
     records = json.loads(out)
     assert code == 0 and [r["name"] for r in records] == ["cooking", "finance", "sports"]
-    assert set(records[0]) == {"id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private"}
+    assert set(records[0]) == {"id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private",
+                               "data_summary"}
     assert records[0]["owner"] is None and records[0]["private"] is False  # added locally, exact z
     assert [r["rank"] for r in records] == [2, 4, 6] and records[0]["n_samples"] == 5
     assert records[1]["meta"] == {"domain": "finance"} and records[0]["base"] == bert.name  # portable: never a local path

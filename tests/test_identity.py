@@ -11,6 +11,7 @@ from models import make_adapter, make_bert
 from conftest import forget_seen_bases
 from test_cli import TEXTS, run, write_jsonl
 
+from loradb.db.store.migrations import portable_base_names
 from loradb.db.store.sqlite import MIGRATIONS
 from loradb.lora.identity import hub_id_of_snapshot, legacy_portable, portable_name
 
@@ -98,7 +99,7 @@ def test_records_of_an_earlier_loradb_named_by_path_migrate(tmp_path, where):
     conn = sqlite3.connect(db / "index.sqlite")  # as schema 6 stored it: the base's local path
     conn.execute("UPDATE records SET base_name = ?", (str(model),))
     conn.execute("UPDATE spaces SET base_name = ?", (str(model),))
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(portable_base_names)}")  # the version before it
     conn.commit()
     conn.close()
     assert forget_seen_bases()  # a machine that never ran this loradb, in a fresh process: only the migration can tell

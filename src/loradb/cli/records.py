@@ -51,6 +51,36 @@ def cmd_add(args) -> int:
     return 0
 
 
+def _import_flags(p) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="PEFT adapter folders, folders of them, or hub-cache trees "
+                   "(models--org--name/snapshots/REV/)")
+    p.add_argument("--base", type=base_dir, help=f"the base model every adapter must fit: a directory or {BASE_NAMES} "
+                   "(default: each adapter's stated base, which must be on this machine)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata for every record added (repeatable; wins over the model cards')")
+
+
+@command("import", "add the adapters under folders or a hub cache, without their data (one line per adapter skipped)",
+         flags=_import_flags, url=False, json_flag=True)
+def cmd_import(args) -> int:
+    import sys
+
+    def skipped(path, reason) -> None:
+        if not args.json:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    with open_local(args.db, "import") as db:
+        report = db.import_adapters(args.paths, base=args.base, meta=parse_meta(args.meta), on_skip=skipped)
+    if args.json:
+        print_json({"added": [r.summary() for r in report.added],
+                    "skipped": [{"path": str(p), "reason": why} for p, why in report.skipped]})
+        return 0
+    for r in report.added:
+        print(f"added {r.name} as {r.id} (rank {r.rank}, {r.meta.get('source', '')}; no data summary: found by name)")
+    print(f"imported {len(report.added)} adapters, skipped {len(report.skipped)}")
+    return 0
+
+
 def _list_flags(p) -> None:
     p.add_argument("--base", help="records of this base model (its name or fingerprint)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="records with this metadata (repeatable: all)")
@@ -69,8 +99,9 @@ def cmd_list(args) -> int:
     if not records:
         print("no records")
     for r in records:
+        where = f"space {r.space_id}" if r.has_data else "no data summary"
         print(f"{r.id[:12]}  {r.name:<24} rank {r.rank:<4} n={r.n_samples if r.n_samples is not None else '?':<7} "
-              f"space {r.space_id}  {r.created[:19]}")
+              f"{where}  {r.created[:19]}")
     return 0
 
 

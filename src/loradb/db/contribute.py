@@ -51,15 +51,17 @@ class Contribution:
 
     adapter: LoraAdapter  # parsed from `weights`, config included
     weights: Path  # its adapter_model.safetensors
-    rep: Representation
+    rep: Representation | None  # None: added without its data (loradb import), so found by no data key
     name: str
     meta: dict
+    base_name: str = ""  # without `rep`: the base model's portable name and fingerprint
+    base_fingerprint: str = ""
 
 
 def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
                          meta: dict | None = None, base=None, recipe: dict | None = None, spaces: Sequence[dict] = (),
                          dp=None, task: dict | None = None, progress: bool = True,
-                         name_free: Callable[[str], None] | None = None) -> Contribution:
+                         name_free: Callable[[str], None] | None = None, without_data: bool = False) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
     Args:
@@ -71,8 +73,12 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
             key; default: the label prompts or instruction `loradb train` recorded beside it.
         name_free: raises when the database cannot take a record of this name (taken, or the
             caller may not add): asked before the data is encoded, which can take minutes.
+        without_data: store the adapter with no summary of its data (neither `data` nor `repr`):
+            it is then found by name, not by a data key.
     """
-    if (data is None) == (repr is None):
+    if without_data and (data is not None or repr is not None):
+        raise LoradbError("an adapter added without its data takes neither `data` nor `repr`")
+    if not without_data and (data is None) == (repr is None):
         raise LoradbError("give exactly one of `data` FILE or `repr` Z.npy")
     if dp is not None and data is None:
         raise LoradbError("`dp_epsilon` privatises z computed from `data`; a `repr` vector is stored as it was made")
@@ -83,7 +89,10 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     base_model = _base_for_adapter(adapter, base, adapter_dir)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
     task = as_task(task) if task is not None else trained_task(adapter_dir)
-    if data is not None:
+    rep: Representation | None
+    if without_data:
+        rep = None
+    elif data is not None:
         rep = represent_dataset(base_model.path, data, progress=progress, dp=dp, task=task,
                                 **(recipe or _existing_recipe(spaces, base_model)))
     else:
@@ -93,7 +102,8 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     if any(key in given for key in LICENCE_KEYS):  # the contributor's own statement of the licence wins
         composed.pop("licence", None)
     meta = {**validation_meta(adapter_dir), **composed, **given}
-    return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta)
+    return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta,
+                        base_name=base_model.name, base_fingerprint=base_model.fingerprint)
 
 
 def validation_meta(adapter_dir) -> dict[str, str]:

@@ -23,6 +23,7 @@ from loradb.models.locate import locate
 from loradb.db.lineage import lineage
 from loradb.db.listing import list_filtered
 from loradb.db.contribute import Contribution, prepare_contribution
+from loradb.db.importing import ImportReport, import_adapters
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
 from loradb.db.keysearch import nearest_by_key, no_records
@@ -31,7 +32,7 @@ from loradb.lora.merges import MergeSpec
 from loradb.errors import AccessDenied, BaseModelMismatch, Conflict, LoradbError, StoreError
 from loradb.retrieval.privacy import DPConfig
 from loradb.retrieval.represent import Representation
-from loradb.db.store.protocol import Record
+from loradb.db.store.protocol import Record, no_data_space
 from loradb.retrieval.targets import resolve_target
 from loradb.weighting.registry import DEFAULT_METHOD, compute_weights, zero_shot_method
 from loradb.weighting.scale import check_scale
@@ -186,6 +187,12 @@ class LoraDB:
                                             name_free=self.require_name_free)
         return self.store(contribution)
 
+    def import_adapters(self, paths: builtins.list[str | os.PathLike], *, base: str | os.PathLike | None = None,
+                        meta: dict | None = None, progress: bool = True, on_skip=None) -> ImportReport:
+        """Add every adapter under `paths` (PEFT folders, hub-cache trees) that fits its base, without
+        its data; skip the rest with a reason each (see importing.import_adapters)."""
+        return import_adapters(self, paths, base=base, meta=meta, progress=progress, on_skip=on_skip)
+
     def require_name_free(self, name: str) -> None:
         """Refuse a name a record already has (asked again under the write lock when storing)."""
         if self.index.name_taken(name):
@@ -200,14 +207,20 @@ class LoraDB:
 
     def store(self, c: Contribution, *, owner: str | None = None) -> Record:
         """Write a validated contribution: its blob first, then its index row, under the write lock."""
-        fingerprint = c.rep.space.base_fingerprint
-        base_name = legacy_portable(c.rep.base_name)  # a client of an earlier loradb may still send a path
+        rep = c.rep
+        if rep is None:  # without its data: no vector, in the base model's space of such records
+            fingerprint, base_name = c.base_fingerprint, c.base_name
+            space, z = no_data_space(fingerprint), np.zeros(0, dtype=np.float32)
+        else:
+            fingerprint = rep.space.base_fingerprint
+            base_name = legacy_portable(rep.base_name)  # a client of an earlier loradb may still send a path
+            space, z = rep.space.to_dict(), rep.z
         record = Record(
             id=uuid.uuid4().hex, name=c.name, base_name=base_name, base_fingerprint=fingerprint,
-            space=c.rep.space.to_dict(), z=c.rep.z, n_samples=c.rep.n_samples, rank=c.adapter.max_rank,
+            space=space, z=z, n_samples=rep.n_samples if rep else None, rank=c.adapter.max_rank,
             target_modules=c.adapter.target_modules, adapter_config={**c.adapter.config, "base_model_name_or_path": base_name},
-            blob_sha256="", meta=c.meta,
-            created=utc_now(), owner=owner, privacy=c.rep.privacy, var=c.rep.var, task=c.rep.task, task_z=c.rep.task_z,
+            blob_sha256="", meta=c.meta, created=utc_now(), owner=owner, privacy=rep.privacy if rep else None,
+            var=rep.var if rep else None, task=rep.task if rep else None, task_z=rep.task_z if rep else None,
         )
         with self.write_lock():
             self.require_name_free(c.name)

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from loradb.db.results import CheckReport
-from loradb.db.store.protocol import BlobStore, IndexStore
+from loradb.db.store.protocol import BlobStore, IndexStore, no_data_space
 from loradb.errors import Conflict, StoreError
 
 
@@ -36,6 +36,10 @@ def check(db: Stores) -> CheckReport:
         blob_problem = db.blobs.problem(r.blob_sha256)
         if blob_problem is not None:
             problems.append(f"{label}: {blob_problem}")
+        if not r.has_data:  # imported without its data: no vector, in its base's space of such records
+            if r.space_id != no_data_space(r.base_fingerprint)["id"]:
+                problems.append(f"{label}: it has no z but its space is {r.space_id}, not {no_data_space(r.base_fingerprint)['id']}")
+            continue
         if r.space_id not in spaces:
             problems.append(f"{label}: its representation space {r.space_id} is missing")
         elif spaces[r.space_id].get("dim") != r.z.shape[0]:

@@ -197,6 +197,7 @@ class RemoteDB:
         """Validate the adapter against the local base model, compute z here, upload both."""
         c = prepare_contribution(adapter_dir, data=data, repr=repr, name=name, meta=meta, base=base, recipe=recipe,
                                  spaces=self.spaces(), dp=dp, task=task, progress=progress, name_free=self._name_free)
+        assert c.rep is not None  # with data or repr, never without
         with open(c.weights, "rb") as weights:
             doc = self._request("POST", "/records", files={
                 "adapter_config": ("adapter_config.json", json.dumps(c.adapter.config).encode(), "application/json"),

@@ -23,7 +23,7 @@ TOKEN_ENV = "LORADB_TOKEN"
 ARCHIVE_TYPE = "application/x-tar"
 ARCHIVE_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROVENANCE_NAME)  # what any client version accepts (no model card:
 # the client writes that from loradb_compose.json's lineage)
-SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private")
+SUMMARY_KEYS = ("id", "name", "base", "space", "rank", "n_samples", "meta", "created", "owner", "private", "data_summary")
 
 
 def representation_doc(rep: Representation) -> dict:
@@ -58,6 +58,7 @@ class RemoteRecord:
         self.rank, self.n_samples, self.owner = doc.get("rank"), doc.get("n_samples"), doc.get("owner")
         self.space_id, self.created = doc.get("space", ""), doc.get("created", "")
         self.privacy = doc.get("privacy")
+        self.has_data = doc.get("data_summary", True)  # a server before loradb import sent none: every record had z
         # what a composition's lineage reads of its parts (db/lineage.py)
         self.meta, self.base_name, self.base_fingerprint = doc.get("meta") or {}, doc.get("base"), doc.get("base_fingerprint")
 

@@ -96,6 +96,8 @@ MIGRATIONS: list[str | Callable] = [
     """,
 ]
 MIGRATIONS.append(portable_base_names)  # base models named portably, not by a machine-local path
+# 8: records added without their data (imported adapters) have no z: pgvector has no empty vector
+MIGRATIONS.append("ALTER TABLE records ALTER COLUMN z DROP NOT NULL;")
 
 HNSW_MAX_DIM = 2000  # pgvector indexes vectors up to this many dimensions
 EXACT_BELOW = 20_000  # spaces smaller than this are searched exactly
@@ -167,7 +169,7 @@ class PgIndex(SharedStatements):
     CODEPOINT_NAME = 'name COLLATE "C"'  # the database's own collation may be a locale's
 
     def _vector(self, raw) -> np.ndarray:
-        return unpack_vector(raw)
+        return np.zeros(0, dtype=np.float32) if raw is None else unpack_vector(raw)  # NULL: a record without data
 
     def _chunks(self, sql: str, params: tuple) -> Iterator[list]:
         return server_chunks(self.conn, sql, params)
@@ -269,7 +271,7 @@ class PgIndex(SharedStatements):
 
     def _row(self, row) -> Record:
         return Record(id=row[0], name=row[1], base_name=row[2], base_fingerprint=row[3],
-                      space=self._space_recipe(row[4]), z=unpack_vector(row[5]), n_samples=row[6], rank=row[7],
+                      space=self._space_recipe(row[4]), z=self._vector(row[5]), n_samples=row[6], rank=row[7],
                       target_modules=row[8], adapter_config=row[9], meta=row[10], blob_sha256=row[11], created=row[12],
                       owner=row[13], privacy=row[14], var=unpack_vector(row[15]) if row[15] else None, task=row[16],
                       task_z=unpack_vector(row[17]) if row[17] else None)
@@ -290,7 +292,7 @@ class PgIndex(SharedStatements):
                         "INSERT INTO spaces (id, base_name, base_fingerprint, recipe, dim) VALUES (%s, %s, %s, %s, %s) "
                         "ON CONFLICT (id) DO NOTHING",
                         (record.space_id, record.base_name, record.base_fingerprint, Jsonb(record.space), dim))
-                    if dim <= HNSW_MAX_DIM:
+                    if 0 < dim <= HNSW_MAX_DIM:  # a record without data (dim 0) has no vector to index
                         self.conn.execute(_hnsw_index_sql(dim))
                     self.conn.execute(_BUMP)
                     self.conn.execute(
@@ -298,7 +300,7 @@ class PgIndex(SharedStatements):
                         "target_modules, adapter_config, meta, blob_sha256, created, owner, privacy, z_var, task, task_z) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s::vector)",
                         (record.id, record.name, record.base_name, record.base_fingerprint, record.space_id, dim,
-                         vector_literal(record.z), record.n_samples, record.rank, Jsonb(record.target_modules),
+                         vector_literal(record.z) if dim else None, record.n_samples, record.rank, Jsonb(record.target_modules),
                          Jsonb(record.adapter_config), Jsonb(record.meta), record.blob_sha256, record.created, record.owner,
                          Jsonb(record.privacy) if record.privacy else None,
                          None if record.var is None else vector_literal(record.var), Jsonb(record.task) if record.task else None,
@@ -325,8 +327,9 @@ class PgIndex(SharedStatements):
             self.conn.execute("DELETE FROM spaces s WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.space_id = s.id)")
 
     def spaces(self, with_counts: bool = True) -> list[dict]:
+        """As SqliteIndex.spaces: not the spaces of records without data."""
         sizes = self.space_sizes() if with_counts else {}
-        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces WHERE dim > 0 ORDER BY id").fetchall()
         return [{**recipe, "base_name": base, "records": sizes.get(sid, 0) if with_counts else None} for sid, recipe, base in rows]
 
     def space_sizes(self) -> dict[str, int]:

@@ -15,6 +15,17 @@ if TYPE_CHECKING:
     from loradb.retrieval.keys import KeyInputs, References
 
 
+NO_DATA = "no-data"  # the kind of a base model's space of records added without their data
+
+
+def no_data_space(base_fingerprint: str) -> dict:
+    """The space of a base model's records that have no summary of their data (imported
+    adapters): no vector, so no search by z ever reaches them; they are found by name,
+    listed, shown, exported and composed with given weights. Its id cannot collide with a
+    data space's (those are 16 hex digits)."""
+    return {"id": f"{NO_DATA}-{base_fingerprint[:16]}", "kind": NO_DATA, "base_fingerprint": base_fingerprint, "dim": 0}
+
+
 @dataclass
 class Record:
     """One adapter in the database, with the representation of the data it was trained on."""
@@ -24,7 +35,7 @@ class Record:
     base_name: str
     base_fingerprint: str
     space: dict  # the representation space (Space.to_dict())
-    z: np.ndarray  # (dim,), float32
+    z: np.ndarray  # (dim,), float32; (0,) for a record added without its data (no_data_space)
     n_samples: int | None
     rank: int  # the largest module rank
     target_modules: list[str]
@@ -43,22 +54,30 @@ class Record:
         return self.space["id"]
 
     @property
+    def has_data(self) -> bool:
+        """Whether the record carries a summary of its training data (z): one imported without
+        its data has none and is found by no data key."""
+        return self.z.shape[0] > 0
+
+    @property
     def keys(self) -> list[str]:
         """The retrieval keys this record can be found by (retrieval/keys.py)."""
         from loradb.retrieval.keys import supported_keys
 
+        if not self.has_data:
+            return []
         return supported_keys(has_var=self.var is not None, has_task=self.task_z is not None)
 
     def summary(self) -> dict:
         """The fields `loradb list --json` prints."""
         return {"id": self.id, "name": self.name, "base": self.base_name, "space": self.space_id, "rank": self.rank,
                 "n_samples": self.n_samples, "meta": self.meta, "created": self.created, "owner": self.owner,
-                "private": self.privacy is not None}
+                "private": self.privacy is not None, "data_summary": self.has_data}
 
     def details(self) -> dict:
         """Everything `loradb show --json` prints."""
         return {**self.summary(), "base_fingerprint": self.base_fingerprint, "space_recipe": self.space,
-                "dim": int(self.z.shape[0]), "z_norm": float(np.linalg.norm(self.z)),
+                "dim": int(self.z.shape[0]), "z_norm": float(np.linalg.norm(self.z)) if self.has_data else None,
                 "target_modules": self.target_modules, "blob_sha256": self.blob_sha256,
                 "adapter_config": self.adapter_config, "privacy": self.privacy, "task": self.task, "keys": self.keys}
 

@@ -104,6 +104,12 @@ MIGRATIONS.append(
     # 7: base models named portably (a hub id, a packaged name), not by a machine-local path
     portable_base_names
 )
+MIGRATIONS.append(
+    # 8: records added without their data (imported adapters) live in a space of dimension 0 that
+    # searches never read; the version moves so that an older loradb, which would take such a
+    # space for a space of vectors, refuses the database instead
+    "CREATE INDEX IF NOT EXISTS spaces_dim ON spaces(dim);"
+)
 # bumped inside every transaction that adds or deletes records: caches of the vectors
 # compare it to know they are current, across connections and processes
 _BUMP = "UPDATE state SET value = value + 1 WHERE key = 'generation'"
@@ -288,9 +294,10 @@ class SqliteIndex(SharedStatements):
             raise
 
     def spaces(self, with_counts: bool = True) -> list[dict]:
-        """Every space with its recipe, base name and (unless not wanted: it costs a scan) record count."""
+        """Every space of data summaries with its recipe, base name and (unless not wanted: it costs
+        a scan) record count; not the spaces of records without data (protocol.no_data_space)."""
         sizes = self.space_sizes() if with_counts else {}
-        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT id, recipe, base_name FROM spaces WHERE dim > 0 ORDER BY id").fetchall()
         return [{**json.loads(recipe), "base_name": base, "records": sizes.get(sid, 0) if with_counts else None}
                 for sid, recipe, base in rows]
 

@@ -88,6 +88,7 @@ function metaTags(meta) {
 
 function privacyText(record) {
   const p = record.privacy;
+  if (record.data_summary === false) return "no data summary (imported)";
   if (!p) return record.private ? "private" : "exact mean";
   return "DP ε=" + p.epsilon + ", δ=" + p.delta;
 }

@@ -1,0 +1,207 @@
+"""`loradb import`: the adapters a team already has, added in bulk without their data.
+
+Walks plain PEFT folders and Hugging Face hub-cache trees (`models--org--name/snapshots/REV/`),
+checks each adapter against its base model (by fingerprint where the stated base is on this
+machine, by name otherwise, and by layer shapes always), and adds each that fits as a record
+without a data summary (protocol.no_data_space): listed, shown, exported and composed by name,
+found by no data key. Each adapter that does not fit is skipped with one line saying why.
+Re-running adds nothing: an adapter whose weights the database already holds is skipped.
+
+Metadata comes from what the folder holds: the model card's front matter (licence, datasets,
+tags, base model, language), `loradb_training.json` (through prepare_contribution), and for a
+hub snapshot its repository and revision (`source`, `hub_revision`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loradb.db.contribute import check_name, prepare_contribution
+from loradb.db.lineage import LICENCE_KEYS
+from loradb.db.store.protocol import Record
+from loradb.errors import LoradbError, StoreError
+from loradb.io.files import sha256_file
+from loradb.lora.adapter import CONFIG_NAME, FINGERPRINT_KEY, WEIGHTS_NAME, read_adapter
+from loradb.lora.base import BaseModel, load_base
+from loradb.lora.identity import HUB_ID, legacy_portable
+from loradb.models.locate import locate
+
+CARD_NAME = "README.md"  # a hub repository's model card: YAML front matter between '---' lines
+CARD_FIELDS = {"license": "license", "datasets": "datasets", "tags": "tags", "base_model": "card_base_model",
+               "language": "language"}  # front matter key -> record metadata key
+
+
+@dataclass(frozen=True)
+class Found:
+    """An adapter folder met by the walk, with the record name it would get and where it came from."""
+
+    path: Path
+    name: str
+    source: str  # "hub:org/name@REV" or the folder
+    revision: str | None = None  # a hub snapshot's commit
+
+
+@dataclass
+class ImportReport:
+    """What an import added and what it skipped, each skipped folder with the reason."""
+
+    added: list[Record] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _hub_parts(path: Path) -> tuple[str, str, tuple[str, ...]] | None:
+    """(repo id, revision, subfolder parts) of a folder inside a hub-cache snapshot, else None."""
+    parts = path.parts
+    for i in range(1, len(parts) - 1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            repo = parts[i - 1][len("models--"):].replace("--", "/", 1)
+            if HUB_ID.match(repo):
+                return repo, parts[i + 1], parts[i + 2:]
+    return None
+
+
+def adapter_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Every folder holding an adapter_config.json under `paths` (each a folder), in a fixed
+    order; symlinked folders are not followed (a hub cache links files, never folders)."""
+    found: set[Path] = set()
+    for root in paths:
+        root = Path(root)
+        if not root.is_dir():
+            raise LoradbError(f"{root}: not a folder; pass PEFT adapter folders or a hub-cache tree")
+        for here, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in ("blobs", ".no_exist") and not d.startswith(".git"))
+            if CONFIG_NAME in files:
+                found.add(Path(here).absolute())
+    return sorted(found)
+
+
+def name_adapters(folders: list[Path]) -> list[Found]:
+    """The record name and source of each folder: a hub snapshot's repository ("org--name"; with
+    its subfolder, and its revision when the walk met several of that repository), or the
+    folder's name (with its parent's when two folders share it)."""
+    hub = {f: _hub_parts(f) for f in folders}
+    revisions: dict[str, set[str]] = {}
+    for parts in hub.values():
+        if parts:
+            revisions.setdefault(parts[0], set()).add(parts[1])
+    plain_names = [f.name for f in folders if not hub[f]]
+    out = []
+    for f in folders:
+        parts = hub[f]
+        if parts:
+            repo, rev, sub = parts
+            name = repo.replace("/", "--") + "".join(f"-{s}" for s in sub)
+            if len(revisions[repo]) > 1:
+                name += f"@{rev[:12]}"
+            out.append(Found(f, name, f"hub:{repo}@{rev}", rev))
+        else:
+            name = f.name if plain_names.count(f.name) == 1 else f"{f.parent.name}--{f.name}"
+            out.append(Found(f, name, str(f)))
+    return out
+
+
+def card_meta(folder: Path) -> dict[str, str]:
+    """The model card's front matter fields the record keeps (lists joined by ", "); {} when the
+    folder has no card or its front matter is not YAML a mapping."""
+    import yaml
+
+    card = folder / CARD_NAME
+    try:
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return {}
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---" or "---" not in (s.strip() for s in lines[1:]):
+        return {}
+    end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    try:
+        front = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(front, dict):
+        return {}
+    out = {}
+    for key, meta_key in CARD_FIELDS.items():
+        value = front.get(key)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value if v is not None)
+        if isinstance(value, (str, int, float)) and str(value).strip():
+            out[meta_key] = str(value).strip().replace("\x00", "")
+    return out
+
+
+def _stated_base_problem(found: Found, chosen: BaseModel) -> str | None:
+    """Why an adapter seems made for another base than `chosen`, judged by what it states: the
+    stated base, when on this machine, must have the chosen fingerprint; when not, its name must
+    be the chosen base's. (Layer shapes are checked after, for every adapter.)"""
+    adapter = read_adapter(found.path)
+    stated = adapter.base_model_name_or_path
+    if not stated:
+        return None
+    located = locate(stated, adapter.metadata.get(FINGERPRINT_KEY), build_packaged=False)
+    if located is not None:
+        fingerprint = load_base(located).fingerprint
+        return None if fingerprint == chosen.fingerprint else f"made for base model {legacy_portable(stated)} " \
+            f"(fingerprint {fingerprint[:12]}), not {chosen.name} ({chosen.fingerprint[:12]})"
+    if legacy_portable(stated) != chosen.name:
+        return (f"made for base model {legacy_portable(stated)}, which is not on this machine to compare with "
+                f"{chosen.name} by fingerprint")
+    return None
+
+
+def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.PathLike | None = None,
+                    meta: dict | None = None, progress: bool = True,
+                    on_skip: Callable[[Path, str], None] | None = None) -> ImportReport:
+    """Add every adapter under `paths` that fits, without its data.
+
+    Args:
+        db: a LoraDB.
+        paths: PEFT adapter folders, folders of them, or hub-cache trees.
+        base: the base model every adapter must fit (default: each adapter's stated base, which
+            must then be on this machine).
+        meta: metadata for every record added (wins over what the folders say).
+        on_skip: called with (folder, reason) as each adapter is skipped.
+    Returns:
+        The records added and the folders skipped with their reasons.
+    """
+    from tqdm.auto import tqdm
+
+    found = name_adapters(adapter_folders(paths))
+    if not found:
+        raise LoradbError(f"no adapter ({CONFIG_NAME}) under {', '.join(str(p) for p in paths)}")
+    chosen = load_base(base) if base is not None else None
+    held_blobs = db.index.blob_refs()
+    report = ImportReport()
+
+    def skip(f: Found, reason: str) -> None:
+        report.skipped.append((f.path, reason))
+        if on_skip is not None:
+            on_skip(f.path, reason)
+
+    for f in tqdm(found, desc="import", unit="adapter", disable=None if progress else True):
+        try:
+            weights = f.path / WEIGHTS_NAME
+            sha = sha256_file(weights) if weights.is_file() else None
+            if sha is not None and sha in held_blobs:
+                skip(f, "the database already holds these weights")
+                continue
+            check_name(f.name)
+            problem = _stated_base_problem(f, chosen) if chosen is not None else None
+            if problem:
+                skip(f, problem)
+                continue
+            given = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {})}
+            if any(k in (meta or {}) for k in LICENCE_KEYS):
+                given.pop("license", None)
+            contribution = prepare_contribution(f.path, name=f.name, meta={**given, **(meta or {})}, base=base,
+                                                without_data=True, progress=False, name_free=db.require_name_free)
+            report.added.append(db.store(contribution))
+            held_blobs.add(report.added[-1].blob_sha256)
+        except StoreError:  # the database itself failed: stop, as any command would
+            raise
+        except (LoradbError, OSError) as e:  # unreadable, another base, a name taken: skipped, the rest go on
+            skip(f, str(e).splitlines()[0])
+    return report

@@ -1,0 +1,188 @@
+"""loradb import: a hub-cache tree and plain PEFT folders brought in without their data; the
+adapters that fit are added (found by name, composable), the rest named with a reason, and a
+second run adds nothing. Records without data live beside records with data: every search by
+a data key still finds only the latter."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from models import make_adapter
+from test_cli import TEXTS, run, snapshot, write_jsonl
+
+CARD = """---
+license: apache-2.0
+datasets:
+- acme/recipes
+- acme/menus
+tags: [cooking, lora]
+base_model: {base}
+---
+# cooking LoRA
+"""
+
+
+def _as_hub_snapshot(adapter: Path, cache: Path, repo: str, revision: str, card: str | None = None) -> Path:
+    """The adapter laid out as huggingface_hub caches it: files in blobs/, linked from snapshots/REV/."""
+    org, name = repo.split("/")
+    root = cache / f"models--{org}--{name}"
+    snap = root / "snapshots" / revision
+    snap.mkdir(parents=True)
+    (root / "blobs").mkdir(exist_ok=True)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+    files = {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()}
+    if card is not None:
+        files["README.md"] = card.encode()
+    for fname, content in files.items():
+        import hashlib
+
+        blob = root / "blobs" / hashlib.sha256(content).hexdigest()
+        blob.write_bytes(content)
+        (snap / fname).symlink_to(Path("../../blobs") / blob.name)
+    return snap
+
+
+@pytest.fixture
+def library(bert, bert_other_weights, bert_wider, tmp_path):
+    """A hub cache (two revisions of one adapter, one for another base, a broken one, a copy of
+    another's weights) and plain folders (one that fits, one of other layer shapes)."""
+    made = tmp_path / "made"
+    cooking_1 = make_adapter(bert, made / "cooking-1", seed=1)
+    cooking_2 = make_adapter(bert, made / "cooking-2", seed=2)
+    other = make_adapter(bert_other_weights, made / "other", seed=3)
+    cache = tmp_path / "hub"
+    _as_hub_snapshot(cooking_1, cache, "acme/cooking-lora", "a" * 40, CARD.format(base=bert.name))
+    _as_hub_snapshot(cooking_2, cache, "acme/cooking-lora", "b" * 40)
+    _as_hub_snapshot(other, cache, "acme/other-base-lora", "c" * 40)
+    broken = _as_hub_snapshot(cooking_2, cache, "acme/broken-lora", "d" * 40)
+    (broken / "adapter_model.safetensors").unlink()
+    (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    _as_hub_snapshot(cooking_1, cache, "acme/copy-lora", "e" * 40)  # the same weights as acme/cooking-lora@aaa
+    plain = tmp_path / "plain"
+    make_adapter(bert, plain / "finance-lora", seed=4)
+    wide = make_adapter(bert_wider, plain / "wide-lora", seed=5)
+    config = json.loads((wide / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = bert.name  # says it is for bert, by a name only: its shapes must tell
+    (wide / "adapter_config.json").write_text(json.dumps(config))
+    return cache, plain, tmp_path
+
+
+def test_import_hub_cache_and_folders(library, bert):
+    cache, plain, tmp = library
+    db = tmp / "db"
+    assert run("init", db)[0] == 0
+    code, out, err = run("import", db, cache, plain, "--base", bert)
+    assert code == 0, err
+    added = sorted(line.split()[1] for line in out.splitlines() if line.startswith("added "))
+    assert added == ["acme--cooking-lora@aaaaaaaaaaaa", "acme--cooking-lora@bbbbbbbbbbbb", "finance-lora"], out
+    assert "imported 3 adapters, skipped 4" in out
+    skipped = {line.split(": ", 1)[0].removeprefix("skipped "): line.split(": ", 1)[1] for line in err.splitlines()
+               if line.startswith("skipped ")}
+    reason = {Path(path).parts[-3] if "snapshots" in path else Path(path).name: why for path, why in skipped.items()}
+    assert set(reason) == {"models--acme--other-base-lora", "models--acme--broken-lora", "models--acme--copy-lora", "wide-lora"}
+    assert reason["models--acme--other-base-lora"].startswith("made for base model ")  # located, another fingerprint
+    assert "safetensors" in reason["models--acme--broken-lora"]
+    assert reason["models--acme--copy-lora"] == "the database already holds these weights"
+    assert "updates a 48x48 weight" in reason["wide-lora"] and "is 32x32" in reason["wide-lora"]  # its layer shapes
+
+    # what the folders said is kept: the card's front matter, the hub repository and revision
+    code, out, _ = run("show", db, "acme--cooking-lora@aaaaaaaaaaaa", "--json")
+    shown = json.loads(out)
+    assert shown["data_summary"] is False and shown["dim"] == 0 and shown["keys"] == []
+    assert shown["meta"] == {"license": "apache-2.0", "datasets": "acme/recipes, acme/menus", "tags": "cooking, lora",
+                             "card_base_model": bert.name, "source": f"hub:acme/cooking-lora@{'a' * 40}",
+                             "hub_revision": "a" * 40}
+    assert shown["base"] == bert.name
+    code, out, _ = run("list", db)
+    assert code == 0 and out.count("no data summary") == 3
+
+    # a second run adds nothing: every adapter is skipped, with its reason
+    before = snapshot(db)
+    code, out, err = run("import", db, cache, plain, "--base", bert)
+    assert code == 0 and "imported 0 adapters, skipped 7" in out, out + err
+    assert err.count("the database already holds these weights") == 4
+    assert snapshot(db) == before
+    assert run("check", db)[0] == 0
+
+
+def test_records_without_data_beside_records_with_data(library, bert):
+    """A mixed library: data keys search only the records with z; the imported ones are composed by
+    name (the composition's lineage carries the card's licence), exported, removed."""
+    cache, plain, tmp = library
+    db = tmp / "db"
+    assert run("init", db)[0] == 0
+    assert run("import", db, plain / "finance-lora", "--base", bert, "--meta", "team=risk")[0] == 0
+    data_adapter = make_adapter(bert, tmp / "cooking-data", seed=9)
+    code, _, err = run("add", db, data_adapter, "--data", write_jsonl(tmp / "cooking.jsonl", TEXTS["cooking"]), "--name", "cooking")
+    assert code == 0, err
+    target = write_jsonl(tmp / "target.jsonl", TEXTS["finance"])
+    for key in ("raw-l2", "cosine", "centered-cosine"):
+        code, out, err = run("search", db, "--data", target, "-k", 5, "--key", key, "--json")
+        assert code == 0, err
+        assert [r["name"] for r in json.loads(out)["results"]] == ["cooking"], key  # never the record without z
+    code, out, err = run("compose", db, "--weights", "finance-lora=0.5", "cooking=0.5", "--out", tmp / "blend")
+    assert code == 0, err
+    parts = json.loads((tmp / "blend" / "loradb_compose.json").read_text())["lineage"]["parts"]
+    assert [p["name"] for p in parts] == ["finance-lora", "cooking"] and parts[0]["source"] == str((plain / "finance-lora").absolute())
+    assert run("export", db, "finance-lora", "--out", tmp / "exported")[0] == 0
+    assert (tmp / "exported" / "adapter_model.safetensors").read_bytes() == (plain / "finance-lora" / "adapter_model.safetensors").read_bytes()
+    code, out, _ = run("show", db, "finance-lora", "--json")
+    assert json.loads(out)["meta"]["team"] == "risk"
+    assert run("check", db)[0] == 0
+    assert run("remove", db, "finance-lora")[0] == 0 and run("check", db)[0] == 0
+
+
+def test_import_refuses_what_it_cannot_read(tmp_path, bert):
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    before = snapshot(db)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run("import", db, tmp_path / "empty", "--base", bert)
+    assert code == 2 and "no adapter (adapter_config.json) under" in err
+    code, _, err = run("import", db, tmp_path / "missing", "--base", bert)
+    assert code == 2 and "not a folder" in err
+    assert snapshot(db) == before
+
+
+def test_import_without_base_needs_the_stated_base(tmp_path, bert):
+    """Without --base each adapter's own stated base is used, and must be on this machine."""
+    plain = tmp_path / "plain"
+    make_adapter(bert, plain / "here", seed=1)
+    gone = make_adapter(bert, plain / "elsewhere", seed=2)
+    config = json.loads((gone / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "acme/not-on-this-machine"
+    (gone / "adapter_config.json").write_text(json.dumps(config))
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    code, out, err = run("import", db, plain)
+    assert code == 0 and "imported 1 adapters, skipped 1" in out, out + err
+    assert "skipped " + str((plain / "elsewhere").absolute()) + ": adapter" in err and "not on this machine" in err
+    shutil.rmtree(plain / "elsewhere")
+
+
+def test_records_without_data_in_both_backends(location, bert, tmp_path):
+    """SQLite and PostgreSQL (whose vector type has no empty value) keep a record without data:
+    read back whole, counted by check, never met by a search, gone with remove."""
+    from loradb.db.database import LoraDB
+
+    plain = tmp_path / "plain"
+    make_adapter(bert, plain / "imported", seed=1)
+    data_adapter = make_adapter(bert, tmp_path / "with-data", seed=2)
+    code, out, err = run("import", location, plain, "--base", bert)
+    assert code == 0 and "imported 1 adapters, skipped 0" in out, out + err
+    code, _, err = run("add", location, data_adapter, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["sports"]),
+                       "--name", "sports")
+    assert code == 0, err
+    with LoraDB(location) as db:
+        record = db.get("imported")
+        assert not record.has_data and record.z.shape == (0,) and record.space_id.startswith("no-data-")
+        assert [s["records"] for s in db.spaces()] == [1]  # only the space of vectors
+        assert sorted(r.name for r in db.list()) == ["imported", "sports"]
+        hits = db.search(data=tmp_path / "d.jsonl", k=5).hits
+        assert [h.record.name for h in hits] == ["sports"]
+        assert db.check().clean
+    assert run("remove", location, "imported")[0] == 0
+    code, out, _ = run("check", location)
+    assert code == 0 and "1 records; clean" in out
