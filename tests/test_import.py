@@ -90,7 +90,7 @@ def test_import_hub_cache_and_folders(library, bert):
     # what the folders said is kept: the card's front matter, the hub repository and revision
     code, out, _ = run("show", db, "acme--cooking-lora@aaaaaaaaaaaa", "--json")
     shown = json.loads(out)
-    assert shown["data_summary"] is False and shown["dim"] == 0 and shown["keys"] == []
+    assert shown["data_summary"] is False and shown["dim"] == 0 and shown["keys"] == ["arrow"]
     assert shown["meta"] == {"license": "apache-2.0", "datasets": "acme/recipes, acme/menus", "tags": "cooking, lora",
                              "card_base_model": bert.name, "source": f"hub:acme/cooking-lora@{'a' * 40}",
                              "hub_revision": "a" * 40}

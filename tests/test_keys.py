@@ -11,7 +11,7 @@ from test_cli import TEXTS, run
 
 from loradb.db.database import LoraDB
 from loradb.errors import LoradbError
-from loradb.retrieval.keys import KEYS, RAW_L2, KeyInputs, choose_key, key_distances
+from loradb.retrieval.keys import ARROW, KEYS, RAW_L2, KeyInputs, choose_key, key_distances
 from loradb.retrieval.represent import represent_texts, save_representation, task_spec
 
 DIM = 32  # the tiny BERT's hidden size
@@ -116,7 +116,7 @@ def test_database_chooses_its_key_and_search_uses_it(bert, tmp_path):
     for key in KEYS:  # every key runs on the database path and ranks all records
         got = db.search(repr=target, k=10, method="uniform", key=key, progress=False)
         assert len(got.hits) == 10 and got.params["key"] == key
-    assert set(db.get("A0").details()["keys"]) == set(KEYS)
+    assert set(db.get("A0").details()["keys"]) == {*KEYS, ARROW}
     db.close()
     code, out, err = run("search", tmp_path / "db", "--repr", target, "-k", "1", "--key", "raw-l2", "--json")
     assert code == 0, err and json.loads(out)["results"][0]["name"] == "hub"

@@ -48,7 +48,7 @@ def test_records_from_before_retrieval_keys_keep_working_with_raw_l2(bert, tmp_p
     code, out, err = run("show", db, "old0", "--json")
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["keys"] == ["raw-l2", "cosine", "centered-cosine"] and shown["task"] is None
+    assert shown["keys"] == ["raw-l2", "cosine", "centered-cosine", "arrow"] and shown["task"] is None
     code, out, err = run("search", db, "--data", data, "-k", "2", "--json")
     assert code == 0, err
     assert json.loads(out)["params"]["key"] == "raw-l2" and len(json.loads(out)["results"]) == 2

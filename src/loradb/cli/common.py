@@ -123,9 +123,9 @@ def base_dir(value: str) -> str:
 
 
 def key_names() -> list[str]:
-    from loradb.retrieval.keys import KEYS
+    from loradb.retrieval.keys import key_names as names
 
-    return list(KEYS)
+    return names()
 
 
 def add_task_flags(p, what: str) -> None:

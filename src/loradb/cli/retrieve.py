@@ -172,16 +172,17 @@ def _parse_rank(args) -> tuple[int | None, float | None]:
 
 @command("list", "the retrieval keys, and each space's chosen one", group="key", url=False, json_flag=True)
 def cmd_key_list(args) -> int:
-    from loradb.retrieval.keys import KEYS
+    from loradb.retrieval.keys import DATA_FREE_KEYS, KEYS
 
     with open_local(args.db, "key list") as db:
         spaces = [{"space": sp["id"], "records": sp["records"], "default_key": db.default_key(sp["id"])}
                   for sp in db.spaces()]
+    helps = {**{k.name: k.help for k in KEYS.values()}, **DATA_FREE_KEYS}
     if args.json:
-        print_json({"keys": {k.name: k.help for k in KEYS.values()}, "spaces": spaces})
+        print_json({"keys": helps, "spaces": spaces})
         return 0
-    for k in KEYS.values():
-        print(f"{k.name:<16} {k.help}")
+    for name, help in helps.items():
+        print(f"{name:<16} {help}")
     for sp in spaces:
         print(f"space {sp['space']} ({sp['records']} records): default key {sp['default_key'] or 'raw-l2 (none chosen)'}")
     return 0

@@ -24,6 +24,7 @@ from loradb.db.lineage import lineage
 from loradb.db.listing import list_filtered
 from loradb.db.contribute import Contribution, prepare_contribution
 from loradb.db.importing import ImportReport, import_adapters
+from loradb.db.arrowsearch import arrow_search
 from loradb.db.uploads import check_upload
 from loradb.db import maintenance
 from loradb.db.keysearch import nearest_by_key, no_records
@@ -310,7 +311,9 @@ class LoraDB:
             temperature: lambda_1 of similarity (None: automatic, see weighting/formulas.py).
             l1: lambda_2 of sparse (None: automatic).
             key: the retrieval key (keys.KEYS; default: the space's chosen key, else raw-l2);
-                ranking and weights both use its geometry.
+                ranking and weights both use its geometry. `arrow` (keys.DATA_FREE_KEYS) ranks
+                every record of the base model, those without data too, by its weights against
+                the texts of `data` (uniform, nearest or similarity weights; no fit check).
             task: the target's task (represent.task_spec), for the task keys.
             scale: s of theta0 + s * sum_i w_i delta_i: every weight multiplied by it (default 1);
                 the update's size apart from which adapters are chosen (see weighting/scale.py).
@@ -318,14 +321,19 @@ class LoraDB:
             SearchResult: hits (nearest first) with distances and weights, and the residual.
         """
         from loradb.retrieval.fit import decide
-        from loradb.retrieval.keys import RAW_L2, get_key
+        from loradb.retrieval.keys import ARROW, RAW_L2, get_key
 
         zero_shot_method(method)
         check_scale(scale)
-        if key is not None:
+        if key is not None and key != ARROW:
             get_key(key)
         if k < 1:
             raise LoradbError(f"`k` must be at least 1, got {k}")
+        if key == ARROW:  # the data-free key: every record of the base, with or without z (db/arrowsearch.py)
+            if repr is not None or target is not None or dp is not None:
+                raise LoradbError(f"retrieval key {ARROW} reads the target's texts (`data`), not a representation")
+            return arrow_search(self, data=data, base=base, k=k, method=method, temperature=temperature, scale=scale,
+                                progress=progress)
         spaces = self.index.spaces()  # read once: the target's space, and its record count for the fit
         target = resolve_target(spaces, data=data, repr=repr, target=target, base=base, space=space, dp=dp,
                                 task=task, progress=progress)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 
 from loradb.errors import LoradbError
+from loradb.db.arrowsearch import ARROW_TEXTS
 from loradb.retrieval.keys import get_key
 from loradb.models.train import TrainConfig
 from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT, get_method
@@ -65,7 +66,7 @@ class EvalConfig:
     k_sweep: tuple[int, ...] = ()  # also run k_sweep_methods at these k
     k_sweep_methods: tuple[str, ...] = ("uniform", "similarity", "sparse")
     transfer: bool | None = None  # every single adapter on every domain; None: up to FULL_TRANSFER_UP_TO domains
-    arrow_texts: int = 64  # unlabeled target inputs the arrow router reads
+    arrow_texts: int = ARROW_TEXTS  # unlabeled target inputs the arrow router reads (as the data-free key does)
     test_examples: int | None = None  # score on a seeded sample of at most this many test examples (None: all)
     # z of a target from its unlabeled test texts *not* scored: the test split is shuffled (seeded),
     # at most test_examples (and at most half) are scored, the rest only make z

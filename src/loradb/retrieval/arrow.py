@@ -41,13 +41,19 @@ def arrow_scores(model, tokenizer, texts: Sequence[str], adapters: Sequence, *, 
     Returns:
         (len(adapters),) scores; larger means the adapter's directions are more present.
     """
+    return arrow_scores_of(model, tokenizer, texts, [arrows(a) for a in adapters], max_length=max_length,
+                           batch_size=batch_size)
+
+
+def arrow_scores_of(model, tokenizer, texts: Sequence[str], vectors: Sequence[dict[str, np.ndarray]], *,
+                    max_length: int = 128, batch_size: int = 32) -> np.ndarray:
+    """arrow_scores from each adapter's arrows (module -> unit vector), already computed."""
     import torch
 
     from loradb.lora.base import find_module
 
-    vectors = [arrows(a) for a in adapters]
     modules = sorted({name for v in vectors for name in v})
-    sums = {name: np.zeros(len(adapters)) for name in modules}  # sum over tokens of |h . v_i|
+    sums = {name: np.zeros(len(vectors)) for name in modules}  # sum over tokens of |h . v_i|
     tokens = 0
     mask_now: dict = {}
 
@@ -80,3 +86,28 @@ def arrow_scores(model, tokenizer, texts: Sequence[str], adapters: Sequence, *, 
 def arrow_select(scores: np.ndarray, k: int) -> list[int]:
     """Indices of the k highest scores (ties: the earlier index)."""
     return [int(i) for i in np.lexsort((np.arange(len(scores)), -scores))[:k]]
+
+
+def arrow_weights(method: str, scores: np.ndarray, temperature: float | None = None) -> tuple[np.ndarray, dict]:
+    """Weights of the top-k adapters (scores best first) under the data-free key: uniform (Arrow's
+    own use of its dataset-level score), nearest, or similarity, a softmax of the scores at
+    temperature T (default: their standard deviation over the k, so the spread of the scores
+    sets how sharp it is; equal scores give equal weights). The methods that fit vectors of a
+    shared space (linear, sparse) have none here and are refused."""
+    from loradb.errors import LoradbError
+
+    s = np.asarray(scores, dtype=np.float64)
+    if method == "uniform":
+        return np.full(len(s), 1.0 / len(s)), {}
+    if method == "nearest":
+        return np.eye(len(s))[0], {}
+    if method == "similarity":
+        t = float(temperature) if temperature is not None else float(s.std())
+        if temperature is not None and not (np.isfinite(t) and t > 0):
+            raise LoradbError(f"`temperature` must be a positive number, got {temperature}")
+        if t <= 0:
+            return np.full(len(s), 1.0 / len(s)), {"temperature": 0.0}
+        e = np.exp((s - s.max()) / t)
+        return e / e.sum(), {"temperature": t}
+    raise LoradbError(f"method {method} weighs vectors of a shared space, which the data-free key arrow has none of; "
+                      "use uniform, nearest or similarity")

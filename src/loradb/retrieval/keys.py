@@ -169,6 +169,19 @@ KEYS: dict[str, RetrievalKey] = {
 }
 
 
+# The data-free key: a record is ranked by its adapter's weights alone (retrieval/arrow.py), so
+# every record of a base model is found by it, those added without their data too. It compares
+# no vectors of a shared space, so it is not a RetrievalKey: db/arrowsearch.py runs it.
+ARROW = "arrow"
+DATA_FREE_KEYS = {ARROW: "data-free: each adapter's top input directions (per module, from its weights) against the "
+                         "target's tokens under the base model (Arrow's score); finds records without data too"}
+
+
+def key_names() -> list[str]:
+    """Every retrieval key a search may name: the keys of vectors (KEYS), then the data-free ones."""
+    return [*KEYS, *DATA_FREE_KEYS]
+
+
 def get_key(name: str) -> RetrievalKey:
     """The registered key called `name`, or an error listing the valid names."""
     return registered(KEYS, name, "retrieval key")

@@ -292,6 +292,11 @@ class RemoteDB:
 
     def _query(self, *, data, repr, base, space, k, method, temperature, l1, key, task, dp, progress,
                scale: float | None = None) -> dict:
+        from loradb.retrieval.keys import ARROW
+
+        if key == ARROW:  # it reads the texts, which never leave this machine
+            raise LoradbError(f"retrieval key {ARROW} reads the target's texts, which are never sent to a server; "
+                              "use it on a local database, or another key")
         target = resolve_target(self.spaces(), data=data, repr=repr, base=base, space=space, dp=dp, task=task,
                                 progress=progress)
         return {"representation": representation_doc(target), "k": k, "method": method, "temperature": temperature,

@@ -61,12 +61,13 @@ class Record:
 
     @property
     def keys(self) -> list[str]:
-        """The retrieval keys this record can be found by (retrieval/keys.py)."""
-        from loradb.retrieval.keys import supported_keys
+        """The retrieval keys this record can be found by (retrieval/keys.py): those of its data
+        summary, and the data-free key that reads only its weights."""
+        from loradb.retrieval.keys import ARROW, supported_keys
 
         if not self.has_data:
-            return []
-        return supported_keys(has_var=self.var is not None, has_task=self.task_z is not None)
+            return [ARROW]
+        return [*supported_keys(has_var=self.var is not None, has_task=self.task_z is not None), ARROW]
 
     def summary(self) -> dict:
         """The fields `loradb list --json` prints."""
