@@ -43,6 +43,7 @@ def test_harness_end_to_end_and_cache(bert, tmp_path):
     cache = tmp_path / "cache"
     results = run_eval(bert, domains, tmp_path / "report", FAST, cache=cache, progress=False, log=lambda m: None)
     assert set(results["domains"]) == set(DOMAIN_WORDS)
+    assert results["base"] == bert.name and str(bert) not in (tmp_path / "report" / "report.md").read_text()  # portable
     for row in results["domains"].values():
         assert set(row) == set(ROWS) - set(LIBRARY_ROWS) - set(PEFT_ARROW_ROWS)  # the library and PEFT Arrow rows only when asked
         for method in set(row):

@@ -174,7 +174,8 @@ def run_eval(base_path: str | Path, domains_dir: str | Path, out: str | Path, co
     pretrained, own, transfer = _single_adapter_rows(task, model, domains, folds, adapters, transfer_on, checkpoints,
                                                      progress, log)
 
-    results: dict = {"base": str(base_path), "domains_dir": str(domains_dir), "task": task.name,
+    results: dict = {"base": base.name, "base_fingerprint": base.fingerprint,  # portable: never this machine's path
+                     "domains_dir": str(domains_dir), "task": task.name,
                      "metrics": list(task.metrics),
                      "config": {**asdict(config), "train": {**asdict(config.train), "targets": list(config.train.targets)}},
                      "families": {d.name: d.family for d in domains}, "folds": folds,
