@@ -186,3 +186,33 @@ def test_records_without_data_in_both_backends(location, bert, tmp_path):
     assert run("remove", location, "imported")[0] == 0
     code, out, _ = run("check", location)
     assert code == 0 and "1 records; clean" in out
+
+
+def test_import_names_what_it_cannot_read_or_name(tmp_path, bert, monkeypatch):
+    """A folder the walk cannot read and a name another record holds are each skipped with the
+    reason; two folders of one name each take their parent's."""
+    import os
+
+    from loradb.db import importing
+
+    plain = tmp_path / "plain"
+    make_adapter(bert, plain / "team-a" / "lora", seed=1)
+    make_adapter(bert, plain / "team-b" / "lora", seed=2)
+    make_adapter(bert, plain / "taken", seed=3)
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    other = make_adapter(bert, tmp_path / "other", seed=5)
+    assert run("add", db, other, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["sports"]), "--name", "taken")[0] == 0
+    real_walk = os.walk
+
+    def walk_meeting_a_locked_folder(top, onerror=None, **kw):  # as os.walk reports a folder it may not list
+        onerror(PermissionError(13, "Permission denied", str(plain / "locked")))
+        yield from real_walk(top, onerror=onerror, **kw)
+
+    monkeypatch.setattr(importing.os, "walk", walk_meeting_a_locked_folder)
+    code, out, err = run("import", db, plain, "--base", bert)
+    assert code == 0, err
+    assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("added ")) == ["team-a--lora", "team-b--lora"]
+    assert "a record named taken already holds other weights" in err
+    assert f"skipped {plain / 'locked'}: cannot read this folder (Permission denied)" in err
+    assert "imported 2 adapters, skipped 2" in out

@@ -65,9 +65,11 @@ def _import_flags(p) -> None:
 def cmd_import(args) -> int:
     import sys
 
+    from tqdm.auto import tqdm
+
     def skipped(path, reason) -> None:
         if not args.json:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
+            tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)  # above the progress bar, not through it
 
     with open_local(args.db, "import") as db:
         report = db.import_adapters(args.paths, base=args.base, meta=parse_meta(args.meta), on_skip=skipped)

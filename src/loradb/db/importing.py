@@ -63,15 +63,18 @@ def _hub_parts(path: Path) -> tuple[str, str, tuple[str, ...]] | None:
     return None
 
 
-def adapter_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+def adapter_folders(paths: Sequence[str | os.PathLike], unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Every folder holding an adapter_config.json under `paths` (each a folder), in a fixed
-    order; symlinked folders are not followed (a hub cache links files, never folders)."""
+    order; symlinked folders are not followed (a hub cache links files, never folders). Folders
+    the walk could not read go to `unreadable` with the reason."""
     found: set[Path] = set()
     for root in paths:
         root = Path(root)
         if not root.is_dir():
             raise LoradbError(f"{root}: not a folder; pass PEFT adapter folders or a hub-cache tree")
-        for here, dirs, files in os.walk(root):
+        on_error = (lambda e: unreadable.append((Path(e.filename), f"cannot read this folder ({e.strerror})"))) \
+            if unreadable is not None else None
+        for here, dirs, files in os.walk(root, onerror=on_error):
             dirs[:] = sorted(d for d in dirs if d not in ("blobs", ".no_exist") and not d.startswith(".git"))
             if CONFIG_NAME in files:
                 found.add(Path(here).absolute())
@@ -169,17 +172,24 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
     """
     from tqdm.auto import tqdm
 
-    found = name_adapters(adapter_folders(paths))
-    if not found:
+    unreadable: list[tuple[Path, str]] = []
+    found = name_adapters(adapter_folders(paths, unreadable))
+    if not found and not unreadable:
         raise LoradbError(f"no adapter ({CONFIG_NAME}) under {', '.join(str(p) for p in paths)}")
     chosen = load_base(base) if base is not None else None
     held_blobs = db.index.blob_refs()
     report = ImportReport()
 
-    def skip(f: Found, reason: str) -> None:
-        report.skipped.append((f.path, reason))
+    def skip_path(path: Path, reason: str) -> None:
+        report.skipped.append((path, reason))
         if on_skip is not None:
-            on_skip(f.path, reason)
+            on_skip(path, reason)
+
+    def skip(f: Found, reason: str) -> None:
+        skip_path(f.path, reason)
+
+    for path, reason in unreadable:
+        skip_path(path, reason)
 
     for f in tqdm(found, desc="import", unit="adapter", disable=None if progress else True):
         try:
@@ -189,6 +199,9 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
                 skip(f, "the database already holds these weights")
                 continue
             check_name(f.name)
+            if db.index.name_taken(f.name):
+                skip(f, f"a record named {f.name} already holds other weights")
+                continue
             problem = _stated_base_problem(f, chosen) if chosen is not None else None
             if problem:
                 skip(f, problem)
