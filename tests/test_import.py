@@ -97,6 +97,8 @@ def test_import_hub_cache_and_folders(library, bert):
     assert shown["base"] == bert.name
     code, out, _ = run("list", db)
     assert code == 0 and out.count("no data summary") == 3
+    code, _, err = run("search", db, "--data", write_jsonl(tmp / "t.jsonl", TEXTS["cooking"]))  # a key of z finds none
+    assert code == 2 and "no records with a summary of their data" in err and "data-free key arrow" in err
 
     # a second run adds nothing: every adapter is skipped, with its reason
     before = snapshot(db)

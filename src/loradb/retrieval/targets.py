@@ -64,7 +64,8 @@ def resolve_target(spaces: list[dict], *, data=None, repr=None, target: Represen
         return with_task_key(rep, task, load_base(local) if local is not None else None)
     if len(spaces) != 1:
         if not spaces:
-            raise LoradbError("the database holds no records yet; add adapters first")
+            raise LoradbError("the database holds no records with a summary of their data; add adapters with their data "
+                              "(records imported without it are found by the data-free key arrow)")
         raise LoradbError(f"the database holds {len(spaces)} representation spaces ({', '.join(s['id'] for s in spaces)}); pass `space` (and `base`)")
     target_space = Space.from_dict(spaces[0])
     if base is None:
