@@ -98,3 +98,19 @@ def test_arrow_refuses_what_it_cannot_do(mixed_library, bert):
     code, out, _ = run("key", "list", db)
     assert code == 0 and any(line.startswith("arrow ") and "data-free" in line for line in out.splitlines())
 
+
+
+def test_arrow_weights_follow_the_relative_score_gap():
+    from loradb.errors import LoradbError
+    from loradb.retrieval.arrow import arrow_weights
+
+    scores = np.array([2.0, 1.8, 1.0])  # gaps 0, 0.1, 0.5
+    w, params = arrow_weights("similarity", scores)
+    expected = np.exp(-np.array([0.0, 0.1, 0.5]) / 0.1)
+    assert np.allclose(w, expected / expected.sum()) and params == {"temperature": 0.1}
+    assert np.allclose(arrow_weights("similarity", scores * 7.0)[0], w)  # the scores' scale does not matter
+    assert np.allclose(arrow_weights("similarity", scores, temperature=1.0)[0], np.exp(-np.array([0, 0.1, 0.5])) / np.exp(-np.array([0, 0.1, 0.5])).sum())
+    assert np.allclose(arrow_weights("uniform", scores)[0], 1 / 3) and list(arrow_weights("nearest", scores)[0]) == [1, 0, 0]
+    for bad in (("sparse", None), ("similarity", 0.0), ("similarity", float("nan"))):
+        with pytest.raises(LoradbError):
+            arrow_weights(bad[0], scores, temperature=bad[1])

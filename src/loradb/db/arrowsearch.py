@@ -24,7 +24,7 @@ from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError
 from loradb.io.data import iter_texts
 from loradb.lora.base import BaseModel, load_base
-from loradb.retrieval.arrow import arrow_scores_of, arrow_select, arrow_weights, arrows
+from loradb.retrieval.arrow import arrow_gaps, arrow_scores_of, arrow_select, arrow_weights, arrows
 from loradb.retrieval.fit import COMPOSE
 from loradb.retrieval.keys import ARROW
 
@@ -94,8 +94,8 @@ def arrow_search(db, *, data: str | os.PathLike | None, base, k: int, method: st
     weights, params = arrow_weights(method, scores[order], temperature)
     if scale is not None and scale != 1.0:
         weights, params = weights * scale, {**params, "scale": scale}
-    best = float(scores[order[0]])
-    hits = [Hit(records[i], 1.0 - float(scores[i]) / best if best > 0 else 0.0, float(w)) for i, w in zip(order, weights)]
+    gaps = arrow_gaps(scores[order])
+    hits = [Hit(records[i], float(gap), float(w)) for i, gap, w in zip(order, gaps, weights)]
     fit = {"score": None, "decision": COMPOSE, "key": ARROW,
            "reason": f"the data-free key {ARROW} has no fit threshold: composing without a check"}
     return SearchResult(method=method, hits=hits, residual=None,

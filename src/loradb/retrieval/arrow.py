@@ -88,26 +88,34 @@ def arrow_select(scores: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.lexsort((np.arange(len(scores)), -scores))[:k]]
 
 
+ARROW_TEMPERATURE = 0.1  # similarity under the data-free key: a score 10% below the best weighs e^-1 as much
+
+
+def arrow_gaps(scores: np.ndarray) -> np.ndarray:
+    """1 - score / best score of each (0 for the best): how far below the best an adapter scores,
+    relative to the scores' own size (which depends on the base model's feature norms)."""
+    s = np.asarray(scores, dtype=np.float64)
+    best = float(s.max()) if len(s) else 0.0
+    return 1.0 - s / best if best > 0 else np.zeros(len(s))
+
+
 def arrow_weights(method: str, scores: np.ndarray, temperature: float | None = None) -> tuple[np.ndarray, dict]:
     """Weights of the top-k adapters (scores best first) under the data-free key: uniform (Arrow's
-    own use of its dataset-level score), nearest, or similarity, a softmax of the scores at
-    temperature T (default: their standard deviation over the k, so the spread of the scores
-    sets how sharp it is; equal scores give equal weights). The methods that fit vectors of a
-    shared space (linear, sparse) have none here and are refused."""
+    own use of its dataset-level score), nearest, or similarity, exp(-gap / T) normalised, with
+    gap = 1 - score / best score and T = ARROW_TEMPERATURE unless given. The methods that fit
+    vectors of a shared space (linear, sparse) have none here and are refused."""
     from loradb.errors import LoradbError
 
-    s = np.asarray(scores, dtype=np.float64)
+    k = len(scores)
     if method == "uniform":
-        return np.full(len(s), 1.0 / len(s)), {}
+        return np.full(k, 1.0 / k), {}
     if method == "nearest":
-        return np.eye(len(s))[0], {}
+        return np.eye(k)[0], {}
     if method == "similarity":
-        t = float(temperature) if temperature is not None else float(s.std())
-        if temperature is not None and not (np.isfinite(t) and t > 0):
+        t = ARROW_TEMPERATURE if temperature is None else float(temperature)
+        if not (np.isfinite(t) and t > 0):
             raise LoradbError(f"`temperature` must be a positive number, got {temperature}")
-        if t <= 0:
-            return np.full(len(s), 1.0 / len(s)), {"temperature": 0.0}
-        e = np.exp((s - s.max()) / t)
+        e = np.exp(-arrow_gaps(scores) / t)
         return e / e.sum(), {"temperature": t}
     raise LoradbError(f"method {method} weighs vectors of a shared space, which the data-free key arrow has none of; "
                       "use uniform, nearest or similarity")
