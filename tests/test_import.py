@@ -131,7 +131,8 @@ def test_records_without_data_beside_records_with_data(library, bert):
     assert run("export", db, "finance-lora", "--out", tmp / "exported")[0] == 0
     assert (tmp / "exported" / "adapter_model.safetensors").read_bytes() == (plain / "finance-lora" / "adapter_model.safetensors").read_bytes()
     code, out, _ = run("show", db, "finance-lora", "--json")
-    assert json.loads(out)["meta"]["team"] == "risk"
+    meta = json.loads(out)["meta"]
+    assert meta["team"] == "risk" and meta["card_base_model"] == bert.name  # PEFT's own card names a local path
     assert run("check", db)[0] == 0
     assert run("remove", db, "finance-lora")[0] == 0 and run("check", db)[0] == 0
 

@@ -133,6 +133,8 @@ def card_meta(folder: Path) -> dict[str, str]:
             value = ", ".join(str(v) for v in value if v is not None)
         if isinstance(value, (str, int, float)) and str(value).strip():
             out[meta_key] = str(value).strip().replace("\x00", "")
+    if "card_base_model" in out:  # PEFT's template card names the base as it was loaded: maybe a local path
+        out["card_base_model"] = legacy_portable(out["card_base_model"])
     return out
 
 
