@@ -182,31 +182,28 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
     held_blobs = db.index.blob_refs()
     report = ImportReport()
 
-    def skip_path(path: Path, reason: str) -> None:
+    def skip(path: Path, reason: str) -> None:
         report.skipped.append((path, reason))
         if on_skip is not None:
             on_skip(path, reason)
 
-    def skip(f: Found, reason: str) -> None:
-        skip_path(f.path, reason)
-
     for path, reason in unreadable:
-        skip_path(path, reason)
+        skip(path, reason)
 
     for f in tqdm(found, desc="import", unit="adapter", disable=None if progress else True):
         try:
             weights = f.path / WEIGHTS_NAME
             sha = sha256_file(weights) if weights.is_file() else None
             if sha is not None and sha in held_blobs:
-                skip(f, "the database already holds these weights")
+                skip(f.path, "the database already holds these weights")
                 continue
             check_name(f.name)
             if db.index.name_taken(f.name):
-                skip(f, f"a record named {f.name} already holds other weights")
+                skip(f.path, f"a record named {f.name} already holds other weights")
                 continue
             problem = _stated_base_problem(f, chosen) if chosen is not None else None
             if problem:
-                skip(f, problem)
+                skip(f.path, problem)
                 continue
             given = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {})}
             if any(k in (meta or {}) for k in LICENCE_KEYS):
@@ -218,5 +215,5 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
         except StoreError:  # the database itself failed: stop, as any command would
             raise
         except (LoradbError, OSError) as e:  # unreadable, another base, a name taken: skipped, the rest go on
-            skip(f, str(e).splitlines()[0])
+            skip(f.path, str(e).splitlines()[0])
     return report

@@ -37,8 +37,9 @@ def check(db: Stores) -> CheckReport:
         if blob_problem is not None:
             problems.append(f"{label}: {blob_problem}")
         if not r.has_data:  # imported without its data: no vector, in its base's space of such records
-            if r.space_id != no_data_space(r.base_fingerprint)["id"]:
-                problems.append(f"{label}: it has no z but its space is {r.space_id}, not {no_data_space(r.base_fingerprint)['id']}")
+            expected = no_data_space(r.base_fingerprint)["id"]
+            if r.space_id != expected:
+                problems.append(f"{label}: it has no z but its space is {r.space_id}, not {expected}")
             continue
         if r.space_id not in spaces:
             problems.append(f"{label}: its representation space {r.space_id} is missing")
