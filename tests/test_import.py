@@ -82,7 +82,7 @@ def test_import_hub_cache_and_folders(library, bert):
                if line.startswith("skipped ")}
     reason = {Path(path).parts[-3] if "snapshots" in path else Path(path).name: why for path, why in skipped.items()}
     assert set(reason) == {"models--acme--other-base-lora", "models--acme--broken-lora", "models--acme--copy-lora", "wide-lora"}
-    assert reason["models--acme--other-base-lora"].startswith("made for base model ")  # located, another fingerprint
+    assert "was trained on base model " in reason["models--acme--other-base-lora"]  # located, another fingerprint
     assert "safetensors" in reason["models--acme--broken-lora"]
     assert reason["models--acme--copy-lora"] == "the database already holds these weights"
     assert "updates a 48x48 weight" in reason["wide-lora"] and "is 32x32" in reason["wide-lora"]  # its layer shapes
@@ -163,6 +163,26 @@ def test_import_without_base_needs_the_stated_base(tmp_path, bert):
     assert code == 0 and "imported 1 adapters, skipped 1" in out, out + err
     assert "skipped " + str((plain / "elsewhere").absolute()) + ": adapter" in err and "not on this machine" in err
     shutil.rmtree(plain / "elsewhere")
+
+
+def test_import_with_base_refuses_another_named_base_it_cannot_compare(tmp_path, bert):
+    """With --base, an adapter naming a base that is not on this machine and is not `base` is
+    skipped (a bulk import does not guess); `add --base` takes the user's word for one adapter."""
+    plain = tmp_path / "plain"
+    elsewhere = make_adapter(bert, plain / "elsewhere", seed=2)
+    config = json.loads((elsewhere / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "acme/not-on-this-machine"
+    (elsewhere / "adapter_config.json").write_text(json.dumps(config))
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    before = snapshot(db)
+    code, out, err = run("import", db, plain, "--base", bert)
+    assert code == 0 and "imported 0 adapters, skipped 1" in out, out + err
+    assert "names base model acme/not-on-this-machine, which is not on this machine to compare with" in err
+    assert snapshot(db) == before
+    data = write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"])
+    code, _, err = run("add", db, elsewhere, "--data", data, "--base", bert)
+    assert code == 0, err
 
 
 def test_records_without_data_in_both_backends(location, bert, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loradb.lora.adapter import FINGERPRINT_KEY, WEIGHTS_NAME, LoraAdapter, read_adapter
 from loradb.lora.base import BaseModel, check_adapter_fits, load_base
+from loradb.lora.identity import legacy_portable
 from loradb.models.locate import locate
 from loradb.db.lineage import LICENCE_KEYS, composed_meta
 from loradb.models.prompts import training_info
@@ -61,7 +62,8 @@ class Contribution:
 def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None, name: str | None = None,
                          meta: dict | None = None, base=None, recipe: dict | None = None, spaces: Sequence[dict] = (),
                          dp=None, task: dict | None = None, progress: bool = True,
-                         name_free: Callable[[str], None] | None = None, without_data: bool = False) -> Contribution:
+                         name_free: Callable[[str], None] | None = None, without_data: bool = False,
+                         stated_base_must_match: bool = False) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
     Args:
@@ -75,6 +77,9 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
             caller may not add): asked before the data is encoded, which can take minutes.
         without_data: store the adapter with no summary of its data (neither `data` nor `repr`):
             it is then found by name, not by a data key.
+        stated_base_must_match: with `base`, also refuse an adapter whose stated base is not on
+            this machine and is named otherwise than `base` (a bulk import checks what it can,
+            where one `add --base` is the user's word for one adapter).
     """
     if without_data and (data is not None or repr is not None):
         raise LoradbError("an adapter added without its data takes neither `data` nor `repr`")
@@ -86,7 +91,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     if name_free is not None:
         name_free(name)
     adapter = read_adapter(adapter_dir)
-    base_model = _base_for_adapter(adapter, base, adapter_dir)
+    base_model = _base_for_adapter(adapter, base, adapter_dir, stated_base_must_match)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
     task = as_task(task) if task is not None else trained_task(adapter_dir)
     rep: Representation | None
@@ -127,7 +132,7 @@ def trained_task(adapter_dir) -> dict | None:
     return task_spec(prompts=info.get("prompts"), instruction=info.get("instruction"))
 
 
-def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
+def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir, stated_base_must_match: bool = False) -> BaseModel:
     stated = adapter.base_model_name_or_path
     # the stated base, where it is on this machine (by its fingerprint when loradb stamped one)
     local = locate(stated, adapter.metadata.get(FINGERPRINT_KEY), build_packaged=base is None) if stated else None
@@ -141,6 +146,9 @@ def _base_for_adapter(adapter: LoraAdapter, base, adapter_dir) -> BaseModel:
     if trained_on is not None and trained_on.fingerprint != chosen.fingerprint:
         raise BaseModelMismatch(f"adapter {adapter_dir} was trained on base model {trained_on.short}, "
                                 f"not on `base` {chosen.short}")
+    if trained_on is None and stated and stated_base_must_match and legacy_portable(stated) != chosen.name:
+        raise BaseModelMismatch(f"adapter {adapter_dir} names base model {legacy_portable(stated)}, which is not on "
+                                f"this machine to compare with `base` {chosen.name} by fingerprint")
     return chosen
 
 

@@ -24,10 +24,9 @@ from loradb.db.lineage import LICENCE_KEYS
 from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError, StoreError
 from loradb.io.files import sha256_file
-from loradb.lora.adapter import CONFIG_NAME, FINGERPRINT_KEY, WEIGHTS_NAME, read_adapter
-from loradb.lora.base import BaseModel, load_base
+from loradb.lora.adapter import CONFIG_NAME, WEIGHTS_NAME
+from loradb.lora.base import load_base
 from loradb.lora.identity import HUB_ID, legacy_portable
-from loradb.models.locate import locate
 
 CARD_NAME = "README.md"  # a hub repository's model card: YAML front matter between '---' lines
 CARD_FIELDS = {"license": "license", "datasets": "datasets", "tags": "tags", "base_model": "card_base_model",
@@ -138,25 +137,6 @@ def card_meta(folder: Path) -> dict[str, str]:
     return out
 
 
-def _stated_base_problem(found: Found, chosen: BaseModel) -> str | None:
-    """Why an adapter seems made for another base than `chosen`, judged by what it states: the
-    stated base, when on this machine, must have the chosen fingerprint; when not, its name must
-    be the chosen base's. (Layer shapes are checked after, for every adapter.)"""
-    adapter = read_adapter(found.path)
-    stated = adapter.base_model_name_or_path
-    if not stated:
-        return None
-    located = locate(stated, adapter.metadata.get(FINGERPRINT_KEY), build_packaged=False)
-    if located is not None:
-        fingerprint = load_base(located).fingerprint
-        return None if fingerprint == chosen.fingerprint else f"made for base model {legacy_portable(stated)} " \
-            f"(fingerprint {fingerprint[:12]}), not {chosen.name} ({chosen.fingerprint[:12]})"
-    if legacy_portable(stated) != chosen.name:
-        return (f"made for base model {legacy_portable(stated)}, which is not on this machine to compare with "
-                f"{chosen.name} by fingerprint")
-    return None
-
-
 def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.PathLike | None = None,
                     meta: dict | None = None, progress: bool = True,
                     on_skip: Callable[[Path, str], None] | None = None) -> ImportReport:
@@ -178,7 +158,8 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
     found = name_adapters(adapter_folders(paths, unreadable))
     if not found and not unreadable:
         raise LoradbError(f"no adapter ({CONFIG_NAME}) under {', '.join(str(p) for p in paths)}")
-    chosen = load_base(base) if base is not None else None
+    if base is not None:
+        load_base(base)  # a `base` that cannot be read fails the import once, not each adapter in turn
     held_blobs = db.index.blob_refs()
     report = ImportReport()
 
@@ -201,15 +182,12 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
             if db.index.name_taken(f.name):
                 skip(f.path, f"a record named {f.name} already holds other weights")
                 continue
-            problem = _stated_base_problem(f, chosen) if chosen is not None else None
-            if problem:
-                skip(f.path, problem)
-                continue
             given = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {})}
             if any(k in (meta or {}) for k in LICENCE_KEYS):
                 given.pop("license", None)
             contribution = prepare_contribution(f.path, name=f.name, meta={**given, **(meta or {})}, base=base,
-                                                without_data=True, progress=False, name_free=db.require_name_free)
+                                                without_data=True, progress=False, name_free=db.require_name_free,
+                                                stated_base_must_match=True)
             report.added.append(db.store(contribution))
             held_blobs.add(report.added[-1].blob_sha256)
         except StoreError:  # the database itself failed: stop, as any command would
