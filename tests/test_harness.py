@@ -43,7 +43,9 @@ def test_harness_end_to_end_and_cache(bert, tmp_path):
     cache = tmp_path / "cache"
     results = run_eval(bert, domains, tmp_path / "report", FAST, cache=cache, progress=False, log=lambda m: None)
     assert set(results["domains"]) == set(DOMAIN_WORDS)
-    assert results["base"] == bert.name and str(bert) not in (tmp_path / "report" / "report.md").read_text()  # portable
+    shown = (tmp_path / "report" / "report.md").read_text()
+    assert results["base"] == bert.name and str(bert) not in shown  # portable: no path of this machine
+    assert str(tmp_path) not in shown and "Domains: `domains`" in shown
     for row in results["domains"].values():
         assert set(row) == set(ROWS) - set(LIBRARY_ROWS) - set(PEFT_ARROW_ROWS)  # the library and PEFT Arrow rows only when asked
         for method in set(row):
@@ -100,6 +102,14 @@ def test_a_run_killed_part_way_resumes_from_its_finished_folds_with_the_same_res
     evaluations.clear()
     run_eval(bert, domains, out, replace(FAST, k=1), **quiet)  # without resume: afresh, though all is kept
     assert {"cooking", "finance", "sports"} <= set(evaluations)
+
+
+def test_a_report_names_a_cached_domains_folder_by_its_place_in_the_cache(tmp_path, monkeypatch):
+    from loradb.evaluate.report import shown_folder
+
+    monkeypatch.setenv("LORADB_CACHE_DIR", str(tmp_path / "cache"))
+    assert shown_folder(str(tmp_path / "cache" / "data" / "zoo-v3" / "sets" / "all-0123")) == "data/zoo-v3/sets/all-0123"
+    assert shown_folder(str(tmp_path / "elsewhere" / "vader")) == "vader"
 
 
 def test_eval_cli_refuses_malformed_folders(bert, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from loradb.evaluate.config import FEW_SHOT_ROWS
+from loradb.io.files import cache_dir
 from loradb.evaluate.metrics import NLL
 
 LABELS = {"pretrained": "Pre-trained (zero-shot)", "merge-all": "Merge all (uniform)",
@@ -383,6 +384,16 @@ def _adapter_lines(results: dict) -> list[str]:
     return lines + [""]
 
 
+def shown_folder(path: str) -> str:
+    """A domains folder as a report names it: under loradb's cache, its place there (what
+    `loradb data` makes on any machine); elsewhere its own name, not this machine's path."""
+    folder = Path(path)
+    try:
+        return str(folder.resolve().relative_to(cache_dir().resolve()))
+    except ValueError:
+        return folder.name
+
+
 def _missing_lines(results: dict) -> list[str]:
     """A partial collection says which domains it lacks and why, before any figure."""
     missing = results.get("missing_domains") or {}
@@ -420,7 +431,7 @@ def write_report(results: dict, out: Path) -> None:
     md = [
         "# loradb benchmark: leave-one-domain-out zero-shot adaptation",
         "",
-        f"Task: {results.get('task', 'classification')}. Base model: `{results['base']}`. Domains: `{results['domains_dir']}`.",
+        f"Task: {results.get('task', 'classification')}. Base model: `{results['base']}`. Domains: `{shown_folder(results['domains_dir'])}`.",
         *([f"Instruction: \"{results['instruction']}\""] if results.get("instruction") else []),
         "Each cell is " + " / ".join(METRIC_NAMES[k] for k in _shown(results))
         + " on the held-out domain's test set. Composed rows use",
