@@ -16,7 +16,7 @@ license: apache-2.0
 datasets:
 - acme/recipes
 - acme/menus
-tags: [cooking, lora]
+tags: [cooking, lora, "base_model:adapter:{base}"]
 base_model: {base}
 ---
 # cooking LoRA
@@ -53,7 +53,8 @@ def library(bert, bert_other_weights, bert_wider, tmp_path):
     cooking_2 = make_adapter(bert, made / "cooking-2", seed=2)
     other = make_adapter(bert_other_weights, made / "other", seed=3)
     cache = tmp_path / "hub"
-    _as_hub_snapshot(cooking_1, cache, "acme/cooking-lora", "a" * 40, CARD.format(base=bert.name))
+    # the card names the base by its path, as PEFT's template card does for a base loaded from a folder
+    _as_hub_snapshot(cooking_1, cache, "acme/cooking-lora", "a" * 40, CARD.format(base=bert.resolve()))
     _as_hub_snapshot(cooking_2, cache, "acme/cooking-lora", "b" * 40)
     _as_hub_snapshot(other, cache, "acme/other-base-lora", "c" * 40)
     broken = _as_hub_snapshot(cooking_2, cache, "acme/broken-lora", "d" * 40)
@@ -91,7 +92,7 @@ def test_import_hub_cache_and_folders(library, bert):
     code, out, _ = run("show", db, "acme--cooking-lora@aaaaaaaaaaaa", "--json")
     shown = json.loads(out)
     assert shown["data_summary"] is False and shown["dim"] == 0 and shown["keys"] == ["arrow"]
-    assert shown["meta"] == {"license": "apache-2.0", "datasets": "acme/recipes, acme/menus", "tags": "cooking, lora",
+    assert shown["meta"] == {"license": "apache-2.0", "datasets": "acme/recipes, acme/menus", "tags": f"cooking, lora, base_model:adapter:{bert.name}",
                              "card_base_model": bert.name, "source": f"hub:acme/cooking-lora@{'a' * 40}",
                              "hub_revision": "a" * 40}
     assert shown["base"] == bert.name

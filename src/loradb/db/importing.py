@@ -128,6 +128,8 @@ def card_meta(folder: Path) -> dict[str, str]:
     out = {}
     for key, meta_key in CARD_FIELDS.items():
         value = front.get(key)
+        if key == "tags" and isinstance(value, list):
+            value = [_portable_tag(v) if isinstance(v, str) else v for v in value]
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value if v is not None)
         if isinstance(value, (str, int, float)) and str(value).strip():
@@ -135,6 +137,13 @@ def card_meta(folder: Path) -> dict[str, str]:
     if "card_base_model" in out:  # PEFT's template card names the base as it was loaded: maybe a local path
         out["card_base_model"] = legacy_portable(out["card_base_model"])
     return out
+
+
+def _portable_tag(tag: str) -> str:
+    """PEFT's template card tags the adapter `base_model:adapter:<base as it was loaded>`, often a
+    local path: kept by the base's portable name, as card_base_model is."""
+    prefix = "base_model:adapter:"
+    return prefix + legacy_portable(tag.removeprefix(prefix)) if tag.startswith(prefix) else tag
 
 
 def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.PathLike | None = None,
