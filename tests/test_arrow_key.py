@@ -2,6 +2,7 @@
 texts, whether or not it carries a data summary."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,38 @@ def test_arrow_refuses_what_it_cannot_do(mixed_library, bert):
     code, out, _ = run("key", "list", db)
     assert code == 0 and any(line.startswith("arrow ") and "data-free" in line for line in out.splitlines())
 
+
+
+def test_arrows_are_kept_by_the_weights_sha256_and_an_unreadable_copy_is_computed_again(mixed_library, monkeypatch):
+    """A second search (another process: the in-memory copy gone) reads no adapter's weights, and
+    ranks as the first did; a damaged cache file is recomputed, never trusted."""
+    from loradb.db import arrowsearch
+    from loradb.db.database import LoraDB
+    from loradb.io.files import cache_dir
+
+    db, tmp = mixed_library
+    target = write_jsonl(tmp / "target.jsonl", TEXTS["finance"])
+    arrowsearch._ARROWS.clear()
+    shutil.rmtree(cache_dir() / "arrows", ignore_errors=True)
+    code, first, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")
+    assert code == 0, err
+    with LoraDB(db) as opened:
+        shas = {r.blob_sha256 for r in opened.list()}
+    assert {p.stem for p in (cache_dir() / "arrows").glob("*.npz")} == shas and len(shas) == 5
+
+    loaded: list[str] = []
+    real = LoraDB.load_adapter
+    monkeypatch.setattr(LoraDB, "load_adapter", lambda self, record, *a, **k: loaded.append(record.name) or real(self, record, *a, **k))
+    arrowsearch._ARROWS.clear()
+    code, second, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")
+    assert code == 0 and loaded == [] and json.loads(second)["params"] == json.loads(first)["params"], err
+
+    damaged = cache_dir() / "arrows" / f"{sorted(shas)[0]}.npz"
+    damaged.write_bytes(b"not an npz archive")
+    arrowsearch._ARROWS.clear()
+    code, third, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")
+    assert code == 0 and len(loaded) == 1 and json.loads(third)["params"] == json.loads(first)["params"], err
+    assert np.load(damaged).files  # written again, whole
 
 
 def test_arrow_weights_follow_the_relative_score_gap():

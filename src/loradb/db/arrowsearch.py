@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from loradb.db.results import Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError
 from loradb.io.data import iter_texts
+from loradb.io.files import cache_dir
 from loradb.lora.base import BaseModel, load_base
 from loradb.retrieval.arrow import arrow_gaps, arrow_scores_of, arrow_select, arrow_weights, arrows
 from loradb.retrieval.fit import COMPOSE
@@ -63,9 +68,51 @@ def _base_of(db, records: list[Record], base) -> BaseModel:
 
 
 def _arrows_of(db, record: Record) -> dict[str, np.ndarray]:
-    if record.blob_sha256 not in _ARROWS:
-        _ARROWS[record.blob_sha256] = arrows(db.load_adapter(record))
-    return _ARROWS[record.blob_sha256]
+    """A record's arrows: kept in this process, and on this machine by its weights' sha256, so a
+    search over a large imported library reads each adapter's weights once, not on every search."""
+    sha = record.blob_sha256
+    if sha not in _ARROWS:
+        kept = _kept_arrows(sha)
+        if kept is None:
+            kept = arrows(db.load_adapter(record))
+            _keep_arrows(sha, kept)
+        _ARROWS[sha] = kept
+    return _ARROWS[sha]
+
+
+def _arrows_file(sha: str) -> Path:
+    return cache_dir() / "arrows" / f"{sha}.npz"
+
+
+def _kept_arrows(sha: str) -> dict[str, np.ndarray] | None:
+    """The arrows an earlier search kept for these weights; None when absent or unreadable (then
+    they are computed again: the cache is a shortcut, never a source)."""
+    try:
+        with np.load(_arrows_file(sha), allow_pickle=False) as kept:
+            out = {name: kept[name] for name in kept.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if not out or any(v.ndim != 1 or v.dtype != np.float64 or not np.isfinite(v).all() for v in out.values()):
+        return None
+    return out
+
+
+def _keep_arrows(sha: str, vectors: dict[str, np.ndarray]) -> None:
+    """Write whole or not at all; a cache that cannot be written only costs the next search time."""
+    path = _arrows_file(sha)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                arrays: dict[str, Any] = dict(vectors)  # module names as the archive's keys
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def arrow_search(db, *, data: str | os.PathLike | None, base, k: int, method: str, temperature: float | None,
