@@ -133,6 +133,24 @@ def test_arrows_are_kept_by_the_weights_sha256_and_an_unreadable_copy_is_compute
     assert np.load(damaged).files  # written again, whole
 
 
+def test_arrow_ranks_adapters_of_different_module_sets(bert, tmp_path):
+    """A library mixes adapters on the attention projections with adapters on the feed-forward
+    layers too (of other input widths): each is scored over its own modules, and the planted
+    relative still wins."""
+    library = tmp_path / "imports"
+    make_adapter(bert, library / "wide-decoy", seed=21, targets=("query", "value", "intermediate.dense", "output.dense"))
+    make_adapter(bert, library / "qv-decoy", seed=22)
+    _planted(bert, library / "finance-relative", TRAIN, seed=3)
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    code, out, err = run("import", db, library, "--base", bert)
+    assert code == 0 and "imported 3 adapters" in out, out + err
+    code, out, err = run("search", db, "--data", write_jsonl(tmp_path / "t.jsonl", TEXTS["finance"]), "--key", "arrow",
+                         "-k", 3, "--json")
+    assert code == 0, err
+    assert [r["name"] for r in json.loads(out)["results"]][0] == "finance-relative"
+
+
 def test_arrow_weights_follow_the_relative_score_gap():
     from loradb.errors import LoradbError
     from loradb.retrieval.arrow import arrow_weights

@@ -58,7 +58,8 @@ def arrow_scores_of(model, tokenizer, texts: Sequence[str], vectors: Sequence[di
     mask_now: dict = {}
 
     def hook_for(name):
-        V = torch.tensor(np.stack([v.get(name, np.zeros_like(next(iter(v.values())))) for v in vectors], axis=1),
+        width = next(v[name] for v in vectors if name in v).shape[0]  # this module's input size
+        V = torch.tensor(np.stack([v[name] if name in v else np.zeros(width) for v in vectors], axis=1),
                          dtype=torch.float32)  # (in, n); zero columns for adapters without this module
 
         def hook(module, inputs, output):
