@@ -19,7 +19,7 @@ from test_contract import embedded_db
 
 from loradb.db import catalogue
 from loradb.db.database import LoraDB
-from loradb.db.store.protocol import Record
+from loradb.db.store.protocol import Record, no_data_space
 from loradb.retrieval.represent import Space
 
 DIM = 16
@@ -172,6 +172,24 @@ def test_the_map_cache_keeps_every_sample_size_of_several_spaces(tmp_path, monke
                 for sample in catalogue.SAMPLE_STEPS:
                     catalogue.space_map(db, space.id, sample=sample)
     assert len(fits) == 2 * len(catalogue.SAMPLE_STEPS)
+
+
+def test_records_without_data_have_no_neighbours_and_no_index(location, monkeypatch):
+    """Records imported without their data sit in their base's no-data space: none is anyone's
+    neighbour nor has any, and index status/build (pgvector has no 0-dimension index) skip it."""
+    monkeypatch.setenv("LORADB_ANN_MIN_RECORDS", "2")
+    space, ids = planted(location)
+    with LoraDB(location) as db:
+        first = db.get(ids["alpha"][0])
+        empty = no_data_space(space.base_fingerprint)
+        imported = [replace(first, id=uuid.uuid4().hex, name=f"imported_{i}", space=empty, z=np.zeros(0, np.float32))
+                    for i in range(3)]
+        db.index.insert_many(imported)
+        assert catalogue.neighbours(db, imported[0].id, 5) == []
+        assert all(n["name"].startswith("alpha_") for n in catalogue.neighbours(db, ids["alpha"][0], 5))
+        built = db.build_index()
+        assert built and {row["space"] for row in built} == {space.id}
+        assert {row["space"] for row in db.index_status()} == {space.id}
 
 
 def test_neighbours_and_map_separate_the_planted_families(location):

@@ -277,3 +277,31 @@ def test_public_read_opens_the_catalogue_without_a_token(browser, catalogue):
         ready(page, "/records")
         assert len(table_rows(page, "records")) == 4
         context.close()
+
+
+def test_an_imported_record_shows_it_has_no_data_summary_and_no_neighbours(browser, bert, tmp_path):
+    """A record imported without its data: its page says so, offers no map, lists no neighbours."""
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    make_adapter(bert, tmp_path / "imports" / "imported-lora", seed=7)
+    for domain in ("cooking", "sports"):  # records with data beside it: none is its neighbour
+        code, _, err = run("add", db, make_adapter(bert, tmp_path / domain, seed=40 + len(domain)), "--data",
+                           write_jsonl(tmp_path / f"{domain}.jsonl", TEXTS[domain]), "--name", domain)
+        assert code == 0, err
+    code, out, err = run("import", db, tmp_path / "imports", "--base", bert)
+    assert code == 0 and "imported 1 adapters" in out, out + err
+    code, token, err = run("token", "create", db, "--name", "reader", "--scope", "read")
+    assert code == 0, err
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with running_server(db, log=tmp_path / "server.log") as url:
+        signed_in(page, {"url": url, "token": token.strip()})
+        page.click("text=imported-lora")
+        page.wait_for_selector("#provenance")
+        assert "no data summary: on no map" in page.text_content("main")
+        assert "none: this record has no summary of its data" in page.text_content("main")
+        assert page.locator("#neighbours").count() == 0 and page.locator("main a[href^='#/map']").count() == 0
+    context.close()
+    assert not errors, errors

@@ -51,8 +51,11 @@ def browse(db: LoraDB, *, base: str | None = None, space: str | None = None, met
 
 
 def neighbours(db: LoraDB, ref: str, k: int) -> list[dict]:
-    """The k records nearest to `ref` in its space by squared L2 between their z (itself left out)."""
+    """The k records nearest to `ref` in its space by squared L2 between their z (itself left out);
+    none for a record without a data summary (no z: nothing is near it)."""
     record = db.get(ref)
+    if not record.has_data:
+        return []
     hits = [h for h in db.index.nearest(record.space_id, record.z, k + 1) if h.record_id != record.id][:k]
     found = db.index.get_many([h.record_id for h in hits])
     return [{**r.summary(), "distance": h.distance} for h, r in zip(hits, found)]

@@ -384,8 +384,9 @@ class PgIndex(SharedStatements):
         return pgkeys.search(self, space_id, key, found, target, k, _reranked(k), _hnsw_settings(k))
 
     def _index_rows(self) -> list[tuple[str, int, int]]:
+        # the spaces of vectors: pgvector has no index of 0 dimensions for the records without data
         return self.conn.execute("SELECT id, dim, (SELECT count(*) FROM records r WHERE r.space_id = s.id) FROM spaces s "
-                                 "ORDER BY id").fetchall()
+                                 "WHERE dim > 0 ORDER BY id").fetchall()
 
     def index_status(self) -> list[dict]:
         """Each space's search path and its dimension's HNSW index (made with the first space

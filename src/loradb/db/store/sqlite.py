@@ -393,7 +393,8 @@ class SqliteIndex(SharedStatements):
         return graphs.search_key(self.conn, space_id, key, loaded[0], loaded[1], target, k)
 
     def _space_dims(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT id, dim FROM spaces").fetchall())
+        """The spaces of vectors (a space of records without data has nothing to index)."""
+        return dict(self.conn.execute("SELECT id, dim FROM spaces WHERE dim > 0").fetchall())
 
     def build_index(self, space_id: str | None = None, *, wait: bool = True, keys: tuple[str, ...] = (RAW_L2,)) -> list[dict]:
         """Build or bring up to date, here and now, the graphs for `keys` of `space_id`
@@ -403,7 +404,7 @@ class SqliteIndex(SharedStatements):
         sizes, dims = self.space_sizes(), self._space_dims()
         if space_id is not None and space_id not in dims:
             raise StoreError(f"no representation space {space_id} in this database")
-        chosen = [space_id] if space_id is not None else sorted(s for s, n in sizes.items() if n >= self.ann_min_records)
+        chosen = [space_id] if space_id is not None else sorted(s for s in dims if sizes.get(s, 0) >= self.ann_min_records)
         for sid in chosen:  # a space named explicitly is built whatever its size
             for key in keys if sizes.get(sid, 0) > 0 else ():
                 graphs.refresh(self.root, self.conn, sid, sizes[sid], dims[sid], wait=wait, key=key)

@@ -172,7 +172,8 @@ async function viewRecord(ref, current) {
     el("h1", {id: "record-name"}, r.name),
     el("p", {}, el("button", {id: "download", onclick: guarded(() => download("/records/" + encodeURIComponent(r.id) + "/adapter", {}, r.name + ".tar"))},
                    "Download adapter (.tar)"), " ",
-       el("a", {href: "#/map" + query({space: r.space})}, "show on its space's map")),
+       r.data_summary === false ? el("span", {class: "muted"}, "no data summary: on no map, found by name or the data-free key arrow")
+                                : el("a", {href: "#/map" + query({space: r.space})}, "show on its space's map")),
     el("h2", {}, "Provenance"),
     el("dl", {class: "facts", id: "provenance"},
       fact("id", el("code", {}, r.id)), fact("base model", r.base), fact("base fingerprint", el("code", {}, r.base_fingerprint)),
@@ -189,7 +190,8 @@ async function viewRecord(ref, current) {
         el("td", {}, el("a", {href: "#/record/" + encodeURIComponent(n.id)}, n.name)),
         el("td", {class: "num"}, Number(n.distance).toPrecision(6)), el("td", {}, n.owner || "local"),
         el("td", {}, metaTags(n.meta)))))))
-      : el("p", {class: "muted"}, "no other record in this space"));
+      : el("p", {class: "muted"}, r.data_summary === false ? "none: this record has no summary of its data to compare"
+                                                          : "no other record in this space"));
   status("", true);
 }
 
