@@ -3,6 +3,7 @@ adapters that fit are added (found by name, composable), the rest named with a r
 second run adds nothing. Records without data live beside records with data: every search by
 a data key still finds only the latter."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -186,6 +187,65 @@ def test_import_with_base_refuses_another_named_base_it_cannot_compare(tmp_path,
     assert code == 0, err
 
 
+def test_odd_fields_in_a_folder_are_one_skip_line_or_unread_never_a_traceback(tmp_path, bert):
+    """A config naming its base by a number is skipped with its reason; a training record whose
+    label prompts are malformed does not matter to an import (no task key is made without data),
+    and `add` with data refuses it in one line."""
+    plain = tmp_path / "plain"
+    numbered = make_adapter(bert, plain / "numbered-base", seed=1)
+    config = json.loads((numbered / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = 123
+    (numbered / "adapter_config.json").write_text(json.dumps(config))
+    odd_task = make_adapter(bert, plain / "odd-task", seed=2)
+    (odd_task / "loradb_training.json").write_text(json.dumps({"prompts": 5}))
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+    code, out, err = run("import", db, plain, "--base", bert)
+    assert code == 0 and "imported 1 adapters, skipped 1" in out, out + err
+    assert "base_model_name_or_path must be a string, got 123" in err and "Traceback" not in err
+    before = snapshot(db)
+    code, _, err = run("add", db, odd_task, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["cooking"]), "--name", "again")
+    assert code == 2 and "label prompts must be a list of strings" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(db) == before
+
+
+def test_names_tell_apart_what_an_earlier_import_already_named(tmp_path, bert, monkeypatch):
+    """A name another record holds gives way to one that tells the adapter apart (its revision,
+    its parent folder, its weights' sha256); a folder name a record may not take is mended or
+    prefixed; a path given with '..' names the folder itself."""
+    db = tmp_path / "db"
+    assert run("init", db)[0] == 0
+
+    def imported(*paths) -> list[str]:
+        code, out, err = run("import", db, *paths, "--base", bert)
+        assert code == 0 and "skipped" not in err, out + err
+        return sorted(line.split()[1] for line in out.splitlines() if line.startswith("added "))
+
+    first, second = tmp_path / "hub-1", tmp_path / "hub-2"  # one repository, a revision in each cache
+    _as_hub_snapshot(make_adapter(bert, tmp_path / "made" / "r1", seed=1), first, "acme/x-lora", "a" * 40)
+    _as_hub_snapshot(make_adapter(bert, tmp_path / "made" / "r2", seed=2), second, "acme/x-lora", "b" * 40)
+    assert imported(first) == ["acme--x-lora"]
+    assert imported(second) == ["acme--x-lora@bbbbbbbbbbbb"]
+
+    places = [tmp_path / place / "team" / "lora" for place in ("x", "y", "z")]  # the same folder name, three places
+    made = [make_adapter(bert, folder, seed=3 + i) for i, folder in enumerate(places)]
+    assert imported(places[0]) == ["lora"]
+    assert imported(places[1]) == ["team--lora"]
+    sha = hashlib.sha256((made[2] / "adapter_model.safetensors").read_bytes()).hexdigest()
+    assert imported(places[2]) == [f"team--lora@{sha[:12]}"]
+
+    odd = tmp_path / "odd"
+    make_adapter(bert, odd / "lr=1e-4", seed=6)
+    make_adapter(bert, odd / "0001", seed=7)  # hex digits only: could be read as an id
+    assert imported(odd) == ["lr_1e-4", "odd--0001"]
+
+    inner = tmp_path / "near" / "kept-lora" / "inner"
+    make_adapter(bert, inner.parent, seed=8)
+    inner.mkdir()
+    monkeypatch.chdir(inner)
+    assert imported("..") == ["kept-lora"]
+
+
 def test_records_without_data_in_both_backends(location, bert, tmp_path):
     """SQLite and PostgreSQL (whose vector type has no empty value) keep a record without data:
     read back whole, counted by check, never met by a search, gone with remove."""
@@ -213,8 +273,8 @@ def test_records_without_data_in_both_backends(location, bert, tmp_path):
 
 
 def test_import_names_what_it_cannot_read_or_name(tmp_path, bert, monkeypatch):
-    """A folder the walk cannot read and a name another record holds are each skipped with the
-    reason; two folders of one name each take their parent's."""
+    """A folder the walk cannot read is skipped with the reason, and so is an adapter every name
+    of which another record holds; two folders of one name each take their parent's."""
     import os
 
     from loradb.db import importing
@@ -225,8 +285,10 @@ def test_import_names_what_it_cannot_read_or_name(tmp_path, bert, monkeypatch):
     make_adapter(bert, plain / "taken", seed=3)
     db = tmp_path / "db"
     assert run("init", db)[0] == 0
-    other = make_adapter(bert, tmp_path / "other", seed=5)
-    assert run("add", db, other, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["sports"]), "--name", "taken")[0] == 0
+    sha = hashlib.sha256((plain / "taken" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    for i, name in enumerate(["taken", "plain--taken", f"plain--taken@{sha[:12]}"]):  # every name it could take
+        other = make_adapter(bert, tmp_path / f"other-{i}", seed=50 + i)
+        assert run("add", db, other, "--data", write_jsonl(tmp_path / "d.jsonl", TEXTS["sports"]), "--name", name)[0] == 0
     real_walk = os.walk
 
     def walk_meeting_a_locked_folder(top, onerror=None, **kw):  # as os.walk reports a folder it may not list
@@ -237,6 +299,6 @@ def test_import_names_what_it_cannot_read_or_name(tmp_path, bert, monkeypatch):
     code, out, err = run("import", db, plain, "--base", bert)
     assert code == 0, err
     assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("added ")) == ["team-a--lora", "team-b--lora"]
-    assert "a record named taken already holds other weights" in err
+    assert f"records named taken, plain--taken, plain--taken@{sha[:12]} already hold other weights" in err
     assert f"skipped {plain / 'locked'}: cannot read this folder (Permission denied)" in err
     assert "imported 2 adapters, skipped 2" in out

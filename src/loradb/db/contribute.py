@@ -30,6 +30,8 @@ def check_name(name: str, what: str = "record name") -> str:
     never stand for another record in `compose --weights NAME=w` or `export NAME`."""
     if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
         raise LoradbError(f"invalid {what} {name!r}: 1-200 characters, no '=', '/', '\\', control characters or surrounding spaces")
+    if name in (".", ".."):
+        raise LoradbError(f"invalid {what} {name!r}: it reads as a folder of a path")
     if _ID_LIKE.fullmatch(name):
         raise LoradbError(f"invalid {what} {name!r}: a name made only of hex digits could be read as an id; "
                           "add a letter beyond a-f or a '-'")
@@ -93,7 +95,8 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir, stated_base_must_match)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
-    task = as_task(task) if task is not None else trained_task(adapter_dir)
+    if not without_data:  # without a representation there is no task key: the folder's task is not read
+        task = as_task(task) if task is not None else trained_task(adapter_dir)
     rep: Representation | None
     if without_data:
         rep = None

@@ -15,6 +15,7 @@ hub snapshot its repository and revision (`source`, `hub_revision`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def adapter_folders(paths: Sequence[str | os.PathLike], unreadable: list[tuple[P
         for here, dirs, files in os.walk(root, onerror=on_error):
             dirs[:] = sorted(d for d in dirs if d not in ("blobs", ".no_exist") and not d.startswith(".git"))
             if CONFIG_NAME in files:
-                found.add(Path(here).absolute())
+                found.add(Path(os.path.abspath(here)))  # absolute and without '..': its name is its own
     return sorted(found)
 
 
@@ -146,6 +147,32 @@ def _portable_tag(tag: str) -> str:
     return prefix + legacy_portable(tag.removeprefix(prefix)) if tag.startswith(prefix) else tag
 
 
+_UNNAMEABLE = re.compile(r"[\x00-\x1f\x7f=/\\]")  # what a record name may not hold (contribute.check_name)
+
+
+def _name_choices(f: Found, sha: str | None) -> list[str]:
+    """The names an adapter may take, in order: the walk's, then names that tell it apart from a
+    record already named so (another revision, or a folder of the same name elsewhere): with its
+    hub revision, its parent folder, the sha256 of its weights. Characters a name may not hold
+    become "_" (a folder `lr=1e-4` is named `lr_1e-4`)."""
+    names = [f.name]
+    if f.revision is not None and "@" not in f.name:
+        names.append(f"{f.name}@{f.revision[:12]}")
+    if f.revision is None and f.path.parent.name and f.name == f.path.name:
+        names.append(f"{f.path.parent.name}--{f.path.name}")
+    if sha is not None:
+        names.append(f"{names[-1]}@{sha[:12]}")
+    return list(dict.fromkeys(_UNNAMEABLE.sub("_", n).strip()[:200] for n in names))
+
+
+def _name_problem(name: str) -> LoradbError | None:
+    try:
+        check_name(name)
+    except LoradbError as e:
+        return e
+    return None
+
+
 def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.PathLike | None = None,
                     meta: dict | None = None, progress: bool = True,
                     on_skip: Callable[[Path, str], None] | None = None) -> ImportReport:
@@ -187,14 +214,17 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
             if sha is not None and sha in held_blobs:
                 skip(f.path, "the database already holds these weights")
                 continue
-            check_name(f.name)
-            if db.index.name_taken(f.name):
-                skip(f.path, f"a record named {f.name} already holds other weights")
+            candidates = _name_choices(f, sha)
+            choices = [n for n in candidates if _name_problem(n) is None]
+            name = next((n for n in choices if not db.index.name_taken(n)), None)
+            if name is None:
+                skip(f.path, f"records named {', '.join(choices)} already hold other weights" if choices
+                     else str(_name_problem(candidates[0])))
                 continue
             given = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {})}
             if any(k in (meta or {}) for k in LICENCE_KEYS):
                 given.pop("license", None)
-            contribution = prepare_contribution(f.path, name=f.name, meta={**given, **(meta or {})}, base=base,
+            contribution = prepare_contribution(f.path, name=name, meta={**given, **(meta or {})}, base=base,
                                                 without_data=True, progress=False, name_free=db.require_name_free,
                                                 stated_base_must_match=True)
             report.added.append(db.store(contribution))

@@ -130,6 +130,9 @@ def _check_config(config: dict, where: str | Path) -> None:
     for key, value in config.items():
         if key not in _NEUTRAL_FIELDS and value not in (None, False, [], {}, "", 0):
             raise AdapterError(f"{where}: unsupported LoRA option {key}={value!r}; loradb merges plain LoRA adapters only")
+    for key in ("base_model_name_or_path", "revision", "task_type"):  # names: read as text, matched against bases
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise AdapterError(f"{where}: {key} must be a string, got {config[key]!r}")
     for key in ("r", "lora_alpha"):
         if not isinstance(config.get(key, 8), (int, float)) or config.get(key, 8) <= 0:
             raise AdapterError(f"{where}: {key} must be a positive number, got {config.get(key)!r}")

@@ -126,6 +126,8 @@ def task_spec(*, prompts: dict | list | None = None, instruction: str | None = N
     if prompts is not None and instruction is not None:
         raise LoradbError("give the task's label prompts or its instruction, not both")
     if prompts is not None:
+        if not isinstance(prompts, (dict, list, tuple)):
+            raise LoradbError("the task's label prompts must be a list of strings or a {label: prompt} mapping")
         texts = list(prompts.values()) if isinstance(prompts, dict) else list(prompts)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise LoradbError("the task's label prompts must be non-empty strings")
