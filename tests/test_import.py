@@ -139,6 +139,40 @@ def test_records_without_data_beside_records_with_data(library, bert):
     assert run("remove", db, "finance-lora")[0] == 0 and run("check", db)[0] == 0
 
 
+def test_an_exported_record_keeps_its_statements_when_imported_or_added_again(library, bert):
+    """export writes the record beside its adapter (loradb_record.json): importing it into another
+    database keeps the licence, source and tags it had; `add` with data keeps them too, and the
+    contributor's --meta licence still wins. A malformed record file is refused, not skipped over."""
+    cache, _, tmp = library
+    db, other = tmp / "db", tmp / "other"
+    for d in (db, other):
+        assert run("init", d)[0] == 0
+    assert run("import", db, cache, "--base", bert)[0] == 0
+    shown = lambda where, name: json.loads(run("show", where, name, "--json")[1])["meta"]  # noqa: E731
+    original = shown(db, "acme--cooking-lora@aaaaaaaaaaaa")
+    assert original["license"] == "apache-2.0" and original["source"].startswith("hub:acme/cooking-lora@")
+    assert run("export", db, "acme--cooking-lora@aaaaaaaaaaaa", "--out", tmp / "out" / "cooking")[0] == 0
+    recorded = json.loads((tmp / "out" / "cooking" / "loradb_record.json").read_text())
+    assert recorded["meta"] == original and recorded["name"] == "acme--cooking-lora@aaaaaaaaaaaa"
+
+    code, out, err = run("import", other, tmp / "out", "--base", bert)
+    assert code == 0 and "imported 1 adapters" in out, out + err
+    assert shown(other, "cooking") == original  # its hub source, not the export folder; its licence
+
+    data = write_jsonl(tmp / "d.jsonl", TEXTS["cooking"])
+    code, _, err = run("add", db, tmp / "out" / "cooking", "--data", data, "--name", "relicensed", "--meta", "licence=mit",
+                       "--base", bert)
+    assert code == 0, err
+    meta = shown(db, "relicensed")
+    assert meta["licence"] == "mit" and "license" not in meta and meta["tags"] == original["tags"]
+
+    (tmp / "out" / "cooking" / "loradb_record.json").write_text(json.dumps({"meta": {"license": 5}}))
+    before = snapshot(other)
+    code, _, err = run("add", other, tmp / "out" / "cooking", "--data", data, "--name", "broken", "--base", bert)
+    assert code == 2 and 'its "meta" must map names to strings' in err
+    assert snapshot(other) == before
+
+
 def test_import_refuses_what_it_cannot_read(tmp_path, bert):
     db = tmp_path / "db"
     assert run("init", db)[0] == 0

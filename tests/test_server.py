@@ -75,6 +75,7 @@ def test_contribute_search_compose_by_two_token_holders(shared, bert, monkeypatc
         assert run("export", url, "sports", "--out", tmp / "sports-copy")[0] == 0
         sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
         assert sha(tmp / "sports-copy" / "adapter_model.safetensors") == sha(adapters["sports"] / "adapter_model.safetensors")
+        assert json.loads((tmp / "sports-copy" / "loradb_record.json").read_text())["name"] == "sports"  # written by the client
         as_(monkeypatch, tokens["bob"])
         before = snapshot(db)
         code, _, err = run("remove", url, "cooking")

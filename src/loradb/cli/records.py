@@ -125,7 +125,8 @@ def cmd_show(args) -> int:
     return 0
 
 
-@command("remove", "delete a record (and its blob if unshared)", flags=lambda p: p.add_argument("id"))
+@command("remove", "delete a record (and its blob if unshared)",
+         flags=lambda p: p.add_argument("id", help="record id, unique id prefix, or name"))
 def cmd_remove(args) -> int:
     with open_db(args.db) as db:
         record = db.remove(args.id)
@@ -134,8 +135,9 @@ def cmd_remove(args) -> int:
 
 
 def _export_flags(p) -> None:
-    p.add_argument("id")
-    p.add_argument("--out", required=True)
+    p.add_argument("id", help="record id, unique id prefix, or name")
+    p.add_argument("--out", required=True, help="the folder to write: the PEFT adapter, and loradb_record.json (the "
+                   "record's name, base and metadata, which add and import read back, so its licence and source stay)")
 
 
 @command("export", "write a stored adapter back out as a PEFT directory", flags=_export_flags)

@@ -95,6 +95,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir, stated_base_must_match)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
+    meta = _with_folder_meta(adapter_dir, check_meta(meta))  # before z, which can take minutes: a bad file fails first
     if not without_data:  # without a representation there is no task key: the folder's task is not read
         task = as_task(task) if task is not None else trained_task(adapter_dir)
     rep: Representation | None
@@ -105,13 +106,49 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
                                 **(recipe or _existing_recipe(spaces, base_model)))
     else:
         rep = with_task_key(representation_from_file(repr, base_model), task, base_model)
-    given = check_meta(meta)
-    composed = composed_meta(adapter_dir)
-    if any(key in given for key in LICENCE_KEYS):  # the contributor's own statement of the licence wins
-        composed.pop("licence", None)
-    meta = {**validation_meta(adapter_dir), **composed, **given}
     return Contribution(adapter=adapter, weights=Path(adapter_dir) / WEIGHTS_NAME, rep=rep, name=name, meta=meta,
                         base_name=base_model.name, base_fingerprint=base_model.fingerprint)
+
+
+def _with_folder_meta(adapter_dir, given: dict[str, str]) -> dict[str, str]:
+    """The metadata a record keeps: what the folder says (what `loradb train` measured, the
+    lineage of a composition, the record it was exported from), under what the caller gives."""
+    composed, exported = composed_meta(adapter_dir), exported_meta(adapter_dir)
+    if any(key in given for key in LICENCE_KEYS):  # the contributor's own statement of the licence wins
+        composed.pop("licence", None)
+        exported = {k: v for k, v in exported.items() if k not in LICENCE_KEYS}
+    return {**validation_meta(adapter_dir), **composed, **exported, **given}
+
+
+RECORD_NAME = "loradb_record.json"  # written by `export` beside the adapter: the record's name, base and metadata
+
+
+def write_record_file(folder: Path, record) -> None:
+    """The record an adapter is exported from, beside it (RECORD_NAME): a local Record or a
+    server's RemoteRecord (both have id, name, base_name, base_fingerprint, meta)."""
+    import json
+
+    doc = {"name": record.name, "id": record.id, "base": record.base_name, "base_fingerprint": record.base_fingerprint,
+           "meta": record.meta}
+    (Path(folder) / RECORD_NAME).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def exported_meta(adapter_dir) -> dict[str, str]:
+    """The metadata of the record an adapter folder was exported from (`loradb export`), so adding
+    or importing it again keeps its licence, source and tags; {} when the folder has none."""
+    import json
+
+    path = Path(adapter_dir) / RECORD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LoradbError(f"{path}: unreadable ({e})") from None
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise LoradbError(f"{path}: its \"meta\" must map names to strings, as `loradb export` writes it")
+    return meta
 
 
 def validation_meta(adapter_dir) -> dict[str, str]:

@@ -22,7 +22,7 @@ from loradb.lora.identity import legacy_portable, where_is
 from loradb.models.locate import locate
 from loradb.db.lineage import lineage
 from loradb.db.listing import list_filtered
-from loradb.db.contribute import Contribution, prepare_contribution
+from loradb.db.contribute import Contribution, prepare_contribution, write_record_file
 from loradb.db.importing import ImportReport, import_adapters
 from loradb.db.arrowsearch import arrow_search
 from loradb.db.uploads import check_upload
@@ -158,6 +158,7 @@ class LoraDB:
             shutil.copyfile(self.blobs.fetch(record.blob_sha256), tmp / WEIGHTS_NAME)
             config = {**record.adapter_config, "base_model_name_or_path": record.base_name}  # portable, also for old records
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            write_record_file(tmp, record)  # its licence, source, tags...: read back by add and import
         return Path(out)
 
     # ---- writing -------------------------------------------------------------------

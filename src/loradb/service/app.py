@@ -284,7 +284,8 @@ def create_app(config: ServerConfig):
         tmp = Path(tempfile.mkdtemp(prefix="loradb-download-"))
         try:
             out = db().export(ref, tmp / "adapter")  # verifies the blob's sha256
-            archive = write_archive(tmp / "adapter.tar", {p.name: p for p in sorted(out.iterdir())})
+            # the files every client accepts; a client writes the record's own file from the record it read
+            archive = write_archive(tmp / "adapter.tar", {p.name: p for p in sorted(out.iterdir()) if p.name in ARCHIVE_FILES})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

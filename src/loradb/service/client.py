@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from loradb.db.contribute import prepare_contribution
+from loradb.db.contribute import prepare_contribution, write_record_file
 from loradb.db.compose import check_weights_or_target, refuse_if_abstained
 from loradb.db.lineage import card_for
 from loradb.db.results import DEFAULT_K, Hit, SearchResult
@@ -188,6 +188,7 @@ class RemoteDB:
 
             if sha256_file(dst / WEIGHTS_NAME) != record.doc.get("blob_sha256"):
                 raise RemoteError(f"the adapter of {record.name} arrived with another sha256 than the server records")
+            write_record_file(dst, record)
         return Path(out)
 
     # ---- writing -------------------------------------------------------------------
