@@ -98,21 +98,21 @@ def _pattern_value(patterns: dict, module: str, default):
 
 def _check_patterns(config: dict, where: str | Path) -> None:
     """rank_pattern and alpha_pattern: module-name regexes to positive numbers, as PEFT reads them."""
-    for field in ("rank_pattern", "alpha_pattern"):
-        patterns = config.get(field) or {}
+    for option in ("rank_pattern", "alpha_pattern"):
+        patterns = config.get(option) or {}
         if not isinstance(patterns, dict):
-            raise AdapterError(f"{where}: {field} must map module-name patterns to numbers, got {type(patterns).__name__}")
+            raise AdapterError(f"{where}: {option} must map module-name patterns to numbers, got {type(patterns).__name__}")
         for key, value in patterns.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 2 ** 31:
-                raise AdapterError(f"{where}: {field}[{key!r}] must be a positive number, got {value!r}")
+                raise AdapterError(f"{where}: {option}[{key!r}] must be a positive number, got {value!r}")
             try:
                 re.compile(key)
             except (re.error, RecursionError, OverflowError):
-                raise AdapterError(f"{where}: {field} key {key!r} is not a valid regular expression") from None
+                raise AdapterError(f"{where}: {option} key {key!r} is not a valid regular expression") from None
             if len(key) > 300 or _QUANTIFIED_GROUP.search(key) or len(_UNBOUNDED.findall(key)) > 2:
                 # each key is matched against every module name: a pattern that backtracks
                 # exponentially ((a*)*b) or polynomially (.*.*.*x) would hold the server
-                raise AdapterError(f"{where}: {field} key {key!r} is refused: at most 300 characters, no quantified "
+                raise AdapterError(f"{where}: {option} key {key!r} is refused: at most 300 characters, no quantified "
                                    "group and at most two * or + (module-name patterns need no more)")
 
 
