@@ -112,12 +112,16 @@ def test_a_report_names_a_cached_domains_folder_by_its_place_in_the_cache(tmp_pa
     assert shown_folder(str(tmp_path / "elsewhere" / "vader")) == "vader"
 
 
-def test_eval_cli_refuses_malformed_folders(bert, tmp_path):
+def test_eval_cli_refuses_malformed_folders(bert, tmp_path, capsys):
     domains = make_domains(tmp_path / "d")
     (domains / "sports" / "test.jsonl").unlink()
     assert main(["eval", "--base", str(bert), "--domains", str(domains), "--out", str(tmp_path / "r")]) == 2
     with pytest.raises(DataError, match="test.jsonl is missing"):
         load_domains(domains)
+    capsys.readouterr()
+    # the data-free key is every fold's arrow row, not a key a fold searches by
+    assert main(["eval", "--base", str(bert), "--domains", str(domains), "--out", str(tmp_path / "r"), "--key", "arrow"]) == 2
+    assert "invalid choice: 'arrow'" in capsys.readouterr().err
 
 
 def test_domain_validation(tmp_path):

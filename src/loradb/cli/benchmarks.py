@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loradb.cli.common import BASE_NAMES, add_training_flags, base_dir, command, key_names, print_json, train_config
+from loradb.cli.common import BASE_NAMES, add_training_flags, base_dir, command, print_json, vector_key_names, train_config
 from loradb.errors import LoradbError
 from loradb.weighting.registry import FEW_SHOT, ZERO_SHOT
 
@@ -33,8 +33,9 @@ def _eval_flags(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32, help="generation: longest output (default 32 tokens)")
     p.add_argument("--folds", help="hold out only these domains, comma-separated (default: every domain); "
                    "every other domain stays a reference")
-    p.add_argument("--key", choices=key_names(), help="retrieval key for every fold (default: each fold chooses "
-                   "by leave-one-out over its references, by domain.json families)")
+    p.add_argument("--key", choices=vector_key_names(), help="retrieval key for every fold (default: each fold chooses "
+                   "by leave-one-out over its references, by domain.json families; the data-free key arrow is "
+                   "every fold's `arrow` row)")
     p.add_argument("--no-compare-keys", action="store_true", help="skip scoring every retrieval key on each fold")
     p.add_argument("--test-examples", type=int, help="score on a seeded sample of at most this many test examples per domain")
     p.add_argument("--k-sweep", help="also run uniform, similarity and sparse at these k, e.g. 1,3,5,10")

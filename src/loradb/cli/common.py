@@ -128,6 +128,13 @@ def key_names() -> list[str]:
     return names()
 
 
+def vector_key_names() -> list[str]:
+    """The keys that compare vectors (every key but the data-free ones)."""
+    from loradb.retrieval.keys import KEYS
+
+    return list(KEYS)
+
+
 def add_task_flags(p, what: str) -> None:
     g = p.add_argument_group(what)
     g.add_argument("--prompts", metavar="LABELS_JSON", help="labels.json mapping each label to its prompt")
