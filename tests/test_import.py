@@ -45,6 +45,14 @@ def _as_hub_snapshot(adapter: Path, cache: Path, repo: str, revision: str, card:
     return snap
 
 
+def _names_base(adapter: Path, stated) -> Path:
+    """The adapter's config made to name another base (as a folder from elsewhere may)."""
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = stated
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    return adapter
+
+
 @pytest.fixture
 def library(bert, bert_other_weights, bert_wider, tmp_path):
     """A hub cache (two revisions of one adapter, one for another base, a broken one, a copy of
@@ -65,9 +73,7 @@ def library(bert, bert_other_weights, bert_wider, tmp_path):
     plain = tmp_path / "plain"
     make_adapter(bert, plain / "finance-lora", seed=4)
     wide = make_adapter(bert_wider, plain / "wide-lora", seed=5)
-    config = json.loads((wide / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = bert.name  # says it is for bert, by a name only: its shapes must tell
-    (wide / "adapter_config.json").write_text(json.dumps(config))
+    _names_base(wide, bert.name)  # says it is for bert, by a name only: its shapes must tell
     return cache, plain, tmp_path
 
 
@@ -190,9 +196,7 @@ def test_import_without_base_needs_the_stated_base(tmp_path, bert):
     plain = tmp_path / "plain"
     make_adapter(bert, plain / "here", seed=1)
     gone = make_adapter(bert, plain / "elsewhere", seed=2)
-    config = json.loads((gone / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "acme/not-on-this-machine"
-    (gone / "adapter_config.json").write_text(json.dumps(config))
+    _names_base(gone, "acme/not-on-this-machine")
     db = tmp_path / "db"
     assert run("init", db)[0] == 0
     code, out, err = run("import", db, plain)
@@ -206,9 +210,7 @@ def test_import_with_base_refuses_another_named_base_it_cannot_compare(tmp_path,
     skipped (a bulk import does not guess); `add --base` takes the user's word for one adapter."""
     plain = tmp_path / "plain"
     elsewhere = make_adapter(bert, plain / "elsewhere", seed=2)
-    config = json.loads((elsewhere / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "acme/not-on-this-machine"
-    (elsewhere / "adapter_config.json").write_text(json.dumps(config))
+    _names_base(elsewhere, "acme/not-on-this-machine")
     db = tmp_path / "db"
     assert run("init", db)[0] == 0
     before = snapshot(db)
@@ -227,9 +229,7 @@ def test_odd_fields_in_a_folder_are_one_skip_line_or_unread_never_a_traceback(tm
     and `add` with data refuses it in one line."""
     plain = tmp_path / "plain"
     numbered = make_adapter(bert, plain / "numbered-base", seed=1)
-    config = json.loads((numbered / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = 123
-    (numbered / "adapter_config.json").write_text(json.dumps(config))
+    _names_base(numbered, 123)
     odd_task = make_adapter(bert, plain / "odd-task", seed=2)
     (odd_task / "loradb_training.json").write_text(json.dumps({"prompts": 5}))
     db = tmp_path / "db"
