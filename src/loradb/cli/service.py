@@ -53,7 +53,8 @@ def _route_flags(p) -> None:
                    "engine's --max-loras)")
     p.add_argument("--max-lora-rank", type=int, default=64, help="the engine's largest adapter rank; larger compositions "
                    "are compressed to it (default 64)")
-    p.add_argument("--state", metavar="DIR", help="compositions and named adaptations (default DB/route)")
+    p.add_argument("--state", metavar="DIR", help="compositions and named adaptations (default: DB/route for a "
+                   "directory database, else ./loradb-route); routers sharing one share their named adaptations")
     p.add_argument("--log-level", default="warning", choices=("warning", "info", "debug"), help="router log")
 
 

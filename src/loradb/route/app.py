@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from starlette.routing import Route
 
 from loradb.errors import Conflict, LoradbError, NotFound, OverLimit, Unavailable
 from loradb.route.adaptations import Adaptations
-from loradb.route.engine import Engine, EngineLimits, EngineRefused
+from loradb.route.engine import Engine, EngineLimits, EngineRefused, EngineTimeout
 from loradb.route.library import AUTO, Library
 from loradb.route.loaded import LoadedSet
 from loradb.route.plan import Plan
@@ -41,25 +42,43 @@ from loradb.route.prompts import request_texts
 log = logging.getLogger("loradb.route")
 
 MAX_BODY_BYTES = 8 << 20  # a completion request: prompts and options, never weights
+MAX_ADAPTATION_TEXTS = 1024
 HEADER = "X-Loradb-Adapters"
 
 
 class Router:
-    """The router's state: the database side (in one worker thread), the engine and what it holds."""
+    """The router's state: the database side, the engine and what it holds.
+
+    The database side runs in two threads, each with its own handle: the worker does the long
+    work (represent, search, compose), the reader the short reads every request makes (is a
+    record gone, which record a name is), so a request served by a cached adapter, a record or
+    the base model never waits behind another request's composition."""
 
     def __init__(self, db: str, *, engine_url: str, base: str, limits: EngineLimits, state: Path):
         self.limits = limits
         self.engine = Engine(engine_url)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route")
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route-read")
+        compositions = state / "compositions"
         self.library: Library = self.worker.submit(Library, db, base=base, limits=limits,
-                                                   compositions=state / "compositions").result()
+                                                   compositions=compositions).result()
+        self.catalog: Library = self.reader.submit(Library, db, base=base, limits=limits,
+                                                   compositions=compositions).result()
         self.adaptations = Adaptations(state / "adaptations.json")
-        self.loaded = LoadedSet(self.engine, limits.max_loras, self._compose, self._discard)
-        self.plans: dict[str, Plan] = {}  # engine name -> plan, for every composition made (invalidation)
+        self.loaded = LoadedSet(self.engine, limits.max_loras, self._compose, self._discard, self._unloaded)
+        self.plans: dict[str, Plan] = {}  # engine name -> plan of each composition made and not yet unloaded
         self.base_name: str | None = None  # the engine's own name for its base model
+        self.started = 0  # when the router started (unix seconds): its models' `created`
+        self._dropping: set[str] = set()  # compositions of removed records being unloaded in the background
+        self._tasks: set[asyncio.Task] = set()
 
     async def _blocking(self, fn, *args, **kwargs):
+        """Long database work (represent, search, compose), in the worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: fn(*args, **kwargs))
+
+    async def _reading(self, fn, *args, **kwargs):
+        """A short database read, in the reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.reader, lambda: fn(*args, **kwargs))
 
     async def _compose(self, plan: Plan) -> Path:
         path, compression = await self._blocking(self.library.compose, plan)
@@ -69,8 +88,16 @@ class Router:
         return path
 
     async def _discard(self, plan: Plan) -> None:
+        """Forget a composition the engine would not load (its folder is nobody's)."""
         self.plans.pop(plan.engine_name, None)
-        await self._blocking(self.library.discard, plan.key)
+        await asyncio.to_thread(self.library.discard, plan.key)
+
+    async def _unloaded(self, name: str) -> None:
+        """An adapter the engine no longer holds (evicted, or of a removed record): its composition
+        is deleted, so the disk holds what is loaded, not every composition ever made."""
+        plan = self.plans.pop(name, None)
+        if plan is not None:
+            await asyncio.to_thread(self.library.discard, plan.key)
 
     async def start(self) -> None:
         """Check that the engine serves the router's base model, and warm the encoder."""
@@ -87,12 +114,24 @@ class Router:
             raise LoradbError(f"the engine serves {root}, not the router's base model {self.library.base.short}; start "
                               "the engine on the same model directory")
         self.base_name = models[0]["id"]
+        # adapters an earlier router left in the engine: their plans are not known here, so they
+        # are unloaded (a request loads its composition again), then their folders deleted
+        for name in await self.engine.adapters():
+            if name.startswith("loradb-"):
+                with contextlib.suppress(EngineRefused):
+                    await self.engine.unload(name)
+        await asyncio.to_thread(self.library.clear_compositions)
+        self.started = int(time.time())
         await self._blocking(self.library.warm)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.engine.close()
         self.worker.submit(self.library.close).result()
+        self.reader.submit(self.catalog.close).result()
         self.worker.shutdown()
+        self.reader.shutdown()
 
     async def plan(self, model: Any, body: dict) -> Plan:
         if not isinstance(model, str) or not model:
@@ -110,32 +149,45 @@ class Router:
             return Plan(parts=(), chosen_by="base")
         adaptation = self.adaptations.get(model)
         if adaptation is not None:
-            await self._blocking(self.library.check_plan, adaptation)
+            await self._reading(self.catalog.check_plan, adaptation)
             return adaptation
-        plan = await self._blocking(self.library.plan_record, model)
+        plan = await self._reading(self.catalog.plan_record, model)
         if plan is None:
             raise NotFound(f"unknown model {model!r}: not {AUTO}, an adaptation, a record of the database, or the "
                            f"engine's base model {self.base_name}; GET /v1/models lists them")
         return plan
 
     async def _invalidate(self) -> None:
-        """Drop every cached composition that used a record since removed from the database."""
+        """Drop every cached composition that used a record since removed from the database: in
+        the background, since an adapter is unloaded only once the requests using it are done
+        (no new request can plan a removed record), and this request need not wait for them."""
         used = set().union(*(p.record_ids for p in self.plans.values())) if self.plans else set()
-        gone = await self._blocking(self.library.removed_records, used)
-        if not gone:
-            return
-        stale = {name for name, plan in self.plans.items() if plan.record_ids & gone}
-        await self.loaded.drop(stale)
-        for name in stale:
-            await self._discard(self.plans[name])
+        gone = await self._reading(self.catalog.removed_records, used)
+        stale = {name for name, plan in self.plans.items() if plan.record_ids & gone} - self._dropping
+        if stale:
+            self._dropping |= stale
+            task = asyncio.create_task(self._drop(stale))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drop(self, stale: set[str]) -> None:
+        try:
+            await self.loaded.drop(stale)  # each unloaded adapter's composition is deleted (_unloaded)
+            for name in stale:  # composed but not loaded (the engine refused, or it was evicted meanwhile)
+                plan = self.plans.pop(name, None)
+                if plan is not None and name not in self.loaded.names:
+                    await asyncio.to_thread(self.library.discard, plan.key)
+        except LoradbError as e:  # the engine is down: the next request that notices tries again
+            log.warning("unloading the compositions of removed records failed: %s", e)
+        finally:
+            self._dropping -= stale
 
     async def model_list(self) -> list[dict]:
-        names = await self._blocking(self.library.record_names)
-        owned: list[dict] = [{"id": self.base_name, "object": "model", "owned_by": "engine"},
-                 {"id": AUTO, "object": "model", "owned_by": "loradb"}]
-        owned += [{"id": name, "object": "model", "owned_by": "loradb:adaptation"} for name in self.adaptations.names()]
-        owned += [{"id": name, "object": "model", "owned_by": "loradb:record"} for name in names]
-        return owned
+        names = await self._reading(self.catalog.record_names)
+        entry = lambda name, owner: {"id": name, "object": "model", "created": self.started, "owned_by": owner}  # noqa: E731
+        return [entry(self.base_name, "engine"), entry(AUTO, "loradb"),
+                *(entry(name, "loradb:adaptation") for name in self.adaptations.names()),
+                *(entry(name, "loradb:record") for name in names)]
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -143,6 +195,8 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 def _error_response(e: Exception) -> JSONResponse:
+    if isinstance(e, EngineTimeout):
+        return _error(504, str(e), "engine_timeout")
     if isinstance(e, Unavailable):
         return _error(503, str(e), "engine_unavailable")
     if isinstance(e, EngineRefused):
@@ -200,6 +254,9 @@ def create_app(router: Router) -> Starlette:
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
                 raise LoradbError("`texts` must be a non-empty list of non-empty strings: an unlabeled sample of the "
                                   "data the adaptation is for")
+            if len(texts) > MAX_ADAPTATION_TEXTS:  # z is a mean: a sample this size pins it; more only holds the worker
+                raise OverLimit(f"`texts` holds {len(texts)} texts; an adaptation takes a sample of at most "
+                                f"{MAX_ADAPTATION_TEXTS}")
             plan = await router._blocking(router.library.plan_auto, texts, options, chosen_by="adaptation")
             plan = router.adaptations.add(name, plan, n_texts=len(texts))
             return JSONResponse({"name": name, "loradb": plan.describe()}, status_code=201)
@@ -219,6 +276,14 @@ def create_app(router: Router) -> Starlette:
         except LoradbError as e:
             return _error_response(e)
 
+    async def health(request: Request) -> Response:
+        """Ready when the engine answers (a load balancer's probe); 503 with the cause when not."""
+        try:
+            await router.engine.models()
+        except LoradbError as e:
+            return _error_response(e)
+        return JSONResponse({"status": "ok", "engine": router.engine.url, "loaded": len(router.loaded.names)})
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await router.start()
@@ -229,14 +294,29 @@ def create_app(router: Router) -> Starlette:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
         Route("/v1/adaptations", adaptations, methods=["GET", "POST"]),
         Route("/v1/adaptations/{name}", adaptation, methods=["GET", "DELETE"]),
     ], lifespan=lifespan)
 
 
 async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Response:
-    """The request with `model` set to what serves it, answered by the engine; the plan's
-    adapter is held loaded until the answer has been sent."""
+    """The request, its `model` set to what serves it, answered by the engine; the plan's adapter
+    is held loaded until the answer has been sent. An engine that no longer holds an adapter the
+    router counted as loaded (it restarted) answers 404: the adapter is loaded again, once."""
+    asked = body["model"]
+    for attempt in (1, 2):
+        try:
+            return await _forward_once(router, path, body, plan, asked)
+        except EngineRefused as e:
+            if not (plan.parts and e.unknown_model and attempt == 1):
+                raise
+            log.warning("the engine no longer holds %s (restarted?): loading it again", plan.engine_name)
+            await router.loaded.forget(plan.engine_name)
+    raise AssertionError("unreachable")
+
+
+async def _forward_once(router: Router, path: str, body: dict, plan: Plan, asked: str) -> Response:
     stack = contextlib.AsyncExitStack()
     try:
         described = plan.describe()
@@ -248,7 +328,7 @@ async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Respons
         headers = {HEADER: plan.header()}
         if not body.get("stream"):
             answer = await router.engine.post(path, body)
-            answer["model"] = body["model"]  # the composition's engine name, or the base model's
+            answer["model"] = asked  # as the client named it (gateways account by it); the adapter is in `loradb`
             answer["loradb"] = described
             return JSONResponse(answer, headers=headers)
         chunks = router.engine.stream(path, body).__aiter__()
@@ -265,6 +345,9 @@ async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Respons
             yield first
             async for chunk in chunks:
                 yield chunk
+        except LoradbError as e:  # the engine failed mid-answer: the status is sent, so say it as an event
+            log.warning("the engine's stream for %s broke off: %s", body["model"], e)
+            yield b"data: " + json.dumps({"error": {"message": str(e), "type": "engine_error"}}).encode() + b"\n\n"
         finally:
             await stack.aclose()
 

@@ -27,12 +27,27 @@ class EngineDown(Unavailable):
     """The engine cannot be reached (not started, restarting, crashed): HTTP 503."""
 
 
+class EngineTimeout(EngineDown):
+    """The engine took longer than the router waits (a completion, a load): HTTP 504."""
+
+
 class EngineRefused(LoradbError):
     """The engine answered with an error (a bad adapter, a request it will not serve)."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+    @property
+    def already_loaded(self) -> bool:
+        """vLLM refusing to load a name it holds (its message since 0.6): the adapter is there."""
+        return self.status == 400 and "has already been loaded" in str(self)
+
+    @property
+    def unknown_model(self) -> bool:
+        """vLLM answering for a model it does not serve (`The model ... does not exist`): an
+        adapter the router believed loaded is gone (the engine restarted)."""
+        return self.status == 404
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,19 @@ class Engine:
         return (await self._call("GET", "/v1/models")).json().get("data", [])
 
     async def load(self, name: str, path: str) -> None:
-        await self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
-                         timeout=LOAD_TIMEOUT_S, what=f"loading adapter {name}")
+        """Load the adapter at `path` as `name`; one the engine already holds under that name is
+        taken as loaded (a name is a hash of the composition: the same adapter), as after a
+        load that timed out here but finished in the engine, or a restart of the router."""
+        try:
+            await self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
+                             timeout=LOAD_TIMEOUT_S, what=f"loading adapter {name}")
+        except EngineRefused as e:
+            if not e.already_loaded:
+                raise
+
+    async def adapters(self) -> list[str]:
+        """The names of the adapters the engine holds (its /v1/models entries after the base)."""
+        return [m["id"] for m in (await self.models())[1:] if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def unload(self, name: str) -> None:
         await self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name}, timeout=LOAD_TIMEOUT_S,
@@ -85,10 +111,10 @@ class Engine:
                 if response.status_code >= 400:
                     await response.aread()
                     raise EngineRefused(_engine_message(response), response.status_code)
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():  # decoded: the router's answer sets no content-encoding
                     yield chunk
         except httpx.TransportError as e:
-            raise EngineDown(f"the vLLM engine at {self.url} cannot be reached ({type(e).__name__}: {e})") from None
+            raise _unreachable(self.url, e) from None
 
     async def _call(self, method: str, path: str, *, json: dict | None = None, timeout: float | None = None,
                     what: str | None = None) -> httpx.Response:
@@ -96,11 +122,18 @@ class Engine:
             response = await self.client.request(method, path, json=json,
                                                  timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as e:
-            raise EngineDown(f"the vLLM engine at {self.url} cannot be reached ({type(e).__name__}: {e})") from None
+            raise _unreachable(self.url, e, what) from None
         if response.status_code >= 400:
             message = _engine_message(response)
             raise EngineRefused(f"{what}: {message}" if what else message, response.status_code)
         return response
+
+
+def _unreachable(url: str, e: httpx.TransportError, what: str | None = None) -> EngineDown:
+    if isinstance(e, httpx.TimeoutException) and not isinstance(e, httpx.ConnectTimeout):  # reached, but slow
+        return EngineTimeout(f"the vLLM engine at {url} did not answer in time{f' ({what})' if what else ''}: "
+                             f"{type(e).__name__}")
+    return EngineDown(f"the vLLM engine at {url} cannot be reached ({type(e).__name__}: {e})")
 
 
 def _engine_message(response: httpx.Response) -> str:

@@ -134,6 +134,11 @@ class Library:
     def discard(self, plan_key: str) -> None:
         shutil.rmtree(self.compositions / plan_key, ignore_errors=True)
 
+    def clear_compositions(self) -> None:
+        """Delete every composition on disk (at start: the engine holds none of them any more)."""
+        for folder in self.compositions.iterdir():
+            shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
+
     # ---- invalidation ----------------------------------------------------------------
 
     def _current_generation(self) -> int | None:

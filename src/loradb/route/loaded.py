@@ -4,7 +4,9 @@ A request holds its adapter (`use`) from before it is forwarded until its answer
 sent, so an adapter is never unloaded under a request that is using it: eviction takes the
 least recently used idle adapter, and when every slot is busy the request waits for one.
 Two requests that need the same adapter while it is not loaded compose and load it once
-(the second waits for the first's work and shares its result or its error).
+(the second waits for the first's work and shares its result or its error). An adapter
+unloaded (evicted, or dropped with a removed record) is handed to `unloaded` before anyone
+can load it again, so its composition can be deleted without racing a new load.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from loradb.route.plan import Plan
 
 class LoadedSet:
     def __init__(self, engine: Engine, max_loras: int, compose: Callable[[Plan], Awaitable[Path]],
-                 discard: Callable[[Plan], Awaitable[None]] | None = None):
+                 discard: Callable[[Plan], Awaitable[None]] | None = None,
+                 unloaded: Callable[[str], Awaitable[None]] | None = None):
         self.engine = engine
         self.max_loras = max_loras
         self._compose = compose  # plan -> its adapter directory (runs in the worker thread)
         self._discard = discard  # forget a composition the engine refused to load
+        self._unloaded = unloaded  # engine name -> forget its composition (evicted or dropped)
         self._loaded: OrderedDict[str, int] = OrderedDict()  # engine name -> requests using it; last = most recent
         self._pending: dict[str, asyncio.Future] = {}  # engine name -> its load in progress
         self._unloading: dict[str, asyncio.Future] = {}  # engine name -> its unload in progress
         self._changed = asyncio.Condition()
+        self._loads_of: dict[str, int] = {}  # engine name -> the number of the load that put it there
         self.loads = 0  # how many loads reached the engine (what tests and the benchmark count)
 
     @property
@@ -42,11 +47,12 @@ class LoadedSet:
         already loaded (a cache hit)."""
         name = plan.engine_name
         hit = await self._acquire(name, plan)
+        held = self._loads_of.get(name)  # which load of it this request holds (forget may start another)
         try:
             yield hit
         finally:
             async with self._changed:
-                if name in self._loaded:
+                if name in self._loaded and self._loads_of.get(name) == held:
                     self._loaded[name] -= 1
                 self._changed.notify_all()
 
@@ -93,15 +99,29 @@ class LoadedSet:
 
     async def _settle(self, name: str, unloading) -> None:
         try:
-            await unloading
+            try:
+                await unloading
+            except EngineRefused as e:
+                if e.status != 404:  # not "no such adapter": the engine may still hold it, and read its folder
+                    raise
+            if self._unloaded is not None:  # before the unload is finished: no new load of it races the deletion
+                await self._unloaded(name)
         finally:
             await self._finish(name, self._unloading)
+
+    async def forget(self, name: str) -> None:
+        """The engine no longer holds `name` (it answered 404: restarted): stop counting it as
+        loaded, so the next use loads it again. Requests still using it hold their own count."""
+        async with self._changed:
+            self._loaded.pop(name, None)
+            self._changed.notify_all()
 
     async def _finish(self, name: str, table: dict, *, loaded: bool = False, error: BaseException | None = None) -> None:
         async with self._changed:
             future = table.pop(name)
             if loaded:
                 self._loaded[name] = 1
+                self._loads_of[name] = self.loads
             if error is not None:
                 future.set_exception(error)
                 future.exception()  # retrieved: a failure with no other waiter is not "never retrieved"
