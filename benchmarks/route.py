@@ -97,11 +97,19 @@ def complete(client: httpx.Client, model: str, prompt: str, **loradb) -> dict:
     return r.json()
 
 
-def quality(client: httpx.Client, stream: list[dict], base_name: str) -> dict:
+def writer(db: Path) -> dict:
+    """The header a router needs to make adaptations: a write token of the database."""
+    from loradb.db.access import create_token
+
+    with LoraDB(db) as opened:
+        return {"Authorization": f"Bearer {create_token(opened, 'route-benchmark', 'write')[0]}"}
+
+
+def quality(client: httpx.Client, stream: list[dict], base_name: str, headers: dict) -> dict:
     """Each row's outputs and per-request ROUGE-L, and what served each per-request answer."""
     inputs = [r["input"] for r in stream]
     for name, options in (("per-dataset", {"k": 5}), ("merge-all", {"k": 15, "method": "uniform"})):
-        made = client.post("/v1/adaptations", json={"name": name, "texts": inputs, **options})
+        made = client.post("/v1/adaptations", json={"name": name, "texts": inputs, **options}, headers=headers)
         if made.status_code != 201:
             raise RuntimeError(f"{name}: {made.text}")
     rows: dict = {}
@@ -253,10 +261,11 @@ def throughput_16(db: Path, base: Path, stream: list[dict], work: Path) -> dict:
         direct.post("/v1/completions", json={"model": "fixed", "prompt": sample[0], "max_tokens": 1}).raise_for_status()
         single = asyncio.run(throughput(engine.url, [("fixed", p) for p in sample]))
         direct.post("/v1/unload_lora_adapter", json={"lora_name": "fixed"}).raise_for_status()
-        names = []
+        names, headers = [], writer(db)
         for i in range(CONCURRENT):
             texts = [r["input"] for r in stream[i::CONCURRENT]]
-            router.post("/v1/adaptations", json={"name": f"client-{i}", "texts": texts, "k": 5}).raise_for_status()
+            router.post("/v1/adaptations", json={"name": f"client-{i}", "texts": texts, "k": 5},
+                        headers=headers).raise_for_status()
             names.append(f"client-{i}")
             complete(router, names[-1], sample[0])  # composed and loaded before timing
         sixteen = asyncio.run(throughput(url, [(names[i % CONCURRENT], p) for i, p in enumerate(sample)]))
@@ -366,7 +375,7 @@ def main() -> None:
             with engine_and_router(db_path, base, QUALITY_LIMITS, work / "quality") as (_, url), \
                     httpx.Client(base_url=url, timeout=600) as client:
                 base_name = client.get("/v1/models").json()["data"][0]["id"]
-                rows = quality(client, stream, base_name)
+                rows = quality(client, stream, base_name, writer(db_path))
             results = {"requests": len(stream), "per_domain": args.per_domain, "domains": [d.name for d in domains],
                        "rows": {r: {k: v for k, v in row.items() if k != "outputs"} for r, row in rows.items()},
                        "per_request_vs": intervals(rows, "per-request"), "whole_prompt_vs": intervals(rows, WHOLE_PROMPT),

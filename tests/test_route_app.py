@@ -16,6 +16,7 @@ import httpx
 import pytest
 from models import make_adapter, make_llama
 
+from loradb.db.access import create_token
 from loradb.db.database import LoraDB
 from loradb.route.adaptations import Adaptations
 from loradb.route.app import MAX_ADAPTATION_TEXTS, Router, create_app
@@ -81,7 +82,7 @@ class FakeVLLM:
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    """A tiny causal base and a database of three adapters on it."""
+    """A tiny causal base and a database of three adapters on it, with a read and a write token."""
     root = tmp_path_factory.mktemp("route-app")
     base = make_llama(root / "llama")
     db = root / "db"
@@ -91,7 +92,15 @@ def library(tmp_path_factory):
             data = root / f"{domain}.jsonl"
             data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
             opened.add(adapter, data=data, name=domain, base=base, progress=False)
+        TOKENS.update({scope: create_token(opened, f"{scope}-holder", scope)[0] for scope in ("read", "write")})
     return base, db
+
+
+TOKENS: dict[str, str] = {}
+
+
+def bearer(scope: str) -> dict:
+    return {"Authorization": f"Bearer {TOKENS[scope]}"}
 
 
 async def started(fake: FakeVLLM, base: Path, db: Path, state: Path, *, max_loras: int = 2):
@@ -219,14 +228,26 @@ def test_replicas_sharing_a_state_folder_share_their_adaptations(tmp_path):
     assert two.names() == ["site-a"]
 
 
-def test_limits_timeouts_and_health(library, tmp_path):
+def test_tokens_limits_timeouts_and_health(library, tmp_path):
     base, db = library
     fake = FakeVLLM(base)
 
     async def run():
         router, client = await started(fake, base, db, tmp_path / "state")
+        # making or removing an adaptation needs a write token of the database; serving by it does not
+        sample = {"name": "site", "texts": TEXTS["finance"], "k": 1}
+        assert (await client.post("/v1/adaptations", json=sample)).status_code == 401
+        assert (await client.post("/v1/adaptations", json=sample, headers={"Authorization": "Bearer ldb_nope"})).status_code == 401
+        assert (await client.post("/v1/adaptations", json=sample, headers=bearer("read"))).status_code == 403
+        assert router.adaptations.names() == []
+        made = await client.post("/v1/adaptations", json=sample, headers=bearer("write"))
+        assert made.status_code == 201 and [p["name"] for p in made.json()["loradb"]["records"]] == ["finance"]
+        assert (await client.post("/v1/completions", json=completion("site"))).status_code == 200
+        assert (await client.delete("/v1/adaptations/site")).status_code == 401
+        assert (await client.delete("/v1/adaptations/site", headers=bearer("write"))).status_code == 200
+
         too_many = {"name": "big", "texts": ["some text"] * (MAX_ADAPTATION_TEXTS + 1)}
-        answer = await client.post("/v1/adaptations", json=too_many)
+        answer = await client.post("/v1/adaptations", json=too_many, headers=bearer("write"))
         assert answer.status_code == 413 and f"at most {MAX_ADAPTATION_TEXTS}" in answer.json()["error"]["message"]
         health = await client.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"

@@ -7,6 +7,7 @@ engine within its limits, and refuse bad input with nothing left loaded."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from safetensors.numpy import load_file
 from server_helpers import start_server, stop_server
 from services import free_port
 
+from loradb.db.access import create_token
 from loradb.db.database import LoraDB
 from loradb.models.packaged import packaged_smollm2
 from loradb.route.engine import EngineLimits
@@ -68,7 +70,9 @@ def router(db_path, smollm2, engine, tmp_path_factory):
                              "--max-lora-rank", LIMITS.max_lora_rank, "--state", state, log=state / "router.log",
                              command="route", ready="/v1/models", timeout=120)
     client = httpx.Client(base_url=url, timeout=300)
-    yield {"client": client, "state": state, "engine": engine, "db": db_path}
+    with LoraDB(db_path) as db:  # making an adaptation needs a write token of the database
+        writer = {"Authorization": f"Bearer {create_token(db, 'route-tests', 'write')[0]}"}
+    yield {"client": client, "state": state, "engine": engine, "db": db_path, "writer": writer}
     client.close()
     stop_server(proc)
 
@@ -154,16 +158,17 @@ def test_represent_names_the_data_inside_a_prompt_that_wraps_it(router):
 
 
 def test_a_named_adaptation_is_made_once_and_served_by_name(router):
-    client = router["client"]
+    client, writer = router["client"], router["writer"]
     made = client.post("/v1/adaptations", json={"name": "shop-es", "texts": ["Añadir al carrito", "Ver pedido", "Pagar ahora"],
-                                                "k": 1})
+                                                "k": 1}, headers=writer)
     assert made.status_code == 201, made.text
     assert [p["name"] for p in made.json()["loradb"]["records"]] == ["spanish"]
-    assert client.post("/v1/adaptations", json={"name": "shop-es", "texts": ["x"]}).status_code == 409
+    assert client.post("/v1/adaptations", json={"name": "shop-es", "texts": ["x"]}, headers=writer).status_code == 409
     r = complete(client, "shop-es", prompt="Guardar")
     assert r.status_code == 200 and r.headers["X-Loradb-Adapters"] == "spanish=1"
     assert "shop-es" in [m["id"] for m in client.get("/v1/models").json()["data"]]
-    assert client.delete("/v1/adaptations/shop-es").status_code == 200
+    assert client.delete("/v1/adaptations/shop-es").status_code == 401  # without the token: refused
+    assert client.delete("/v1/adaptations/shop-es", headers=writer).status_code == 200
     assert complete(client, "shop-es").status_code == 404
 
 
@@ -178,7 +183,8 @@ def test_bad_requests_get_one_clear_error_and_load_nothing(router):
         (complete(client, "loradb:auto", loradb={"represent": []}), 400, "option represent must be"),
         (complete(client, "loradb:auto", prompt=[1, 2, 3]), 400, "token ids"),
         (client.post("/v1/completions", content=b"{not json"), 400, "not valid JSON"),
-        (client.post("/v1/adaptations", json={"name": "loradb:auto", "texts": ["x"]}), 400, "reserved"),
+        (client.post("/v1/adaptations", json={"name": "loradb:auto", "texts": ["x"]}, headers=router["writer"]), 400,
+         "reserved"),
     ]
     for response, status, message in cases:
         assert response.status_code == status, response.text
@@ -194,6 +200,10 @@ def test_removing_a_record_unloads_and_forgets_every_composition_that_used_it(ro
         db.remove("code")
     after = complete(client, "loradb:auto", loradb={"k": 2})
     assert after.status_code == 200 and "code" not in [p["name"] for p in after.json()["loradb"]["records"]]
+    for _ in range(100):  # unloaded in the background, once no request uses it
+        if used["adapter"] not in engine_models(engine):
+            break
+        time.sleep(0.1)
     assert used["adapter"] not in engine_models(engine)
     key_prefix = used["adapter"].removeprefix("loradb-")
     assert not [d for d in (router["state"] / "compositions").iterdir() if d.name.startswith(key_prefix)]

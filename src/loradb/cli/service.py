@@ -73,7 +73,8 @@ def cmd_route(args) -> int:
 def _token_create_flags(p) -> None:
     p.add_argument("--name", required=True, help="who holds it; records they contribute are owned by this name")
     p.add_argument("--scope", required=True, choices=("read", "write", "admin"),
-                   help="read: list/search/compose/download; write: + upload, delete own; admin: + delete any")
+                   help="read: list/search/compose/download; write: + upload, delete own, make and remove "
+                   "`loradb route` adaptations; admin: + delete any")
 
 
 @command("create", "make a token; prints it once", group="token", url=False, json_flag=True, flags=_token_create_flags)

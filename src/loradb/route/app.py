@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from loradb.errors import Conflict, LoradbError, NotFound, OverLimit, Unavailable
+from loradb.errors import AccessDenied, Conflict, LoradbError, NotFound, OverLimit, Unavailable
 from loradb.route.adaptations import Adaptations
 from loradb.route.engine import Engine, EngineLimits, EngineRefused, EngineTimeout
 from loradb.route.library import AUTO, Library
@@ -182,6 +182,20 @@ class Router:
         finally:
             self._dropping -= stale
 
+    async def writer(self, request: Request) -> None:
+        """Making or removing an adaptation changes what every client of the router is served: it
+        needs a token of the database with write scope (`loradb token create DB --scope write`),
+        sent as `Authorization: Bearer ...`. Completions need none (as vLLM's own API)."""
+        from loradb.db.access import Scope, authenticate
+
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise AccessDenied("making or removing an adaptation needs a write token of the database: send "
+                               "`Authorization: Bearer TOKEN` (`loradb token create DB --name NAME --scope write`)",
+                               authenticated=False)
+        principal = await self._reading(authenticate, self.catalog.db, secret.strip())
+        principal.require(Scope.WRITE)
+
     async def model_list(self) -> list[dict]:
         names = await self._reading(self.catalog.record_names)
         entry = lambda name, owner: {"id": name, "object": "model", "created": self.started, "owned_by": owner}  # noqa: E731
@@ -195,6 +209,8 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 def _error_response(e: Exception) -> JSONResponse:
+    if isinstance(e, AccessDenied):
+        return _error(403 if e.authenticated else 401, str(e), "permission_denied" if e.authenticated else "unauthorized")
     if isinstance(e, EngineTimeout):
         return _error(504, str(e), "engine_timeout")
     if isinstance(e, Unavailable):
@@ -247,6 +263,7 @@ def create_app(router: Router) -> Starlette:
         try:
             if request.method == "GET":
                 return JSONResponse({"data": router.adaptations.describe()})
+            await router.writer(request)
             body = await _json_body(request)
             name = router.adaptations.check_new_name(body.get("name"), reserved={AUTO, router.base_name or ""})
             options = {k: v for k, v in body.items() if k not in ("name", "texts")}
@@ -267,6 +284,7 @@ def create_app(router: Router) -> Starlette:
         name = request.path_params["name"]
         try:
             if request.method == "DELETE":
+                await router.writer(request)
                 router.adaptations.remove(name)
                 return JSONResponse({"removed": name})
             found = router.adaptations.get(name)
