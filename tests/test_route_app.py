@@ -118,7 +118,7 @@ def completion(model: str, **extra) -> dict:
 
 
 def compositions(state: Path) -> list[str]:
-    return sorted(p.name for p in (state / "compositions").iterdir())
+    return sorted(p.name for p in (state / "compositions" / "engine").iterdir())  # the engine's folder
 
 
 def test_a_restarted_engine_or_router_never_leaves_them_out_of_step(library, tmp_path):

@@ -104,7 +104,7 @@ def test_auto_picks_the_code_adapter_and_generates_what_vllm_does_with_the_same_
     # the composition equals `loradb compose` of the same records and weights...
     with LoraDB(router["db"]) as db:
         db.compose(tmp_path / "composed", weights={p["id"]: p["weight"] for p in served["records"]}, progress=False)
-    ours = load_file(str(next((router["state"] / "compositions").glob("*/adapter_model.safetensors"))))
+    ours = load_file(str(next((router["state"] / "compositions").glob("*/*/adapter_model.safetensors"))))  # engine/key/
     theirs = load_file(str(tmp_path / "composed" / "adapter_model.safetensors"))
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     # ... and vLLM called directly with it, loaded by name, writes the same text
@@ -206,7 +206,7 @@ def test_removing_a_record_unloads_and_forgets_every_composition_that_used_it(ro
         time.sleep(0.1)
     assert used["adapter"] not in engine_models(engine)
     key_prefix = used["adapter"].removeprefix("loradb-")
-    assert not [d for d in (router["state"] / "compositions").iterdir() if d.name.startswith(key_prefix)]
+    assert not [d for d in (router["state"] / "compositions").glob("*/*") if d.name.startswith(key_prefix)]
 
 
 def test_an_engine_that_went_down_is_a_503_with_the_cause(router):

@@ -21,10 +21,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,7 +61,8 @@ class Router:
         self.engine = Engine(engine_url)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route")
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route-read")
-        compositions = state / "compositions"
+        # one folder per engine: a router starting clears its engine's, never another replica's
+        compositions = state / "compositions" / re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(engine_url).netloc or engine_url)
         self.library: Library = self.worker.submit(Library, db, base=base, limits=limits,
                                                    compositions=compositions).result()
         self.catalog: Library = self.reader.submit(Library, db, base=base, limits=limits,
