@@ -111,12 +111,13 @@ def test_arrows_are_kept_by_the_weights_sha256_and_an_unreadable_copy_is_compute
     db, tmp = mixed_library
     target = write_jsonl(tmp / "target.jsonl", TEXTS["finance"])
     arrowsearch._ARROWS.clear()
-    shutil.rmtree(cache_dir() / "arrows", ignore_errors=True)
+    kept = cache_dir() / "arrows" / f"v{arrowsearch.ARROWS_VERSION}"
+    shutil.rmtree(kept, ignore_errors=True)
     code, first, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")
     assert code == 0, err
     with LoraDB(db) as opened:
         shas = {r.blob_sha256 for r in opened.list()}
-    assert {p.stem for p in (cache_dir() / "arrows").glob("*.npz")} == shas and len(shas) == 5
+    assert {p.stem for p in kept.glob("*.npz")} == shas and len(shas) == 5
 
     loaded: list[str] = []
     real = LoraDB.load_adapter
@@ -125,7 +126,7 @@ def test_arrows_are_kept_by_the_weights_sha256_and_an_unreadable_copy_is_compute
     code, second, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")
     assert code == 0 and loaded == [] and json.loads(second)["params"] == json.loads(first)["params"], err
 
-    damaged = cache_dir() / "arrows" / f"{sorted(shas)[0]}.npz"
+    damaged = kept / f"{sorted(shas)[0]}.npz"
     damaged.write_bytes(b"not an npz archive")
     arrowsearch._ARROWS.clear()
     code, third, err = run("search", db, "--data", target, "-k", 5, "--key", "arrow", "--json")

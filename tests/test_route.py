@@ -19,11 +19,12 @@ from loradb.route.prompts import request_texts
 class ScriptedEngine:
     """What a vLLM server with runtime LoRA loading answers, and a log of what it was asked."""
 
-    def __init__(self, *, load_delay: float = 0.0, refuse: set[str] = frozenset()):
+    def __init__(self, *, load_delay: float = 0.0, refuse: set[str] = frozenset(), refuse_unload: bool = False):
         self.loaded: list[str] = []
         self.calls: list[tuple[str, str]] = []
         self.load_delay = load_delay
         self.refuse = refuse
+        self.refuse_unload = refuse_unload  # answer 500 to unloads (the adapter stays)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content or b"{}")
@@ -38,6 +39,8 @@ class ScriptedEngine:
             return httpx.Response(200, text="Success")
         if path == "/v1/unload_lora_adapter":
             self.calls.append(("unload", body["lora_name"]))
+            if self.refuse_unload:
+                return httpx.Response(500, json={"error": {"message": "internal error", "type": "InternalServerError"}})
             self.loaded.remove(body["lora_name"])
             return httpx.Response(200, text="Success")
         if path == "/v1/completions":
@@ -54,8 +57,14 @@ def plan(name: str, weight: float = 1.0) -> Plan:
     return Plan(parts=(Part(record_id=f"id-{name}", name=name, weight=weight),))
 
 
+async def served(loaded: LoadedSet, p: Plan) -> None:
+    """One request served by the plan's adapter: held loaded, then let go."""
+    async with loaded.use(p):
+        pass
+
+
 def loaded_set(scripted: ScriptedEngine, max_loras: int, composed: list | None = None,
-               discarded: list | None = None) -> LoadedSet:
+               discarded: list | None = None, unloaded: list | None = None) -> LoadedSet:
     async def compose(p: Plan):
         if composed is not None:
             composed.append(p.key)
@@ -66,7 +75,11 @@ def loaded_set(scripted: ScriptedEngine, max_loras: int, composed: list | None =
         if discarded is not None:
             discarded.append(p.key)
 
-    return LoadedSet(scripted.engine(), max_loras, compose, discard)
+    async def forget_composition(name: str):
+        if unloaded is not None:
+            unloaded.append((name, list(scripted.loaded)))  # what the engine held when the folder went
+
+    return LoadedSet(scripted.engine(), max_loras, compose, discard, forget_composition)
 
 
 def test_the_least_recently_used_idle_adapter_is_evicted_and_the_engine_never_holds_more_than_max_loras():
@@ -144,17 +157,58 @@ def test_a_failed_load_is_every_waiters_error_and_leaves_nothing_loaded():
     async def run():
         loaded = loaded_set(scripted, max_loras=2, discarded=discarded)
 
-        async def request():
-            async with loaded.use(refused):
-                pass
-
-        results = await asyncio.gather(request(), request(), return_exceptions=True)
+        results = await asyncio.gather(served(loaded, refused), served(loaded, refused), return_exceptions=True)
         return results, loaded.names
 
     results, names = asyncio.run(run())
     assert all(isinstance(r, EngineRefused) and "bad adapter" in str(r) for r in results)
     assert names == [] and scripted.loaded == [] and discarded == [refused.key]  # its composition forgotten too
     assert [c for c in scripted.calls if c[0] == "load"] == [("load", refused.engine_name)]  # shared, not retried
+
+
+def test_forgetting_an_adapter_the_engine_lost_keeps_the_count_of_its_newer_load():
+    """Two requests meet a restarted engine's 404: the first forgets and reloads; the second,
+    forgetting the load it held, must not erase the count of the first's new load."""
+    scripted = ScriptedEngine()
+    a = plan("a")
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=2)
+        async with loaded.use(a):
+            old = loaded.load_of(a.engine_name)
+        scripted.loaded.clear()  # the engine restarted
+        await loaded.forget(a.engine_name, old)  # the first request
+        async with loaded.use(a) as hit:  # loads it again and holds it
+            assert hit is False
+            await loaded.forget(a.engine_name, old)  # the second request, late, with the old load
+            assert loaded._loaded[a.engine_name] == 1  # still counted as in use: never evicted under the first
+
+    asyncio.run(run())
+
+
+def test_a_drop_waits_for_a_load_in_progress_and_deletes_only_what_the_engine_let_go():
+    slow, kept = plan("slow"), plan("kept")
+    scripted = ScriptedEngine(load_delay=0.2)
+    unloaded: list = []
+
+    async def run():
+        loaded = loaded_set(scripted, max_loras=2, unloaded=unloaded)
+
+        serving = asyncio.create_task(served(loaded, slow))
+        await asyncio.sleep(0.05)  # its load is in progress (composed, the engine reading the folder)
+        gone = await loaded.drop({slow.engine_name})
+        await serving
+        assert gone == {slow.engine_name} and scripted.loaded == []
+        assert unloaded == [(slow.engine_name, [])]  # its folder went after the engine had loaded and unloaded it
+
+        async with loaded.use(kept):
+            pass
+        scripted.refuse_unload = True  # the engine will not let it go: it keeps it, and its folder stays
+        gone = await loaded.drop({kept.engine_name})
+        assert gone == set() and loaded.names == [kept.engine_name] and scripted.loaded == [kept.engine_name]
+        assert [name for name, _ in unloaded] == [slow.engine_name]
+
+    asyncio.run(run())
 
 
 def test_an_engine_that_is_down_is_engine_down_with_the_cause():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -113,12 +114,30 @@ async def started(fake: FakeVLLM, base: Path, db: Path, state: Path, *, max_lora
     return router, client
 
 
+def routed(library, state: Path, scenario, **limits) -> FakeVLLM:
+    """Run `scenario(router, client, fake)` against a started router and a fake engine."""
+    base, db = library
+    fake = FakeVLLM(base)
+
+    async def run():
+        router, client = await started(fake, base, db, state, **limits)
+        try:
+            await scenario(router, client, fake)
+        finally:
+            await router.close()
+
+    asyncio.run(run())
+    return fake
+
+
 def completion(model: str, **extra) -> dict:
     return {"model": model, "prompt": "hello", "max_tokens": 4, **extra}
 
 
 def compositions(state: Path) -> list[str]:
-    return sorted(p.name for p in (state / "compositions" / "engine").iterdir())  # the engine's folder
+    folders = list((state / "compositions").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("_engine")  # this host's and engine's folder
+    return sorted(p.name for p in folders[0].iterdir())
 
 
 def test_a_restarted_engine_or_router_never_leaves_them_out_of_step(library, tmp_path):
@@ -135,8 +154,10 @@ def test_a_restarted_engine_or_router_never_leaves_them_out_of_step(library, tmp
         fake.restart()  # the engine restarted: it holds nothing, the router still counts the adapter loaded
         answer = await client.post("/v1/completions", json=completion("finance"))
         assert answer.status_code == 200 and list(fake.loaded) == [adapter]  # loaded again, once
+        fake.restart()  # again, before a streamed request: its refusal comes before any event, so it goes again too
+        loads = fake.loads
         answer = await client.post("/v1/completions", json=completion("finance", stream=True))
-        assert answer.status_code == 200
+        assert answer.status_code == 200 and list(fake.loaded) == [adapter] and fake.loads == loads + 1
 
         # a second router on the same engine and state (the first one restarted): it finds the
         # first one's adapter in the engine, unloads it and deletes its folder, then serves
@@ -147,7 +168,7 @@ def test_a_restarted_engine_or_router_never_leaves_them_out_of_step(library, tmp
         assert answer.status_code == 200 and list(fake.loaded) == [adapter]
 
         # a load that finished in the engine after the router stopped waiting: "already loaded" is loaded
-        await router.loaded.forget(adapter)
+        await router.loaded.forget(adapter, router.loaded.load_of(adapter))
         answer = await client.post("/v1/completions", json=completion("finance"))
         assert answer.status_code == 200 and answer.json()["loradb"]["cached"] is False
         await router.close()
@@ -156,30 +177,22 @@ def test_a_restarted_engine_or_router_never_leaves_them_out_of_step(library, tmp
 
 
 def test_the_disk_holds_only_what_the_engine_holds(library, tmp_path):
-    base, db = library
-    fake = FakeVLLM(base)
-
-    async def run():
-        router, client = await started(fake, base, db, tmp_path / "state", max_loras=1)
-        served = []
+    async def scenario(router, client, fake):
         for model in ("finance", "cooking", "sports", "finance"):
             answer = await client.post("/v1/completions", json=completion(model))
             assert answer.status_code == 200
-            served.append(answer.json()["loradb"]["adapter"])
             assert len(fake.loaded) == 1 and set(router.plans) == set(fake.loaded)
-            key = router.plans[served[-1]].key
+            key = router.plans[answer.json()["loradb"]["adapter"]].key
             assert compositions(tmp_path / "state") == [key]  # the evicted ones deleted
-        await router.close()
 
-    asyncio.run(run())
+    routed(library, tmp_path / "state", scenario, max_loras=1)
 
 
 def test_cached_and_base_requests_do_not_wait_behind_the_worker_or_a_removal(library, tmp_path):
-    base, db = library
-    fake = FakeVLLM(base)
+    base, shared = library
+    db = shutil.copytree(shared, tmp_path / "db")  # this test removes a record
 
-    async def run():
-        router, client = await started(fake, base, db, tmp_path / "state")
+    async def scenario(router, client, fake):
         assert (await client.post("/v1/completions", json=completion("cooking"))).status_code == 200
         release = threading.Event()
         busy = asyncio.get_running_loop().run_in_executor(router.worker, release.wait)  # a long composition
@@ -206,9 +219,8 @@ def test_cached_and_base_requests_do_not_wait_behind_the_worker_or_a_removal(lib
                 break
             await asyncio.sleep(0.05)
         assert sports.engine_name not in fake.loaded and sports.key not in compositions(tmp_path / "state")
-        await router.close()
 
-    asyncio.run(run())
+    routed((base, db), tmp_path / "state", scenario)
 
 
 def _record(db: Path, name: str) -> tuple[str, str]:
@@ -217,7 +229,7 @@ def _record(db: Path, name: str) -> tuple[str, str]:
     return record.id, record.name
 
 
-def test_replicas_sharing_a_state_folder_share_their_adaptations(tmp_path):
+def test_replicas_sharing_a_state_folder_share_their_adaptations(tmp_path, monkeypatch):
     plan = Plan(parts=(Part("id-a", "a", 1.0),), chosen_by="adaptation")
     one, two = Adaptations(tmp_path / "adaptations.json"), Adaptations(tmp_path / "adaptations.json")
     one.add("site-a", plan, n_texts=3)
@@ -227,13 +239,34 @@ def test_replicas_sharing_a_state_folder_share_their_adaptations(tmp_path):
     one.remove("site-b")
     assert two.names() == ["site-a"]
 
+    # at the same moment: one replica is writing (slowly) when the other changes the file too
+    from loradb.route import adaptations as module
+
+    writing, written = threading.Event(), threading.Event()
+    real_write = module.atomic_write_text
+
+    def slow_write(path, text):
+        if "site-c" in text and "site-d" not in text:
+            writing.set()
+            written.wait(2)  # the other replica tries its change meanwhile (it must wait for the lock)
+        return real_write(path, text)
+
+    monkeypatch.setattr(module, "atomic_write_text", slow_write)
+    first = threading.Thread(target=one.add, args=("site-c", plan), kwargs={"n_texts": 1})
+    first.start()
+    assert writing.wait(5)
+    second = threading.Thread(target=two.add, args=("site-d", plan), kwargs={"n_texts": 1})
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # held by the lock while the first replica writes
+    written.set()
+    first.join(5)
+    second.join(5)
+    assert Adaptations(tmp_path / "adaptations.json").names() == ["site-a", "site-c", "site-d"]
+
 
 def test_tokens_limits_timeouts_and_health(library, tmp_path):
-    base, db = library
-    fake = FakeVLLM(base)
-
-    async def run():
-        router, client = await started(fake, base, db, tmp_path / "state")
+    async def scenario(router, client, fake):
         # making or removing an adaptation needs a write token of the database; serving by it does not
         sample = {"name": "site", "texts": TEXTS["finance"], "k": 1}
         assert (await client.post("/v1/adaptations", json=sample)).status_code == 401
@@ -259,6 +292,5 @@ def test_tokens_limits_timeouts_and_health(library, tmp_path):
         health = await client.get("/health")
         assert health.status_code == 503 and "cannot be reached" in health.json()["error"]["message"]
         fake.down = False
-        await router.close()
 
-    asyncio.run(run())
+    routed(library, tmp_path / "state", scenario)

@@ -27,7 +27,7 @@ from loradb.db.results import Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError
 from loradb.io.data import iter_texts
-from loradb.io.files import cache_dir
+from loradb.io.files import cache_dir, with_umask_mode
 from loradb.lora.base import BaseModel, load_base
 from loradb.retrieval.arrow import arrow_gaps, arrow_scores_of, arrow_select, arrow_weights, arrows
 from loradb.retrieval.fit import COMPOSE
@@ -80,8 +80,11 @@ def _arrows_of(db, record: Record) -> dict[str, np.ndarray]:
     return _ARROWS[sha]
 
 
+ARROWS_VERSION = 1  # of retrieval/arrow.arrows: a change to how arrows are made starts a new folder
+
+
 def _arrows_file(sha: str) -> Path:
-    return cache_dir() / "arrows" / f"{sha}.npz"
+    return cache_dir() / "arrows" / f"v{ARROWS_VERSION}" / f"{sha}.npz"
 
 
 def _kept_arrows(sha: str) -> dict[str, np.ndarray] | None:
@@ -107,11 +110,12 @@ def _keep_arrows(sha: str, vectors: dict[str, np.ndarray]) -> None:
             with os.fdopen(fd, "wb") as f:
                 arrays: dict[str, Any] = dict(vectors)  # module names as the archive's keys
                 np.savez(f, **arrays)
+            with_umask_mode(tmp)  # as every file of the cache (mkstemp makes it 0600)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: a module named as one of savez's own arguments
         pass
 
 

@@ -155,14 +155,14 @@ def _name_choices(f: Found, sha: str | None) -> list[str]:
     record already named so (another revision, or a folder of the same name elsewhere): with its
     hub revision, its parent folder, the sha256 of its weights. Characters a name may not hold
     become "_" (a folder `lr=1e-4` is named `lr_1e-4`)."""
-    names = [f.name]
+    stems = [(f.name, "")]  # (the name, what tells it apart): a long name is cut, never its distinction
     if f.revision is not None and "@" not in f.name:
-        names.append(f"{f.name}@{f.revision[:12]}")
+        stems.append((f.name, f"@{f.revision[:12]}"))
     if f.revision is None and f.path.parent.name and f.name == f.path.name:
-        names.append(f"{f.path.parent.name}--{f.path.name}")
+        stems.append((f"{f.path.parent.name}--{f.path.name}", ""))
     if sha is not None:
-        names.append(f"{names[-1]}@{sha[:12]}")
-    return list(dict.fromkeys(_UNNAMEABLE.sub("_", n).strip()[:200] for n in names))
+        stems.append((stems[-1][0], f"{stems[-1][1]}@{sha[:12]}"))
+    return list(dict.fromkeys(_UNNAMEABLE.sub("_", stem).strip()[:200 - len(tail)] + tail for stem, tail in stems))
 
 
 def _name_problem(name: str) -> LoradbError | None:

@@ -56,7 +56,11 @@ class Adaptations:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._refresh()
-            yield
+            try:
+                yield
+            except BaseException:
+                self._seen = None  # a change not saved: the file, read again, is what holds
+                raise
         finally:
             os.close(fd)  # releases the lock
 

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,8 +62,10 @@ class Router:
         self.engine = Engine(engine_url)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route")
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loradb-route-read")
-        # one folder per engine: a router starting clears its engine's, never another replica's
-        compositions = state / "compositions" / re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(engine_url).netloc or engine_url)
+        # one folder per router host and engine: a router starting clears its engine's, never a
+        # replica's sharing the state folder (each engine is often 127.0.0.1:8100 on its own host)
+        engine_at = f"{socket.gethostname()}_{urlsplit(engine_url).netloc or engine_url}"
+        compositions = state / "compositions" / re.sub(r"[^A-Za-z0-9.-]", "_", engine_at)
         self.library: Library = self.worker.submit(Library, db, base=base, limits=limits,
                                                    compositions=compositions).result()
         self.catalog: Library = self.reader.submit(Library, db, base=base, limits=limits,
@@ -73,6 +76,7 @@ class Router:
         self.base_name: str | None = None  # the engine's own name for its base model
         self.started = 0  # when the router started (unix seconds): its models' `created`
         self._dropping: set[str] = set()  # compositions of removed records being unloaded in the background
+        self._undropped: set[str] = set()  # ... whose unload failed (the engine down): tried again at each request
         self._tasks: set[asyncio.Task] = set()
 
     async def _blocking(self, fn, *args, **kwargs):
@@ -166,7 +170,7 @@ class Router:
         (no new request can plan a removed record), and this request need not wait for them."""
         used = set().union(*(p.record_ids for p in self.plans.values())) if self.plans else set()
         gone = await self._reading(self.catalog.removed_records, used)
-        stale = {name for name, plan in self.plans.items() if plan.record_ids & gone} - self._dropping
+        stale = ({name for name, plan in self.plans.items() if plan.record_ids & gone} | self._undropped) - self._dropping
         if stale:
             self._dropping |= stale
             task = asyncio.create_task(self._drop(stale))
@@ -175,13 +179,15 @@ class Router:
 
     async def _drop(self, stale: set[str]) -> None:
         try:
-            await self.loaded.drop(stale)  # each unloaded adapter's composition is deleted (_unloaded)
-            for name in stale:  # composed but not loaded (the engine refused, or it was evicted meanwhile)
+            gone = await self.loaded.drop(stale)  # an unloaded adapter's composition is deleted then (_unloaded)
+            for name in gone:  # and one the engine never held (refused, or evicted meanwhile) now
                 plan = self.plans.pop(name, None)
-                if plan is not None and name not in self.loaded.names:
+                if plan is not None:
                     await asyncio.to_thread(self.library.discard, plan.key)
-        except LoradbError as e:  # the engine is down: the next request that notices tries again
-            log.warning("unloading the compositions of removed records failed: %s", e)
+            self._undropped = (self._undropped | stale) - gone
+            if stale - gone:
+                log.warning("the engine kept %d composition(s) of removed records; trying again at the next request",
+                            len(stale - gone))
         finally:
             self._dropping -= stale
 
@@ -326,23 +332,32 @@ async def _forward(router: Router, path: str, body: dict, plan: Plan) -> Respons
     is held loaded until the answer has been sent. An engine that no longer holds an adapter the
     router counted as loaded (it restarted) answers 404: the adapter is loaded again, once."""
     asked = body["model"]
-    for attempt in (1, 2):
-        try:
-            return await _forward_once(router, path, body, plan, asked)
-        except EngineRefused as e:
-            if not (plan.parts and e.unknown_model and attempt == 1):
-                raise
-            log.warning("the engine no longer holds %s (restarted?): loading it again", plan.engine_name)
-            await router.loaded.forget(plan.engine_name)
-    raise AssertionError("unreachable")
+    try:
+        return await _forward_once(router, path, body, plan, asked)
+    except _AdapterGone:
+        log.warning("the engine no longer holds %s (restarted?): loading it again", plan.engine_name)
+    try:
+        return await _forward_once(router, path, body, plan, asked)
+    except _AdapterGone as again:  # gone right after loading it: the engine's own answer
+        raise again.refusal from None
+
+
+class _AdapterGone(Exception):
+    """The engine answered that it does not serve the adapter the router had it load."""
+
+    def __init__(self, refusal: EngineRefused):
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 async def _forward_once(router: Router, path: str, body: dict, plan: Plan, asked: str) -> Response:
     stack = contextlib.AsyncExitStack()
+    held = None
     try:
         described = plan.describe()
         if plan.parts:
             described["cached"] = await stack.enter_async_context(router.loaded.use(plan))
+            held = router.loaded.load_of(plan.engine_name)
             body["model"] = plan.engine_name
         else:
             body["model"] = router.base_name
@@ -357,6 +372,12 @@ async def _forward_once(router: Router, path: str, body: dict, plan: Plan, asked
             first = await chunks.__anext__()  # the engine's refusal comes before any event: still an HTTP error
         except StopAsyncIteration:
             first = b""
+    except EngineRefused as e:
+        await stack.aclose()
+        if plan.parts and e.unknown_model:  # nothing was answered: the request may go again, once
+            await router.loaded.forget(plan.engine_name, held)
+            raise _AdapterGone(e) from e
+        raise
     except BaseException:
         await stack.aclose()
         raise

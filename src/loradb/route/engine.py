@@ -45,9 +45,9 @@ class EngineRefused(LoradbError):
 
     @property
     def unknown_model(self) -> bool:
-        """vLLM answering for a model it does not serve (`The model ... does not exist`): an
-        adapter the router believed loaded is gone (the engine restarted)."""
-        return self.status == 404
+        """vLLM answering a completion for a model it does not serve (`The model ... does not
+        exist`): an adapter the router believed loaded is gone (the engine restarted)."""
+        return self.status == 404 and "does not exist" in str(self)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from loradb.errors import LoradbError
 from loradb.route.engine import Engine, EngineRefused
 from loradb.route.plan import Plan
 
@@ -77,9 +78,10 @@ class LoadedSet:
                     continue
             if loading is not None:  # another request loads it: share its result, or its error
                 await asyncio.shield(loading)
-            else:  # it is being unloaded: wait, then load it again
+            else:  # it is being unloaded: wait, then look again (loaded still, if the engine kept it)
                 assert unloading is not None
-                await asyncio.shield(unloading)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(unloading)
         try:
             if idle is not None:
                 await self._settle(idle, self.engine.unload(idle))
@@ -97,31 +99,51 @@ class LoadedSet:
         await self._finish(name, self._pending, loaded=True)
         return False
 
-    async def _settle(self, name: str, unloading) -> None:
+    def load_of(self, name: str) -> int | None:
+        """Which load of `name` is in the engine now: read right after `use` is entered (no await
+        between), it is the load that request holds, for `forget`."""
+        return self._loads_of.get(name)
+
+    async def _settle(self, name: str, unloading) -> bool:
+        """Await an unload; whether the engine no longer holds the adapter. Only then is its
+        composition handed to `unloaded`; an unload the engine refused otherwise (or could not
+        be asked) leaves it counted, idle, as the engine still holds it (and may read its folder)."""
+        gone = False
         try:
             try:
                 await unloading
             except EngineRefused as e:
-                if e.status != 404:  # not "no such adapter": the engine may still hold it, and read its folder
+                if e.status != 404:  # 404: no such adapter, so it is gone as well
                     raise
+            gone = True
             if self._unloaded is not None:  # before the unload is finished: no new load of it races the deletion
                 await self._unloaded(name)
         finally:
-            await self._finish(name, self._unloading)
+            await self._finish(name, self._unloading, still_loaded=not gone)
+        return gone
 
-    async def forget(self, name: str) -> None:
-        """The engine no longer holds `name` (it answered 404: restarted): stop counting it as
-        loaded, so the next use loads it again. Requests still using it hold their own count."""
+    async def forget(self, name: str, load: int | None) -> None:
+        """The engine answered that it does not hold `name` (it restarted): stop counting it as
+        loaded, so the next use loads it again; unless it was loaded again since `load` (another
+        request that met the same answer forgot it first), whose count must stand."""
         async with self._changed:
-            self._loaded.pop(name, None)
+            if self._loads_of.get(name) == load:
+                self._loaded.pop(name, None)
+                self._loads_of.pop(name, None)
             self._changed.notify_all()
 
-    async def _finish(self, name: str, table: dict, *, loaded: bool = False, error: BaseException | None = None) -> None:
+    async def _finish(self, name: str, table: dict, *, loaded: bool = False, still_loaded: bool = False,
+                      error: BaseException | None = None) -> None:
         async with self._changed:
             future = table.pop(name)
             if loaded:
                 self._loaded[name] = 1
                 self._loads_of[name] = self.loads
+            elif table is self._unloading:
+                if still_loaded:
+                    self._loaded.setdefault(name, 0)
+                else:
+                    self._loads_of.pop(name, None)
             if error is not None:
                 future.set_exception(error)
                 future.exception()  # retrieved: a failure with no other waiter is not "never retrieved"
@@ -129,15 +151,30 @@ class LoadedSet:
                 future.set_result(None)
             self._changed.notify_all()
 
-    async def drop(self, names: set[str]) -> None:
-        """Unload adapters whose records were removed (they wait until no request uses them)."""
+    async def drop(self, names: set[str]) -> set[str]:
+        """Unload adapters whose records were removed, each once no request uses it and any load of
+        it in progress is done. Returns the names the engine no longer holds (unloaded now, or
+        never loaded); an engine that refused or could not be reached keeps the rest, still counted."""
+        gone: set[str] = set()
         for name in names:
-            async with self._changed:
-                while self._loaded.get(name, 0) > 0:
-                    await self._changed.wait()
-                if name not in self._loaded:
+            while True:
+                async with self._changed:
+                    busy = self._pending.get(name) or self._unloading.get(name)
+                    if busy is None:
+                        if name not in self._loaded:
+                            gone.add(name)
+                            break
+                        if self._loaded[name] > 0:
+                            await self._changed.wait()
+                            continue
+                        del self._loaded[name]
+                        self._unloading[name] = asyncio.get_running_loop().create_future()
+                if busy is not None:  # a load or unload of it in progress: let it finish, then look again
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(busy)
                     continue
-                del self._loaded[name]
-                self._unloading[name] = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(EngineRefused):  # already gone from the engine: fine
-                await self._settle(name, self.engine.unload(name))
+                with contextlib.suppress(LoradbError):  # refused or unreachable: still held, still counted
+                    if await self._settle(name, self.engine.unload(name)):
+                        gone.add(name)
+                break
+        return gone
