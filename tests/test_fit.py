@@ -104,7 +104,51 @@ def test_a_library_with_a_relative_composes_and_one_without_abstains(library_db,
         db.add(tmp_path / "adapters" / "topic-0", repr=stranger, name="newcomer",
                base=locate(first.base_name, first.base_fingerprint), progress=False)
         stale = db.search(repr=stranger, k=3, progress=False).fit
-    assert stale["score"] is None and "calibrated on 8 records; it holds 9 now" in stale["reason"]
+    assert stale["score"] is None and "records changed since its fit threshold was calibrated on 8" in stale["reason"]
+    with LoraDB(db_dir) as db:  # as many records as it was calibrated on, but not the same ones: stale too
+        db.remove("orphan-0")
+        assert db.search(repr=stranger, k=3, progress=False).fit["score"] is None
+    code, out, err = run("key", "calibrate", db_dir, "--by", "team")  # named, but no record has it: refused
+    assert code == 2 and "have no metadata 'team'" in err
+
+
+def test_a_forced_composition_says_so_and_an_abstaining_adapt_applies_no_hit(library_db, tmp_path, bert):
+    from transformers import AutoModel
+
+    import loradb
+
+    db_dir, relative, stranger = library_db
+    assert run("key", "calibrate", db_dir)[0] == 0
+    code, out, err = run("compose", db_dir, "--repr", stranger, "-k", "3", "--out", tmp_path / "forced", "--force")
+    assert code == 0 and "ABSTAIN (overridden by --force)" in out, out + err
+    provenance = json.loads((tmp_path / "forced" / "loradb_compose.json").read_text())
+    assert provenance["fit"]["decision"] == ABSTAIN and provenance["fit"]["forced"] is True
+    kept = loradb.adapt(AutoModel.from_pretrained(bert), str(stranger), db=db_dir, k=3, progress=False)
+    assert kept.loradb_result.fit["decision"] == ABSTAIN and kept.loradb_result.hits == []  # no weight was applied
+
+
+def test_a_search_that_falls_back_from_the_chosen_key_is_still_judged(library_db, tmp_path, bert):
+    """The space's key reads what a target may lack (whitened: the features' variance, which a
+    differentially private z never has): the search falls back to raw-l2, judged by raw-l2's
+    threshold, calibrated beside the chosen key's."""
+    from loradb.db.database import DEFAULT_KEY_SETTING
+
+    db_dir, relative, stranger = library_db
+    with LoraDB(db_dir) as db:
+        sid = db.list()[0].space_id
+        db.index.set_setting(f"{DEFAULT_KEY_SETTING}{sid}", "whitened")
+    code, out, err = run("key", "calibrate", db_dir)
+    assert code == 0 and "in key whitened" in out, err
+    real = represent_texts(bert, TEXTS["cooking"], progress=False)
+    far = np.full(real.z.shape[0], 40.0, dtype=np.float32)  # the stranger, without the features' variance
+    without_var = save_representation(replace(real, z=far, var=None), tmp_path / "no-var.npy")
+    code, out, err = run("search", db_dir, "--repr", without_var, "-k", "3", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["params"]["key"] == RAW_L2 and "key_fallback" in found["params"]
+    assert found["fit"]["decision"] == ABSTAIN and found["fit"]["key"] == RAW_L2  # judged, not waved through
+    code, out, err = run("key", "calibrate", db_dir, "--key", "cosine")  # any key can be calibrated by name
+    assert code == 0 and "in key cosine" in out, err
 
 
 def test_adapt_returns_the_base_model_unchanged_when_nothing_fits(library_db, bert):

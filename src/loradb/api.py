@@ -100,7 +100,8 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
         `SearchResult`: its hits (records, distances, weights), method, params, residual and
         `fit` (score, decision, reason). When the space's fit threshold says nothing in the
         library fits the data, `model` itself is returned unchanged (no LoRA), with
-        `loradb_result.fit["decision"] == "abstain"` and the reason; `force=True` composes anyway.
+        `loradb_result.fit["decision"] == "abstain"`, the reason, and no hits (none was applied);
+        `force=True` composes anyway (its fit block then says `"forced": True`).
     Raises:
         LoradbError: bad input, as the command line refuses it (same classes and messages,
             parameters named as here); BaseModelMismatch when `model` is not the database's
@@ -128,7 +129,8 @@ def adapt(model: Any, data: Any = None, *, db: str | os.PathLike | Database, k: 
                                         method=method, temperature=temperature, l1=l1, key=key, task=task, dp=dp,
                                         force=force, scale=scale)
             except Abstained as e:  # nothing fits: the base model is the answer, said so in loradb_result
-                model.loradb_result = e.result or SearchResult(method=method, hits=[], residual=None, fit=e.fit)
+                # no hits, local or remote alike: no adapter's weight was applied
+                model.loradb_result = SearchResult(method=method, hits=[], residual=None, fit=e.fit)
                 return model
         from peft import PeftModel
 

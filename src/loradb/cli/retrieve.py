@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loradb.cli.common import (BASE_NAMES, add_dp_flags, add_recipe_flags, add_task_flags, add_text_field_flag, base_dir,
                                command, data_of, dp_config, key_names, open_db, open_local, parse_weights, print_json, print_privacy,
-                               task_of)
+                               task_of, vector_key_names)
 import sys
 
 from loradb.errors import Abstained, LoradbError
@@ -94,8 +94,9 @@ def print_fit(fit: dict | None) -> None:
     if fit.get("score") is None:
         print(f"fit: not checked ({fit['reason']})")
     else:
+        decision = fit["decision"].upper() + (" (overridden by --force)" if fit.get("forced") else "")
         print(f"fit {fit['score']:.2f} (composes at >= 0.50; nearest d2 {fit['d2_nearest']:.4g}, threshold {fit['tau']:.4g} "
-              f"in key {fit['key']}): {fit['decision'].upper()}" + ("" if fit["decision"] == "compose" else f": {fit['reason']}"))
+              f"in key {fit['key']}): {decision}" + ("" if fit["decision"] == "compose" else f": {fit['reason']}"))
 
 
 @command("search", "retrieve the nearest adapters and their weights", json_flag=True,
@@ -220,8 +221,10 @@ def _print_threshold(t: dict) -> None:
 
 
 def _key_calibrate_flags(p) -> None:
-    p.add_argument("--by", default="family", metavar="META", help="metadata key naming each record's family (default "
-                   "family; records without it: the nearest-neighbour spread instead)")
+    p.add_argument("--by", metavar="META", help="metadata key naming each record's family; every record must have it "
+                   "(default: family where every record has it, else the nearest-neighbour spread)")
+    p.add_argument("--key", choices=vector_key_names(), help="the key whose geometry the threshold is in (default: the "
+                   "space's chosen key, else raw-l2; raw-l2's is calibrated too, for searches that fall back to it)")
     p.add_argument("--space", help="representation space id (default: the only one in use)")
 
 
@@ -229,6 +232,7 @@ def _key_calibrate_flags(p) -> None:
          url=False, json_flag=True, flags=_key_calibrate_flags)
 def cmd_key_calibrate(args) -> int:
     with open_local(args.db, "key calibrate") as db:
-        threshold = db.calibrate_fit(family_meta=args.by, space=args.space)
+        threshold = db.calibrate_fit(family_meta=args.by or "family", space=args.space, key=args.key,
+                                     families_required=args.by is not None)
     print_json(threshold) if args.json else _print_threshold(threshold)
     return 0

@@ -34,6 +34,8 @@ def run_compose(db, out: str | os.PathLike, spec: MergeSpec, *, weights: dict[st
     few_shot = read_few_shot(method, shots, labels)
     result = _hits(db, weights, search_args, few_shot_method=method if few_shot else None, progress=progress)
     refuse_if_abstained(result, force)
+    if result.fit is not None and result.fit.get("decision") == "abstain":  # composed anyway: said in its output and provenance
+        result = replace(result, fit={**result.fit, "forced": True})
     files = {h.record.id: db.adapter_file(h.record) for h in result.hits}  # each blob fetched and verified once
     if max_work_bytes is not None:  # from the blobs' headers, before any adapter is loaded
         check_work([files[h.record.id] for h in (result.hits if few_shot else _nonzero(result.hits))], spec,
@@ -78,7 +80,8 @@ def check_work(files: list[Path], spec: MergeSpec, max_work_bytes: int) -> None:
 def refuse_if_abstained(result: SearchResult, force: bool) -> None:
     """Nothing is composed for a target that nothing in the library fits, unless forced."""
     if not force and result.fit is not None and result.fit.get("decision") == "abstain":
-        raise Abstained(f"{result.fit['reason']}; nothing was written (force composes anyway)", result.fit, result)
+        raise Abstained(f"{result.fit['reason']}; nothing was written (`force`, --force on the command line, composes "
+                        "anyway)", result.fit, result)
 
 
 def _hits(db, weights, search_args: dict, *, few_shot_method: str | None, progress: bool) -> SearchResult:

@@ -321,7 +321,7 @@ class LoraDB:
         Returns:
             SearchResult: hits (nearest first) with distances and weights, and the residual.
         """
-        from loradb.retrieval.fit import decide
+        from loradb.retrieval.fit import decide, members_digest
         from loradb.retrieval.keys import ARROW, RAW_L2, get_key
 
         zero_shot_method(method)
@@ -358,9 +358,11 @@ class LoraDB:
             weights, params = np.asarray(weights) * scale, {**params, "scale": scale}
         d2_nearest = float(((np.asarray(Z, dtype=np.float64) - z_trg) ** 2).sum(axis=1).min())  # in the key's geometry
         weighed = [Hit(r, float(d), float(w)) for r, d, w in zip(records, distances, weights)]
+        threshold = self.fit_threshold(target.space.id, key)  # on a fallback: raw-l2's, calibrated beside the chosen key
+        members = members_digest(self.index.ids_in_space(target.space.id)) if threshold is not None else None
         return SearchResult(method=method, residual=result.residual, params=params,
                             space=target.space.id, privacy=target.privacy,
-                            fit=decide(d2_nearest, self.fit_threshold(target.space.id, key), key,
+                            fit=decide(d2_nearest, threshold, key, members=members,
                                        records=next((s["records"] for s in spaces if s["id"] == target.space.id), None)),
                             hits=weighed, lineage=lineage(weighed))
 
@@ -407,29 +409,43 @@ class LoraDB:
         stored = self.index.setting(f"{FIT_SETTING}{space_id}:{key}")
         return FitThreshold.from_json(stored) if stored else None
 
-    def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None, key: str | None = None) -> dict:
+    def calibrate_fit(self, *, family_meta: str = "family", space: str | None = None, key: str | None = None,
+                      families_required: bool = False) -> dict:
         """Calibrate the space's fit threshold on its own records, in the geometry of `key`
         (default: the space's default key; retrieval/fit.py): by their families when every record
-        has metadata `family_meta`, else by the spread of their nearest-neighbour distances.
-        Writes it (one per space and key); returns it as a dict."""
-        from loradb.retrieval.keys import RAW_L2
+        has metadata `family_meta`, else by the spread of their nearest-neighbour distances
+        (`families_required`: refuse instead, as when the caller named `family_meta`). Writes it
+        (one per space and key; raw-l2's too, which judges a search that falls back to it when the
+        target lacks what `key` reads); returns it as a dict."""
+        from loradb.retrieval.keys import RAW_L2, get_key
 
         sid = self._one_space(space)
+        if key is not None:
+            get_key(key)
         records = sorted(self.index.in_space(sid), key=lambda r: r.name)
+        unlabeled = [r.name for r in records if family_meta not in r.meta]
+        if families_required and unlabeled:
+            raise LoradbError(f"{len(unlabeled)} of {len(records)} records have no metadata {family_meta!r} (e.g. "
+                              f"{unlabeled[0]}); add it, or leave `by` out to calibrate by nearest-neighbour spread")
         return self._calibrate(sid, records, family_meta, key or self.default_key(sid) or RAW_L2)
 
     def _calibrate(self, sid: str, records: builtins.list[Record], family_meta: str, key: str) -> dict:
-        """The fit threshold of space `sid` from its `records` in `key`, written; as a dict."""
+        """The fit threshold of space `sid` from its `records` in `key` (and in raw-l2, the
+        fallback), written; as a dict (the one in `key`)."""
         from dataclasses import asdict
 
-        from loradb.retrieval.fit import calibrate
-        from loradb.retrieval.keys import KeyInputs
+        from loradb.retrieval.fit import calibrate, members_digest
+        from loradb.retrieval.keys import RAW_L2, KeyInputs
 
         families = [r.meta.get(family_meta) for r in records]
-        threshold = calibrate(key, KeyInputs.stacked(records), None if None in families else families)
+        members = members_digest(r.id for r in records)
+        inputs = KeyInputs.stacked(records)
+        thresholds = {k: calibrate(k, inputs, None if None in families else families, members=members)
+                      for k in dict.fromkeys((key, RAW_L2))}
         with self.write_lock():
-            self.index.set_setting(f"{FIT_SETTING}{sid}:{key}", threshold.to_json())
-        return {"space": sid, **asdict(threshold)}
+            for k, threshold in thresholds.items():
+                self.index.set_setting(f"{FIT_SETTING}{sid}:{k}", threshold.to_json())
+        return {"space": sid, **asdict(thresholds[key])}
 
     def _one_space(self, space: str | None) -> str:
         spaces = [s for s in self.index.spaces() if s["records"] and (space is None or s["id"] == space)]

@@ -43,6 +43,7 @@ class FitThreshold:
     records: int  # records in the space when it was calibrated
     targets: int  # records played as targets
     balanced_accuracy: float | None = None  # of the families rule on the records themselves
+    members: str | None = None  # members_digest of the records it was calibrated on (None: made before loradb kept it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -57,19 +58,32 @@ class FitThreshold:
             return None
 
 
+def members_digest(record_ids) -> str:
+    """Which records a space holds, in 16 hex digits: a threshold judges only the records it was
+    calibrated on (the same number of records, swapped, is another library)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(record_ids)).encode()).hexdigest()[:16]
+
+
 def fit_score(d2_nearest: float, tau: float) -> float:
     return float(2.0 ** (-max(d2_nearest, 0.0) / tau))
 
 
-def decide(d2_nearest: float, threshold: FitThreshold | None, key: str, records: int | None = None) -> dict:
+def decide(d2_nearest: float, threshold: FitThreshold | None, key: str, records: int | None = None,
+           members: str | None = None) -> dict:
     """The fit block of a search result: score, decision and why. A threshold made for another
-    key, or on another number of records than the space holds now, does not judge."""
-    stale = threshold is not None and records is not None and threshold.records != records
+    key, or on other records than the space holds now (`members`, members_digest; else their
+    number), does not judge."""
+    if threshold is not None and threshold.members is not None and members is not None:
+        stale = threshold.members != members
+    else:
+        stale = threshold is not None and records is not None and threshold.records != records
     if threshold is None or threshold.key != key or stale:
         why = (f"the space has no fit threshold for key {key}" if threshold is None or threshold.key != key else
-               f"the space's fit threshold was calibrated on {threshold.records} records; it holds {records} now")
+               f"the space's records changed since its fit threshold was calibrated on {threshold.records} of them")
         return {"score": None, "decision": COMPOSE, "key": key, "d2_nearest": float(d2_nearest),
-                "reason": f"{why}: composing without a check (`loradb key calibrate` sets one)"}
+                "reason": f"{why}: composing without a check (`loradb key calibrate DB --key {key}` sets one)"}
     score = fit_score(d2_nearest, threshold.tau)
     decision = COMPOSE if score >= FIT_TO_COMPOSE else ABSTAIN
     reason = (f"fit {score:.2f} >= {FIT_TO_COMPOSE}: the nearest record is as close as relatives in this library are"
@@ -91,7 +105,8 @@ def nearest_other_d2(key: str, inputs: KeyInputs, targets: list[int]) -> np.ndar
     return out
 
 
-def calibrate(key: str, inputs: KeyInputs, families: list[str | None] | None = None, *, seed: int = 0) -> FitThreshold:
+def calibrate(key: str, inputs: KeyInputs, families: list[str | None] | None = None, *, seed: int = 0,
+              members: str | None = None) -> FitThreshold:
     """The space's threshold from its own records (see the module's docstring).
 
     Raises:
@@ -103,16 +118,16 @@ def calibrate(key: str, inputs: KeyInputs, families: list[str | None] | None = N
     targets = list(range(n)) if n <= MAX_TARGETS else sorted(random.Random(seed).sample(range(n), MAX_TARGETS))
     d2 = nearest_other_d2(key, inputs, targets)
     if families is None or any(f is None for f in families):
-        return FitThreshold(key, _positive(float(np.quantile(d2, QUANTILE)), d2), "quantile", n, len(targets))
+        return FitThreshold(key, _positive(float(np.quantile(d2, QUANTILE)), d2), "quantile", n, len(targets), members=members)
     named = [str(f) for f in families]
     counts = {f: named.count(f) for f in set(named)}
     related = np.array([counts[named[i]] > 1 for i in targets])
     if related.all():  # every record has a relative: the loosest relative pair marks the edge
-        return FitThreshold(key, _positive(float(d2.max()), d2), "families", n, len(targets), 1.0)
+        return FitThreshold(key, _positive(float(d2.max()), d2), "families", n, len(targets), 1.0, members)
     if not related.any():  # no record has one: only a near-duplicate of a record fits
-        return FitThreshold(key, _positive(float(d2.min()) / 2, d2), "no-relatives", n, len(targets))
+        return FitThreshold(key, _positive(float(d2.min()) / 2, d2), "no-relatives", n, len(targets), members=members)
     tau, accuracy = _best_split(d2, related)
-    return FitThreshold(key, _positive(tau, d2), "families", n, len(targets), accuracy)
+    return FitThreshold(key, _positive(tau, d2), "families", n, len(targets), accuracy, members)
 
 
 def _best_split(d2: np.ndarray, related: np.ndarray) -> tuple[float, float]:
