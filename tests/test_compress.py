@@ -86,9 +86,10 @@ def test_ties_and_dare_match_peft_merge_utils():
     g = torch.Generator().manual_seed(1)
     deltas = [torch.randn(12, 9, generator=g) for _ in range(3)]
     weights = [0.5, -0.3, 0.8]
-    ours = ties_merge(deltas, weights, density=0.4)
-    theirs = ties(deltas, torch.tensor(weights), density=0.4, majority_sign_method="total")
-    assert torch.allclose(ours, theirs, atol=1e-6)
+    for density in (0.4, 1.0, 0.005):  # 0.005 of 108 entries: under one, so none kept (as PEFT)
+        ours = ties_merge(deltas, weights, density=density)
+        theirs = ties(deltas, torch.tensor(weights), density=density, majority_sign_method="total")
+        assert torch.allclose(ours, theirs, atol=1e-6), density
     torch.manual_seed(7)
     theirs = dare_linear(deltas, torch.tensor(weights), density=0.6)
     ours = dare_merge(deltas, weights, density=0.6, generator=torch.Generator().manual_seed(7))

@@ -107,6 +107,17 @@ def test_files_are_found_where_pip_is_configured_to_look(tmp_path, monkeypatch):
     assert got.read_bytes() == wheel.read_bytes()
 
 
+def test_an_index_that_cannot_be_reached_is_not_a_vanished_package(tmp_path, monkeypatch):
+    """Connection refused is said as such (try again), never as "not offered any more"."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the discard port: nothing listens
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    with pytest.raises(LoradbError, match="the package index could not be reached .*127.0.0.1:9.*try again") as refused:
+        PinnedFile("tiny-pkg==0.1", "tiny_pkg-0.1-py3-none-any.whl", "ef" * 32, sdist=False).fetch(tmp_path / "cache")
+    assert "no index pip is configured with lists" not in str(refused.value)
+
+
 def _rows(n, labels=("a", "b")):
     return [{"text": f"example {i}", "label": labels[i % len(labels)]} for i in range(n)]
 

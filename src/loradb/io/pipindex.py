@@ -70,23 +70,35 @@ def pip_sources() -> Sources:
                    indexes=() if no_index else (*index, *settings.get("extra-index-url", (0, []))[1]))
 
 
+class Unreachable(OSError):
+    """No place pip looks lists the file, and some could not be read at all (the network or an
+    index is down): the file may well still be offered. Its message names them."""
+
+
 def locate(project: str, filename: str, sources: Sources) -> Located | None:
-    """The first listing of `filename` in `sources`, in pip's order (None: listed nowhere)."""
+    """The first listing of `filename` in `sources`, in pip's order (None: listed nowhere).
+
+    Raises:
+        Unreachable: listed nowhere that could be read, and some places could not be.
+    """
+    unread: list[str] = []
     for place in sources.find_links:
         folder = _folder(place)
         if folder is not None:  # a local folder of files, as pip reads one
             if (folder / filename).is_file():
                 return Located((folder / filename).resolve().as_uri(), None)
             continue
-        found = _find(_page(place), place, filename)
+        found = _find(_page(place, unread), place, filename)
         if found:
             return found
     name = re.sub(r"[-_.]+", "-", project).lower()
     for index in sources.indexes:
         page_url = f"{index.rstrip('/')}/{name}/"
-        found = _find(_page(page_url), page_url, filename)
+        found = _find(_page(page_url, unread), page_url, filename)
         if found:
             return found
+    if unread:
+        raise Unreachable(f"could not read {'; '.join(unread)}")
     return None
 
 
@@ -114,8 +126,9 @@ def _folder(place: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _page(url: str) -> str | dict | None:
-    """A listing page: its JSON (PEP 691) or HTML, None when it does not exist or cannot be read."""
+def _page(url: str, unread: list[str]) -> str | dict | None:
+    """A listing page: its JSON (PEP 691) or HTML; None when it does not exist (404: the project
+    is not there) or cannot be read (then `url` and why go to `unread`)."""
     if url.startswith("file:"):
         path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
         page = path / "index.html" if path.is_dir() else path
@@ -125,7 +138,12 @@ def _page(url: str) -> str | dict | None:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             body = response.read().decode("utf-8", errors="replace")
             kind = response.headers.get("Content-Type", "")
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):  # unreachable: listed nowhere here
+    except urllib.error.HTTPError as e:
+        if e.code not in (404, 410):  # the index answered, but not with the page: it may list the file when it is back
+            unread.append(f"{url} (HTTP {e.code})")
+        return None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        unread.append(f"{url} ({getattr(e, 'reason', None) or e})")
         return None
     if "json" in kind:
         try:

@@ -82,10 +82,14 @@ class PinnedFile:
                 self._verify_download(got)
                 os.replace(got, target)
             return target
-        from loradb.io.pipindex import Sources, download, locate, pip_sources
+        from loradb.io.pipindex import Sources, Unreachable, download, locate, pip_sources
 
         sources = Sources(find_links=(str(find_links),), indexes=()) if find_links is not None else pip_sources()
-        found = locate(self.package, self.filename, sources)
+        try:
+            found = locate(self.package, self.filename, sources)
+        except Unreachable as e:  # not "gone": the registry could not be asked
+            raise SourceUnavailable(f"could not download {self.requirement}: the package index could not be reached "
+                                    f"({e}); try again when it is back") from None
         if found is None:
             raise SourceUnavailable(f"could not download {self.requirement}: no index pip is configured with lists "
                                     f"{self.filename}; it comes from PyPI")

@@ -67,9 +67,10 @@ def ties_merge(deltas: Sequence[torch.Tensor], weights: Sequence[float], density
 
     trimmed = []
     for d in deltas:
-        k = max(1, int(density * d.numel()))
+        k = int(density * d.numel())  # as PEFT: a density below one entry keeps none
         mask = torch.zeros(d.numel(), dtype=d.dtype)
-        mask[torch.topk(d.abs().reshape(-1), k).indices] = 1
+        if k > 0:
+            mask[torch.topk(d.abs().reshape(-1), k).indices] = 1
         trimmed.append(d * mask.reshape(d.shape))
     stacked = torch.stack(trimmed)
     majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0).to(stacked.dtype)
