@@ -118,6 +118,37 @@ def test_an_index_that_cannot_be_reached_is_not_a_vanished_package(tmp_path, mon
     assert "no index pip is configured with lists" not in str(refused.value)
 
 
+def _build_when_missing(args):
+    """One process of the test below: for each of `rounds` entries, build it if it is missing
+    (as every cache does), then read it."""
+    import time
+    from pathlib import Path
+
+    from loradb.io.files import replaced_dir
+
+    root, rounds, who = args
+    for i in range(rounds):
+        out = Path(root) / f"entry-{i}"
+        if not out.exists():
+            with replaced_dir(out) as tmp:
+                for f in range(20):
+                    (tmp / f"part-{f}.txt").write_text("the same content from every builder")
+                time.sleep(0.01 * who)  # the builders finish one after another, while the first reads
+        for _ in range(30):
+            assert sorted(p.name for p in out.iterdir()) == sorted(f"part-{f}.txt" for f in range(20))
+    return who
+
+
+def test_processes_building_one_cache_entry_at_once_never_fail_each_other(tmp_path):
+    """Three jobs on one empty cache build the same entries at once: none fails, none sees an
+    entry go from under it, nothing is left over."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        assert sorted(pool.map(_build_when_missing, [(str(tmp_path), 40, w) for w in range(3)])) == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"entry-{i}" for i in range(40))  # no leftovers
+
+
 def _rows(n, labels=("a", "b")):
     return [{"text": f"example {i}", "label": labels[i % len(labels)]} for i in range(n)]
 

@@ -6,12 +6,14 @@ half-written output, cache entry or document that later looks complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,19 +122,42 @@ def atomic_output_dir(out: Path):
 @contextmanager
 def replaced_dir(out: Path):
     """Yield a temp directory that replaces `out` (any earlier one) only if the body finishes:
-    how caches are built, so a crash never leaves half an entry that later looks complete."""
+    how caches are built, so a crash never leaves half an entry that later looks complete.
+
+    Processes building the same entry at once (two jobs on one cache) never fail each other:
+    an entry another process put in place while this one built stands (a cache entry is made
+    from what names it: the same), so its readers never see it go; an entry that was there
+    before (stale) is renamed aside in one step and replaced."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    before = _inode(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    aside = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp
         with_umask_modes(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        now = _inode(out)
+        if now is not None and now != before:  # built meanwhile by another process: it stands
+            return
+        if now is not None:  # the stale entry this build replaces
+            with contextlib.suppress(FileNotFoundError):  # (or another process moved it already)
+                os.replace(out, aside)
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # else another process's build took the place first
+                raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, aside):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
