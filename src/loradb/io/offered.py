@@ -85,10 +85,13 @@ def _npm(pinned: PinnedFile) -> Offer:
         return Offer(pinned, GONE if "E404" in reason else UNREACHABLE, reason)
     if not proc.stdout.strip():  # npm view of a version that does not exist prints nothing and exits 0
         return Offer(pinned, GONE, f"the registry has no version {pinned.version} of {pinned.package}")
-    dist = json.loads(proc.stdout)
+    try:
+        dist = json.loads(proc.stdout)
+    except ValueError:  # a proxy's page, a warning on stdout: not an answer about the package
+        return Offer(pinned, UNREACHABLE, f"npm view answered what is not JSON: {proc.stdout.strip()[:120]!r}")
     if isinstance(dist, list):  # a range matched several versions; an exact pin never does
-        dist = dist[-1]
-    integrity = dist.get("integrity")
+        dist = dist[-1] if dist else {}
+    integrity = dist.get("integrity") if isinstance(dist, dict) else None
     if pinned.integrity is None:
         return Offer(pinned, OK, "offered (no npm digest pinned to compare)")
     if integrity != pinned.integrity:
