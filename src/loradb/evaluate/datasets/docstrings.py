@@ -45,6 +45,9 @@ SOURCES = {
     "web": PinnedFile("django==5.2.19", "django-5.2.19-py3-none-any.whl",
                       "5965d974a5218a2b68a11dd1276434707f23886525c23f0598eccedaf4f4ca00", sdist=False),
 }
+# each library's licence (its wheel's metadata), written into SOURCE.md beside its domain
+LICENCES = {"graphs": "BSD-3-Clause", "symbolic": "BSD-3-Clause", "language": "Apache-2.0", "arrays": "Apache-2.0",
+            "web": "BSD-3-Clause"}
 INSTRUCTION = "Write the one-line summary that opens the docstring of this Python function."
 INPUT_WORDS = 60
 SUMMARY_WORDS = (3, 24)
@@ -128,7 +131,7 @@ def docstring_domains(cache: Path | None = None) -> Path:
         provenance = []
         for domain, pinned in SOURCES.items():
             write_splits(tmp, domain, *split_examples(examples_from_wheel(pinned.fetch(root))))
-            provenance.append(f"- {domain}: {pinned.requirement} (wheel sha256 {pinned.sha256})")
+            provenance.append(f"- {domain}: {pinned.requirement} (wheel sha256 {pinned.sha256}), licence {LICENCES[domain]}")
         (tmp / "task.json").write_text(json.dumps({"task": "generation", "instruction": INSTRUCTION}, indent=2) + "\n")
         (tmp / "SOURCE.md").write_text(
             "Docstring summaries (target) from the rest of each docstring (input), converted by "

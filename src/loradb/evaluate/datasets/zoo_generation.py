@@ -20,6 +20,7 @@ import hashlib
 from pathlib import Path
 
 from loradb.evaluate.datasets.common import DomainData, words
+from loradb.evaluate.datasets.docstrings import LICENCES as DOCSTRING_LICENCES
 from loradb.evaluate.datasets.docstrings import SOURCES as DOCSTRING_SOURCES
 from loradb.evaluate.datasets.docstrings import examples_from_wheel
 from loradb.evaluate.datasets.gettext import APPS, catalogue
@@ -29,7 +30,6 @@ from loradb.evaluate.datasets.recipes import Recipe
 OUTLETS = {"aljazeera.com": "aljazeera", "tass.com": "tass", "abcnews.go.com": "abcnews", "dw.com": "dw", "rte.ie": "rte"}
 ARTICLE_WORDS = 100
 DOCSTRING_LIBRARIES = ("graphs", "symbolic", "language", "arrays")
-DOCSTRING_LICENCES = {"graphs": "BSD-3-Clause", "symbolic": "BSD-3-Clause", "language": "Apache-2.0", "arrays": "Apache-2.0"}
 TRANSLATIONS = {"fr": ("french", "French"), "es": ("spanish", "Spanish"), "pt_BR": ("portuguese", "Brazilian Portuguese")}
 SHARED_FAMILIES = frozenset({"headlines", "docstrings", *(f"ui-to-{family}" for family, _ in TRANSLATIONS.values())})
 
