@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from loradb.db.results import Hit, SearchResult
 from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError
 from loradb.io.data import iter_texts
-from loradb.io.files import cache_dir, with_umask_mode
+from loradb.io.files import atomic_file, cache_dir
 from loradb.lora.base import BaseModel, load_base
 from loradb.retrieval.arrow import arrow_gaps, arrow_scores_of, arrow_select, arrow_weights, arrows
 from loradb.retrieval.fit import COMPOSE
@@ -102,19 +101,10 @@ def _kept_arrows(sha: str) -> dict[str, np.ndarray] | None:
 
 def _keep_arrows(sha: str, vectors: dict[str, np.ndarray]) -> None:
     """Write whole or not at all; a cache that cannot be written only costs the next search time."""
-    path = _arrows_file(sha)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sha}.", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                arrays: dict[str, Any] = dict(vectors)  # module names as the archive's keys
-                np.savez(f, **arrays)
-            with_umask_mode(tmp)  # as every file of the cache (mkstemp makes it 0600)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(_arrows_file(sha)) as f:
+            arrays: dict[str, Any] = dict(vectors)  # module names as the archive's keys
+            np.savez(f, **arrays)
     except (OSError, TypeError):  # TypeError: a module named as one of savez's own arguments
         pass
 

