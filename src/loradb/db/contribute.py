@@ -65,7 +65,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
                          meta: dict | None = None, base=None, recipe: dict | None = None, spaces: Sequence[dict] = (),
                          dp=None, task: dict | None = None, progress: bool = True,
                          name_free: Callable[[str], None] | None = None, without_data: bool = False,
-                         stated_base_must_match: bool = False) -> Contribution:
+                         stated_base_must_match: bool = False, inferred_meta: dict | None = None) -> Contribution:
     """Validate an adapter against its base model and compute (or read) its representation.
 
     Args:
@@ -82,6 +82,8 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
         stated_base_must_match: with `base`, also refuse an adapter whose stated base is not on
             this machine and is named otherwise than `base` (a bulk import checks what it can,
             where one `add --base` is the user's word for one adapter).
+        inferred_meta: what a caller read around the folder (an import's card and source): kept
+            under what the folder's own loradb files say, and under `meta`.
     """
     if without_data and (data is not None or repr is not None):
         raise LoradbError("an adapter added without its data takes neither `data` nor `repr`")
@@ -95,7 +97,7 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
     adapter = read_adapter(adapter_dir)
     base_model = _base_for_adapter(adapter, base, adapter_dir, stated_base_must_match)
     check_adapter_fits(base_model, adapter, f"adapter {adapter_dir}")
-    meta = _with_folder_meta(adapter_dir, check_meta(meta))  # before z, which can take minutes: a bad file fails first
+    meta = _with_folder_meta(adapter_dir, check_meta(meta), check_meta(inferred_meta))  # before z (minutes): a bad file fails first
     if not without_data:  # without a representation there is no task key: the folder's task is not read
         task = as_task(task) if task is not None else trained_task(adapter_dir)
     rep: Representation | None
@@ -110,14 +112,14 @@ def prepare_contribution(adapter_dir: str | os.PathLike, *, data=None, repr=None
                         base_name=base_model.name, base_fingerprint=base_model.fingerprint)
 
 
-def _with_folder_meta(adapter_dir, given: dict[str, str]) -> dict[str, str]:
-    """The metadata a record keeps: what the folder says (what `loradb train` measured, the
-    lineage of a composition, the record it was exported from), under what the caller gives."""
-    composed, exported = composed_meta(adapter_dir), exported_meta(adapter_dir)
+def _with_folder_meta(adapter_dir, given: dict[str, str], inferred: dict[str, str]) -> dict[str, str]:
+    """The metadata a record keeps: what was inferred around the folder, under what the folder
+    says (what `loradb train` measured, the lineage of a composition, the record it was
+    exported from), under what the caller gives."""
+    found = {**inferred, **validation_meta(adapter_dir), **composed_meta(adapter_dir), **exported_meta(adapter_dir)}
     if any(key in given for key in LICENCE_KEYS):  # the contributor's own statement of the licence wins
-        composed.pop("licence", None)
-        exported = {k: v for k, v in exported.items() if k not in LICENCE_KEYS}
-    return {**validation_meta(adapter_dir), **composed, **exported, **given}
+        found = {k: v for k, v in found.items() if k not in LICENCE_KEYS}
+    return {**found, **given}
 
 
 RECORD_NAME = "loradb_record.json"  # written by `export` beside the adapter: the record's name, base and metadata

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loradb.db.contribute import check_name, exported_meta, prepare_contribution
-from loradb.db.lineage import LICENCE_KEYS
+from loradb.db.contribute import check_name, prepare_contribution
 from loradb.db.store.protocol import Record
 from loradb.errors import LoradbError, StoreError
 from loradb.io.files import sha256_file
@@ -221,12 +220,9 @@ def import_adapters(db, paths: Sequence[str | os.PathLike], *, base: str | os.Pa
                 skip(f.path, f"records named {', '.join(choices)} already hold other weights" if choices
                      else str(_name_problem(candidates[0])))
                 continue
-            # what the walk infers, under the record an exported folder came from (its own source, licence)
-            given = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {}),
-                     **exported_meta(f.path)}
-            if any(k in (meta or {}) for k in LICENCE_KEYS):
-                given = {k: v for k, v in given.items() if k not in LICENCE_KEYS}
-            contribution = prepare_contribution(f.path, name=name, meta={**given, **(meta or {})}, base=base,
+            # what the walk infers: under the record an exported folder came from (its own source, licence)
+            inferred = {**card_meta(f.path), "source": f.source, **({"hub_revision": f.revision} if f.revision else {})}
+            contribution = prepare_contribution(f.path, name=name, meta=meta, inferred_meta=inferred, base=base,
                                                 without_data=True, progress=False, name_free=db.require_name_free,
                                                 stated_base_must_match=True)
             report.added.append(db.store(contribution))
