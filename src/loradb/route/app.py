@@ -181,9 +181,7 @@ class Router:
         try:
             gone = await self.loaded.drop(stale)  # an unloaded adapter's composition is deleted then (_unloaded)
             for name in gone:  # and one the engine never held (refused, or evicted meanwhile) now
-                plan = self.plans.pop(name, None)
-                if plan is not None:
-                    await asyncio.to_thread(self.library.discard, plan.key)
+                await self._unloaded(name)
             self._undropped = (self._undropped | stale) - gone
             if stale - gone:
                 log.warning("the engine kept %d composition(s) of removed records; trying again at the next request",
