@@ -126,3 +126,35 @@ def test_compose_exact_is_the_weighted_sum():
     assert torch.allclose(B @ A, expected, atol=1e-6)
     A2, B2 = out["only_b"]  # a module one adapter lacks: only the other contributes
     assert torch.allclose(B2 @ A2, -1.5 * b["only_b"][1] @ b["only_b"][0], atol=1e-6)
+
+
+def test_gpt2_merged_model_takes_the_layout_from_the_layer_not_the_flag(gpt2, tmp_path):
+    """A hand-made GPT-2 adapter saying fan_in_fan_out false: PEFT forces the flag on for
+    Conv1D, and so must `--merged` and the add-time shape check. c_proj is square, so the
+    flag's layout would be written without any error, transposed."""
+    import numpy as np
+
+    from loradb.retrieval.represent import Representation, default_space, save_representation
+
+    dirs = [make_adapter(gpt2, tmp_path / f"a{i}", seed=i, targets=("c_attn", "c_proj"), fan_in_fan_out=True)
+            for i in range(2)]
+    for d in dirs:
+        cfg = json.loads((d / "adapter_config.json").read_text())
+        cfg["fan_in_fan_out"] = False
+        (d / "adapter_config.json").write_text(json.dumps(cfg))
+    db = LoraDB.init(tmp_path / "db")
+    space = default_space(load_base(gpt2))
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(dirs):
+        z = tmp_path / f"z{i}.npy"
+        save_representation(Representation(rng.normal(size=space.dim).astype(np.float32), space, str(gpt2), 10), z)
+        db.add(d, repr=z, base=gpt2)  # c_attn is 32x96 as Conv1D keeps it: the flag's 96x32 must not refuse it
+    weights = {"a0": 0.7, "a1": 0.5}
+    db.compose(tmp_path / "merged", weights=weights, merged=True)
+    ids = _ids()
+    with torch.no_grad():
+        ref = exact_merge_model(gpt2, dirs, list(weights.values()))(input_ids=ids).logits
+        plain = load_model(gpt2)(input_ids=ids).logits
+        merged = load_model(tmp_path / "merged")(input_ids=ids).logits
+    assert (ref - plain).abs().max() > 1e-2  # the adapters really change the model
+    assert (merged - ref).abs().max() < 1e-4

@@ -57,6 +57,24 @@ class BaseModel:
         """Transformer layers (hidden states are 0..num_layers), whatever the config calls them."""
         return _config_attribute(self.config, "num_hidden_layers")
 
+    @functools.cached_property
+    def transposed_weights(self) -> frozenset[str] | None:
+        """The weight tensors kept as (in, out): those of transformers' Conv1D layers (GPT-2).
+
+        Read from the model's own layer classes, built on the meta device (no weights read).
+        None when transformers cannot build the architecture from the config."""
+        return _transposed_weights(self.config, tuple(self.weight_shapes))
+
+    def stores_transposed(self, key: str, stated: bool) -> bool:
+        """Whether weight tensor `key` is laid out (in, out), which decides how B @ A is added.
+
+        The layer decides, not an adapter's fan_in_fan_out flag (PEFT itself forces the flag on
+        for Conv1D): a square Conv1D (GPT-2's c_proj) takes either layout without an error, so a
+        wrong flag would silently add the transposed update. `stated` (the adapter's flag) is
+        used only for an architecture transformers cannot build."""
+        transposed = self.transposed_weights
+        return stated if transposed is None else key in transposed
+
 
 def _config_attribute(config: dict, name: str):
     """A standard config attribute read the way transformers reads it: each model family's
@@ -69,6 +87,26 @@ def _config_attribute(config: dict, name: str):
     except (ValueError, TypeError, KeyError):  # no or unknown model_type: only the standard key counts
         value = config.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+def _transposed_weights(config: dict, tensor_names: tuple[str, ...]) -> frozenset[str] | None:
+    import torch
+    import transformers
+    from transformers import AutoConfig
+    from transformers.pytorch_utils import Conv1D
+
+    architecture = (config.get("architectures") or [None])[0]
+    model_class = getattr(transformers, architecture, None) if isinstance(architecture, str) else None
+    try:
+        model_config = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = model_class(model_config) if model_class is not None else transformers.AutoModel.from_config(model_config)
+    except Exception:  # noqa: BLE001 - any architecture transformers cannot build (LiteMedSAM, remote code)
+        return None
+    conv_weights = [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    # the saved names may carry another wrapper's prefix than the class built here ("transformer." or none)
+    return frozenset(t for t in tensor_names
+                     if any(t == w or t.endswith("." + w) or w.endswith("." + t) for w in conv_weights))
+
 
 @functools.lru_cache(maxsize=16)
 def _load_base(resolved: str) -> BaseModel:
@@ -148,7 +186,7 @@ def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, where: str) -> Non
                 f"{where} adapts module {name!r}, which base model {base.short} does not have "
                 f"(adapter made for {adapter.base_model_name_or_path!r}); pass the base model it was trained on"
             )
-        expected = module.weight_shape[::-1] if adapter.fan_in_fan_out else module.weight_shape
+        expected = module.weight_shape[::-1] if base.stores_transposed(key, adapter.fan_in_fan_out) else module.weight_shape
         if tuple(base.weight_shapes[key]) != tuple(expected):
             raise BaseModelMismatch(
                 f"{where} module {name!r} updates a {expected[0]}x{expected[1]} weight but {key} in base model "

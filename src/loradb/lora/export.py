@@ -37,7 +37,9 @@ def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base:
     """Write a copy of the base model with W += B @ A added to each composed module.
 
     Each weight file is loaded, updated one module at a time (the only place a dense
-    delta exists) and saved in the base's own dtype; other files are copied unchanged.
+    delta exists) and saved in the base's own dtype; other files are copied unchanged. The
+    update is laid out as the base layer keeps its weight (BaseModel.stores_transposed);
+    `fan_in_fan_out` counts only where transformers cannot build the architecture.
     """
     import torch
     from safetensors.torch import load_file, save_file
@@ -60,7 +62,8 @@ def write_merged_model(out: Path, composed: dict, *, fan_in_fan_out: bool, base:
             for key in set(tensors) & set(targets):
                 A, B = composed[targets[key]]
                 w = tensors[key]
-                tensors[key] = (w.to(torch.float32) + dense_delta(A, B, fan_in_fan_out=fan_in_fan_out)).to(w.dtype)
+                delta = dense_delta(A, B, fan_in_fan_out=base.stores_transposed(key, fan_in_fan_out))
+                tensors[key] = (w.to(torch.float32) + delta).to(w.dtype)
             save_file(tensors, str(tmp / wf.name), metadata={"format": "pt"})
         (tmp / PROVENANCE_NAME).write_text(to_json(provenance) + "\n")
         if card is not None:  # the merged model is the composition's: its card replaces the base's
