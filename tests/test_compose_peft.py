@@ -50,6 +50,22 @@ def compose_dirs(base, adapter_dirs, weights, out):
     return out
 
 
+def _database_of(base, adapter_dirs, tmp_path):
+    """A database holding the adapters as a0, a1, ... (random vectors: these tests name their weights)."""
+    import numpy as np
+
+    from loradb.retrieval.represent import Representation, default_space, save_representation
+
+    db = LoraDB.init(tmp_path / "db")
+    space = default_space(load_base(base))
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(adapter_dirs):
+        z = tmp_path / f"z{i}.npy"
+        save_representation(Representation(rng.normal(size=space.dim).astype(np.float32), space, str(base), 10), z)
+        db.add(d, repr=z, base=base)
+    return db
+
+
 def _ids(n=6, length=10, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(5, 100, (n, length), generator=g)
@@ -87,19 +103,9 @@ def test_gpt2_fan_in_fan_out(gpt2, tmp_path):
 
 def test_db_compose_adapter_and_merged_model_agree(bert, tmp_path):
     """Through the database: the adapter (in PEFT) and --merged give the exact merge."""
-    import numpy as np
-
-    from loradb.retrieval.represent import Representation, default_space, save_representation
-
     dirs = [make_adapter(bert, tmp_path / f"a{i}", seed=i, r=2 * (i + 1), targets=("query", "value", "dense")[: 2 + i % 2])
             for i in range(3)]
-    db = LoraDB.init(tmp_path / "db")
-    space = default_space(load_base(bert))
-    rng = np.random.default_rng(0)
-    for i, d in enumerate(dirs):
-        z = tmp_path / f"z{i}.npy"
-        save_representation(Representation(rng.normal(size=space.dim).astype(np.float32), space, str(bert), 10), z)
-        db.add(d, repr=z, base=bert)
+    db = _database_of(bert, dirs, tmp_path)
     weights = {"a0": 0.6, "a1": -0.4, "a2": 0.9}
     db.compose(tmp_path / "adapter", weights=weights)
     db.compose(tmp_path / "merged", weights=weights, merged=True)
@@ -132,23 +138,13 @@ def test_gpt2_merged_model_takes_the_layout_from_the_layer_not_the_flag(gpt2, tm
     """A hand-made GPT-2 adapter saying fan_in_fan_out false: PEFT forces the flag on for
     Conv1D, and so must `--merged` and the add-time shape check. c_proj is square, so the
     flag's layout would be written without any error, transposed."""
-    import numpy as np
-
-    from loradb.retrieval.represent import Representation, default_space, save_representation
-
     dirs = [make_adapter(gpt2, tmp_path / f"a{i}", seed=i, targets=("c_attn", "c_proj"), fan_in_fan_out=True)
             for i in range(2)]
     for d in dirs:
         cfg = json.loads((d / "adapter_config.json").read_text())
         cfg["fan_in_fan_out"] = False
         (d / "adapter_config.json").write_text(json.dumps(cfg))
-    db = LoraDB.init(tmp_path / "db")
-    space = default_space(load_base(gpt2))
-    rng = np.random.default_rng(0)
-    for i, d in enumerate(dirs):
-        z = tmp_path / f"z{i}.npy"
-        save_representation(Representation(rng.normal(size=space.dim).astype(np.float32), space, str(gpt2), 10), z)
-        db.add(d, repr=z, base=gpt2)  # c_attn is 32x96 as Conv1D keeps it: the flag's 96x32 must not refuse it
+    db = _database_of(gpt2, dirs, tmp_path)  # c_attn is 32x96 as Conv1D keeps it: the flag's 96x32 must not refuse it
     weights = {"a0": 0.7, "a1": 0.5}
     db.compose(tmp_path / "merged", weights=weights, merged=True)
     ids = _ids()
