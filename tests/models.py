@@ -95,3 +95,11 @@ def make_adapter(base: Path, out: Path, *, seed: int, r: int = 4, alpha: float =
                 p.normal_(0, 0.2)
     peft_model.save_pretrained(out)
     return out
+
+
+def clear_fan_in_fan_out(adapter_dir: Path) -> None:
+    """Say fan_in_fan_out false in the adapter's config, as a hand-made or converted one may."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["fan_in_fan_out"] = False
+    cfg_path.write_text(json.dumps(cfg))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from models import load_model, make_adapter
+from models import clear_fan_in_fan_out, load_model, make_adapter
 
 from loradb import LoraDB, compose_exact, read_adapter
 from loradb.lora.compose import factors_of
@@ -141,9 +141,7 @@ def test_gpt2_merged_model_takes_the_layout_from_the_layer_not_the_flag(gpt2, tm
     dirs = [make_adapter(gpt2, tmp_path / f"a{i}", seed=i, targets=("c_attn", "c_proj"), fan_in_fan_out=True)
             for i in range(2)]
     for d in dirs:
-        cfg = json.loads((d / "adapter_config.json").read_text())
-        cfg["fan_in_fan_out"] = False
-        (d / "adapter_config.json").write_text(json.dumps(cfg))
+        clear_fan_in_fan_out(d)
     db = _database_of(gpt2, dirs, tmp_path)  # c_attn is 32x96 as Conv1D keeps it: the flag's 96x32 must not refuse it
     weights = {"a0": 0.7, "a1": 0.5}
     db.compose(tmp_path / "merged", weights=weights, merged=True)
@@ -154,3 +152,20 @@ def test_gpt2_merged_model_takes_the_layout_from_the_layer_not_the_flag(gpt2, tm
         merged = load_model(tmp_path / "merged")(input_ids=ids).logits
     assert (ref - plain).abs().max() > 1e-2  # the adapters really change the model
     assert (merged - ref).abs().max() < 1e-4
+
+
+def test_gpt2_adapters_disagreeing_on_the_flag_compose_by_the_layers_layout(gpt2, tmp_path):
+    """One of two GPT-2 adapters says fan_in_fan_out false: the composed adapter still loads in
+    PEFT and equals the exact merge (it was refused before, though both lay out alike)."""
+    dirs = [make_adapter(gpt2, tmp_path / f"a{i}", seed=i, targets=("c_attn", "c_proj"), fan_in_fan_out=True)
+            for i in range(2)]
+    clear_fan_in_fan_out(dirs[1])
+    db = _database_of(gpt2, dirs, tmp_path)
+    weights = {"a0": 0.6, "a1": -0.8}
+    db.compose(tmp_path / "adapter", weights=weights)
+    ids = _ids()
+    with torch.no_grad():
+        ref = exact_merge_model(gpt2, dirs, list(weights.values()))(input_ids=ids).logits
+        ours = peft_model(gpt2, tmp_path / "adapter")(input_ids=ids).logits
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+    assert (ours - ref).abs().max() < 1e-4

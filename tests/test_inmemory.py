@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from models import load_model, make_adapter
+from models import clear_fan_in_fan_out, load_model, make_adapter
 
 from loradb import read_adapter
 from loradb.lora.compose import compose_exact, factors_of
@@ -34,20 +34,12 @@ def _inmemory_logits(base, adapter_dir, ids):
         return model(input_ids=ids).logits
 
 
-def _clear_flag(adapter_dir):
-    """An adapter whose config says fan_in_fan_out false (as a hand-made or converted one may)."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["fan_in_fan_out"] = False
-    cfg_path.write_text(json.dumps(cfg))
-
-
 @pytest.mark.parametrize("targets", [("c_proj",), ("c_attn",), ("c_attn", "c_proj", "c_fc")])
 @pytest.mark.parametrize("flag_written", [True, False])
 def test_gpt2_conv1d_matches_peft(gpt2, tmp_path, targets, flag_written):
     adapter = make_adapter(gpt2, tmp_path / "a", seed=3, targets=targets, fan_in_fan_out=True)
     if not flag_written:
-        _clear_flag(adapter)
+        clear_fan_in_fan_out(adapter)
     ids = _ids()
     with torch.no_grad():
         base_logits = load_model(gpt2)(input_ids=ids).logits

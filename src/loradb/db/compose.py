@@ -137,12 +137,17 @@ def _one_base(db, records: list[Record], *, required: bool, given) -> BaseModel 
 
 
 def _compatible(base_model: BaseModel | BaseRef, records: list[Record], adapters: list[LoraAdapter]) -> bool:
-    """Refuse adapters that cannot be summed layer by layer; returns their fan_in_fan_out."""
+    """Refuse adapters that cannot be summed layer by layer; returns the fan_in_fan_out to write."""
     _check_module_naming(base_model, records, adapters)
     fan = {a.fan_in_fan_out for a in adapters}
-    if len(fan) > 1:
-        raise LoradbError("the adapters disagree on fan_in_fan_out; they cannot target the same layers")
-    return fan.pop()
+    if len(fan) == 1:
+        return fan.pop()
+    # a flag set by hand disagrees with the others: the base's own layers decide the layout
+    # (BaseModel.stores_transposed), as PEFT does; only a base nobody can build here leaves it open
+    if isinstance(base_model, BaseModel) and base_model.transposed_weights is not None:
+        return bool(base_model.transposed_weights)
+    raise LoradbError(f"the adapters disagree on fan_in_fan_out and base model {base_model.short} cannot be built here "
+                      "to tell its layers' layout; fix the flag of the hand-made adapter")
 
 
 def _write(out: Path, composed: dict, result: SearchResult, base_model, adapters: list[LoraAdapter], fan_in_fan_out: bool,
