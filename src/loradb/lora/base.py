@@ -88,6 +88,7 @@ def _config_attribute(config: dict, name: str):
         value = config.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+
 def _transposed_weights(config: dict, tensor_names: tuple[str, ...]) -> frozenset[str] | None:
     import torch
     import transformers
