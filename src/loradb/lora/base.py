@@ -103,10 +103,11 @@ def _transposed_weights(config: dict, tensor_names: tuple[str, ...]) -> frozense
             model = model_class(model_config) if model_class is not None else transformers.AutoModel.from_config(model_config)
     except Exception:  # noqa: BLE001 - any architecture transformers cannot build (LiteMedSAM, remote code)
         return None
-    conv_weights = [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Conv1D)]
-    # the saved names may carry another wrapper's prefix than the class built here ("transformer." or none)
-    return frozenset(t for t in tensor_names
-                     if any(t == w or t.endswith("." + w) or w.endswith("." + t) for w in conv_weights))
+    # each Conv1D's saved weight, found as resolve_module finds a PEFT module's: the saved names may
+    # carry another wrapper's prefix than the class built here ("transformer." or none)
+    conv_layers = [name for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    saved = (match_by_suffix(tensor_names, name, ".weight") for name in conv_layers)
+    return frozenset(key for key in saved if key is not None)
 
 
 @functools.lru_cache(maxsize=16)
